@@ -1,0 +1,443 @@
+//! Configuration: flags over `HOOKWIRE_*` environment over the TOML file
+//! over defaults, validated once into [`Settings`]. Nothing downstream sees
+//! the raw flags.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::id::{MAX_CORES, MAX_NODE_ID};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookwire",
+    version,
+    about = "Webhook/postback ingestion: HTTP in, JSON envelopes out over ZeroMQ PUSH",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Accept webhooks and fan them out (the default).
+    Serve(ServeArgs),
+    /// Bind a ZeroMQ PULL socket and print every envelope as a JSON line.
+    Tap(TapArgs),
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML file with the same keys as the flags (`max-body = "1MiB"`).
+    #[arg(long, env = "HOOKWIRE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the public HTTP listener [default: 0.0.0.0:8080]
+    #[arg(long, env = "HOOKWIRE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// ZeroMQ endpoint for the catch-all route `*` (repeatable; consumers bind PULL)
+    /// [default: tcp://127.0.0.1:5555 when no --push or --route is given]
+    #[arg(long, env = "HOOKWIRE_PUSH", value_name = "ENDPOINT", value_delimiter = ',')]
+    pub push: Vec<String>,
+    /// A route: `<key glob>=<endpoint>[,<endpoint>…]` (repeatable; `;` separates routes in the env var)
+    #[arg(long, env = "HOOKWIRE_ROUTE", value_name = "GLOB=ENDPOINTS", value_delimiter = ';')]
+    pub route: Vec<String>,
+    /// Wire format: `json` (one frame) or `key+json` (two frames) [default: json]
+    #[arg(long, env = "HOOKWIRE_FRAMES")]
+    pub frames: Option<String>,
+    /// Executors, one per core [default: every core]
+    #[arg(long, env = "HOOKWIRE_CORES")]
+    pub cores: Option<usize>,
+    /// Node id, 0-15, distinct per hookwire node sharing consumers [default: 0]
+    #[arg(long, env = "HOOKWIRE_NODE_ID")]
+    pub node_id: Option<u16>,
+    /// CIDR whose X-Real-IP / X-Forwarded-For are believed (repeatable) [default: 127.0.0.0/8, ::1/128]
+    #[arg(long, env = "HOOKWIRE_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
+    /// Largest accepted body, e.g. `1MiB`, `512k`, `65536` [default: 1MiB]
+    #[arg(long, env = "HOOKWIRE_MAX_BODY", value_name = "SIZE")]
+    pub max_body: Option<String>,
+    /// Largest request line + headers [default: 16KiB]
+    #[arg(long, env = "HOOKWIRE_MAX_HEADER", value_name = "SIZE")]
+    pub max_header: Option<String>,
+    /// Close a keep-alive connection idle this long [default: 60s]
+    #[arg(long, env = "HOOKWIRE_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// A started request must arrive completely within this [default: 10s]
+    #[arg(long, env = "HOOKWIRE_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+    /// Events that may wait per core and route while ZeroMQ cannot take them [default: 100000]
+    #[arg(long, env = "HOOKWIRE_BACKLOG", value_name = "EVENTS")]
+    pub backlog: Option<usize>,
+    /// ZeroMQ send high-water mark per socket [default: 10000]
+    #[arg(long, env = "HOOKWIRE_SNDHWM", value_name = "MESSAGES")]
+    pub sndhwm: Option<i32>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TapArgs {
+    /// Endpoint to bind the PULL socket on
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    pub bind: String,
+    /// Exit after this many envelopes
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// The TOML file: the flags' names as keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    #[serde(default)]
+    push: Vec<String>,
+    #[serde(default)]
+    route: Vec<String>,
+    frames: Option<String>,
+    cores: Option<usize>,
+    #[serde(alias = "node_id")]
+    node_id: Option<u16>,
+    #[serde(default, alias = "trusted_proxy")]
+    trusted_proxy: Vec<String>,
+    #[serde(alias = "max_body")]
+    max_body: Option<Size>,
+    #[serde(alias = "max_header")]
+    max_header: Option<Size>,
+    #[serde(alias = "idle_timeout")]
+    idle_timeout: Option<String>,
+    #[serde(alias = "request_timeout")]
+    request_timeout: Option<String>,
+    backlog: Option<usize>,
+    sndhwm: Option<i32>,
+}
+
+/// A size in the file: a number of bytes or a string like `"1MiB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn text(self) -> String {
+        match self {
+            Size::Bytes(n) => n.to_string(),
+            Size::Text(s) => s,
+        }
+    }
+}
+
+/// How envelopes leave on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frames {
+    Json,
+    KeyJson,
+}
+
+/// One route: a glob on the key and the endpoints its PUSH socket connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub pattern: String,
+    pub endpoints: Vec<String>,
+}
+
+/// Validated settings, shared read-only by every core.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub routes: Vec<RouteSpec>,
+    pub frames: Frames,
+    pub cores: usize,
+    pub node_id: u16,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body: usize,
+    pub max_header: usize,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub backlog: usize,
+    pub sndhwm: i32,
+}
+
+/// A configuration error, naming the option.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(option: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("--{option}: {msg}"))
+}
+
+impl Settings {
+    /// Merges flags/env (already merged by clap) with the file and defaults.
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
+
+        let listen_text = args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:8080".into());
+        let listen = listen_text
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| bad("listen", format!("'{listen_text}' is not an address like 0.0.0.0:8080")))?;
+
+        let push = pick(args.push, file.push);
+        let route = pick(args.route, file.route);
+        let mut routes = Vec::new();
+        for text in &route {
+            routes.push(parse_route(text)?);
+        }
+        if !push.is_empty() {
+            for e in &push {
+                check_endpoint("push", e)?;
+            }
+            routes.insert(
+                0,
+                RouteSpec {
+                    pattern: "*".into(),
+                    endpoints: push,
+                },
+            );
+        }
+        if routes.is_empty() {
+            routes.push(RouteSpec {
+                pattern: "*".into(),
+                endpoints: vec!["tcp://127.0.0.1:5555".into()],
+            });
+        }
+        if routes.len() > 64 {
+            return Err(bad("route", "at most 64 routes (including --push) are supported"));
+        }
+
+        let frames = match args.frames.or(file.frames).as_deref() {
+            None | Some("json") => Frames::Json,
+            Some("key+json") => Frames::KeyJson,
+            Some(other) => return Err(bad("frames", format!("'{other}' is not one of: json, key+json"))),
+        };
+
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = args.cores.or(file.cores).unwrap_or(available.min(MAX_CORES));
+        if cores == 0 || cores > MAX_CORES {
+            return Err(bad("cores", format!("must be 1-{MAX_CORES}, got {cores}")));
+        }
+        let node_id = args.node_id.or(file.node_id).unwrap_or(0);
+        if node_id > MAX_NODE_ID {
+            return Err(bad("node-id", format!("must be 0-{MAX_NODE_ID}, got {node_id}")));
+        }
+
+        let proxies = pick(args.trusted_proxy, file.trusted_proxy);
+        let trusted_proxies = if proxies.is_empty() {
+            vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+        } else {
+            proxies
+                .iter()
+                .map(|p| {
+                    p.trim()
+                        .parse::<IpNet>()
+                        .or_else(|_| p.trim().parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| bad("trusted-proxy", format!("'{p}' is not a CIDR like 10.0.0.0/8 or an IP")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+
+        let max_body = size("max-body", args.max_body.or(file.max_body.map(Size::text)), "1MiB")?;
+        if !(1..=1 << 30).contains(&max_body) {
+            return Err(bad("max-body", "must be between 1 byte and 1GiB"));
+        }
+        let max_header = size("max-header", args.max_header.or(file.max_header.map(Size::text)), "16KiB")?;
+        if !(1024..=1 << 20).contains(&max_header) {
+            return Err(bad("max-header", "must be between 1KiB and 1MiB"));
+        }
+        let idle_timeout = duration("idle-timeout", args.idle_timeout.or(file.idle_timeout), "60s")?;
+        let request_timeout = duration("request-timeout", args.request_timeout.or(file.request_timeout), "10s")?;
+        let backlog = args.backlog.or(file.backlog).unwrap_or(100_000);
+        if backlog == 0 {
+            return Err(bad("backlog", "must be at least 1"));
+        }
+        let sndhwm = args.sndhwm.or(file.sndhwm).unwrap_or(10_000);
+        if sndhwm < 0 {
+            return Err(bad("sndhwm", "must be 0 (no limit) or more"));
+        }
+
+        Ok(Settings {
+            listen,
+            routes,
+            frames,
+            cores,
+            node_id,
+            trusted_proxies,
+            max_body,
+            max_header,
+            idle_timeout,
+            request_timeout,
+            backlog,
+            sndhwm,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))
+}
+
+fn size(option: &str, value: Option<String>, default: &str) -> Result<usize, ConfigError> {
+    let text = value.unwrap_or_else(|| default.into());
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64() as usize)
+        .map_err(|_| bad(option, format!("'{text}' is not a size like 1MiB, 512KiB or 65536")))
+}
+
+fn duration(option: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or_else(|| default.into());
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|_| bad(option, format!("'{text}' is not a duration like 10s or 500ms")))?;
+    if d.is_zero() {
+        return Err(bad(option, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_route(text: &str) -> Result<RouteSpec, ConfigError> {
+    let (pattern, endpoints) = text
+        .split_once('=')
+        .ok_or_else(|| bad("route", format!("'{text}' is not <key glob>=<endpoint>[,<endpoint>…]")))?;
+    let pattern = pattern.trim();
+    if pattern.is_empty() || pattern.contains(char::is_whitespace) {
+        return Err(bad("route", format!("'{text}': the key glob must be non-empty, without spaces")));
+    }
+    let endpoints: Vec<String> = endpoints.split(',').map(|e| e.trim().to_owned()).collect();
+    for e in &endpoints {
+        check_endpoint("route", e)?;
+    }
+    Ok(RouteSpec {
+        pattern: pattern.into(),
+        endpoints,
+    })
+}
+
+/// Refuses what ZeroMQ would refuse, at start rather than at first send.
+fn check_endpoint(option: &str, endpoint: &str) -> Result<(), ConfigError> {
+    let hint = "expected tcp://host:port, ipc://path or inproc://name";
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or_else(|| bad(option, format!("'{endpoint}' is not a ZeroMQ endpoint ({hint})")))?;
+    let ok = match scheme {
+        "tcp" => rest
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)),
+        "ipc" | "inproc" => !rest.is_empty(),
+        _ => false,
+    };
+    if !ok {
+        return Err(bad(option, format!("'{endpoint}' is not a ZeroMQ endpoint ({hint})")));
+    }
+    // Let libzmq itself judge the address (e.g. an unresolvable host).
+    let ctx = zmq::Context::new();
+    let socket = ctx.socket(zmq::PUSH).map_err(|e| bad(option, e))?;
+    socket.set_linger(0).map_err(|e| bad(option, e))?;
+    socket
+        .connect(endpoint)
+        .map_err(|e| bad(option, format!("'{endpoint}': {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["hookwire"];
+        argv.extend_from_slice(args);
+        Settings::from_args(Cli::try_parse_from(argv).unwrap().serve)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(
+            s.routes,
+            [RouteSpec {
+                pattern: "*".into(),
+                endpoints: vec!["tcp://127.0.0.1:5555".into()]
+            }]
+        );
+        assert_eq!(s.frames, Frames::Json);
+        assert_eq!(s.max_body, 1 << 20);
+        assert_eq!(s.node_id, 0);
+        assert!(s.trusted_proxies.iter().any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn push_and_routes() {
+        let s = settings(&[
+            "--push",
+            "tcp://127.0.0.1:1",
+            "--route",
+            "in.gen.calltrack.*=tcp://127.0.0.1:5601,tcp://127.0.0.1:5602",
+        ])
+        .unwrap();
+        assert_eq!(s.routes.len(), 2);
+        assert_eq!(s.routes[0].pattern, "*");
+        assert_eq!(s.routes[1].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn bad_options_name_the_option() {
+        for (args, option) in [
+            (&["--push", "nope"][..], "--push"),
+            (&["--push", "tcp://127.0.0.1"], "--push"),
+            (&["--route", "x"], "--route"),
+            (&["--frames", "xml"], "--frames"),
+            (&["--cores", "0"], "--cores"),
+            (&["--node-id", "16"], "--node-id"),
+            (&["--trusted-proxy", "10.0.0.0/33"], "--trusted-proxy"),
+            (&["--max-body", "lots"], "--max-body"),
+            (&["--listen", "nowhere"], "--listen"),
+            (&["--idle-timeout", "0s"], "--idle-timeout"),
+        ] {
+            let err = settings(args).unwrap_err().to_string();
+            assert!(err.starts_with(option), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_under_flags() {
+        let dir = std::env::temp_dir().join(format!("hookwire-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nmax-body = \"64KiB\"\nnode-id = 3\nfrnames = 1\n",
+        )
+        .unwrap();
+        let err = settings(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(err.starts_with("--config") && err.contains("frnames"), "{err}");
+
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax-body = 65536\nnode-id = 3\n").unwrap();
+        let s = settings(&["--config", path.to_str().unwrap(), "--node-id", "4"]).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.max_body, 65536);
+        assert_eq!(s.node_id, 4);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

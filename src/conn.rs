@@ -1,0 +1,264 @@
+//! One connection: a reused read buffer, pipelining, keep-alive, timeouts
+//! and write batching.
+//!
+//! [`Conn::process`] is sans-IO: it answers every complete request in the
+//! buffer (in order, responses appended to one output buffer) and says
+//! whether to read more or close. [`serve`] drives it: read → process →
+//! one write of all responses → read again.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::config::Settings;
+use crate::http::request::{self, Framing};
+use crate::http::response::Persist;
+use crate::http::{chunked, Error};
+use crate::ingest::{Refusal, Request};
+use crate::shard::Shard;
+
+/// Starting (and resting) size of a connection's read buffer.
+const INITIAL: usize = 16 * 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What the connection should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Read more; `completed` requests were answered in this pass.
+    More { completed: usize },
+    /// Write what is in `out`, then close.
+    Close,
+}
+
+/// A connection's buffers and per-request state.
+#[derive(Debug)]
+pub struct Conn {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Responses waiting to be written, in request order.
+    pub out: Vec<u8>,
+    /// Bytes the request at `start` needs in all, when known.
+    want: usize,
+    continued: bool,
+    peer: IpAddr,
+    max_header: usize,
+    max_body: usize,
+    max_wire: usize,
+}
+
+impl Conn {
+    pub fn new(peer: IpAddr, settings: &Settings) -> Self {
+        Self {
+            buf: vec![0; INITIAL],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(4096),
+            want: 0,
+            continued: false,
+            peer,
+            max_header: settings.max_header,
+            max_body: settings.max_body,
+            // A chunked body carries size lines on top of its data.
+            max_wire: settings.max_header + settings.max_body * 2 + 4096,
+        }
+    }
+
+    /// Whether part of a request is waiting for more bytes.
+    pub fn pending(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// The free space to read into, made room for first.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start > 0 && (self.end == self.buf.len() || self.want > self.buf.len() - self.start) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let need = self.want.max(self.end + 1).min(self.max_wire);
+        if need > self.buf.len() {
+            let grown = (self.buf.len() * 2).max(need).min(self.max_wire);
+            self.buf.resize(grown, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records `n` bytes read into [`Conn::spare`].
+    pub fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// Appends bytes as if they had been read (tests and benches).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let spare = self.spare();
+            let n = spare.len().min(rest.len());
+            assert!(n > 0, "feed beyond the connection's buffer limit");
+            spare[..n].copy_from_slice(&rest[..n]);
+            self.filled(n);
+            rest = &rest[n..];
+        }
+    }
+
+    /// Answers every complete request in the buffer.
+    pub fn process(&mut self, shard: &mut Shard) -> Step {
+        let mut completed = 0;
+        loop {
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+                if self.buf.len() > 4 * INITIAL {
+                    self.buf.truncate(INITIAL);
+                    self.buf.shrink_to_fit();
+                }
+                return Step::More { completed };
+            }
+            let pending = &mut self.buf[self.start..self.end];
+            let head = match request::parse(pending, self.max_header) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    self.want = 0;
+                    return Step::More { completed };
+                }
+                Err(e) => return self.fail(shard, e),
+            };
+            let (body, total) = match head.framing() {
+                Framing::None => (head.len..head.len, head.len),
+                Framing::Length(n) => {
+                    if n > self.max_body as u64 {
+                        return self.fail(shard, Error::BodyTooLarge);
+                    }
+                    let total = head.len + n as usize;
+                    if pending.len() < total {
+                        self.want = total;
+                        self.expect_continue(&head);
+                        return Step::More { completed };
+                    }
+                    (head.len..total, total)
+                }
+                Framing::Chunked => {
+                    match chunked::measure(&pending[head.len..], self.max_body, self.max_header) {
+                        Err(e) => return self.fail(shard, e),
+                        Ok(None) => {
+                            if pending.len() >= self.max_wire {
+                                return self.fail(shard, Error::BodyTooLarge);
+                            }
+                            self.want = 0;
+                            self.expect_continue(&head);
+                            return Step::More { completed };
+                        }
+                        Ok(Some(m)) => {
+                            chunked::decode_in_place(&mut pending[head.len..], m);
+                            (head.len..head.len + m.body, head.len + m.wire)
+                        }
+                    }
+                }
+            };
+            let persist = match (head.keep_alive, head.minor) {
+                (false, _) => Persist::Close,
+                (true, 0) => Persist::KeepAlive,
+                (true, _) => Persist::Default,
+            };
+            let req = Request {
+                buf: &pending[..head.len],
+                head: &head,
+                body: &pending[body],
+                peer: self.peer,
+            };
+            shard.handle(&req, persist, &mut self.out);
+            completed += 1;
+            self.start += total;
+            self.want = 0;
+            self.continued = false;
+            if persist == Persist::Close {
+                return Step::Close;
+            }
+        }
+    }
+
+    /// Tells a client that waits for `100 Continue` to send its body.
+    fn expect_continue(&mut self, head: &request::Head) {
+        if head.expect_continue && head.minor >= 1 && !self.continued {
+            self.out.extend_from_slice(CONTINUE);
+            self.continued = true;
+        }
+    }
+
+    /// Answers a request that cannot be read and closes: after a framing
+    /// error the rest of the stream cannot be trusted.
+    pub fn fail(&mut self, shard: &mut Shard, error: Error) -> Step {
+        let (status, code, message) = error.describe();
+        let refusal = Refusal {
+            status,
+            code,
+            message,
+            at: None,
+        };
+        shard.date();
+        shard.refuse(&refusal, b"", Persist::Close, &mut self.out);
+        self.start = self.end;
+        Step::Close
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(stream: TcpStream, shard: Rc<RefCell<Shard>>, settings: Arc<Settings>) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(settings.idle_timeout));
+    let peer = match stream.peer_addr() {
+        Ok(addr) => addr.ip(),
+        Err(_) => return,
+    };
+    let mut stream = stream;
+    let mut conn = Conn::new(peer, &settings);
+    let mut started: Option<Instant> = None;
+    loop {
+        let timeout = match started {
+            Some(t) => settings
+                .request_timeout
+                .saturating_sub(t.elapsed())
+                .max(Duration::from_millis(1)),
+            None => settings.idle_timeout,
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        let read = stream.read(conn.spare()).await;
+        let n = match read {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && conn.pending() => {
+                conn.fail(&mut shard.borrow_mut(), Error::Timeout);
+                let _ = stream.write_all(&conn.out).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        conn.filled(n);
+        let step = conn.process(&mut shard.borrow_mut());
+        if !conn.out.is_empty() {
+            if stream.write_all(&conn.out).await.is_err() {
+                return;
+            }
+            conn.out.clear();
+        }
+        match step {
+            Step::Close => {
+                let _ = stream.close().await;
+                return;
+            }
+            Step::More { completed } => {
+                if !conn.pending() {
+                    started = None;
+                } else if completed > 0 || started.is_none() {
+                    started = Some(Instant::now());
+                }
+            }
+        }
+    }
+}

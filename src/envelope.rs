@@ -1,0 +1,254 @@
+//! The envelope encoder: JSON written by hand into a reused buffer.
+//!
+//! Hand-written rather than serde: the envelope's field order is part of the
+//! contract, its `data` is spliced from borrowed request bytes (decoded form
+//! values, verbatim JSON member values) without building a value tree, and
+//! the encoder must never allocate. Everything here is pure and infallible.
+
+use std::net::IpAddr;
+
+/// Transport data: where the request came from. Absent headers are `None`
+/// and are omitted from the envelope.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Transport<'a> {
+    pub ip: Option<IpAddr>,
+    pub ua: Option<&'a [u8]>,
+    pub referer: Option<&'a [u8]>,
+    pub host: Option<&'a [u8]>,
+}
+
+/// The routing and identity fields of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub service: &'a str,
+    pub name: &'a str,
+    pub project_id: u64,
+    pub uid: Uid<'a>,
+    pub id: u64,
+    pub time: u64,
+}
+
+/// A sender-supplied uid (already validated digits) or a generated one.
+#[derive(Debug, Clone, Copy)]
+pub enum Uid<'a> {
+    Given(&'a str),
+    Generated(u64),
+}
+
+/// Writes the routing key `in.gen.<service>.<name>`.
+pub fn write_key(out: &mut Vec<u8>, service: &str, name: &str) {
+    out.extend_from_slice(b"in.gen.");
+    out.extend_from_slice(service.as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// Encodes one envelope into `out` (appending). `data` writes the members of
+/// the `data` object (without braces).
+pub fn encode(
+    out: &mut Vec<u8>,
+    head: &Head<'_>,
+    td: &Transport<'_>,
+    data: impl FnOnce(&mut Vec<u8>),
+) {
+    // service and name are validated to [A-Za-z0-9_-]: no escaping needed.
+    out.extend_from_slice(b"{\"key\":\"");
+    write_key(out, head.service, head.name);
+    out.extend_from_slice(b"\",\"channel\":\"http\",\"service\":\"");
+    out.extend_from_slice(head.service.as_bytes());
+    out.extend_from_slice(b"\",\"name\":\"");
+    out.extend_from_slice(head.name.as_bytes());
+    out.extend_from_slice(b"\",\"projectId\":");
+    write_u64(out, head.project_id);
+    out.extend_from_slice(b",\"uid\":\"");
+    match head.uid {
+        Uid::Given(digits) => out.extend_from_slice(digits.as_bytes()),
+        Uid::Generated(id) => write_u64(out, id),
+    }
+    out.extend_from_slice(b"\",\"td\":{");
+    let mut first = true;
+    if let Some(ip) = td.ip {
+        member(out, &mut first, "ip");
+        out.push(b'"');
+        write_ip(out, ip);
+        out.push(b'"');
+    }
+    for (name, value) in [("ua", td.ua), ("ref", td.referer), ("host", td.host)] {
+        if let Some(value) = value {
+            member(out, &mut first, name);
+            write_lossless(out, value);
+        }
+    }
+    out.extend_from_slice(b"},\"data\":{");
+    data(out);
+    out.extend_from_slice(b"},\"id\":\"");
+    write_u64(out, head.id);
+    out.extend_from_slice(b"\",\"time\":");
+    write_u64(out, head.time);
+    out.push(b'}');
+}
+
+/// Writes `,"name":` (or without the comma for the first member), with the
+/// name escaped.
+pub fn member(out: &mut Vec<u8>, first: &mut bool, name: &str) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    write_str(out, name);
+    out.push(b':');
+}
+
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(n).as_bytes());
+}
+
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    // Display of an IpAddr writes into the Vec without allocating.
+    let _ = write!(out, "{ip}");
+}
+
+/// Writes a JSON string (with quotes) for text known to be UTF-8.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    escape_into(out, s.as_bytes());
+    out.push(b'"');
+}
+
+/// Writes a JSON string (with quotes) for bytes that may not be UTF-8:
+/// valid runs are escaped as usual, each byte of an invalid sequence is
+/// written as `%XX`, so nothing is lost and the result is valid JSON.
+pub fn write_lossless(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for chunk in bytes.utf8_chunks() {
+        escape_into(out, chunk.valid().as_bytes());
+        for &b in chunk.invalid() {
+            percent_byte(out, b);
+        }
+    }
+    out.push(b'"');
+}
+
+pub fn percent_byte(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+}
+
+/// JSON-escapes UTF-8 bytes (no quotes). Only `"`, `\` and control bytes
+/// need escaping; everything else is copied in runs.
+fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+}
+
+/// Copies one JSON value that has already been validated, dropping the
+/// whitespace between tokens so every envelope is a single line.
+pub fn write_minified(out: &mut Vec<u8>, value: &[u8]) {
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'"' => {
+                let end = string_end(value, i);
+                out.extend_from_slice(&value[i..end]);
+                i = end;
+            }
+            _ => {
+                let run = value[i..]
+                    .iter()
+                    .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'"'))
+                    .map_or(value.len(), |p| i + p);
+                out.extend_from_slice(&value[i..run]);
+                i = run;
+            }
+        }
+    }
+}
+
+/// Given `s[start] == b'"'`, the index just past the closing quote.
+pub fn string_end(s: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while let Some(p) = memchr::memchr2(b'"', b'\\', &s[i..]) {
+        if s[i + p] == b'\\' {
+            i += p + 2;
+        } else {
+            return i + p + 1;
+        }
+    }
+    s.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lossless(b: &[u8]) -> String {
+        let mut out = Vec::new();
+        write_lossless(&mut out, b);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn escapes_quotes_backslashes_and_controls() {
+        assert_eq!(lossless(b"a\"b\\c\nd\x01\x7f"), r#""a\"b\\c\nd\u0001\u007f""#);
+        assert_eq!(lossless("привет".as_bytes()), "\"привет\"");
+    }
+
+    #[test]
+    fn invalid_utf8_bytes_become_percent_escapes() {
+        assert_eq!(lossless(b"ok\xff\xfe!"), "\"ok%FF%FE!\"");
+        assert_eq!(lossless(b"\xd0"), "\"%D0\"");
+    }
+
+    #[test]
+    fn minify_drops_whitespace_outside_strings_only() {
+        let mut out = Vec::new();
+        write_minified(&mut out, b"{ \"a b\" : [ 1 ,\n 2.50 , \"x \\\" y\" ] }");
+        assert_eq!(out, b"{\"a b\":[1,2.50,\"x \\\" y\"]}");
+    }
+
+    #[test]
+    fn encodes_fields_in_contract_order() {
+        let mut out = Vec::new();
+        let head = Head {
+            service: "calltrack",
+            name: "call",
+            project_id: 0,
+            uid: Uid::Generated(6462464730849083392),
+            id: 6462464730849083393,
+            time: 1540771658623,
+        };
+        let td = Transport {
+            ip: Some("109.252.93.158".parse().unwrap()),
+            ua: Some(b"curl/7.60.0"),
+            ..Transport::default()
+        };
+        encode(&mut out, &head, &td, |o| o.extend_from_slice(br#""param1":"value1""#));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"key":"in.gen.calltrack.call","channel":"http","service":"calltrack","name":"call","projectId":0,"uid":"6462464730849083392","td":{"ip":"109.252.93.158","ua":"curl/7.60.0"},"data":{"param1":"value1"},"id":"6462464730849083393","time":1540771658623}"#
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Per-core ZeroMQ fan-out: one PUSH socket per route, non-blocking sends,
+//! and a bounded in-order backlog per route for what ZeroMQ cannot take.
+//!
+//! Sockets use `ZMQ_IMMEDIATE`, so a send with no connected consumer fails
+//! at once instead of queueing inside libzmq for a peer that may never
+//! come: the event then waits in hookwire's own backlog (where a later
+//! on-disk spool can take it). While a route has a backlog, new events for it
+//! queue behind, so order per core and route is kept. Nothing is dropped:
+//! when a backlog is full the sender is refused before any route is given
+//! the event.
+
+use std::collections::VecDeque;
+
+use wildmatch::WildMatch;
+
+use crate::config::{Frames, RouteSpec, Settings};
+
+/// A set of routes, as bits (at most 64 routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteSet(u64);
+
+impl RouteSet {
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    fn iter(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |i| self.0 & (1 << i) != 0)
+    }
+}
+
+/// Why an event cannot be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No route's glob matches the key.
+    NoRoute,
+    /// A matching route's backlog is full.
+    BacklogFull,
+}
+
+/// An event waiting for its route's socket: `key` then envelope.
+#[derive(Debug)]
+struct Pending {
+    bytes: Box<[u8]>,
+    key_len: usize,
+}
+
+struct Route {
+    pattern: WildMatch,
+    socket: zmq::Socket,
+    backlog: VecDeque<Pending>,
+}
+
+/// One core's sockets and backlogs.
+pub struct Fanout {
+    // Declared before the context: sockets must close before it terminates.
+    routes: Vec<Route>,
+    _context: zmq::Context,
+    frames: Frames,
+    backlog_max: usize,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("routes", &self.routes.len())
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+
+impl Fanout {
+    /// Creates the core's context and connects one PUSH socket per route.
+    pub fn new(settings: &Settings) -> Result<Self, zmq::Error> {
+        let context = zmq::Context::new();
+        let routes = settings
+            .routes
+            .iter()
+            .map(|spec| connect(&context, spec, settings.sndhwm))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            routes,
+            _context: context,
+            frames: settings.frames,
+            backlog_max: settings.backlog,
+        })
+    }
+
+    /// The routes an event with `key` goes to, if every one of them can
+    /// take it now (directly or in its backlog).
+    pub fn admit(&mut self, key: &str) -> Result<RouteSet, Refused> {
+        let mut set = 0u64;
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            if route.pattern.matches(key) {
+                if route.backlog.len() >= self.backlog_max {
+                    flush_route(route, self.frames);
+                    if route.backlog.len() >= self.backlog_max {
+                        return Err(Refused::BacklogFull);
+                    }
+                }
+                set |= 1 << i;
+            }
+        }
+        if set == 0 {
+            return Err(Refused::NoRoute);
+        }
+        Ok(RouteSet(set))
+    }
+
+    /// Hands an admitted event to each of its routes, never blocking.
+    pub fn send(&mut self, set: RouteSet, key: &[u8], envelope: &[u8]) {
+        for i in set.iter() {
+            let route = &mut self.routes[i];
+            if !route.backlog.is_empty() {
+                flush_route(route, self.frames);
+            }
+            if route.backlog.is_empty() && try_send(&route.socket, self.frames, key, envelope) {
+                continue;
+            }
+            let mut bytes = Vec::with_capacity(key.len() + envelope.len());
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(envelope);
+            route.backlog.push_back(Pending {
+                bytes: bytes.into_boxed_slice(),
+                key_len: key.len(),
+            });
+        }
+    }
+
+    /// Retries every backlog in order; returns the number still waiting.
+    pub fn flush(&mut self) -> usize {
+        for route in &mut self.routes {
+            flush_route(route, self.frames);
+        }
+        self.waiting()
+    }
+
+    /// Events waiting in backlogs (counted once per route).
+    pub fn waiting(&self) -> usize {
+        self.routes.iter().map(|r| r.backlog.len()).sum()
+    }
+}
+
+fn connect(context: &zmq::Context, spec: &RouteSpec, sndhwm: i32) -> Result<Route, zmq::Error> {
+    let socket = context.socket(zmq::PUSH)?;
+    socket.set_immediate(true)?;
+    socket.set_sndhwm(sndhwm)?;
+    socket.set_linger(5_000)?;
+    for endpoint in &spec.endpoints {
+        socket.connect(endpoint)?;
+    }
+    Ok(Route {
+        pattern: WildMatch::new(&spec.pattern),
+        socket,
+        backlog: VecDeque::new(),
+    })
+}
+
+fn flush_route(route: &mut Route, frames: Frames) {
+    while let Some(p) = route.backlog.front() {
+        let (key, envelope) = p.bytes.split_at(p.key_len);
+        if !try_send(&route.socket, frames, key, envelope) {
+            return;
+        }
+        route.backlog.pop_front();
+    }
+}
+
+/// One non-blocking send; false when ZeroMQ cannot take the event now.
+fn try_send(socket: &zmq::Socket, frames: Frames, key: &[u8], envelope: &[u8]) -> bool {
+    match frames {
+        Frames::Json => socket.send(envelope, zmq::DONTWAIT).is_ok(),
+        Frames::KeyJson => {
+            if socket.send(key, zmq::DONTWAIT | zmq::SNDMORE).is_err() {
+                return false;
+            }
+            // libzmq admits a multipart message as a whole: once its first
+            // frame is queued the rest is accepted without a high-water check.
+            while let Err(zmq::Error::EAGAIN) = socket.send(envelope, zmq::DONTWAIT) {}
+            true
+        }
+    }
+}

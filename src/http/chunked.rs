@@ -1,0 +1,123 @@
+//! `Transfer-Encoding: chunked` bodies, with httparse's chunk-size parser.
+//!
+//! Two passes over the connection buffer: [`measure`] walks the chunks
+//! without touching them until the whole body (and trailer section) has
+//! arrived; [`decode_in_place`] then moves the chunk data together at the
+//! start of the body, so the decoded body is one slice of the same buffer.
+
+use super::Error;
+
+/// The size of a complete chunked body on the wire and decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measured {
+    pub wire: usize,
+    pub body: usize,
+}
+
+/// Walks the chunked body at the start of `buf`. `Ok(None)`: incomplete.
+/// Fails as soon as the decoded size passes `max_body` or the framing is
+/// malformed (bad size line, missing CRLF after data, oversized trailers).
+pub fn measure(buf: &[u8], max_body: usize, max_trailers: usize) -> Result<Option<Measured>, Error> {
+    let mut pos = 0;
+    let mut body = 0usize;
+    loop {
+        let (consumed, size) = match httparse::parse_chunk_size(&buf[pos..]) {
+            Ok(httparse::Status::Complete(c)) => c,
+            Ok(httparse::Status::Partial) => {
+                // A size line is a few hex digits plus extensions.
+                return if buf.len() - pos > 1024 { Err(Error::BadChunk) } else { Ok(None) };
+            }
+            Err(_) => return Err(Error::BadChunk),
+        };
+        pos += consumed;
+        if size == 0 {
+            return trailers(buf, pos, max_trailers).map(|end| end.map(|wire| Measured { wire, body }));
+        }
+        if size > (max_body - body) as u64 {
+            return Err(Error::BodyTooLarge);
+        }
+        let size = size as usize;
+        body += size;
+        let end = pos + size;
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(Error::BadChunk);
+        }
+        pos = end + 2;
+    }
+}
+
+/// After the last chunk: optional trailer fields, then an empty line.
+/// Returns the offset just past the empty line.
+fn trailers(buf: &[u8], mut pos: usize, max: usize) -> Result<Option<usize>, Error> {
+    let start = pos;
+    loop {
+        let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
+            return if buf.len() - start > max { Err(Error::BadChunk) } else { Ok(None) };
+        };
+        let line = &buf[pos..pos + nl];
+        pos += nl + 1;
+        if line.is_empty() || line == b"\r" {
+            return Ok(Some(pos));
+        }
+        if pos - start > max {
+            return Err(Error::BadChunk);
+        }
+    }
+}
+
+/// Decodes a body that [`measure`] found complete; the data ends up in
+/// `buf[..m.body]`.
+pub fn decode_in_place(buf: &mut [u8], m: Measured) {
+    let (mut read, mut write) = (0, 0);
+    while write < m.body {
+        let Ok(httparse::Status::Complete((consumed, size))) = httparse::parse_chunk_size(&buf[read..]) else {
+            unreachable!("measured as complete");
+        };
+        read += consumed;
+        let size = size as usize;
+        buf.copy_within(read..read + size, write);
+        write += size;
+        read += size + 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(wire: &[u8]) -> Result<Option<(Vec<u8>, usize)>, Error> {
+        let mut buf = wire.to_vec();
+        Ok(measure(&buf, 1 << 20, 8192)?.map(|m| {
+            decode_in_place(&mut buf, m);
+            (buf[..m.body].to_vec(), m.wire)
+        }))
+    }
+
+    #[test]
+    fn decodes_chunks_with_extensions_and_trailers() {
+        let wire = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let (body, used) = decode(wire).unwrap().unwrap();
+        assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.");
+        assert_eq!(&wire[used..], b"NEXT");
+    }
+
+    #[test]
+    fn incomplete_at_every_cut() {
+        let wire = b"4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n";
+        for cut in 0..wire.len() {
+            assert_eq!(decode(&wire[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        assert!(decode(wire).unwrap().is_some());
+    }
+
+    #[test]
+    fn refuses_bad_framing() {
+        assert_eq!(decode(b"zz\r\nWiki\r\n0\r\n\r\n"), Err(Error::BadChunk));
+        assert_eq!(decode(b"4\r\nWikiXX0\r\n\r\n"), Err(Error::BadChunk));
+        assert_eq!(decode(b"FFFFFFFFFFFFFFFFFF\r\n"), Err(Error::BadChunk));
+        assert_eq!(decode(b"200000\r\n"), Err(Error::BodyTooLarge));
+    }
+}

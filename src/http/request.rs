@@ -1,0 +1,279 @@
+//! Sans-IO request heads: httparse over the connection's buffer, with the
+//! headers hookwire needs kept as offsets into that buffer (the buffer is
+//! later rewritten in place when a chunked body is decoded, so nothing may
+//! borrow from it across that step).
+
+use std::ops::Range;
+
+use super::Error;
+
+/// Most headers a request may carry.
+pub const MAX_HEADERS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Head,
+    Options,
+    Other,
+}
+
+/// How the body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A span of the request buffer (relative to the request's first byte).
+pub type Span = Range<u32>;
+
+/// One parsed request head.
+#[derive(Debug, Clone, Default)]
+pub struct Head {
+    pub method: Option<Method>,
+    /// HTTP/1.x minor version.
+    pub minor: u8,
+    /// Bytes of the request line and headers, including the blank line.
+    pub len: usize,
+    pub path: Span,
+    pub query: Option<Span>,
+    pub framing: Option<Framing>,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub content_type: Option<Span>,
+    pub content_encoding: Option<Span>,
+    pub user_agent: Option<Span>,
+    pub referer: Option<Span>,
+    pub host: Option<Span>,
+    pub forwarded_host: Option<Span>,
+    pub real_ip: Option<Span>,
+    pub forwarded_for: Option<Span>,
+    pub cookie: Option<Span>,
+    pub request_headers: Option<Span>,
+}
+
+impl Head {
+    pub fn method(&self) -> Method {
+        self.method.unwrap_or(Method::Other)
+    }
+    pub fn framing(&self) -> Framing {
+        self.framing.unwrap_or(Framing::None)
+    }
+}
+
+/// Returns the bytes of a span.
+pub fn at<'a>(buf: &'a [u8], span: &Span) -> &'a [u8] {
+    &buf[span.start as usize..span.end as usize]
+}
+
+/// Parses a request head at the start of `buf`. `Ok(None)`: not all of it
+/// has arrived yet (and it is still within `max_head` bytes).
+pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > max_head {
+                Err(Error::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(Error::Version),
+        Err(_) => return Err(Error::Malformed),
+    };
+    if len > max_head {
+        return Err(Error::HeadTooLarge);
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| -> Span {
+        let start = (s.as_ptr() as usize - base) as u32;
+        start..start + s.len() as u32
+    };
+
+    let minor = req.version.unwrap_or(1);
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        _ => Method::Other,
+    };
+    let target = req.path.unwrap_or("/").as_bytes();
+    let target = strip_authority(target);
+    let (path, query) = match memchr::memchr(b'?', target) {
+        Some(q) => (span(&target[..q]), Some(span(&target[q + 1..]))),
+        None => (span(target), None),
+    };
+
+    let mut head = Head {
+        method: Some(method),
+        minor,
+        len,
+        path,
+        query,
+        keep_alive: minor >= 1,
+        ..Head::default()
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = trim(h.value);
+        let lower = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            4 if lower(b"host") => head.host = Some(span(value)),
+            6 if lower(b"cookie") => {
+                head.cookie.get_or_insert(span(value));
+            }
+            6 if lower(b"expect") => {
+                head.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
+            }
+            7 if lower(b"referer") => head.referer = Some(span(value)),
+            9 if lower(b"x-real-ip") => head.real_ip = Some(span(value)),
+            10 if lower(b"connection") => {
+                for token in value.split(|&b| b == b',') {
+                    let token = trim(token);
+                    if token.eq_ignore_ascii_case(b"close") {
+                        head.keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        head.keep_alive = true;
+                    }
+                }
+            }
+            10 if lower(b"user-agent") => head.user_agent = Some(span(value)),
+            12 if lower(b"content-type") => head.content_type = Some(span(value)),
+            14 if lower(b"content-length") => {
+                let n = parse_length(value).ok_or(Error::BadLength)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Error::BadLength);
+                }
+                length = Some(n);
+            }
+            15 if lower(b"x-forwarded-for") => head.forwarded_for = Some(span(value)),
+            16 if lower(b"x-forwarded-host") => head.forwarded_host = Some(span(value)),
+            16 if lower(b"content-encoding") => head.content_encoding = Some(span(value)),
+            17 if lower(b"transfer-encoding") => {
+                if chunked || !value.eq_ignore_ascii_case(b"chunked") {
+                    return Err(Error::TransferEncoding);
+                }
+                chunked = true;
+            }
+            30 if lower(b"access-control-request-headers") => {
+                head.request_headers = Some(span(value))
+            }
+            _ => {}
+        }
+    }
+    head.framing = Some(match (chunked, length) {
+        (true, Some(_)) => return Err(Error::Ambiguous),
+        (true, None) => Framing::Chunked,
+        (false, Some(0)) | (false, None) => Framing::None,
+        (false, Some(n)) => Framing::Length(n),
+    });
+    Ok(Some(head))
+}
+
+/// `http://host/path?q` (absolute form, sent to proxies) → `/path?q`.
+fn strip_authority(target: &[u8]) -> &[u8] {
+    for scheme in [&b"http://"[..], b"https://"] {
+        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let rest = &target[scheme.len()..];
+            return match memchr::memchr2(b'/', b'?', rest) {
+                Some(p) => &rest[p..],
+                None => b"/",
+            };
+        }
+    }
+    target
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+pub fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |p| p + 1);
+    &v[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! cases {
+        ($($name:ident: $input:expr => $check:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let buf: &[u8] = $input;
+                let result = parse(buf, 8192);
+                let check: &dyn Fn(&[u8], Result<Option<Head>, Error>) = &$check;
+                check(buf, result);
+            }
+        )*};
+    }
+
+    cases! {
+        get_with_query: b"GET /calltrack/call/99?param=x HTTP/1.1\r\nHost: a\r\nUser-Agent: curl/7.60.0\r\n\r\n" => |b, r| {
+            let h = r.unwrap().unwrap();
+            assert_eq!(h.method(), Method::Get);
+            assert_eq!(at(b, &h.path), b"/calltrack/call/99");
+            assert_eq!(at(b, h.query.as_ref().unwrap()), b"param=x");
+            assert_eq!(at(b, h.user_agent.as_ref().unwrap()), b"curl/7.60.0");
+            assert!(h.keep_alive);
+            assert_eq!(h.framing(), Framing::None);
+            assert_eq!(h.len, b.len());
+        };
+        partial: b"GET / HTTP/1.1\r\nHost: a\r\n" => |_, r| assert!(r.unwrap().is_none());
+        http10_closes_unless_asked: b"GET / HTTP/1.0\r\n\r\n" => |_, r| assert!(!r.unwrap().unwrap().keep_alive);
+        http10_keep_alive: b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n" => |_, r| assert!(r.unwrap().unwrap().keep_alive);
+        connection_close: b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n" => |_, r| assert!(!r.unwrap().unwrap().keep_alive);
+        header_names_any_case: b"POST /a HTTP/1.1\r\nCONTENT-LENGTH: 5\r\ncOnTeNt-TyPe: application/json\r\n\r\n" => |b, r| {
+            let h = r.unwrap().unwrap();
+            assert_eq!(h.framing(), Framing::Length(5));
+            assert_eq!(at(b, h.content_type.as_ref().unwrap()), b"application/json");
+        };
+        chunked: b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" => |_, r| assert_eq!(r.unwrap().unwrap().framing(), Framing::Chunked);
+        length_and_chunked_is_ambiguous: b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::Ambiguous);
+        conflicting_lengths: b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::BadLength);
+        same_length_twice_is_fine: b"POST /a HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n" => |_, r| assert_eq!(r.unwrap().unwrap().framing(), Framing::Length(3));
+        signed_length: b"POST /a HTTP/1.1\r\nContent-Length: +3\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::BadLength);
+        gzip_transfer_coding: b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::TransferEncoding);
+        expect_continue: b"POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n" => |_, r| assert!(r.unwrap().unwrap().expect_continue);
+        absolute_form: b"GET http://example.com/s/n?x=1 HTTP/1.1\r\n\r\n" => |b, r| {
+            let h = r.unwrap().unwrap();
+            assert_eq!(at(b, &h.path), b"/s/n");
+            assert_eq!(at(b, h.query.as_ref().unwrap()), b"x=1");
+        };
+        absolute_form_query_only: b"GET http://example.com?x=1 HTTP/1.1\r\n\r\n" => |b, r| {
+            let h = r.unwrap().unwrap();
+            assert_eq!(at(b, &h.path), b"");
+            assert_eq!(at(b, h.query.as_ref().unwrap()), b"x=1");
+        };
+        garbage: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" => |_, r| assert_eq!(r.unwrap_err(), Error::Malformed);
+        bad_version: b"GET / HTTP/2.0\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::Version);
+        unknown_method_parses: b"DELETE /a HTTP/1.1\r\n\r\n" => |_, r| assert_eq!(r.unwrap().unwrap().method(), Method::Other);
+    }
+
+    #[test]
+    fn head_limits() {
+        let mut big = b"GET / HTTP/1.1\r\nX-A: ".to_vec();
+        big.resize(10_000, b'a');
+        assert_eq!(parse(&big, 8192).unwrap_err(), Error::HeadTooLarge);
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&many, 8192).unwrap_err(), Error::TooManyHeaders);
+    }
+}

@@ -1,0 +1,135 @@
+//! Responses, written into the connection's output buffer so that all
+//! answers to one batch of pipelined requests leave in a single write.
+
+use super::Status;
+use crate::envelope::write_str;
+
+/// The `Date` header value, formatted once per second per core.
+#[derive(Debug, Clone)]
+pub struct DateCache {
+    secs: u64,
+    value: [u8; 29],
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        let mut d = Self {
+            secs: u64::MAX,
+            value: [b' '; 29],
+        };
+        d.update(crate::id::now_ms());
+        d
+    }
+}
+
+impl DateCache {
+    pub fn update(&mut self, now_ms: u64) {
+        let secs = now_ms / 1000;
+        if secs != self.secs {
+            use std::io::Write;
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let mut slot = &mut self.value[..];
+            // An IMF-fixdate is always 29 bytes.
+            let _ = write!(slot, "{}", httpdate::HttpDate::from(t));
+            self.secs = secs;
+        }
+    }
+    pub fn get(&self) -> &[u8] {
+        &self.value
+    }
+}
+
+/// What the response says about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persist {
+    /// HTTP/1.1 keep-alive: the default, no header needed.
+    Default,
+    /// An HTTP/1.0 client that asked for keep-alive.
+    KeepAlive,
+    /// The connection closes after this response.
+    Close,
+}
+
+/// Headers sent on every response.
+const COMMON: &[u8] = b"Access-Control-Allow-Origin: *\r\n";
+
+/// Writes a complete response. For a HEAD request pass `send_body = false`:
+/// the headers still describe the body.
+pub fn write(
+    out: &mut Vec<u8>,
+    date: &DateCache,
+    status: Status,
+    persist: Persist,
+    extra_headers: &[u8],
+    body: &[u8],
+    send_body: bool,
+) {
+    out.extend_from_slice(status.line());
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(date.get());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(COMMON);
+    out.extend_from_slice(extra_headers);
+    match persist {
+        Persist::Default => {}
+        Persist::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
+    }
+    if status != Status::NoContent {
+        out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
+        crate::envelope::write_u64(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if send_body {
+        out.extend_from_slice(body);
+    }
+}
+
+/// `{"error":"<code>","message":"<message>[ (at byte <at>)]"}`
+pub fn error_body(out: &mut Vec<u8>, code: &str, message: &str, at: Option<usize>) {
+    out.extend_from_slice(b"{\"error\":");
+    write_str(out, code);
+    out.extend_from_slice(b",\"message\":");
+    write_str(out, message);
+    if let Some(at) = at {
+        out.pop();
+        out.extend_from_slice(b" (at byte ");
+        crate::envelope::write_u64(out, at as u64);
+        out.extend_from_slice(b")\"");
+    }
+    out.push(b'}');
+}
+
+/// `{"key":"in.gen.<service>.<name>","id":"<id>"}`
+pub fn accepted_body(out: &mut Vec<u8>, key: &[u8], id: u64) {
+    out.extend_from_slice(b"{\"key\":\"");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\",\"id\":\"");
+    crate::envelope::write_u64(out, id);
+    out.extend_from_slice(b"\"}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_is_imf_fixdate() {
+        let mut d = DateCache::default();
+        d.update(1_540_771_658_623);
+        assert_eq!(d.get(), b"Mon, 29 Oct 2018 00:07:38 GMT");
+    }
+
+    #[test]
+    fn response_shape() {
+        let mut d = DateCache::default();
+        d.update(0);
+        let mut out = Vec::new();
+        write(&mut out, &d, Status::Ok, Persist::Close, b"", b"{}", true);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! JSON bodies: validated and read with simd-json, copied verbatim.
+//!
+//! simd-json parses a scratch copy of the body (it unescapes in place) into a
+//! reused tape with reused buffers; the tape gives the decoded top-level keys
+//! and the routing fields (`name`, `projectId`, `uid`). Member *values* are
+//! copied into the envelope from the sender's own bytes (minified), so
+//! `12.50` stays `12.50` and a 30-digit integer keeps every digit. The small
+//! scanner below only walks a document simd-json has already accepted.
+
+use std::ops::Range;
+
+use simd_json::{value::tape::Tape, Node, StaticNode};
+
+use crate::envelope::string_end;
+
+/// What the body's top level was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// An object: its members are in [`JsonBody::members`].
+    Object,
+    /// Any other value, kept whole as `data.body`: the span of the body.
+    Other,
+}
+
+/// A routing field found among the top-level members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Absent,
+    /// Text in [`JsonBody::text`] (a string value, or an integer's digits).
+    Text(Range<u32>),
+    /// Present but of a type the field cannot take.
+    Invalid,
+}
+
+/// One top-level member: its decoded key and the span of its raw value.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub key: Range<u32>,
+    pub value: Range<u32>,
+}
+
+/// Reused state for decoding JSON bodies on one core.
+pub struct JsonBody {
+    buffers: simd_json::Buffers,
+    tape: Option<Tape<'static>>,
+    scratch: Vec<u8>,
+    text: Vec<u8>,
+    pub members: Vec<Member>,
+    pub name: Field,
+    pub project_id: Field,
+    pub uid: Field,
+}
+
+impl Default for JsonBody {
+    fn default() -> Self {
+        Self {
+            buffers: simd_json::Buffers::new(4096),
+            tape: None,
+            scratch: Vec::new(),
+            text: Vec::new(),
+            members: Vec::new(),
+            name: Field::Absent,
+            project_id: Field::Absent,
+            uid: Field::Absent,
+        }
+    }
+}
+
+impl std::fmt::Debug for JsonBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonBody").field("members", &self.members).finish()
+    }
+}
+
+impl JsonBody {
+    pub fn text(&self, r: &Range<u32>) -> &str {
+        // SAFETY: `text` only receives whole `&str`s from the tape and ASCII
+        // digits, and ranges cover exactly what was pushed.
+        unsafe { std::str::from_utf8_unchecked(&self.text[r.start as usize..r.end as usize]) }
+    }
+
+    /// Parses `body`. On error returns simd-json's description of it.
+    pub fn parse(&mut self, body: &[u8]) -> Result<Shape, simd_json::Error> {
+        self.members.clear();
+        self.text.clear();
+        self.name = Field::Absent;
+        self.project_id = Field::Absent;
+        self.uid = Field::Absent;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(body);
+
+        let mut tape = self
+            .tape
+            .take()
+            .unwrap_or_else(|| Tape(Vec::with_capacity(256)))
+            .reset();
+        let parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
+        let shape = match parsed {
+            Err(e) => Err(e),
+            Ok(()) => Ok(match tape.0.first() {
+                Some(Node::Object { .. }) => {
+                    read_members(&tape.0, body, &mut self.text, &mut self.members);
+                    Shape::Object
+                }
+                _ => Shape::Other,
+            }),
+        };
+        if matches!(shape, Ok(Shape::Object)) {
+            // Routing fields: values of the top-level members.
+            let mut at = 1;
+            for _ in 0..self.members.len() {
+                let key = match tape.0[at] {
+                    Node::String(k) => k,
+                    _ => unreachable!("object keys are strings"),
+                };
+                let value = &tape.0[at + 1];
+                let slot = match key {
+                    "name" => Some(&mut self.name),
+                    "projectId" => Some(&mut self.project_id),
+                    "uid" => Some(&mut self.uid),
+                    _ => None,
+                };
+                if let Some(slot) = slot {
+                    if *slot == Field::Absent {
+                        *slot = field(value, &mut self.text);
+                    }
+                }
+                at += 1 + nodes(value);
+            }
+        }
+        self.tape = Some(tape.reset());
+        shape
+    }
+}
+
+fn nodes(n: &Node<'_>) -> usize {
+    match n {
+        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+        _ => 1,
+    }
+}
+
+fn field(value: &Node<'_>, text: &mut Vec<u8>) -> Field {
+    let start = text.len() as u32;
+    match value {
+        Node::String(s) => text.extend_from_slice(s.as_bytes()),
+        Node::Static(StaticNode::U64(n)) => {
+            text.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes())
+        }
+        Node::Static(StaticNode::I64(n)) if *n >= 0 => {
+            text.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes())
+        }
+        _ => return Field::Invalid,
+    }
+    Field::Text(start..text.len() as u32)
+}
+
+/// Pairs each top-level key from the tape with its raw value span in `raw`.
+fn read_members(tape: &[Node<'_>], raw: &[u8], text: &mut Vec<u8>, members: &mut Vec<Member>) {
+    let mut at = 1;
+    let mut pos = skip_ws(raw, 0) + 1; // past '{'
+    let Node::Object { len, .. } = tape[0] else {
+        return;
+    };
+    for _ in 0..len {
+        let Node::String(key) = tape[at] else {
+            unreachable!("object keys are strings")
+        };
+        let k = text.len() as u32;
+        text.extend_from_slice(key.as_bytes());
+        // raw: ws "key" ws : ws value ws (, | })
+        pos = skip_ws(raw, pos);
+        pos = string_end(raw, pos);
+        pos = skip_ws(raw, pos) + 1; // past ':'
+        let start = skip_ws(raw, pos);
+        let end = value_end(raw, start);
+        members.push(Member {
+            key: k..text.len() as u32,
+            value: start as u32..end as u32,
+        });
+        pos = skip_ws(raw, end) + 1; // past ',' or '}'
+        at += 1 + nodes(&tape[at + 1]);
+    }
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\r' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the (valid) JSON value starting at `start`.
+fn value_end(s: &[u8], start: usize) -> usize {
+    match s[start] {
+        b'"' => string_end(s, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            loop {
+                match s[i] {
+                    b'"' => {
+                        i = string_end(s, i);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => s[start..]
+            .iter()
+            .position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))
+            .map_or(s.len(), |p| start + p),
+    }
+}
+
+/// The span of the whole document without surrounding whitespace.
+pub fn trimmed(raw: &[u8]) -> Range<usize> {
+    let start = skip_ws(raw, 0);
+    start..value_end(raw, start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(body: &str) -> Vec<(String, String)> {
+        let mut j = JsonBody::default();
+        assert_eq!(j.parse(body.as_bytes()).unwrap(), Shape::Object);
+        j.members
+            .iter()
+            .map(|m| {
+                (
+                    j.text(&m.key).to_owned(),
+                    body[m.value.start as usize..m.value.end as usize].to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn members_keep_raw_values_and_decoded_keys() {
+        let body = r#" { "a" : 12.50 , "b\"q":{"x":[1, {"y":"}]"}]}, "c":"s\"t", "d":null,
+            "big": 123456789012345678901234567890 , "e":[] } "#;
+        assert_eq!(
+            members(body),
+            [
+                ("a".into(), "12.50".into()),
+                ("b\"q".into(), r#"{"x":[1, {"y":"}]"}]}"#.into()),
+                ("c".into(), r#""s\"t""#.into()),
+                ("d".into(), "null".into()),
+                ("big".into(), "123456789012345678901234567890".into()),
+                ("e".into(), "[]".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn routing_fields() {
+        let mut j = JsonBody::default();
+        j.parse(br#"{"name":"lead","projectId":42,"uid":"12345678901","x":{"name":"no"}}"#)
+            .unwrap();
+        let text = |f: &Field| match f {
+            Field::Text(r) => j.text(r).to_owned(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(text(&j.name), "lead");
+        assert_eq!(text(&j.project_id), "42");
+        assert_eq!(text(&j.uid), "12345678901");
+
+        j.parse(br#"{"projectId":-1,"name":[1]}"#).unwrap();
+        assert_eq!(j.project_id, Field::Invalid);
+        assert_eq!(j.name, Field::Invalid);
+        assert_eq!(j.uid, Field::Absent);
+    }
+
+    #[test]
+    fn other_shapes_and_errors() {
+        let mut j = JsonBody::default();
+        assert_eq!(j.parse(b" [1,2] ").unwrap(), Shape::Other);
+        assert_eq!(trimmed(b" [1, 2] \n"), 1..7);
+        assert_eq!(j.parse(b"\"s\"").unwrap(), Shape::Other);
+        assert!(j.parse(b"{\"a\":}").is_err());
+        assert!(j.parse(b"{\"a\":1").is_err());
+        assert!(j.parse(b"{\"a\":\"\xff\"}").is_err());
+        // the reused tape still works after an error
+        assert_eq!(members(r#"{"k":true}"#), [("k".into(), "true".into())]);
+    }
+}

@@ -1,0 +1,386 @@
+//! From a parsed request to the fields of an event and the members of its
+//! `data`: route (path, query, body) → decode (query, form, JSON) → merge.
+//!
+//! [`Ingest`] is one core's reused scratch. [`Ingest::prepare`] decodes and
+//! validates one request and returns [`Fields`], small values that point
+//! into the request buffer or the scratch; [`Ingest::write_data`] then
+//! writes `data` straight into the envelope buffer.
+
+pub mod data;
+pub mod form;
+pub mod json;
+pub mod route;
+
+use std::net::IpAddr;
+use std::ops::Range;
+
+use ipnet::IpNet;
+
+use crate::envelope::{member, write_minified, Transport};
+use crate::http::request::{at, trim, Head};
+use crate::http::Status;
+use data::Grouper;
+use form::Params;
+use json::{Field, JsonBody, Shape};
+
+/// Why a well-formed HTTP request is not accepted as an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: Status,
+    pub code: &'static str,
+    pub message: &'static str,
+    /// For `invalid_json`: where simd-json stopped.
+    pub at: Option<usize>,
+}
+
+impl Refusal {
+    const fn new(status: Status, code: &'static str, message: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            message,
+            at: None,
+        }
+    }
+}
+
+pub const MISSING_SERVICE: Refusal = Refusal::new(
+    Status::BadRequest,
+    "missing_service",
+    "no service in the path: send events to /<service>/<name>/<projectId>",
+);
+pub const INVALID_SERVICE: Refusal = Refusal::new(
+    Status::BadRequest,
+    "invalid_service",
+    "the service (first path segment) must be 1-64 characters of A-Z a-z 0-9 _ -",
+);
+pub const MISSING_NAME: Refusal = Refusal::new(
+    Status::BadRequest,
+    "missing_name",
+    "no event name: put it in the path (/<service>/<name>), the query (?name=) or the body (name)",
+);
+pub const INVALID_NAME: Refusal = Refusal::new(
+    Status::BadRequest,
+    "invalid_name",
+    "the event name must be 1-64 characters of A-Z a-z 0-9 _ -",
+);
+pub const INVALID_PROJECT_ID: Refusal = Refusal::new(
+    Status::BadRequest,
+    "invalid_project_id",
+    "projectId must be an unsigned integer (0 to 18446744073709551615)",
+);
+pub const INVALID_JSON: Refusal = Refusal::new(
+    Status::BadRequest,
+    "invalid_json",
+    "the body is not valid UTF-8 JSON; fix it or send it as application/x-www-form-urlencoded",
+);
+pub const UNSUPPORTED_TYPE: Refusal = Refusal::new(
+    Status::UnsupportedMediaType,
+    "unsupported_content_type",
+    "send application/json, application/x-www-form-urlencoded or text/plain",
+);
+pub const UNSUPPORTED_ENCODING: Refusal = Refusal::new(
+    Status::UnsupportedMediaType,
+    "unsupported_content_encoding",
+    "compressed bodies are not accepted; send the body without Content-Encoding",
+);
+
+/// The parts of one request the ingest step needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The request head's bytes (spans in `head` index into it).
+    pub buf: &'a [u8],
+    pub head: &'a Head,
+    pub body: &'a [u8],
+    /// The TCP peer.
+    pub peer: IpAddr,
+}
+
+/// Where a piece of text lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    Request(Range<u32>),
+    Params(Range<u32>),
+    Json(Range<u32>),
+}
+
+/// The validated routing fields of one event.
+#[derive(Debug, Clone)]
+pub struct Fields {
+    pub service: Text,
+    pub name: Text,
+    pub project_id: u64,
+    /// A sender's uid that matched `^[0-9]{10,22}$`.
+    pub uid: Option<Text>,
+    body: Body,
+    /// Number of query parameters (they come first in `Params::list`).
+    query_len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Body {
+    None,
+    Form,
+    JsonObject,
+    JsonOther(Range<usize>),
+}
+
+/// One core's reused decoding scratch.
+#[derive(Debug, Default)]
+pub struct Ingest {
+    params: Params,
+    grouper: Grouper,
+    json: JsonBody,
+}
+
+impl Ingest {
+    /// Decodes and validates a request whose path names a service.
+    pub fn prepare(&mut self, req: &Request<'_>, target: route::Target) -> Result<Fields, Refusal> {
+        self.params.clear();
+        if let Some(q) = &req.head.query {
+            self.params.parse(at(req.buf, q));
+        }
+        let query_len = self.params.list.len();
+        let body = self.decode_body(req)?;
+
+        let name = match target.name {
+            Some(span) => Text::Request(span),
+            None => self.find(query_len, "name", &body, |j| &j.name)?.ok_or(MISSING_NAME)?,
+        };
+        if !route::valid_name(self.text(req, &name)) {
+            return Err(INVALID_NAME);
+        }
+        let project_id = match target.project_id {
+            Some(span) => Some(Text::Request(span)),
+            None => self.find(query_len, "projectId", &body, |j| &j.project_id)?,
+        };
+        let project_id = match project_id {
+            None => 0,
+            Some(t) => route::parse_project_id(self.text(req, &t)).ok_or(INVALID_PROJECT_ID)?,
+        };
+        let uid = self.uid(req, query_len, &body);
+        self.grouper.query.build(&self.params, 0..query_len);
+        if body == Body::Form {
+            self.grouper
+                .body
+                .build(&self.params, query_len..self.params.list.len());
+        }
+        Ok(Fields {
+            service: Text::Request(target.service),
+            name,
+            project_id,
+            uid,
+            body,
+            query_len,
+        })
+    }
+
+    pub fn text<'s>(&'s self, req: &Request<'s>, t: &Text) -> &'s str {
+        match t {
+            // Path segments are validated ASCII before they become `Text`;
+            // a query or body value is `Params`/`Json` text.
+            Text::Request(r) => std::str::from_utf8(at(req.buf, r)).unwrap_or(""),
+            Text::Params(r) => self.params.text(r),
+            Text::Json(r) => self.json.text(r),
+        }
+    }
+
+    /// Writes the members of `data`: the body's (those the query does not
+    /// override), then the query's.
+    pub fn write_data(&mut self, out: &mut Vec<u8>, req: &Request<'_>, fields: &Fields) {
+        let Self {
+            params,
+            grouper,
+            json,
+        } = self;
+        let mut first = true;
+        let in_query = |k: &str| fields.query_len > 0 && grouper.query.contains(params, k);
+        match &fields.body {
+            Body::None => {}
+            Body::Form => {
+                // `contains` looks at the query's sort, `write` at the body's.
+                let query = std::mem::take(&mut grouper.query);
+                grouper.write(out, params, true, &mut first, |k| {
+                    fields.query_len > 0 && query.contains(params, k)
+                });
+                grouper.query = query;
+            }
+            Body::JsonObject => {
+                for m in &json.members {
+                    let key = json.text(&m.key);
+                    if in_query(key) {
+                        continue;
+                    }
+                    member(out, &mut first, key);
+                    write_minified(out, &req.body[m.value.start as usize..m.value.end as usize]);
+                }
+            }
+            Body::JsonOther(span) => {
+                if !in_query("body") {
+                    member(out, &mut first, "body");
+                    write_minified(out, &req.body[span.clone()]);
+                }
+            }
+        }
+        grouper.write(out, params, false, &mut first, |_| false);
+    }
+
+    fn decode_body(&mut self, req: &Request<'_>) -> Result<Body, Refusal> {
+        if req.body.is_empty() {
+            return Ok(Body::None);
+        }
+        if let Some(enc) = &req.head.content_encoding {
+            if !at(req.buf, enc).eq_ignore_ascii_case(b"identity") {
+                return Err(UNSUPPORTED_ENCODING);
+            }
+        }
+        let json = match req.head.content_type.as_ref().map(|ct| media_type(at(req.buf, ct))) {
+            Some(Media::Json) => true,
+            Some(Media::Form) => false,
+            Some(Media::Text) | None => {
+                let first = req.body.iter().find(|b| !b.is_ascii_whitespace());
+                matches!(first, Some(b'{') | Some(b'['))
+            }
+            Some(Media::Other) => return Err(UNSUPPORTED_TYPE),
+        };
+        if !json {
+            self.params.parse(req.body);
+            return Ok(Body::Form);
+        }
+        if req.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body::None);
+        }
+        match self.json.parse(req.body) {
+            Ok(Shape::Object) => Ok(Body::JsonObject),
+            Ok(Shape::Other) => Ok(Body::JsonOther(json::trimmed(req.body))),
+            Err(e) => Err(Refusal {
+                at: Some(e.index()),
+                ..INVALID_JSON
+            }),
+        }
+    }
+
+    /// A routing field from the query, else from the body.
+    fn find(
+        &self,
+        query_len: usize,
+        key: &str,
+        body: &Body,
+        json_field: impl Fn(&JsonBody) -> &Field,
+    ) -> Result<Option<Text>, Refusal> {
+        let params = &self.params;
+        if let Some(p) = params.first(0..query_len, key) {
+            return Ok(Some(Text::Params(p)));
+        }
+        match body {
+            Body::Form => Ok(params
+                .first(query_len..params.list.len(), key)
+                .map(Text::Params)),
+            Body::JsonObject => match json_field(&self.json) {
+                Field::Absent => Ok(None),
+                Field::Text(r) => Ok(Some(Text::Json(r.clone()))),
+                Field::Invalid if key == "name" => Err(INVALID_NAME),
+                Field::Invalid => Err(INVALID_PROJECT_ID),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// The first of query `uid`, body `uid`, cookie `uid` that looks like
+    /// an id.
+    fn uid(&self, req: &Request<'_>, query_len: usize, body: &Body) -> Option<Text> {
+        let params = &self.params;
+        let valid = |t: &Text| route::valid_uid(self.text(req, t));
+        let from_query = params.first(0..query_len, "uid").map(Text::Params);
+        let from_body = match body {
+            Body::Form => params
+                .first(query_len..params.list.len(), "uid")
+                .map(Text::Params),
+            Body::JsonObject => match &self.json.uid {
+                Field::Text(r) => Some(Text::Json(r.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        from_query
+            .filter(valid)
+            .or_else(|| from_body.filter(valid))
+            .or_else(|| {
+                let cookie = req.head.cookie.as_ref()?;
+                let base = req.buf.as_ptr() as usize;
+                at(req.buf, cookie).split(|&b| b == b';').find_map(|pair| {
+                    let pair = trim(pair);
+                    let value = pair.strip_prefix(b"uid=")?;
+                    let start = (value.as_ptr() as usize - base) as u32;
+                    Some(Text::Request(start..start + value.len() as u32)).filter(valid)
+                })
+            })
+    }
+}
+
+enum Media {
+    Json,
+    Form,
+    Text,
+    Other,
+}
+
+fn media_type(ct: &[u8]) -> Media {
+    let essence = trim(ct.split(|&b| b == b';').next().unwrap_or(b""));
+    let (ty, sub) = match memchr::memchr(b'/', essence) {
+        Some(p) => (&essence[..p], &essence[p + 1..]),
+        None => return Media::Other,
+    };
+    let sub_is = |s: &[u8]| sub.eq_ignore_ascii_case(s);
+    if ty.eq_ignore_ascii_case(b"application") && sub_is(b"json") {
+        Media::Json
+    } else if sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json") {
+        Media::Json
+    } else if ty.eq_ignore_ascii_case(b"application") && sub_is(b"x-www-form-urlencoded") {
+        Media::Form
+    } else if ty.eq_ignore_ascii_case(b"text") && sub_is(b"plain") {
+        Media::Text
+    } else {
+        Media::Other
+    }
+}
+
+/// The `td` of the envelope. `X-Real-IP` and `X-Forwarded-For` count only
+/// when the TCP peer is a trusted proxy.
+pub fn transport<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Transport<'a> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let peer = req.peer.to_canonical();
+    let via_proxy = is_trusted(&peer);
+    let header = |s: &Option<_>| s.as_ref().map(|s| at(req.buf, s));
+    let parse_ip = |b: &[u8]| -> Option<IpAddr> { std::str::from_utf8(trim(b)).ok()?.parse().ok() };
+    let mut ip = peer;
+    let mut host = header(&req.head.host);
+    if via_proxy {
+        if let Some(real) = header(&req.head.real_ip).and_then(parse_ip) {
+            ip = real;
+        } else if let Some(xff) = header(&req.head.forwarded_for) {
+            // The last hop that is not a trusted proxy is the client; when
+            // every hop is trusted, the first one.
+            let hops = xff.rsplit(|&b| b == b',').filter_map(parse_ip);
+            let mut last = None;
+            for hop in hops {
+                last = Some(hop);
+                if !is_trusted(&hop) {
+                    break;
+                }
+            }
+            if let Some(hop) = last {
+                ip = hop;
+            }
+        }
+        if let Some(fh) = header(&req.head.forwarded_host) {
+            host = Some(fh);
+        }
+    }
+    Transport {
+        ip: Some(ip.to_canonical()),
+        ua: header(&req.head.user_agent),
+        referer: header(&req.head.referer),
+        host,
+    }
+}

@@ -1,0 +1,124 @@
+//! The event's routing fields from the path, and their validation.
+
+use super::{Refusal, INVALID_SERVICE};
+use crate::http::request::{at, Span};
+
+/// `/<service>[/<name>[/<projectId>]]`: spans into the request buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub service: Span,
+    pub name: Option<Span>,
+    pub project_id: Option<Span>,
+}
+
+/// What the path asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Path {
+    /// `/`: the probe for load balancers.
+    Root,
+    Event(Target),
+}
+
+/// Splits the path. Empty segments count as absent (`/s/n/` is `/s/n`);
+/// segments after the third are ignored.
+pub fn parse(buf: &[u8], path: &Span) -> Result<Path, Refusal> {
+    let bytes = at(buf, path);
+    let rest = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    if rest.is_empty() {
+        return Ok(Path::Root);
+    }
+    let mut segments = rest.split(|&b| b == b'/');
+    let base = path.start + (bytes.len() - rest.len()) as u32;
+    let mut offset = base;
+    let mut next = || {
+        let seg = segments.next()?;
+        let span = offset..offset + seg.len() as u32;
+        offset += seg.len() as u32 + 1;
+        Some(span).filter(|s| !s.is_empty())
+    };
+    let service = next().ok_or(INVALID_SERVICE)?;
+    if !valid_name(std::str::from_utf8(at(buf, &service)).unwrap_or("")) {
+        return Err(INVALID_SERVICE);
+    }
+    let name = next();
+    let project_id = next();
+    Ok(Path::Event(Target {
+        service,
+        name,
+        project_id,
+    }))
+}
+
+/// A service or event name: 1–64 of `[A-Za-z0-9_-]`.
+pub fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `^[0-9]{10,22}$`
+pub fn valid_uid(s: &str) -> bool {
+    (10..=22).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An unsigned 64-bit integer in decimal, nothing else.
+pub fn parse_project_id(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(p: &str) -> Result<Option<(String, Option<String>, Option<String>)>, Refusal> {
+        let buf = p.as_bytes();
+        let text = |s: &Span| String::from_utf8(at(buf, s).to_vec()).unwrap();
+        Ok(match parse(buf, &(0..buf.len() as u32))? {
+            Path::Root => None,
+            Path::Event(t) => Some((
+                text(&t.service),
+                t.name.as_ref().map(text),
+                t.project_id.as_ref().map(text),
+            )),
+        })
+    }
+
+    fn ev(s: &str, n: Option<&str>, p: Option<&str>) -> Option<(String, Option<String>, Option<String>)> {
+        Some((s.into(), n.map(Into::into), p.map(Into::into)))
+    }
+
+    #[test]
+    fn path_forms() {
+        assert_eq!(split("/").unwrap(), None);
+        assert_eq!(split("").unwrap(), None);
+        assert_eq!(split("/calltrack").unwrap(), ev("calltrack", None, None));
+        assert_eq!(split("/calltrack/").unwrap(), ev("calltrack", None, None));
+        assert_eq!(split("/calltrack/call").unwrap(), ev("calltrack", Some("call"), None));
+        assert_eq!(split("/calltrack/call/99").unwrap(), ev("calltrack", Some("call"), Some("99")));
+        assert_eq!(split("/calltrack/call/99/x/y").unwrap(), ev("calltrack", Some("call"), Some("99")));
+        assert_eq!(split("/a//7").unwrap(), ev("a", None, Some("7")));
+    }
+
+    #[test]
+    fn bad_services() {
+        for p in ["/a.b/c", "/a%20b", "//x", "/привет"] {
+            assert_eq!(split(p).unwrap_err(), INVALID_SERVICE, "{p}");
+        }
+        assert!(split(&format!("/{}", "a".repeat(64))).is_ok());
+        assert!(split(&format!("/{}", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn field_rules() {
+        assert!(valid_name("call_back-2") && !valid_name("") && !valid_name("a.b"));
+        assert!(valid_uid("1234567890") && !valid_uid("123456789") && !valid_uid("12345678901x"));
+        assert!(!valid_uid(&"1".repeat(23)));
+        assert_eq!(parse_project_id("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_project_id("18446744073709551616"), None);
+        assert_eq!(parse_project_id("-1"), None);
+        assert_eq!(parse_project_id("+1"), None);
+        assert_eq!(parse_project_id(""), None);
+    }
+}

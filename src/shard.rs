@@ -1,0 +1,197 @@
+//! One core's state and the request handler: everything a request touches
+//! after it has been read, owned by one executor and reused across requests.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::envelope::{self, Uid};
+use crate::fanout::{Fanout, Refused};
+use crate::http::request::Method;
+use crate::http::response::{self, DateCache, Persist};
+use crate::http::Status;
+use crate::id::{self, IdGen};
+use crate::ingest::route::{self, Path};
+use crate::ingest::{self, Ingest, Refusal, Request};
+
+const NO_ROUTE: Refusal = Refusal {
+    status: Status::ServiceUnavailable,
+    code: "no_route",
+    message: "no route matches this event's key; add --push or a --route whose glob matches it",
+    at: None,
+};
+const BACKLOG_FULL: Refusal = Refusal {
+    status: Status::ServiceUnavailable,
+    code: "backlog_full",
+    message: "the event could not be stored: consumers are not taking events and the backlog is full; retry later",
+    at: None,
+};
+const METHOD_NOT_ALLOWED: Refusal = Refusal {
+    status: Status::MethodNotAllowed,
+    code: "method_not_allowed",
+    message: "use GET or POST for events (HEAD and OPTIONS are answered too)",
+    at: None,
+};
+
+const PROBE_BODY: &[u8] = b"{\"status\":\"ok\",\"service\":\"hookwire\"}";
+const ALLOW: &[u8] = b"Allow: GET, POST, HEAD, OPTIONS\r\n";
+
+/// One core's reused state.
+pub struct Shard {
+    pub core: usize,
+    settings: Arc<Settings>,
+    ids: IdGen,
+    date: DateCache,
+    ingest: Ingest,
+    key: Vec<u8>,
+    envelope: Vec<u8>,
+    body: Vec<u8>,
+    headers: Vec<u8>,
+    pub fanout: Fanout,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard").field("core", &self.core).finish()
+    }
+}
+
+impl Shard {
+    pub fn new(core: usize, settings: Arc<Settings>) -> Result<Self, zmq::Error> {
+        Ok(Self {
+            core,
+            ids: IdGen::new(id::worker_id(settings.node_id, core)),
+            date: DateCache::default(),
+            ingest: Ingest::default(),
+            key: Vec::with_capacity(160),
+            envelope: Vec::with_capacity(4096),
+            body: Vec::with_capacity(256),
+            headers: Vec::with_capacity(256),
+            fanout: Fanout::new(&settings)?,
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn date(&mut self) -> &DateCache {
+        self.date.update(id::now_ms());
+        &self.date
+    }
+
+    /// Answers one complete request, appending the response to `out`.
+    pub fn handle(&mut self, req: &Request<'_>, persist: Persist, out: &mut Vec<u8>) {
+        let now = id::now_ms();
+        self.date.update(now);
+        let method = req.head.method();
+        let target = match method {
+            Method::Options => return self.preflight(req, persist, out),
+            Method::Other => return self.refuse(&METHOD_NOT_ALLOWED, ALLOW, persist, out),
+            _ => route::parse(req.buf, &req.head.path),
+        };
+        let target = match target {
+            Err(refusal) => return self.refuse(&refusal, b"", persist, out),
+            Ok(Path::Root) if method == Method::Post => {
+                return self.refuse(&ingest::MISSING_SERVICE, b"", persist, out)
+            }
+            Ok(_) if method == Method::Head => return self.probe(persist, false, out),
+            Ok(Path::Root) => return self.probe(persist, true, out),
+            Ok(Path::Event(target)) => target,
+        };
+        if let Err(refusal) = self.accept(req, target, now, out, persist) {
+            let extra: &[u8] = if refusal.code == BACKLOG_FULL.code {
+                b"Retry-After: 1\r\n"
+            } else {
+                b""
+            };
+            self.refuse(&refusal, extra, persist, out);
+        }
+    }
+
+    /// Decodes, encodes and hands over one event, then writes the 200.
+    fn accept(
+        &mut self,
+        req: &Request<'_>,
+        target: route::Target,
+        now: u64,
+        out: &mut Vec<u8>,
+        persist: Persist,
+    ) -> Result<(), Refusal> {
+        let fields = self.ingest.prepare(req, target)?;
+
+        // The key holds the service and name the envelope borrows.
+        self.key.clear();
+        let service = self.ingest.text(req, &fields.service);
+        let name = self.ingest.text(req, &fields.name);
+        let (service_len, name_len) = (service.len(), name.len());
+        envelope::write_key(&mut self.key, service, name);
+        let mut uid_digits = [0u8; 22];
+        let uid_len = match &fields.uid {
+            Some(t) => {
+                let given = self.ingest.text(req, t).as_bytes();
+                uid_digits[..given.len()].copy_from_slice(given);
+                given.len()
+            }
+            None => 0,
+        };
+
+        let key = std::str::from_utf8(&self.key).expect("key is ASCII");
+        let routes = self.fanout.admit(key).map_err(|r| match r {
+            Refused::NoRoute => NO_ROUTE,
+            Refused::BacklogFull => BACKLOG_FULL,
+        })?;
+
+        let uid = match uid_len {
+            0 => Uid::Generated(self.ids.next(now)),
+            n => Uid::Given(std::str::from_utf8(&uid_digits[..n]).expect("digits")),
+        };
+        let id = self.ids.next(now);
+        let head = envelope::Head {
+            service: &key[7..7 + service_len],
+            name: &key[8 + service_len..8 + service_len + name_len],
+            project_id: fields.project_id,
+            uid,
+            id,
+            time: id::time_of(id),
+        };
+        let td = ingest::transport(req, &self.settings.trusted_proxies);
+        self.envelope.clear();
+        let ingest = &mut self.ingest;
+        envelope::encode(&mut self.envelope, &head, &td, |o| ingest.write_data(o, req, &fields));
+        self.fanout.send(routes, &self.key, &self.envelope);
+
+        self.body.clear();
+        response::accepted_body(&mut self.body, &self.key, id);
+        response::write(out, &self.date, Status::Ok, persist, b"", &self.body, true);
+        Ok(())
+    }
+
+    /// Writes a JSON error response.
+    pub fn refuse(&mut self, refusal: &Refusal, extra: &[u8], persist: Persist, out: &mut Vec<u8>) {
+        self.body.clear();
+        response::error_body(&mut self.body, refusal.code, refusal.message, refusal.at);
+        response::write(out, &self.date, refusal.status, persist, extra, &self.body, true);
+    }
+
+    fn probe(&mut self, persist: Persist, send_body: bool, out: &mut Vec<u8>) {
+        response::write(out, &self.date, Status::Ok, persist, b"", PROBE_BODY, send_body);
+    }
+
+    /// CORS preflight: any origin may POST events.
+    fn preflight(&mut self, req: &Request<'_>, persist: Persist, out: &mut Vec<u8>) {
+        self.headers.clear();
+        self.headers.extend_from_slice(
+            b"Access-Control-Allow-Methods: GET, POST, HEAD, OPTIONS\r\nAccess-Control-Max-Age: 86400\r\nAccess-Control-Allow-Headers: ",
+        );
+        match &req.head.request_headers {
+            Some(span) => self
+                .headers
+                .extend_from_slice(crate::http::request::at(req.buf, span)),
+            None => self.headers.extend_from_slice(b"Content-Type"),
+        }
+        self.headers.extend_from_slice(b"\r\n");
+        self.headers.extend_from_slice(ALLOW);
+        response::write(out, &self.date, Status::NoContent, persist, &self.headers, b"", false);
+    }
+}
