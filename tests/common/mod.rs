@@ -1,0 +1,284 @@
+//! Test harness: the real `hookwire` binary on port 0, real TCP clients,
+//! real ZeroMQ PULL sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hookwire");
+
+/// A running `hookwire serve`, killed (by its own PID) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Everything it printed to stderr up to `ready`.
+    pub banner: Vec<String>,
+}
+
+impl Server {
+    /// Starts hookwire on `127.0.0.1:0` with `args` and waits for `ready`.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        if !args.contains(&"--cores") {
+            cmd.args(["--cores", "2"]);
+        }
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn hookwire");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut banner = Vec::new();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.expect("read hookwire stderr");
+            if let Some(rest) = line.strip_prefix("listen http://") {
+                addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
+            let done = line == "ready";
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        let addr = addr.unwrap_or_else(|| panic!("hookwire did not start: {banner:?}"));
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr,
+            banner,
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// Sends raw bytes on a new connection and reads `n` responses.
+    pub fn exchange(&self, raw: &[u8], n: usize) -> Vec<Response> {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        let mut reader = ResponseReader::new(s);
+        (0..n).map(|_| reader.next().expect("response")).collect()
+    }
+
+    /// One request, one response, on a fresh connection.
+    pub fn request(&self, raw: &[u8]) -> Response {
+        self.exchange(raw, 1).remove(0)
+    }
+
+    pub fn get(&self, target: &str) -> Response {
+        self.request(format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    }
+
+    pub fn post(&self, target: &str, content_type: Option<&str>, body: &[u8]) -> Response {
+        let mut raw = format!("POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+        if let Some(ct) = content_type {
+            raw.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(body);
+        self.request(&raw)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// For an error: asserts the status and `error` code, returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        let v = self.json();
+        assert_eq!(v["error"], code, "{v}");
+        let message = v["message"].as_str().expect("message").to_owned();
+        assert!(message.len() > 20, "message should say what to fix: {message}");
+        message
+    }
+
+    /// For a 200: the `id` as a number, after checking the key.
+    pub fn assert_accepted(&self, key: &str) -> u64 {
+        assert_eq!(self.status, 200, "{self:?} body={}", String::from_utf8_lossy(&self.body));
+        let v = self.json();
+        assert_eq!(v["key"], key);
+        v["id"].as_str().expect("id string").parse().expect("decimal id")
+    }
+}
+
+/// Reads responses one by one from a stream (Content-Length framed).
+pub struct ResponseReader {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl ResponseReader {
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next response, or None at EOF.
+    pub fn next(&mut self) -> Option<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(n) = resp.parse(&self.buf).expect("valid response") {
+                let status = resp.code.unwrap();
+                let headers: Vec<(String, String)> = resp
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.parse().unwrap());
+                if self.buf.len() >= n + len {
+                    let body = self.buf[n..n + len].to_vec();
+                    self.buf.drain(..n + len);
+                    return Some(Response {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read response: {e}"),
+            }
+        }
+    }
+
+    /// Whether the server closed the connection (EOF) within the timeout.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0)) || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    }
+}
+
+/// A consumer: a PULL socket bound on an ephemeral loopback port.
+pub struct Sink {
+    pub socket: zmq::Socket,
+    pub endpoint: String,
+    _context: zmq::Context,
+}
+
+impl Sink {
+    pub fn bind() -> Sink {
+        Self::bind_at("tcp://127.0.0.1:*")
+    }
+
+    pub fn bind_at(endpoint: &str) -> Sink {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::PULL).unwrap();
+        socket.set_rcvhwm(0).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.bind(endpoint).unwrap();
+        let endpoint = socket.get_last_endpoint().unwrap().unwrap();
+        Sink {
+            socket,
+            endpoint,
+            _context: context,
+        }
+    }
+
+    /// The next message's frames, waiting at most `timeout`.
+    pub fn recv_frames(&self, timeout: Duration) -> Option<Vec<Vec<u8>>> {
+        let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, timeout.as_millis() as i64).unwrap();
+        if !items[0].is_readable() {
+            return None;
+        }
+        Some(self.socket.recv_multipart(0).unwrap())
+    }
+
+    /// The next envelope (single frame), parsed, waiting up to 10 s.
+    pub fn recv(&self) -> serde_json::Value {
+        let frames = self
+            .recv_frames(Duration::from_secs(10))
+            .expect("an envelope within 10 s");
+        assert_eq!(frames.len(), 1, "one frame per envelope");
+        serde_json::from_slice(&frames[0]).expect("envelope is JSON")
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub fn assert_quiet(&self, wait: Duration) {
+        if let Some(frames) = self.recv_frames(wait) {
+            panic!("unexpected envelope: {}", String::from_utf8_lossy(&frames[0]));
+        }
+    }
+
+    /// Receives `n` envelopes as raw bytes, failing if they stop coming.
+    pub fn recv_raw(&self, n: usize, idle: Duration) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.recv_frames(idle) {
+                Some(mut frames) => out.push(frames.pop().unwrap()),
+                None => panic!("only {} of {n} envelopes arrived", out.len()),
+            }
+        }
+        out
+    }
+}
+
+/// Waits until `f` is true or panics after `limit`.
+pub fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts a server pushing everything to a fresh sink.
+pub fn server_and_sink(extra: &[&str]) -> (Server, Sink) {
+    let sink = Sink::bind();
+    let mut args = vec!["--push", sink.endpoint.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    (server, sink)
+}

@@ -1,0 +1,183 @@
+//! Delivery over ZeroMQ: routes, fan-out, frames, the backlog, id uniqueness.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+fn free_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://{}", l.local_addr().unwrap())
+}
+
+fn envelope_id(raw: &[u8]) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(raw).expect("envelope is JSON");
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
+fn worker(id: u64) -> u64 {
+    (id >> 12) & 0x3ff
+}
+
+#[test]
+fn routes_fan_out_to_every_match() {
+    let calls = Sink::bind();
+    let leads = Sink::bind();
+    let server = Server::start(&[
+        "--route",
+        &format!("in.gen.calltrack.*={}", calls.endpoint),
+        "--route",
+        &format!("in.gen.*.lead={}", leads.endpoint),
+    ]);
+    assert!(server.banner.iter().any(|l| l.starts_with("route in.gen.calltrack.* -> ")));
+    assert!(server.banner.iter().any(|l| l.starts_with("route in.gen.*.lead -> ")));
+
+    let a = server.get("/calltrack/call").assert_accepted("in.gen.calltrack.call");
+    assert_eq!(calls.recv()["id"], a.to_string());
+
+    let b = server.get("/crm/lead").assert_accepted("in.gen.crm.lead");
+    assert_eq!(leads.recv()["id"], b.to_string());
+
+    // Matches both routes: both consumers get the same envelope.
+    let c = server.get("/calltrack/lead").assert_accepted("in.gen.calltrack.lead");
+    assert_eq!(calls.recv()["id"], c.to_string());
+    assert_eq!(leads.recv()["id"], c.to_string());
+
+    // Matches none: refused, not dropped.
+    server.get("/shop/order").assert_error(503, "no_route");
+    calls.assert_quiet(Duration::from_millis(200));
+    leads.assert_quiet(Duration::from_millis(10));
+}
+
+#[test]
+fn a_route_balances_across_its_endpoints() {
+    let one = Sink::bind();
+    let two = Sink::bind();
+    let server = Server::start(&["--cores", "1", "--push", &format!("{},{}", one.endpoint, two.endpoint)]);
+    // Let both connections come up so PUSH can balance over them.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        server.get("/s/n").assert_accepted("in.gen.s.n");
+    }
+    let mut counts = [0, 0];
+    for (i, sink) in [&one, &two].iter().enumerate() {
+        while sink.recv_frames(Duration::from_millis(300)).is_some() {
+            counts[i] += 1;
+        }
+    }
+    assert_eq!(counts[0] + counts[1], 20, "{counts:?}");
+    assert!(counts[0] > 0 && counts[1] > 0, "both consumers get a share: {counts:?}");
+}
+
+#[test]
+fn key_plus_json_sends_two_frames() {
+    let (server, sink) = server_and_sink(&["--frames", "key+json"]);
+    let id = server.get("/calltrack/call?x=1").assert_accepted("in.gen.calltrack.call");
+    let frames = sink.recv_frames(Duration::from_secs(10)).unwrap();
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0], b"in.gen.calltrack.call");
+    assert_eq!(envelope_id(&frames[1]), id);
+}
+
+#[test]
+fn backlog_holds_events_until_a_consumer_comes() {
+    let endpoint = free_endpoint();
+    let server = Server::start(&["--push", &endpoint]);
+    let mut conn = server.connect();
+    let mut raw = Vec::new();
+    for i in 0..1000 {
+        raw.extend_from_slice(format!("GET /calltrack/call?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    conn.write_all(&raw).unwrap();
+    let mut reader = ResponseReader::new(conn);
+    let accepted: Vec<u64> = (0..1000)
+        .map(|_| reader.next().unwrap().assert_accepted("in.gen.calltrack.call"))
+        .collect();
+
+    // The consumer starts only now.
+    std::thread::sleep(Duration::from_millis(200));
+    let sink = Sink::bind_at(&endpoint);
+    let got = sink.recv_raw(1000, Duration::from_secs(10));
+    let ids: Vec<u64> = got.iter().map(|e| envelope_id(e)).collect();
+    // One connection is served by one core: delivery keeps its order.
+    assert_eq!(ids, accepted);
+    sink.assert_quiet(Duration::from_millis(200));
+}
+
+#[test]
+fn full_backlog_refuses_with_503_and_recovers() {
+    let endpoint = free_endpoint();
+    let server = Server::start(&["--cores", "1", "--backlog", "10", "--push", &endpoint]);
+    let mut accepted = Vec::new();
+    for _ in 0..10 {
+        accepted.push(server.get("/s/n").assert_accepted("in.gen.s.n"));
+    }
+    let refused = server.get("/s/n");
+    refused.assert_error(503, "backlog_full");
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+
+    let sink = Sink::bind_at(&endpoint);
+    let got: Vec<u64> = sink
+        .recv_raw(10, Duration::from_secs(10))
+        .iter()
+        .map(|e| envelope_id(e))
+        .collect();
+    assert_eq!(got, accepted, "the refused event was not emitted, the rest arrived in order");
+    let next = server.get("/s/n").assert_accepted("in.gen.s.n");
+    assert_eq!(envelope_id(&sink.recv_raw(1, Duration::from_secs(10))[0]), next);
+}
+
+#[test]
+fn ids_unique_over_four_cores_and_400k_events() {
+    // 64 connections: SO_REUSEPORT spreads them by hash, and the chance
+    // that one of four cores gets none is 4 * (3/4)^64, about 4e-8.
+    const CONNS: usize = 64;
+    const PER_CONN: usize = 6_250;
+    const BATCH: usize = 250;
+    let (server, sink) = server_and_sink(&["--cores", "4"]);
+    let addr = server.addr;
+
+    let receiver = std::thread::spawn(move || {
+        let raw = sink.recv_raw(CONNS * PER_CONN, Duration::from_secs(20));
+        raw.iter().map(|e| envelope_id(e)).collect::<Vec<_>>()
+    });
+    let clients: Vec<_> = (0..CONNS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let conn = std::net::TcpStream::connect(addr).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut writer = conn.try_clone().unwrap();
+                let mut reader = ResponseReader::new(conn);
+                let batch: Vec<u8> = b"GET /affise/conversion/7?clickid=abc&payout=1.5 HTTP/1.1\r\nHost: t\r\n\r\n"
+                    .repeat(BATCH);
+                let mut ids = Vec::with_capacity(PER_CONN);
+                for _ in 0..PER_CONN / BATCH {
+                    writer.write_all(&batch).unwrap();
+                    for _ in 0..BATCH {
+                        ids.push(reader.next().unwrap().assert_accepted("in.gen.affise.conversion"));
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let answered: Vec<u64> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let delivered = receiver.join().unwrap();
+
+    let answered_set: HashSet<u64> = answered.iter().copied().collect();
+    assert_eq!(answered_set.len(), answered.len(), "duplicate ids in responses");
+    let delivered_set: HashSet<u64> = delivered.iter().copied().collect();
+    assert_eq!(delivered_set.len(), delivered.len(), "duplicate ids at the consumer");
+    assert_eq!(answered_set, delivered_set, "every answered id delivered, nothing else");
+
+    let mut per_worker: HashMap<u64, usize> = HashMap::new();
+    for id in &delivered {
+        *per_worker.entry(worker(*id)).or_default() += 1;
+    }
+    let mut workers: Vec<u64> = per_worker.keys().copied().collect();
+    workers.sort();
+    assert_eq!(workers, [0, 1, 2, 3], "all four cores issued ids: {per_worker:?}");
+}
