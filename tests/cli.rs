@@ -1,0 +1,166 @@
+//! The command line: options, environment, config file, start-up lines,
+//! refusal of bad options, and `hookwire tap`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Runs `hookwire <args>` expecting it to refuse to start.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} should be refused");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn bad_options_are_refused_naming_the_option() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--push", "localhost:5555"], "--push"),
+        (&["--route", "in.gen.*"], "--route"),
+        (&["--route", "in.gen.*=tcp://127.0.0.1:0"], "--route"),
+        (&["--frames", "xml"], "--frames"),
+        (&["--cores", "0"], "--cores"),
+        (&["--cores", "65"], "--cores"),
+        (&["--node-id", "99"], "--node-id"),
+        (&["--trusted-proxy", "not-a-net"], "--trusted-proxy"),
+        (&["--max-body", "huge"], "--max-body"),
+        (&["--listen", "not an address"], "--listen"),
+        (&["--config", "/nonexistent/hookwire.toml"], "--config"),
+        (&["--request-timeout", "soon"], "--request-timeout"),
+    ];
+    for (args, option) in cases {
+        let stderr = refused(args, &[]);
+        assert!(stderr.contains(option), "{args:?}: {stderr}");
+    }
+    // clap's own refusals (a non-number) name the option too.
+    let stderr = Command::new(BIN).args(["--cores", "many"]).output().unwrap();
+    assert!(!stderr.status.success());
+    assert!(String::from_utf8_lossy(&stderr.stderr).contains("--cores"));
+}
+
+#[test]
+fn a_busy_port_is_refused_at_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let stderr = refused(&["--listen", &addr, "--cores", "1"], &[]);
+    assert!(stderr.contains("--listen") && stderr.contains(&addr), "{stderr}");
+}
+
+#[test]
+fn start_up_prints_listener_routes_then_ready() {
+    let (server, sink) = server_and_sink(&["--route", "in.gen.x.*=tcp://127.0.0.1:5999"]);
+    let banner = &server.banner;
+    assert!(banner[0].starts_with("listen http://127.0.0.1:"), "{banner:?}");
+    assert!(banner.contains(&format!("route * -> {}", sink.endpoint)), "{banner:?}");
+    assert!(banner.contains(&"route in.gen.x.* -> tcp://127.0.0.1:5999".to_string()), "{banner:?}");
+    assert_eq!(banner.last().unwrap(), "ready");
+    // `serve` is also the default with no subcommand.
+    let mut cmd = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--cores", "1", "--push", &sink.endpoint])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(cmd.stderr.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap() == "ready"));
+    cmd.kill().unwrap();
+    cmd.wait().unwrap();
+}
+
+#[test]
+fn env_is_under_flags_and_file_under_env() {
+    let sink = Sink::bind();
+    // Environment alone: two frames.
+    let server = Server::start_with_env(
+        &[],
+        &[("HOOKWIRE_PUSH", &sink.endpoint), ("HOOKWIRE_FRAMES", "key+json")],
+    );
+    server.get("/s/n").assert_accepted("in.gen.s.n");
+    assert_eq!(sink.recv_frames(Duration::from_secs(10)).unwrap().len(), 2);
+    drop(server);
+
+    // A flag wins over the environment.
+    let server = Server::start_with_env(
+        &["--frames", "json"],
+        &[("HOOKWIRE_PUSH", &sink.endpoint), ("HOOKWIRE_FRAMES", "key+json")],
+    );
+    server.get("/s/n").assert_accepted("in.gen.s.n");
+    assert_eq!(sink.recv_frames(Duration::from_secs(10)).unwrap().len(), 1);
+    drop(server);
+
+    // The file is under the environment.
+    let dir = std::env::temp_dir().join(format!("hookwire-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hookwire.toml");
+    std::fs::write(
+        &file,
+        format!("push = [\"{}\"]\nframes = \"key+json\"\nmax-body = \"1KiB\"\n", sink.endpoint),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let server = Server::start(&["--config", config]);
+    server.get("/s/n").assert_accepted("in.gen.s.n");
+    assert_eq!(sink.recv_frames(Duration::from_secs(10)).unwrap().len(), 2);
+    server
+        .post("/s/n", Some("application/json"), &vec![b' '; 2000])
+        .assert_error(413, "body_too_large");
+    drop(server);
+
+    let server = Server::start_with_env(&["--config", config], &[("HOOKWIRE_FRAMES", "json")]);
+    server.get("/s/n").assert_accepted("in.gen.s.n");
+    assert_eq!(sink.recv_frames(Duration::from_secs(10)).unwrap().len(), 1);
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tap_prints_one_json_line_per_envelope_and_stops_after_count() {
+    let endpoint = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://{}", l.local_addr().unwrap())
+    };
+    let mut tap = Command::new(BIN)
+        .args(["tap", "--bind", &endpoint, "--count", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(tap.stderr.take().unwrap()).lines();
+    assert!(err.next().unwrap().unwrap().starts_with("tap bound tcp://127.0.0.1:"));
+
+    let server = Server::start(&["--push", &endpoint, "--frames", "key+json"]);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = server.post("/crm/lead", Some("application/json"), format!(r#"{{"n":{i},"s":"a\nb"}}"#).as_bytes());
+        ids.push(r.assert_accepted("in.gen.crm.lead").to_string());
+    }
+    let out = tap.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let mut got: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["data"]["s"], "a\nb");
+            v["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
