@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Accept webhooks and fan them out (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bind a ZeroMQ PULL socket and print every envelope as a JSON line.
     Tap(TapArgs),
 }
@@ -44,10 +44,20 @@ pub struct ServeArgs {
     pub listen: Option<String>,
     /// ZeroMQ endpoint for the catch-all route `*` (repeatable; consumers bind PULL)
     /// [default: tcp://127.0.0.1:5555 when no --push or --route is given]
-    #[arg(long, env = "HOOKWIRE_PUSH", value_name = "ENDPOINT", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "HOOKWIRE_PUSH",
+        value_name = "ENDPOINT",
+        value_delimiter = ','
+    )]
     pub push: Vec<String>,
     /// A route: `<key glob>=<endpoint>[,<endpoint>…]` (repeatable; `;` separates routes in the env var)
-    #[arg(long, env = "HOOKWIRE_ROUTE", value_name = "GLOB=ENDPOINTS", value_delimiter = ';')]
+    #[arg(
+        long,
+        env = "HOOKWIRE_ROUTE",
+        value_name = "GLOB=ENDPOINTS",
+        value_delimiter = ';'
+    )]
     pub route: Vec<String>,
     /// Wire format: `json` (one frame) or `key+json` (two frames) [default: json]
     #[arg(long, env = "HOOKWIRE_FRAMES")]
@@ -59,7 +69,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKWIRE_NODE_ID")]
     pub node_id: Option<u16>,
     /// CIDR whose X-Real-IP / X-Forwarded-For are believed (repeatable) [default: 127.0.0.0/8, ::1/128]
-    #[arg(long, env = "HOOKWIRE_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "HOOKWIRE_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
     pub trusted_proxy: Vec<String>,
     /// Largest accepted body, e.g. `1MiB`, `512k`, `65536` [default: 1MiB]
     #[arg(long, env = "HOOKWIRE_MAX_BODY", value_name = "SIZE")]
@@ -191,12 +206,20 @@ impl Settings {
         };
         let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
 
-        let listen_text = args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:8080".into());
+        let listen_text = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "0.0.0.0:8080".into());
         let listen = listen_text
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| bad("listen", format!("'{listen_text}' is not an address like 0.0.0.0:8080")))?;
+            .ok_or_else(|| {
+                bad(
+                    "listen",
+                    format!("'{listen_text}' is not an address like 0.0.0.0:8080"),
+                )
+            })?;
 
         let push = pick(args.push, file.push);
         let route = pick(args.route, file.route);
@@ -223,23 +246,37 @@ impl Settings {
             });
         }
         if routes.len() > 64 {
-            return Err(bad("route", "at most 64 routes (including --push) are supported"));
+            return Err(bad(
+                "route",
+                "at most 64 routes (including --push) are supported",
+            ));
         }
 
         let frames = match args.frames.or(file.frames).as_deref() {
             None | Some("json") => Frames::Json,
             Some("key+json") => Frames::KeyJson,
-            Some(other) => return Err(bad("frames", format!("'{other}' is not one of: json, key+json"))),
+            Some(other) => {
+                return Err(bad(
+                    "frames",
+                    format!("'{other}' is not one of: json, key+json"),
+                ))
+            }
         };
 
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let cores = args.cores.or(file.cores).unwrap_or(available.min(MAX_CORES));
+        let cores = args
+            .cores
+            .or(file.cores)
+            .unwrap_or(available.min(MAX_CORES));
         if cores == 0 || cores > MAX_CORES {
             return Err(bad("cores", format!("must be 1-{MAX_CORES}, got {cores}")));
         }
         let node_id = args.node_id.or(file.node_id).unwrap_or(0);
         if node_id > MAX_NODE_ID {
-            return Err(bad("node-id", format!("must be 0-{MAX_NODE_ID}, got {node_id}")));
+            return Err(bad(
+                "node-id",
+                format!("must be 0-{MAX_NODE_ID}, got {node_id}"),
+            ));
         }
 
         let proxies = pick(args.trusted_proxy, file.trusted_proxy);
@@ -252,21 +289,42 @@ impl Settings {
                     p.trim()
                         .parse::<IpNet>()
                         .or_else(|_| p.trim().parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| bad("trusted-proxy", format!("'{p}' is not a CIDR like 10.0.0.0/8 or an IP")))
+                        .map_err(|_| {
+                            bad(
+                                "trusted-proxy",
+                                format!("'{p}' is not a CIDR like 10.0.0.0/8 or an IP"),
+                            )
+                        })
                 })
                 .collect::<Result<_, _>>()?
         };
 
-        let max_body = size("max-body", args.max_body.or(file.max_body.map(Size::text)), "1MiB")?;
+        let max_body = size(
+            "max-body",
+            args.max_body.or(file.max_body.map(Size::text)),
+            "1MiB",
+        )?;
         if !(1..=1 << 30).contains(&max_body) {
             return Err(bad("max-body", "must be between 1 byte and 1GiB"));
         }
-        let max_header = size("max-header", args.max_header.or(file.max_header.map(Size::text)), "16KiB")?;
+        let max_header = size(
+            "max-header",
+            args.max_header.or(file.max_header.map(Size::text)),
+            "16KiB",
+        )?;
         if !(1024..=1 << 20).contains(&max_header) {
             return Err(bad("max-header", "must be between 1KiB and 1MiB"));
         }
-        let idle_timeout = duration("idle-timeout", args.idle_timeout.or(file.idle_timeout), "60s")?;
-        let request_timeout = duration("request-timeout", args.request_timeout.or(file.request_timeout), "10s")?;
+        let idle_timeout = duration(
+            "idle-timeout",
+            args.idle_timeout.or(file.idle_timeout),
+            "60s",
+        )?;
+        let request_timeout = duration(
+            "request-timeout",
+            args.request_timeout.or(file.request_timeout),
+            "10s",
+        )?;
         let backlog = args.backlog.or(file.backlog).unwrap_or(100_000);
         if backlog == 0 {
             return Err(bad("backlog", "must be at least 1"));
@@ -304,13 +362,22 @@ fn size(option: &str, value: Option<String>, default: &str) -> Result<usize, Con
     text.trim()
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64() as usize)
-        .map_err(|_| bad(option, format!("'{text}' is not a size like 1MiB, 512KiB or 65536")))
+        .map_err(|_| {
+            bad(
+                option,
+                format!("'{text}' is not a size like 1MiB, 512KiB or 65536"),
+            )
+        })
 }
 
 fn duration(option: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
     let text = value.unwrap_or_else(|| default.into());
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|_| bad(option, format!("'{text}' is not a duration like 10s or 500ms")))?;
+    let d = humantime::parse_duration(text.trim()).map_err(|_| {
+        bad(
+            option,
+            format!("'{text}' is not a duration like 10s or 500ms"),
+        )
+    })?;
     if d.is_zero() {
         return Err(bad(option, "must be longer than zero"));
     }
@@ -318,12 +385,18 @@ fn duration(option: &str, value: Option<String>, default: &str) -> Result<Durati
 }
 
 fn parse_route(text: &str) -> Result<RouteSpec, ConfigError> {
-    let (pattern, endpoints) = text
-        .split_once('=')
-        .ok_or_else(|| bad("route", format!("'{text}' is not <key glob>=<endpoint>[,<endpoint>…]")))?;
+    let (pattern, endpoints) = text.split_once('=').ok_or_else(|| {
+        bad(
+            "route",
+            format!("'{text}' is not <key glob>=<endpoint>[,<endpoint>…]"),
+        )
+    })?;
     let pattern = pattern.trim();
     if pattern.is_empty() || pattern.contains(char::is_whitespace) {
-        return Err(bad("route", format!("'{text}': the key glob must be non-empty, without spaces")));
+        return Err(bad(
+            "route",
+            format!("'{text}': the key glob must be non-empty, without spaces"),
+        ));
     }
     let endpoints: Vec<String> = endpoints.split(',').map(|e| e.trim().to_owned()).collect();
     for e in &endpoints {
@@ -338,18 +411,24 @@ fn parse_route(text: &str) -> Result<RouteSpec, ConfigError> {
 /// Refuses what ZeroMQ would refuse, at start rather than at first send.
 fn check_endpoint(option: &str, endpoint: &str) -> Result<(), ConfigError> {
     let hint = "expected tcp://host:port, ipc://path or inproc://name";
-    let (scheme, rest) = endpoint
-        .split_once("://")
-        .ok_or_else(|| bad(option, format!("'{endpoint}' is not a ZeroMQ endpoint ({hint})")))?;
+    let (scheme, rest) = endpoint.split_once("://").ok_or_else(|| {
+        bad(
+            option,
+            format!("'{endpoint}' is not a ZeroMQ endpoint ({hint})"),
+        )
+    })?;
     let ok = match scheme {
-        "tcp" => rest
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)),
+        "tcp" => rest.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }),
         "ipc" | "inproc" => !rest.is_empty(),
         _ => false,
     };
     if !ok {
-        return Err(bad(option, format!("'{endpoint}' is not a ZeroMQ endpoint ({hint})")));
+        return Err(bad(
+            option,
+            format!("'{endpoint}' is not a ZeroMQ endpoint ({hint})"),
+        ));
     }
     // Let libzmq itself judge the address (e.g. an unresolvable host).
     let ctx = zmq::Context::new();
@@ -384,7 +463,10 @@ mod tests {
         assert_eq!(s.frames, Frames::Json);
         assert_eq!(s.max_body, 1 << 20);
         assert_eq!(s.node_id, 0);
-        assert!(s.trusted_proxies.iter().any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+        assert!(s
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
     }
 
     #[test]
@@ -430,10 +512,19 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nmax-body = \"64KiB\"\nnode-id = 3\nfrnames = 1\n",
         )
         .unwrap();
-        let err = settings(&["--config", path.to_str().unwrap()]).unwrap_err().to_string();
-        assert!(err.starts_with("--config") && err.contains("frnames"), "{err}");
+        let err = settings(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--config") && err.contains("frnames"),
+            "{err}"
+        );
 
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax-body = 65536\nnode-id = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nmax-body = 65536\nnode-id = 3\n",
+        )
+        .unwrap();
         let s = settings(&["--config", path.to_str().unwrap(), "--node-id", "4"]).unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.max_body, 65536);

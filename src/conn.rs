@@ -76,7 +76,8 @@ impl Conn {
 
     /// The free space to read into, made room for first.
     pub fn spare(&mut self) -> &mut [u8] {
-        if self.start > 0 && (self.end == self.buf.len() || self.want > self.buf.len() - self.start) {
+        if self.start > 0 && (self.end == self.buf.len() || self.want > self.buf.len() - self.start)
+        {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;

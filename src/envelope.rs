@@ -212,7 +212,10 @@ mod tests {
 
     #[test]
     fn escapes_quotes_backslashes_and_controls() {
-        assert_eq!(lossless(b"a\"b\\c\nd\x01\x7f"), r#""a\"b\\c\nd\u0001\u007f""#);
+        assert_eq!(
+            lossless(b"a\"b\\c\nd\x01\x7f"),
+            r#""a\"b\\c\nd\u0001\u007f""#
+        );
         assert_eq!(lossless("привет".as_bytes()), "\"привет\"");
     }
 
@@ -245,7 +248,9 @@ mod tests {
             ua: Some(b"curl/7.60.0"),
             ..Transport::default()
         };
-        encode(&mut out, &head, &td, |o| o.extend_from_slice(br#""param1":"value1""#));
+        encode(&mut out, &head, &td, |o| {
+            o.extend_from_slice(br#""param1":"value1""#)
+        });
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"key":"in.gen.calltrack.call","channel":"http","service":"calltrack","name":"call","projectId":0,"uid":"6462464730849083392","td":{"ip":"109.252.93.158","ua":"curl/7.60.0"},"data":{"param1":"value1"},"id":"6462464730849083393","time":1540771658623}"#

@@ -11,22 +11,13 @@
 
 use std::collections::VecDeque;
 
+use smallvec::SmallVec;
 use wildmatch::WildMatch;
 
 use crate::config::{Frames, RouteSpec, Settings};
 
-/// A set of routes, as bits (at most 64 routes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RouteSet(u64);
-
-impl RouteSet {
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-    fn iter(self) -> impl Iterator<Item = usize> {
-        (0..64).filter(move |i| self.0 & (1 << i) != 0)
-    }
-}
+/// The routes an event goes to: indices, inline for up to four matches.
+pub type RouteSet = SmallVec<[u16; 4]>;
 
 /// Why an event cannot be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +79,7 @@ impl Fanout {
     /// The routes an event with `key` goes to, if every one of them can
     /// take it now (directly or in its backlog).
     pub fn admit(&mut self, key: &str) -> Result<RouteSet, Refused> {
-        let mut set = 0u64;
+        let mut set = RouteSet::new();
         for (i, route) in self.routes.iter_mut().enumerate() {
             if route.pattern.matches(key) {
                 if route.backlog.len() >= self.backlog_max {
@@ -97,19 +88,19 @@ impl Fanout {
                         return Err(Refused::BacklogFull);
                     }
                 }
-                set |= 1 << i;
+                set.push(i as u16);
             }
         }
-        if set == 0 {
+        if set.is_empty() {
             return Err(Refused::NoRoute);
         }
-        Ok(RouteSet(set))
+        Ok(set)
     }
 
     /// Hands an admitted event to each of its routes, never blocking.
-    pub fn send(&mut self, set: RouteSet, key: &[u8], envelope: &[u8]) {
-        for i in set.iter() {
-            let route = &mut self.routes[i];
+    pub fn send(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) {
+        for &i in set {
+            let route = &mut self.routes[usize::from(i)];
             if !route.backlog.is_empty() {
                 flush_route(route, self.frames);
             }

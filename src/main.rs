@@ -5,7 +5,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Tap(args)) => hookwire::tap::run(&args),
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
     };
     if let Err(e) = result {

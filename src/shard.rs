@@ -158,8 +158,10 @@ impl Shard {
         let td = ingest::transport(req, &self.settings.trusted_proxies);
         self.envelope.clear();
         let ingest = &mut self.ingest;
-        envelope::encode(&mut self.envelope, &head, &td, |o| ingest.write_data(o, req, &fields));
-        self.fanout.send(routes, &self.key, &self.envelope);
+        envelope::encode(&mut self.envelope, &head, &td, |o| {
+            ingest.write_data(o, req, &fields)
+        });
+        self.fanout.send(&routes, &self.key, &self.envelope);
 
         self.body.clear();
         response::accepted_body(&mut self.body, &self.key, id);
@@ -171,11 +173,27 @@ impl Shard {
     pub fn refuse(&mut self, refusal: &Refusal, extra: &[u8], persist: Persist, out: &mut Vec<u8>) {
         self.body.clear();
         response::error_body(&mut self.body, refusal.code, refusal.message, refusal.at);
-        response::write(out, &self.date, refusal.status, persist, extra, &self.body, true);
+        response::write(
+            out,
+            &self.date,
+            refusal.status,
+            persist,
+            extra,
+            &self.body,
+            true,
+        );
     }
 
     fn probe(&mut self, persist: Persist, send_body: bool, out: &mut Vec<u8>) {
-        response::write(out, &self.date, Status::Ok, persist, b"", PROBE_BODY, send_body);
+        response::write(
+            out,
+            &self.date,
+            Status::Ok,
+            persist,
+            b"",
+            PROBE_BODY,
+            send_body,
+        );
     }
 
     /// CORS preflight: any origin may POST events.
@@ -192,6 +210,14 @@ impl Shard {
         }
         self.headers.extend_from_slice(b"\r\n");
         self.headers.extend_from_slice(ALLOW);
-        response::write(out, &self.date, Status::NoContent, persist, &self.headers, b"", false);
+        response::write(
+            out,
+            &self.date,
+            Status::NoContent,
+            persist,
+            &self.headers,
+            b"",
+            false,
+        );
     }
 }

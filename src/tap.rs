@@ -11,7 +11,10 @@ pub fn run(args: &TapArgs) -> Result<(), Box<dyn std::error::Error>> {
     socket
         .bind(&args.bind)
         .map_err(|e| format!("--bind {}: {e}", args.bind))?;
-    eprintln!("tap bound {}", socket.get_last_endpoint()?.unwrap_or_default());
+    eprintln!(
+        "tap bound {}",
+        socket.get_last_endpoint()?.unwrap_or_default()
+    );
     let stdout = std::io::stdout();
     let mut received = 0u64;
     while args.count.is_none_or(|n| received < n) {

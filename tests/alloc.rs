@@ -107,7 +107,11 @@ fn steady_state_hot_path_does_not_allocate() {
         conn.feed(raw);
         let step = conn.process(shard);
         assert_eq!(step, Step::More { completed: 1 });
-        assert!(conn.out.starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", String::from_utf8_lossy(&conn.out));
+        assert!(
+            conn.out.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&conn.out)
+        );
         conn.out.clear();
     };
 
@@ -119,7 +123,11 @@ fn steady_state_hot_path_does_not_allocate() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    assert_eq!(shard.fanout.flush(), 0, "the consumer is connected after warm-up");
+    assert_eq!(
+        shard.fanout.flush(),
+        0,
+        "the consumer is connected after warm-up"
+    );
 
     let get_allocs = allocations_in(|| {
         for _ in 0..MEASURED {
@@ -146,7 +154,10 @@ fn steady_state_hot_path_does_not_allocate() {
     assert_eq!(get["data"]["sub3"], "привет");
 
     assert_eq!(get_allocs, 0, "allocations over {MEASURED} GET postbacks");
-    assert_eq!(post_allocs, 0, "allocations over {MEASURED} 1 KiB JSON POSTs");
+    assert_eq!(
+        post_allocs, 0,
+        "allocations over {MEASURED} 1 KiB JSON POSTs"
+    );
 }
 
 #[test]

@@ -48,7 +48,10 @@ fn bad_options_are_refused_naming_the_option() {
         assert!(stderr.contains(option), "{args:?}: {stderr}");
     }
     // clap's own refusals (a non-number) name the option too.
-    let stderr = Command::new(BIN).args(["--cores", "many"]).output().unwrap();
+    let stderr = Command::new(BIN)
+        .args(["--cores", "many"])
+        .output()
+        .unwrap();
     assert!(!stderr.status.success());
     assert!(String::from_utf8_lossy(&stderr.stderr).contains("--cores"));
 }
@@ -58,20 +61,39 @@ fn a_busy_port_is_refused_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let stderr = refused(&["--listen", &addr, "--cores", "1"], &[]);
-    assert!(stderr.contains("--listen") && stderr.contains(&addr), "{stderr}");
+    assert!(
+        stderr.contains("--listen") && stderr.contains(&addr),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn start_up_prints_listener_routes_then_ready() {
     let (server, sink) = server_and_sink(&["--route", "in.gen.x.*=tcp://127.0.0.1:5999"]);
     let banner = &server.banner;
-    assert!(banner[0].starts_with("listen http://127.0.0.1:"), "{banner:?}");
-    assert!(banner.contains(&format!("route * -> {}", sink.endpoint)), "{banner:?}");
-    assert!(banner.contains(&"route in.gen.x.* -> tcp://127.0.0.1:5999".to_string()), "{banner:?}");
+    assert!(
+        banner[0].starts_with("listen http://127.0.0.1:"),
+        "{banner:?}"
+    );
+    assert!(
+        banner.contains(&format!("route * -> {}", sink.endpoint)),
+        "{banner:?}"
+    );
+    assert!(
+        banner.contains(&"route in.gen.x.* -> tcp://127.0.0.1:5999".to_string()),
+        "{banner:?}"
+    );
     assert_eq!(banner.last().unwrap(), "ready");
     // `serve` is also the default with no subcommand.
     let mut cmd = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--cores", "1", "--push", &sink.endpoint])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cores",
+            "1",
+            "--push",
+            &sink.endpoint,
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -87,7 +109,10 @@ fn env_is_under_flags_and_file_under_env() {
     // Environment alone: two frames.
     let server = Server::start_with_env(
         &[],
-        &[("HOOKWIRE_PUSH", &sink.endpoint), ("HOOKWIRE_FRAMES", "key+json")],
+        &[
+            ("HOOKWIRE_PUSH", &sink.endpoint),
+            ("HOOKWIRE_FRAMES", "key+json"),
+        ],
     );
     server.get("/s/n").assert_accepted("in.gen.s.n");
     assert_eq!(sink.recv_frames(Duration::from_secs(10)).unwrap().len(), 2);
@@ -96,7 +121,10 @@ fn env_is_under_flags_and_file_under_env() {
     // A flag wins over the environment.
     let server = Server::start_with_env(
         &["--frames", "json"],
-        &[("HOOKWIRE_PUSH", &sink.endpoint), ("HOOKWIRE_FRAMES", "key+json")],
+        &[
+            ("HOOKWIRE_PUSH", &sink.endpoint),
+            ("HOOKWIRE_FRAMES", "key+json"),
+        ],
     );
     server.get("/s/n").assert_accepted("in.gen.s.n");
     assert_eq!(sink.recv_frames(Duration::from_secs(10)).unwrap().len(), 1);
@@ -108,7 +136,10 @@ fn env_is_under_flags_and_file_under_env() {
     let file = dir.join("hookwire.toml");
     std::fs::write(
         &file,
-        format!("push = [\"{}\"]\nframes = \"key+json\"\nmax-body = \"1KiB\"\n", sink.endpoint),
+        format!(
+            "push = [\"{}\"]\nframes = \"key+json\"\nmax-body = \"1KiB\"\n",
+            sink.endpoint
+        ),
     )
     .unwrap();
     let config = file.to_str().unwrap();
@@ -140,12 +171,20 @@ fn tap_prints_one_json_line_per_envelope_and_stops_after_count() {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(tap.stderr.take().unwrap()).lines();
-    assert!(err.next().unwrap().unwrap().starts_with("tap bound tcp://127.0.0.1:"));
+    assert!(err
+        .next()
+        .unwrap()
+        .unwrap()
+        .starts_with("tap bound tcp://127.0.0.1:"));
 
     let server = Server::start(&["--push", &endpoint, "--frames", "key+json"]);
     let mut ids = Vec::new();
     for i in 0..3 {
-        let r = server.post("/crm/lead", Some("application/json"), format!(r#"{{"n":{i},"s":"a\nb"}}"#).as_bytes());
+        let r = server.post(
+            "/crm/lead",
+            Some("application/json"),
+            format!(r#"{{"n":{i},"s":"a\nb"}}"#).as_bytes(),
+        );
         ids.push(r.assert_accepted("in.gen.crm.lead").to_string());
     }
     let out = tap.wait_with_output().unwrap();

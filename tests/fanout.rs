@@ -32,17 +32,27 @@ fn routes_fan_out_to_every_match() {
         "--route",
         &format!("in.gen.*.lead={}", leads.endpoint),
     ]);
-    assert!(server.banner.iter().any(|l| l.starts_with("route in.gen.calltrack.* -> ")));
-    assert!(server.banner.iter().any(|l| l.starts_with("route in.gen.*.lead -> ")));
+    assert!(server
+        .banner
+        .iter()
+        .any(|l| l.starts_with("route in.gen.calltrack.* -> ")));
+    assert!(server
+        .banner
+        .iter()
+        .any(|l| l.starts_with("route in.gen.*.lead -> ")));
 
-    let a = server.get("/calltrack/call").assert_accepted("in.gen.calltrack.call");
+    let a = server
+        .get("/calltrack/call")
+        .assert_accepted("in.gen.calltrack.call");
     assert_eq!(calls.recv()["id"], a.to_string());
 
     let b = server.get("/crm/lead").assert_accepted("in.gen.crm.lead");
     assert_eq!(leads.recv()["id"], b.to_string());
 
     // Matches both routes: both consumers get the same envelope.
-    let c = server.get("/calltrack/lead").assert_accepted("in.gen.calltrack.lead");
+    let c = server
+        .get("/calltrack/lead")
+        .assert_accepted("in.gen.calltrack.lead");
     assert_eq!(calls.recv()["id"], c.to_string());
     assert_eq!(leads.recv()["id"], c.to_string());
 
@@ -56,7 +66,12 @@ fn routes_fan_out_to_every_match() {
 fn a_route_balances_across_its_endpoints() {
     let one = Sink::bind();
     let two = Sink::bind();
-    let server = Server::start(&["--cores", "1", "--push", &format!("{},{}", one.endpoint, two.endpoint)]);
+    let server = Server::start(&[
+        "--cores",
+        "1",
+        "--push",
+        &format!("{},{}", one.endpoint, two.endpoint),
+    ]);
     // Let both connections come up so PUSH can balance over them.
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..20 {
@@ -69,13 +84,18 @@ fn a_route_balances_across_its_endpoints() {
         }
     }
     assert_eq!(counts[0] + counts[1], 20, "{counts:?}");
-    assert!(counts[0] > 0 && counts[1] > 0, "both consumers get a share: {counts:?}");
+    assert!(
+        counts[0] > 0 && counts[1] > 0,
+        "both consumers get a share: {counts:?}"
+    );
 }
 
 #[test]
 fn key_plus_json_sends_two_frames() {
     let (server, sink) = server_and_sink(&["--frames", "key+json"]);
-    let id = server.get("/calltrack/call?x=1").assert_accepted("in.gen.calltrack.call");
+    let id = server
+        .get("/calltrack/call?x=1")
+        .assert_accepted("in.gen.calltrack.call");
     let frames = sink.recv_frames(Duration::from_secs(10)).unwrap();
     assert_eq!(frames.len(), 2);
     assert_eq!(frames[0], b"in.gen.calltrack.call");
@@ -89,12 +109,19 @@ fn backlog_holds_events_until_a_consumer_comes() {
     let mut conn = server.connect();
     let mut raw = Vec::new();
     for i in 0..1000 {
-        raw.extend_from_slice(format!("GET /calltrack/call?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        raw.extend_from_slice(
+            format!("GET /calltrack/call?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
     }
     conn.write_all(&raw).unwrap();
     let mut reader = ResponseReader::new(conn);
     let accepted: Vec<u64> = (0..1000)
-        .map(|_| reader.next().unwrap().assert_accepted("in.gen.calltrack.call"))
+        .map(|_| {
+            reader
+                .next()
+                .unwrap()
+                .assert_accepted("in.gen.calltrack.call")
+        })
         .collect();
 
     // The consumer starts only now.
@@ -125,9 +152,15 @@ fn full_backlog_refuses_with_503_and_recovers() {
         .iter()
         .map(|e| envelope_id(e))
         .collect();
-    assert_eq!(got, accepted, "the refused event was not emitted, the rest arrived in order");
+    assert_eq!(
+        got, accepted,
+        "the refused event was not emitted, the rest arrived in order"
+    );
     let next = server.get("/s/n").assert_accepted("in.gen.s.n");
-    assert_eq!(envelope_id(&sink.recv_raw(1, Duration::from_secs(10))[0]), next);
+    assert_eq!(
+        envelope_id(&sink.recv_raw(1, Duration::from_secs(10))[0]),
+        next
+    );
 }
 
 #[test]
@@ -148,30 +181,51 @@ fn ids_unique_over_four_cores_and_400k_events() {
         .map(|_| {
             std::thread::spawn(move || {
                 let conn = std::net::TcpStream::connect(addr).unwrap();
-                conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
                 let mut writer = conn.try_clone().unwrap();
                 let mut reader = ResponseReader::new(conn);
-                let batch: Vec<u8> = b"GET /affise/conversion/7?clickid=abc&payout=1.5 HTTP/1.1\r\nHost: t\r\n\r\n"
-                    .repeat(BATCH);
+                let batch: Vec<u8> =
+                    b"GET /affise/conversion/7?clickid=abc&payout=1.5 HTTP/1.1\r\nHost: t\r\n\r\n"
+                        .repeat(BATCH);
                 let mut ids = Vec::with_capacity(PER_CONN);
                 for _ in 0..PER_CONN / BATCH {
                     writer.write_all(&batch).unwrap();
                     for _ in 0..BATCH {
-                        ids.push(reader.next().unwrap().assert_accepted("in.gen.affise.conversion"));
+                        ids.push(
+                            reader
+                                .next()
+                                .unwrap()
+                                .assert_accepted("in.gen.affise.conversion"),
+                        );
                     }
                 }
                 ids
             })
         })
         .collect();
-    let answered: Vec<u64> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let answered: Vec<u64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     let delivered = receiver.join().unwrap();
 
     let answered_set: HashSet<u64> = answered.iter().copied().collect();
-    assert_eq!(answered_set.len(), answered.len(), "duplicate ids in responses");
+    assert_eq!(
+        answered_set.len(),
+        answered.len(),
+        "duplicate ids in responses"
+    );
     let delivered_set: HashSet<u64> = delivered.iter().copied().collect();
-    assert_eq!(delivered_set.len(), delivered.len(), "duplicate ids at the consumer");
-    assert_eq!(answered_set, delivered_set, "every answered id delivered, nothing else");
+    assert_eq!(
+        delivered_set.len(),
+        delivered.len(),
+        "duplicate ids at the consumer"
+    );
+    assert_eq!(
+        answered_set, delivered_set,
+        "every answered id delivered, nothing else"
+    );
 
     let mut per_worker: HashMap<u64, usize> = HashMap::new();
     for id in &delivered {
@@ -179,5 +233,9 @@ fn ids_unique_over_four_cores_and_400k_events() {
     }
     let mut workers: Vec<u64> = per_worker.keys().copied().collect();
     workers.sort();
-    assert_eq!(workers, [0, 1, 2, 3], "all four cores issued ids: {per_worker:?}");
+    assert_eq!(
+        workers,
+        [0, 1, 2, 3],
+        "all four cores issued ids: {per_worker:?}"
+    );
 }

@@ -18,7 +18,11 @@ fn curl(server: &Server, line: &str) -> String {
         .arg(format!("{line} --silent --show-error --max-time 10"))
         .output()
         .expect("curl must be installed (see .ci/run)");
-    assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -28,16 +32,35 @@ fn assert_page_response(body: &str) -> String {
         .strip_prefix(r#"{"key":"in.gen.calltrack.call","id":""#)
         .and_then(|rest| rest.strip_suffix(r#""}"#))
         .unwrap_or_else(|| panic!("not the page's response shape: {body}"));
-    assert!(id.len() >= 18 && id.bytes().all(|b| b.is_ascii_digit()), "{body}");
+    assert!(
+        id.len() >= 18 && id.bytes().all(|b| b.is_ascii_digit()),
+        "{body}"
+    );
     id.to_owned()
 }
 
 /// The envelope as the page shows it, for this id and data.
-fn assert_page_envelope(env: &serde_json::Value, id: &str, project_id: u64, data: serde_json::Value) {
+fn assert_page_envelope(
+    env: &serde_json::Value,
+    id: &str,
+    project_id: u64,
+    data: serde_json::Value,
+) {
     let keys: Vec<_> = env.as_object().unwrap().keys().cloned().collect();
     assert_eq!(
         keys,
-        ["key", "channel", "service", "name", "projectId", "uid", "td", "data", "id", "time"]
+        [
+            "key",
+            "channel",
+            "service",
+            "name",
+            "projectId",
+            "uid",
+            "td",
+            "data",
+            "id",
+            "time"
+        ]
     );
     assert_eq!(env["key"], "in.gen.calltrack.call");
     assert_eq!(env["channel"], "http");
@@ -58,9 +81,17 @@ fn assert_page_envelope(env: &serde_json::Value, id: &str, project_id: u64, data
 fn seed_curl_examples() {
     let (server, sink) = server_and_sink(&[]);
 
-    let body = curl(&server, "curl https://test.rstat.org/calltrack/call/99?param=myparamvalue");
+    let body = curl(
+        &server,
+        "curl https://test.rstat.org/calltrack/call/99?param=myparamvalue",
+    );
     let id = assert_page_response(&body);
-    assert_page_envelope(&sink.recv(), &id, 99, serde_json::json!({"param": "myparamvalue"}));
+    assert_page_envelope(
+        &sink.recv(),
+        &id,
+        99,
+        serde_json::json!({"param": "myparamvalue"}),
+    );
 
     let body = curl(&server, "curl https://test.rstat.org/calltrack?name=call");
     let id = assert_page_response(&body);

@@ -17,7 +17,11 @@ pub struct Measured {
 /// Walks the chunked body at the start of `buf`. `Ok(None)`: incomplete.
 /// Fails as soon as the decoded size passes `max_body` or the framing is
 /// malformed (bad size line, missing CRLF after data, oversized trailers).
-pub fn measure(buf: &[u8], max_body: usize, max_trailers: usize) -> Result<Option<Measured>, Error> {
+pub fn measure(
+    buf: &[u8],
+    max_body: usize,
+    max_trailers: usize,
+) -> Result<Option<Measured>, Error> {
     let mut pos = 0;
     let mut body = 0usize;
     loop {
@@ -25,13 +29,18 @@ pub fn measure(buf: &[u8], max_body: usize, max_trailers: usize) -> Result<Optio
             Ok(httparse::Status::Complete(c)) => c,
             Ok(httparse::Status::Partial) => {
                 // A size line is a few hex digits plus extensions.
-                return if buf.len() - pos > 1024 { Err(Error::BadChunk) } else { Ok(None) };
+                return if buf.len() - pos > 1024 {
+                    Err(Error::BadChunk)
+                } else {
+                    Ok(None)
+                };
             }
             Err(_) => return Err(Error::BadChunk),
         };
         pos += consumed;
         if size == 0 {
-            return trailers(buf, pos, max_trailers).map(|end| end.map(|wire| Measured { wire, body }));
+            return trailers(buf, pos, max_trailers)
+                .map(|end| end.map(|wire| Measured { wire, body }));
         }
         if size > (max_body - body) as u64 {
             return Err(Error::BodyTooLarge);
@@ -55,7 +64,11 @@ fn trailers(buf: &[u8], mut pos: usize, max: usize) -> Result<Option<usize>, Err
     let start = pos;
     loop {
         let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
-            return if buf.len() - start > max { Err(Error::BadChunk) } else { Ok(None) };
+            return if buf.len() - start > max {
+                Err(Error::BadChunk)
+            } else {
+                Ok(None)
+            };
         };
         let line = &buf[pos..pos + nl];
         pos += nl + 1;
@@ -73,7 +86,9 @@ fn trailers(buf: &[u8], mut pos: usize, max: usize) -> Result<Option<usize>, Err
 pub fn decode_in_place(buf: &mut [u8], m: Measured) {
     let (mut read, mut write) = (0, 0);
     while write < m.body {
-        let Ok(httparse::Status::Complete((consumed, size))) = httparse::parse_chunk_size(&buf[read..]) else {
+        let Ok(httparse::Status::Complete((consumed, size))) =
+            httparse::parse_chunk_size(&buf[read..])
+        else {
             unreachable!("measured as complete");
         };
         read += consumed;
@@ -98,7 +113,8 @@ mod tests {
 
     #[test]
     fn decodes_chunks_with_extensions_and_trailers() {
-        let wire = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let wire =
+            b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         let (body, used) = decode(wire).unwrap().unwrap();
         assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.");
         assert_eq!(&wire[used..], b"NEXT");

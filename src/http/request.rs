@@ -72,6 +72,32 @@ pub fn at<'a>(buf: &'a [u8], span: &Span) -> &'a [u8] {
 /// Parses a request head at the start of `buf`. `Ok(None)`: not all of it
 /// has arrived yet (and it is still within `max_head` bytes).
 pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
+    match parse_head(buf, max_head) {
+        Err(Error::Malformed) => {
+            // httparse refuses a request target that is not UTF-8, but
+            // senders do put raw legacy-charset bytes in query strings. Parse
+            // a copy with those bytes masked: the spans are the same, and
+            // they point at the sender's original bytes in `buf`, which the
+            // query decoder keeps losslessly. (A rare path: the copy is fine.)
+            let line = memchr::memchr(b'\n', buf).unwrap_or(buf.len());
+            let target = memchr::memchr(b' ', &buf[..line]).map_or(line, |p| p + 1);
+            if !buf[target..line].iter().any(|&b| b >= 0x80) {
+                return Err(Error::Malformed);
+            }
+            let mut masked = buf[..buf.len().min(max_head + 1)].to_vec();
+            let end = line.min(masked.len());
+            for b in &mut masked[target.min(end)..end] {
+                if *b >= 0x80 {
+                    *b = b'~';
+                }
+            }
+            parse_head(&masked, max_head)
+        }
+        other => other,
+    }
+}
+
+fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -201,8 +227,14 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 }
 
 pub fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |p| p + 1);
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |p| p + 1);
     &v[start..end]
 }
 
@@ -262,6 +294,13 @@ mod tests {
         garbage: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" => |_, r| assert_eq!(r.unwrap_err(), Error::Malformed);
         bad_version: b"GET / HTTP/2.0\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::Version);
         unknown_method_parses: b"DELETE /a HTTP/1.1\r\n\r\n" => |_, r| assert_eq!(r.unwrap().unwrap().method(), Method::Other);
+        raw_non_utf8_target: b"GET /s/n?city=\xcc\xee&x=1 HTTP/1.1\r\nHost: a\r\n\r\n" => |b, r| {
+            let h = r.unwrap().unwrap();
+            assert_eq!(at(b, h.query.as_ref().unwrap()), b"city=\xcc\xee&x=1");
+            assert_eq!(at(b, h.host.as_ref().unwrap()), b"a");
+        };
+        raw_non_utf8_partial: b"GET /s/n?city=\xcc\xee" => |_, r| assert!(r.unwrap().is_none());
+        raw_non_utf8_garbage_stays_malformed: b"\xcc\xee /s HTTP/1.1\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::Malformed);
     }
 
     #[test]

@@ -68,7 +68,9 @@ impl Default for JsonBody {
 
 impl std::fmt::Debug for JsonBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonBody").field("members", &self.members).finish()
+        f.debug_struct("JsonBody")
+            .field("members", &self.members)
+            .finish()
     }
 }
 

@@ -145,7 +145,9 @@ impl Ingest {
 
         let name = match target.name {
             Some(span) => Text::Request(span),
-            None => self.find(query_len, "name", &body, |j| &j.name)?.ok_or(MISSING_NAME)?,
+            None => self
+                .find(query_len, "name", &body, |j| &j.name)?
+                .ok_or(MISSING_NAME)?,
         };
         if !route::valid_name(self.text(req, &name)) {
             return Err(INVALID_NAME);
@@ -234,7 +236,12 @@ impl Ingest {
                 return Err(UNSUPPORTED_ENCODING);
             }
         }
-        let json = match req.head.content_type.as_ref().map(|ct| media_type(at(req.buf, ct))) {
+        let json = match req
+            .head
+            .content_type
+            .as_ref()
+            .map(|ct| media_type(at(req.buf, ct)))
+        {
             Some(Media::Json) => true,
             Some(Media::Form) => false,
             Some(Media::Text) | None => {
@@ -332,9 +339,8 @@ fn media_type(ct: &[u8]) -> Media {
         None => return Media::Other,
     };
     let sub_is = |s: &[u8]| sub.eq_ignore_ascii_case(s);
-    if ty.eq_ignore_ascii_case(b"application") && sub_is(b"json") {
-        Media::Json
-    } else if sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json") {
+    let plus_json = sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json");
+    if plus_json || (ty.eq_ignore_ascii_case(b"application") && sub_is(b"json")) {
         Media::Json
     } else if ty.eq_ignore_ascii_case(b"application") && sub_is(b"x-www-form-urlencoded") {
         Media::Form

@@ -52,7 +52,8 @@ pub fn parse(buf: &[u8], path: &Span) -> Result<Path, Refusal> {
 /// A service or event name: 1–64 of `[A-Za-z0-9_-]`.
 pub fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `^[0-9]{10,22}$`
@@ -72,7 +73,9 @@ pub fn parse_project_id(s: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn split(p: &str) -> Result<Option<(String, Option<String>, Option<String>)>, Refusal> {
+    type Parts = (String, Option<String>, Option<String>);
+
+    fn split(p: &str) -> Result<Option<Parts>, Refusal> {
         let buf = p.as_bytes();
         let text = |s: &Span| String::from_utf8(at(buf, s).to_vec()).unwrap();
         Ok(match parse(buf, &(0..buf.len() as u32))? {
@@ -85,7 +88,11 @@ mod tests {
         })
     }
 
-    fn ev(s: &str, n: Option<&str>, p: Option<&str>) -> Option<(String, Option<String>, Option<String>)> {
+    fn ev(
+        s: &str,
+        n: Option<&str>,
+        p: Option<&str>,
+    ) -> Option<(String, Option<String>, Option<String>)> {
         Some((s.into(), n.map(Into::into), p.map(Into::into)))
     }
 
@@ -95,9 +102,18 @@ mod tests {
         assert_eq!(split("").unwrap(), None);
         assert_eq!(split("/calltrack").unwrap(), ev("calltrack", None, None));
         assert_eq!(split("/calltrack/").unwrap(), ev("calltrack", None, None));
-        assert_eq!(split("/calltrack/call").unwrap(), ev("calltrack", Some("call"), None));
-        assert_eq!(split("/calltrack/call/99").unwrap(), ev("calltrack", Some("call"), Some("99")));
-        assert_eq!(split("/calltrack/call/99/x/y").unwrap(), ev("calltrack", Some("call"), Some("99")));
+        assert_eq!(
+            split("/calltrack/call").unwrap(),
+            ev("calltrack", Some("call"), None)
+        );
+        assert_eq!(
+            split("/calltrack/call/99").unwrap(),
+            ev("calltrack", Some("call"), Some("99"))
+        );
+        assert_eq!(
+            split("/calltrack/call/99/x/y").unwrap(),
+            ev("calltrack", Some("call"), Some("99"))
+        );
         assert_eq!(split("/a//7").unwrap(), ev("a", None, Some("7")));
     }
 

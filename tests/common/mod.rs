@@ -85,7 +85,10 @@ impl Server {
     }
 
     pub fn post(&self, target: &str, content_type: Option<&str>, body: &[u8]) -> Response {
-        let mut raw = format!("POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+        let mut raw = format!(
+            "POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         if let Some(ct) = content_type {
             raw.push_str(&format!("Content-Type: {ct}\r\n"));
         }
@@ -120,8 +123,12 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     /// For an error: asserts the status and `error` code, returns the message.
@@ -130,16 +137,28 @@ impl Response {
         let v = self.json();
         assert_eq!(v["error"], code, "{v}");
         let message = v["message"].as_str().expect("message").to_owned();
-        assert!(message.len() > 20, "message should say what to fix: {message}");
+        assert!(
+            message.len() > 20,
+            "message should say what to fix: {message}"
+        );
         message
     }
 
     /// For a 200: the `id` as a number, after checking the key.
     pub fn assert_accepted(&self, key: &str) -> u64 {
-        assert_eq!(self.status, 200, "{self:?} body={}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            200,
+            "{self:?} body={}",
+            String::from_utf8_lossy(&self.body)
+        );
         let v = self.json();
         assert_eq!(v["key"], key);
-        v["id"].as_str().expect("id string").parse().expect("decimal id")
+        v["id"]
+            .as_str()
+            .expect("id string")
+            .parse()
+            .expect("decimal id")
     }
 }
 
@@ -167,7 +186,12 @@ impl ResponseReader {
                 let headers: Vec<(String, String)> = resp
                     .headers
                     .iter()
-                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
                     .collect();
                 let len: usize = headers
                     .iter()
@@ -196,7 +220,8 @@ impl ResponseReader {
     /// Whether the server closed the connection (EOF) within the timeout.
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0)) || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        matches!(self.stream.read(&mut b), Ok(0))
+            || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
     }
 }
 
@@ -248,7 +273,10 @@ impl Sink {
     /// Asserts nothing arrives within `wait`.
     pub fn assert_quiet(&self, wait: Duration) {
         if let Some(frames) = self.recv_frames(wait) {
-            panic!("unexpected envelope: {}", String::from_utf8_lossy(&frames[0]));
+            panic!(
+                "unexpected envelope: {}",
+                String::from_utf8_lossy(&frames[0])
+            );
         }
     }
 

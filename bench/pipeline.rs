@@ -1,0 +1,88 @@
+//! Microbenchmarks on realistic samples (bench/samples/): request-head
+//! parsing, query decoding, and the whole in-process pipeline — request bytes
+//! in the connection buffer → envelope handed to a real ZeroMQ PUSH socket
+//! (drained by a PULL consumer thread) → response bytes out.
+//!
+//! `cargo bench --bench pipeline`
+
+use std::sync::Arc;
+
+use clap::Parser;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hookwire::config::{Cli, Settings};
+use hookwire::conn::Conn;
+use hookwire::http::request;
+use hookwire::ingest::form::Params;
+use hookwire::shard::Shard;
+
+const AFFISE_GET: &[u8] = include_bytes!("samples/affise_get.http");
+const AMOCRM_FORM: &[u8] = include_bytes!("samples/amocrm_form.http");
+const NESTED_JSON: &[u8] = include_bytes!("samples/webhook_json.http");
+
+fn samples() -> [(&'static str, &'static [u8]); 3] {
+    [
+        ("affise_get", AFFISE_GET),
+        ("amocrm_form_1k", AMOCRM_FORM),
+        ("webhook_json_4k", NESTED_JSON),
+    ]
+}
+
+fn parse_head(c: &mut Criterion) {
+    let mut group = c.benchmark_group("http_parse");
+    for (name, raw) in samples() {
+        group.throughput(Throughput::Bytes(raw.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), raw, |b, raw| {
+            b.iter(|| request::parse(raw, 16 * 1024).unwrap().unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn decode_query(c: &mut Criterion) {
+    let head = request::parse(AFFISE_GET, 16 * 1024).unwrap().unwrap();
+    let query = request::at(AFFISE_GET, head.query.as_ref().unwrap());
+    let mut params = Params::default();
+    let mut group = c.benchmark_group("query_decode");
+    group.throughput(Throughput::Bytes(query.len() as u64));
+    group.bench_function("affise_get", |b| {
+        b.iter(|| {
+            params.clear();
+            params.parse(query);
+            params.list.len()
+        })
+    });
+    group.finish();
+}
+
+fn pipeline(c: &mut Criterion) {
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
+
+    let cli = Cli::try_parse_from(["hookwire", "--push", &endpoint, "--cores", "1"]).unwrap();
+    let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
+    let mut shard = Shard::new(0, settings.clone()).unwrap();
+    let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let mut group = c.benchmark_group("pipeline");
+    for (name, raw) in samples() {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::from_parameter(name), raw, |b, raw| {
+            b.iter(|| {
+                conn.feed(raw);
+                conn.process(&mut shard);
+                let n = conn.out.len();
+                conn.out.clear();
+                n
+            })
+        });
+    }
+    group.finish();
+    shard.fanout.flush();
+}
+
+criterion_group!(benches, parse_head, decode_query, pipeline);
+criterion_main!(benches);
