@@ -203,3 +203,22 @@ fn tap_prints_one_json_line_per_envelope_and_stops_after_count() {
     ids.sort();
     assert_eq!(got, ids);
 }
+
+#[test]
+fn libzmq_is_bundled_not_a_system_library() {
+    // zmq-sys builds libzmq from source and links it statically, so the
+    // binary runs on a machine without libzmq.
+    let out = Command::new("ldd")
+        .arg(BIN)
+        .output()
+        .expect("ldd (libc-bin) is present");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        libs.contains("libc.so"),
+        "ldd lists the dynamic libraries: {libs}"
+    );
+    assert!(
+        !libs.contains("libzmq"),
+        "hookwire must not need a system libzmq: {libs}"
+    );
+}
