@@ -94,6 +94,12 @@ pub struct ServeArgs {
     /// ZeroMQ send high-water mark per socket [default: 10000]
     #[arg(long, env = "HOOKWIRE_SNDHWM", value_name = "MESSAGES")]
     pub sndhwm: Option<i32>,
+    /// Private admin listener (/metrics, /stats, /health, /ready), or `off` [default: 127.0.0.1:9090]
+    #[arg(long, env = "HOOKWIRE_ADMIN", value_name = "ADDR|off")]
+    pub admin: Option<String>,
+    /// On SIGTERM/SIGINT, how long in-flight requests and queued events may take [default: 10s]
+    #[arg(long, env = "HOOKWIRE_DRAIN_TIMEOUT", value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -131,6 +137,9 @@ struct FileConfig {
     request_timeout: Option<String>,
     backlog: Option<usize>,
     sndhwm: Option<i32>,
+    admin: Option<String>,
+    #[serde(alias = "drain_timeout")]
+    drain_timeout: Option<String>,
 }
 
 /// A size in the file: a number of bytes or a string like `"1MiB"`.
@@ -179,6 +188,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub backlog: usize,
     pub sndhwm: i32,
+    /// `None`: the admin listener is off.
+    pub admin: Option<SocketAddr>,
+    pub drain_timeout: Duration,
 }
 
 /// A configuration error, naming the option.
@@ -334,6 +346,29 @@ impl Settings {
             return Err(bad("sndhwm", "must be 0 (no limit) or more"));
         }
 
+        let admin = match args.admin.or(file.admin).as_deref().map(str::trim) {
+            Some("off") => None,
+            other => {
+                let text = other.unwrap_or("127.0.0.1:9090");
+                Some(
+                    text.to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| {
+                            bad(
+                                "admin",
+                                format!("'{text}' is not an address like 127.0.0.1:9090 or off"),
+                            )
+                        })?,
+                )
+            }
+        };
+        let drain_timeout = duration(
+            "drain-timeout",
+            args.drain_timeout.or(file.drain_timeout),
+            "10s",
+        )?;
+
         Ok(Settings {
             listen,
             routes,
@@ -347,6 +382,8 @@ impl Settings {
             request_timeout,
             backlog,
             sndhwm,
+            admin,
+            drain_timeout,
         })
     }
 }
@@ -463,6 +500,9 @@ mod tests {
         assert_eq!(s.frames, Frames::Json);
         assert_eq!(s.max_body, 1 << 20);
         assert_eq!(s.node_id, 0);
+        assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.drain_timeout, Duration::from_secs(10));
+        assert_eq!(settings(&["--admin", "off"]).unwrap().admin, None);
         assert!(s
             .trusted_proxies
             .iter()
@@ -496,6 +536,8 @@ mod tests {
             (&["--max-body", "lots"], "--max-body"),
             (&["--listen", "nowhere"], "--listen"),
             (&["--idle-timeout", "0s"], "--idle-timeout"),
+            (&["--admin", "nowhere"], "--admin"),
+            (&["--drain-timeout", "x"], "--drain-timeout"),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.starts_with(option), "{args:?}: {err}");

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::http::request::{self, Framing};
 use crate::http::response::Persist;
 use crate::http::{chunked, Error};
 use crate::ingest::{Refusal, Request};
+use crate::server::CoreState;
 use crate::shard::Shard;
 
 /// Starting (and resting) size of a connection's read buffer.
@@ -31,7 +33,10 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub enum Step {
     /// Read more; `completed` requests were answered in this pass.
     More { completed: usize },
-    /// Write what is in `out`, then close.
+    /// Write what is in `out`, then close: `completed` requests were
+    /// answered, the last one asked to close the connection.
+    Done { completed: usize },
+    /// Write what is in `out` (an error response), then close.
     Close,
 }
 
@@ -179,7 +184,7 @@ impl Conn {
             self.want = 0;
             self.continued = false;
             if persist == Persist::Close {
-                return Step::Close;
+                return Step::Done { completed };
             }
         }
     }
@@ -210,18 +215,33 @@ impl Conn {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, shard: Rc<RefCell<Shard>>, settings: Arc<Settings>) {
+pub async fn serve(
+    stream: TcpStream,
+    shard: Rc<RefCell<Shard>>,
+    core: Rc<CoreState>,
+    settings: Arc<Settings>,
+) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(settings.idle_timeout));
-    let peer = match stream.peer_addr() {
-        Ok(addr) => addr.ip(),
-        Err(_) => return,
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
+    let registered = Registered {
+        key: core.register(stream.as_raw_fd()),
+        core,
+        shard: shard.clone(),
     };
     let mut stream = stream;
-    let mut conn = Conn::new(peer, &settings);
-    let mut started: Option<Instant> = None;
+    let mut conn = Conn::new(peer.ip(), &settings);
+    // When the first byte of the request now at the head of the buffer
+    // was read: starts its timeout and its latency measurement.
+    let mut first_byte: Option<Instant> = None;
     loop {
-        let timeout = match started {
+        let idle = !conn.pending();
+        if idle && registered.core.draining.get() {
+            return;
+        }
+        let timeout = match first_byte {
             Some(t) => settings
                 .request_timeout
                 .saturating_sub(t.elapsed())
@@ -229,7 +249,10 @@ pub async fn serve(stream: TcpStream, shard: Rc<RefCell<Shard>>, settings: Arc<S
             None => settings.idle_timeout,
         };
         let _ = stream.set_read_timeout(Some(timeout));
+        registered.core.set_idle(registered.key, idle);
         let read = stream.read(conn.spare()).await;
+        registered.core.set_idle(registered.key, false);
+        let read_at = Instant::now();
         let n = match read {
             Ok(0) => return,
             Ok(n) => n,
@@ -241,25 +264,56 @@ pub async fn serve(stream: TcpStream, shard: Rc<RefCell<Shard>>, settings: Arc<S
             Err(_) => return,
         };
         conn.filled(n);
-        let step = conn.process(&mut shard.borrow_mut());
+        let first = *first_byte.get_or_insert(read_at);
+        let step = {
+            let mut shard = shard.borrow_mut();
+            shard.metrics.counters.bytes_in += n as u64;
+            conn.process(&mut shard)
+        };
         if !conn.out.is_empty() {
             if stream.write_all(&conn.out).await.is_err() {
                 return;
             }
+            let written = Instant::now();
+            let mut shard = shard.borrow_mut();
+            let metrics = &mut shard.metrics;
+            metrics.counters.bytes_out += conn.out.len() as u64;
+            if let Step::More { completed } | Step::Done { completed } = step {
+                if completed > 0 {
+                    metrics.request.record(written - first);
+                    for _ in 1..completed {
+                        metrics.request.record(written - read_at);
+                    }
+                }
+            }
             conn.out.clear();
         }
         match step {
-            Step::Close => {
+            Step::Close | Step::Done { .. } => {
                 let _ = stream.close().await;
                 return;
             }
             Step::More { completed } => {
                 if !conn.pending() {
-                    started = None;
-                } else if completed > 0 || started.is_none() {
-                    started = Some(Instant::now());
+                    first_byte = None;
+                } else if completed > 0 {
+                    first_byte = Some(read_at);
                 }
             }
         }
+    }
+}
+
+/// A connection's entry in its core's registry, removed when it ends.
+struct Registered {
+    key: usize,
+    core: Rc<CoreState>,
+    shard: Rc<RefCell<Shard>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.core.unregister(self.key);
+        self.shard.borrow_mut().metrics.counters.connections_closed += 1;
     }
 }

@@ -39,12 +39,33 @@ struct Route {
     pattern: WildMatch,
     socket: zmq::Socket,
     backlog: VecDeque<Pending>,
+    /// Receives the socket's connect/disconnect events.
+    monitor: zmq::Socket,
+    connected: usize,
+    delivered: u64,
+    depth: hdrhistogram::Histogram<u64>,
+}
+
+/// What the admin endpoint reports about one route on one core.
+#[derive(Debug, Clone)]
+pub struct RouteStatus {
+    pub pattern: String,
+    pub endpoints: Vec<String>,
+    /// Consumers connected to this core's socket.
+    pub connected: usize,
+    /// Events waiting in this core's backlog.
+    pub waiting: usize,
+    /// Events handed to ZeroMQ.
+    pub delivered: u64,
+    /// Backlog depth, sampled every tick of the retry task.
+    pub depth: hdrhistogram::Histogram<u64>,
 }
 
 /// One core's sockets and backlogs.
 pub struct Fanout {
     // Declared before the context: sockets must close before it terminates.
     routes: Vec<Route>,
+    specs: Vec<RouteSpec>,
     _context: zmq::Context,
     frames: Frames,
     backlog_max: usize,
@@ -61,15 +82,17 @@ impl std::fmt::Debug for Fanout {
 
 impl Fanout {
     /// Creates the core's context and connects one PUSH socket per route.
-    pub fn new(settings: &Settings) -> Result<Self, zmq::Error> {
+    pub fn new(core: usize, settings: &Settings) -> Result<Self, zmq::Error> {
         let context = zmq::Context::new();
         let routes = settings
             .routes
             .iter()
-            .map(|spec| connect(&context, spec, settings.sndhwm))
+            .enumerate()
+            .map(|(i, spec)| connect(&context, core, i, spec, settings.sndhwm))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             routes,
+            specs: settings.routes.clone(),
             _context: context,
             frames: settings.frames,
             backlog_max: settings.backlog,
@@ -105,6 +128,7 @@ impl Fanout {
                 flush_route(route, self.frames);
             }
             if route.backlog.is_empty() && try_send(&route.socket, self.frames, key, envelope) {
+                route.delivered += 1;
                 continue;
             }
             let mut bytes = Vec::with_capacity(key.len() + envelope.len());
@@ -129,13 +153,71 @@ impl Fanout {
     pub fn waiting(&self) -> usize {
         self.routes.iter().map(|r| r.backlog.len()).sum()
     }
+
+    /// Reads connect/disconnect events and samples backlog depths; called
+    /// by the core's retry task on every tick.
+    pub fn tick(&mut self) {
+        for route in &mut self.routes {
+            while let Ok(frames) = route.monitor.recv_multipart(zmq::DONTWAIT) {
+                let event = frames
+                    .first()
+                    .filter(|f| f.len() >= 2)
+                    .map(|f| u16::from_ne_bytes([f[0], f[1]]));
+                match event {
+                    Some(e) if e == zmq::SocketEvent::CONNECTED as u16 => route.connected += 1,
+                    Some(e) if e == zmq::SocketEvent::DISCONNECTED as u16 => {
+                        route.connected = route.connected.saturating_sub(1)
+                    }
+                    _ => {}
+                }
+            }
+            route.depth.saturating_record(route.backlog.len() as u64);
+        }
+    }
+
+    pub fn status(&self) -> Vec<RouteStatus> {
+        self.routes
+            .iter()
+            .zip(&self.specs)
+            .map(|(r, spec)| RouteStatus {
+                pattern: spec.pattern.clone(),
+                endpoints: spec.endpoints.clone(),
+                connected: r.connected,
+                waiting: r.backlog.len(),
+                delivered: r.delivered,
+                depth: r.depth.clone(),
+            })
+            .collect()
+    }
+
+    /// Sets how long closing the sockets may wait for queued messages.
+    pub fn set_linger(&self, ms: i32) {
+        for route in &self.routes {
+            let _ = route.socket.set_linger(ms);
+        }
+    }
 }
 
-fn connect(context: &zmq::Context, spec: &RouteSpec, sndhwm: i32) -> Result<Route, zmq::Error> {
+fn connect(
+    context: &zmq::Context,
+    core: usize,
+    index: usize,
+    spec: &RouteSpec,
+    sndhwm: i32,
+) -> Result<Route, zmq::Error> {
     let socket = context.socket(zmq::PUSH)?;
     socket.set_immediate(true)?;
     socket.set_sndhwm(sndhwm)?;
     socket.set_linger(5_000)?;
+    // The context is this core's own: inproc names need only differ by route.
+    let monitor_endpoint = format!("inproc://hookwire-monitor-{core}-{index}");
+    socket.monitor(
+        &monitor_endpoint,
+        (zmq::SocketEvent::CONNECTED as i32) | (zmq::SocketEvent::DISCONNECTED as i32),
+    )?;
+    let monitor = context.socket(zmq::PAIR)?;
+    monitor.set_linger(0)?;
+    monitor.connect(&monitor_endpoint)?;
     for endpoint in &spec.endpoints {
         socket.connect(endpoint)?;
     }
@@ -143,6 +225,10 @@ fn connect(context: &zmq::Context, spec: &RouteSpec, sndhwm: i32) -> Result<Rout
         pattern: WildMatch::new(&spec.pattern),
         socket,
         backlog: VecDeque::new(),
+        monitor,
+        connected: 0,
+        delivered: 0,
+        depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
     })
 }
 
@@ -152,6 +238,7 @@ fn flush_route(route: &mut Route, frames: Frames) {
         if !try_send(&route.socket, frames, key, envelope) {
             return;
         }
+        route.delivered += 1;
         route.backlog.pop_front();
     }
 }

@@ -20,6 +20,8 @@
 //! - [`envelope`]: the envelope encoder, into a reused buffer.
 //! - [`id`]: snowflake ids.
 //! - [`fanout`]: per-core PUSH sockets, routes, the in-order backlog.
+//! - [`metrics`]: per-core hdrhistograms and counters.
+//! - [`admin`]: the private admin listener; merges per-core snapshots on demand.
 //! - [`tap`]: the built-in PULL consumer.
 //!
 //! # A request's path
@@ -42,6 +44,7 @@
 //! cores and no lock is taken per request; [`config::Settings`] is shared
 //! read-only.
 
+pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod envelope;
@@ -49,6 +52,7 @@ pub mod fanout;
 pub mod http;
 pub mod id;
 pub mod ingest;
+pub mod metrics;
 pub mod server;
 pub mod shard;
 pub mod tap;

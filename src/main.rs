@@ -1,5 +1,9 @@
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use clap::Parser;
-use hookwire::config::{Cli, Command, Settings};
+use hookwire::config::{Cli, Command, ServeArgs, Settings};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 fn main() {
     let cli = Cli::parse();
@@ -14,18 +18,49 @@ fn main() {
     }
 }
 
-fn serve(args: hookwire::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::from_args(args)?;
-    let routes = settings.routes.clone();
-    let cores = settings.cores;
-    let running = hookwire::server::start(settings)?;
-    eprintln!("listen http://{} cores={cores}", running.addr);
-    for route in &routes {
+fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Arc::new(Settings::from_args(args)?);
+    // Signals are caught before any core starts, so none is missed.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let running = hookwire::server::start(settings.clone())?;
+    let admin = match settings.admin {
+        Some(addr) => Some(
+            hookwire::admin::spawn(addr, running.cores.clone())
+                .map_err(|e| format!("--admin {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    eprintln!("listen http://{} cores={}", running.addr, settings.cores);
+    if let Some(addr) = admin {
+        eprintln!("admin http://{addr}");
+    }
+    for route in &settings.routes {
         eprintln!("route {} -> {}", route.pattern, route.endpoints.join(","));
     }
     eprintln!("ready");
-    for handle in running.handles {
-        let _ = handle.join();
-    }
+
+    let drain = running.drain.clone();
+    let drain_timeout = settings.drain_timeout;
+    std::thread::spawn(move || {
+        let mut forever = signals.forever();
+        if forever.next().is_some() {
+            eprintln!(
+                "draining: no new connections; finishing requests and deliveries (up to {drain_timeout:?}); signal again to exit at once"
+            );
+            drain.store(true, Ordering::Relaxed);
+        }
+        if forever.next().is_some() {
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    });
+
+    let finals: Vec<_> = running
+        .handles
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .collect();
+    eprint!("{}", hookwire::admin::summary(&finals));
+    eprintln!("stopped");
     Ok(())
 }

@@ -1,26 +1,32 @@
 //! Starting the cores: one SO_REUSEPORT listener and one glommio executor
-//! per core, the accept loop, and the backlog retry task.
+//! per core, the accept loop, each core's control task (backlog retries,
+//! admin snapshots, drain) and the graceful drain itself.
 //!
 //! Listeners are bound on the main thread before any executor starts, so a
 //! busy port fails the start with a clear message, and `--listen …:0` gives
 //! every core the same ephemeral port.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
+use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::admin::{Ask, CoreSnapshot};
 use crate::config::Settings;
 use crate::shard::Shard;
 
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: i32 = 4096;
+/// How often a core looks at its control channel and backlogs when idle.
+const TICK: Duration = Duration::from_millis(10);
 
 /// Binds one SO_REUSEPORT listener per core on the same address.
 pub fn bind(settings: &Settings) -> std::io::Result<Vec<StdListener>> {
@@ -43,32 +49,45 @@ pub fn bind(settings: &Settings) -> std::io::Result<Vec<StdListener>> {
     Ok(listeners)
 }
 
-/// A running server: its cores keep running until the process exits.
+/// A running server.
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
-    pub handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// One per core; each returns the core's final snapshot after a drain.
+    pub handles: Vec<glommio::ExecutorJoinHandle<CoreSnapshot>>,
+    /// Senders of each core's control channel.
+    pub cores: Vec<mpsc::Sender<Ask>>,
+    /// Set to start the graceful drain on every core.
+    pub drain: Arc<AtomicBool>,
 }
 
 /// Starts every core and returns once all of them accept connections.
-pub fn start(settings: Settings) -> Result<Running, Box<dyn std::error::Error>> {
+pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Error>> {
     let listeners = bind(&settings).map_err(|e| format!("--listen {}: {e}", settings.listen))?;
     let addr = listeners[0].local_addr()?;
-    let settings = Arc::new(settings);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let drain = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut handles = Vec::new();
+    let mut cores = Vec::new();
     for (core, listener) in listeners.into_iter().enumerate() {
         let fd = listener.into_raw_fd();
         let settings = settings.clone();
         let ready = ready_tx.clone();
+        let drain = drain.clone();
+        let (ask_tx, ask_rx) = mpsc::channel();
+        cores.push(ask_tx);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
             .name(&format!("hookwire-core-{core}"))
             // The server does no DMA file I/O: keep the io_uring buffer small.
             .io_memory(1 << 20)
             .spawn(move || async move {
-                if let Err(e) = run_core(core, fd, settings, &ready).await {
-                    let _ = ready.send(Err(format!("core {core}: {e}")));
+                match run_core(core, fd, settings, &ready, ask_rx, drain).await {
+                    Ok(last) => last,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("core {core}: {e}")));
+                        CoreSnapshot::empty(core)
+                    }
                 }
             })
             .map_err(|e| format!("core {core}: cannot start executor: {e}"))?;
@@ -82,7 +101,62 @@ pub fn start(settings: Settings) -> Result<Running, Box<dyn std::error::Error>> 
             Err(_) => return Err("a core stopped while starting".into()),
         }
     }
-    Ok(Running { addr, handles })
+    Ok(Running {
+        addr,
+        handles,
+        cores,
+        drain,
+    })
+}
+
+/// One core's connections, for the drain.
+#[derive(Debug, Default)]
+pub struct CoreState {
+    /// Set when the drain starts: connections close after their current
+    /// request instead of waiting for another.
+    pub draining: Cell<bool>,
+    conns: RefCell<Slab<ConnEntry>>,
+}
+
+#[derive(Debug)]
+struct ConnEntry {
+    fd: RawFd,
+    /// Waiting for a new request with nothing half-read.
+    idle: bool,
+}
+
+impl CoreState {
+    pub fn register(&self, fd: RawFd) -> usize {
+        self.conns
+            .borrow_mut()
+            .insert(ConnEntry { fd, idle: false })
+    }
+
+    pub fn set_idle(&self, key: usize, idle: bool) {
+        if let Some(e) = self.conns.borrow_mut().get_mut(key) {
+            e.idle = idle;
+        }
+    }
+
+    pub fn unregister(&self, key: usize) {
+        self.conns.borrow_mut().try_remove(key);
+    }
+
+    pub fn open(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Ends the reads of connections that wait for a new request (or of
+    /// every connection, when `all`): their pending read returns end-of-file.
+    fn shut_reads(&self, all: bool) {
+        for (_, e) in self.conns.borrow().iter() {
+            if all || e.idle {
+                // SAFETY: the fd belongs to a live connection of this core
+                // (entries are removed before their stream is dropped).
+                unsafe { libc::shutdown(e.fd, libc::SHUT_RD) };
+            }
+        }
+    }
 }
 
 async fn run_core(
@@ -90,18 +164,99 @@ async fn run_core(
     fd: RawFd,
     settings: Arc<Settings>,
     ready: &mpsc::Sender<Result<usize, String>>,
-) -> Result<(), Box<dyn std::error::Error>> {
+    asks: mpsc::Receiver<Ask>,
+    drain: Arc<AtomicBool>,
+) -> Result<CoreSnapshot, Box<dyn std::error::Error>> {
     // SAFETY: `fd` is a bound, listening socket whose ownership was given
     // up by `into_raw_fd` for this core alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let shard = Rc::new(RefCell::new(Shard::new(core, settings.clone())?));
-    glommio::spawn_local(retry_backlog(shard.clone())).detach();
+    let state = Rc::new(CoreState::default());
+    let accept = glommio::spawn_local(accept_loop(
+        core,
+        listener,
+        shard.clone(),
+        state.clone(),
+        settings.clone(),
+    ));
     let _ = ready.send(Ok(core));
+
+    // Control: retry backlogs, answer the admin endpoint, watch for a drain.
+    let started = Instant::now();
+    let control = |shard: &Rc<RefCell<Shard>>, state: &CoreState, accepting: bool| {
+        let mut shard = shard.borrow_mut();
+        shard.fanout.flush();
+        shard.fanout.tick();
+        while let Ok(Ask::Snapshot(reply)) = asks.try_recv() {
+            let _ = reply.send(CoreSnapshot::of(&shard, state.open(), accepting, started));
+        }
+        shard.fanout.waiting()
+    };
+    loop {
+        let waiting = control(&shard, &state, true);
+        if drain.load(Ordering::Relaxed) {
+            break;
+        }
+        let pause = if waiting > 0 {
+            Duration::from_millis(1)
+        } else {
+            TICK
+        };
+        glommio::timer::sleep(pause).await;
+    }
+
+    // Drain: stop accepting, finish in-flight requests, close idle
+    // keep-alive connections, hand every accepted event to ZeroMQ.
+    let deadline = Instant::now() + settings.drain_timeout;
+    accept.cancel().await;
+    state.draining.set(true);
+    state.shut_reads(false);
+    while state.open() > 0 && Instant::now() < deadline {
+        control(&shard, &state, false);
+        state.shut_reads(false);
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+    if state.open() > 0 {
+        eprintln!(
+            "core {core}: drain timeout: closing {} connection(s) mid-request",
+            state.open()
+        );
+        state.shut_reads(true);
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    while control(&shard, &state, false) > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    let shard = shard.borrow();
+    let waiting = shard.fanout.waiting();
+    if waiting > 0 {
+        eprintln!(
+            "core {core}: drain timeout: {waiting} accepted event(s) could not be handed to ZeroMQ (no consumer took them) and are lost"
+        );
+    }
+    // Closing the sockets may wait for ZeroMQ to send what it queued, but
+    // not past the deadline.
+    let left = deadline.saturating_duration_since(Instant::now());
+    shard
+        .fanout
+        .set_linger(left.as_millis().min(i32::MAX as u128) as i32);
+    Ok(CoreSnapshot::of(&shard, state.open(), false, started))
+}
+
+async fn accept_loop(
+    core: usize,
+    listener: TcpListener,
+    shard: Rc<RefCell<Shard>>,
+    state: Rc<CoreState>,
+    settings: Arc<Settings>,
+) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(crate::conn::serve(stream, shard.clone(), settings.clone()))
-                    .detach();
+                shard.borrow_mut().metrics.counters.connections_accepted += 1;
+                let conn =
+                    crate::conn::serve(stream, shard.clone(), state.clone(), settings.clone());
+                glommio::spawn_local(conn).detach();
             }
             Err(e) => {
                 // Out of descriptors or memory: back off, never exit.
@@ -109,15 +264,5 @@ async fn run_core(
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
-    }
-}
-
-/// Moves backlogged events into ZeroMQ as soon as it takes them again.
-async fn retry_backlog(shard: Rc<RefCell<Shard>>) {
-    loop {
-        let waiting = shard.borrow().fanout.waiting();
-        let pause = if waiting > 0 { 1 } else { 20 };
-        glommio::timer::sleep(Duration::from_millis(pause)).await;
-        shard.borrow_mut().fanout.flush();
     }
 }

@@ -2,6 +2,7 @@
 //! after it has been read, owned by one executor and reused across requests.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::Settings;
 use crate::envelope::{self, Uid};
@@ -12,6 +13,7 @@ use crate::http::Status;
 use crate::id::{self, IdGen};
 use crate::ingest::route::{self, Path};
 use crate::ingest::{self, Ingest, Refusal, Request};
+use crate::metrics::Metrics;
 
 const NO_ROUTE: Refusal = Refusal {
     status: Status::ServiceUnavailable,
@@ -47,6 +49,7 @@ pub struct Shard {
     body: Vec<u8>,
     headers: Vec<u8>,
     pub fanout: Fanout,
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for Shard {
@@ -66,7 +69,8 @@ impl Shard {
             envelope: Vec::with_capacity(4096),
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),
-            fanout: Fanout::new(&settings)?,
+            fanout: Fanout::new(core, &settings)?,
+            metrics: Metrics::default(),
             settings,
         })
     }
@@ -118,7 +122,10 @@ impl Shard {
         out: &mut Vec<u8>,
         persist: Persist,
     ) -> Result<(), Refusal> {
-        let fields = self.ingest.prepare(req, target)?;
+        let decode = Instant::now();
+        let fields = self.ingest.prepare(req, target);
+        self.metrics.decode.record(decode.elapsed());
+        let fields = fields?;
 
         // The key holds the service and name the envelope borrows.
         self.key.clear();
@@ -161,16 +168,25 @@ impl Shard {
         envelope::encode(&mut self.envelope, &head, &td, |o| {
             ingest.write_data(o, req, &fields)
         });
+        let handoff = Instant::now();
         self.fanout.send(&routes, &self.key, &self.envelope);
+        self.metrics.handoff.record(handoff.elapsed());
+        self.metrics.counters.events_accepted += 1;
 
         self.body.clear();
         response::accepted_body(&mut self.body, &self.key, id);
+        self.metrics.counters.response(Status::Ok);
         response::write(out, &self.date, Status::Ok, persist, b"", &self.body, true);
         Ok(())
     }
 
     /// Writes a JSON error response.
     pub fn refuse(&mut self, refusal: &Refusal, extra: &[u8], persist: Persist, out: &mut Vec<u8>) {
+        self.metrics.counters.response(refusal.status);
+        self.metrics.counters.refusal(refusal.code);
+        if refusal.status == Status::ServiceUnavailable {
+            self.metrics.counters.events_refused += 1;
+        }
         self.body.clear();
         response::error_body(&mut self.body, refusal.code, refusal.message, refusal.at);
         response::write(
@@ -185,6 +201,7 @@ impl Shard {
     }
 
     fn probe(&mut self, persist: Persist, send_body: bool, out: &mut Vec<u8>) {
+        self.metrics.counters.response(Status::Ok);
         response::write(
             out,
             &self.date,
@@ -198,6 +215,7 @@ impl Shard {
 
     /// CORS preflight: any origin may POST events.
     fn preflight(&mut self, req: &Request<'_>, persist: Persist, out: &mut Vec<u8>) {
+        self.metrics.counters.response(Status::NoContent);
         self.headers.clear();
         self.headers.extend_from_slice(
             b"Access-Control-Allow-Methods: GET, POST, HEAD, OPTIONS\r\nAccess-Control-Max-Age: 86400\r\nAccess-Control-Allow-Headers: ",

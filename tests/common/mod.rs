@@ -13,6 +13,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_hookwire");
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener (tests run it on an ephemeral port).
+    pub admin: Option<SocketAddr>,
     /// Everything it printed to stderr up to `ready`.
     pub banner: Vec<String>,
 }
@@ -29,6 +31,9 @@ impl Server {
         if !args.contains(&"--cores") {
             cmd.args(["--cores", "2"]);
         }
+        if !args.contains(&"--admin") {
+            cmd.args(["--admin", "127.0.0.1:0"]);
+        }
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -39,10 +44,14 @@ impl Server {
         let mut lines = BufReader::new(stderr).lines();
         let mut banner = Vec::new();
         let mut addr = None;
+        let mut admin = None;
         for line in lines.by_ref() {
             let line = line.expect("read hookwire stderr");
             if let Some(rest) = line.strip_prefix("listen http://") {
                 addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
+            if let Some(rest) = line.strip_prefix("admin http://") {
+                admin = Some(rest.trim().parse().unwrap());
             }
             let done = line == "ready";
             banner.push(line);
@@ -56,6 +65,7 @@ impl Server {
         Server {
             child,
             addr,
+            admin,
             banner,
         }
     }

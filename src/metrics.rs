@@ -1,0 +1,236 @@
+//! Per-core latency histograms (hdrhistogram) and counters, recorded on the
+//! hot path without locks, allocation or cross-core traffic, and merged only
+//! when the admin endpoint asks (see [`crate::admin`]).
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::http::Status;
+
+/// Every refusal code hookwire answers with, for per-code counters.
+pub const REFUSAL_CODES: [&str; 20] = [
+    "malformed_request",
+    "unsupported_http_version",
+    "headers_too_large",
+    "too_many_headers",
+    "bad_content_length",
+    "ambiguous_framing",
+    "unsupported_transfer_encoding",
+    "bad_chunk",
+    "body_too_large",
+    "request_timeout",
+    "method_not_allowed",
+    "missing_service",
+    "invalid_service",
+    "missing_name",
+    "invalid_name",
+    "invalid_project_id",
+    "invalid_json",
+    "unsupported_content_type",
+    "unsupported_content_encoding",
+    "backlog_full",
+];
+/// `no_route` is counted with the others; it is the last slot.
+const NO_ROUTE_SLOT: usize = REFUSAL_CODES.len();
+
+/// Statuses in the order of [`Counters::requests`].
+pub const STATUSES: [Status; 10] = [
+    Status::Ok,
+    Status::NoContent,
+    Status::BadRequest,
+    Status::NotFound,
+    Status::MethodNotAllowed,
+    Status::RequestTimeout,
+    Status::PayloadTooLarge,
+    Status::UnsupportedMediaType,
+    Status::HeadersTooLarge,
+    Status::ServiceUnavailable,
+];
+
+/// Upper bounds of the Prometheus histogram buckets, 10 µs to 10 s.
+pub const BUCKETS: [Duration; 19] = [
+    Duration::from_micros(10),
+    Duration::from_micros(25),
+    Duration::from_micros(50),
+    Duration::from_micros(100),
+    Duration::from_micros(250),
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_micros(2500),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_micros(2_500_000),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+];
+
+/// A latency histogram in nanoseconds with its exact sum.
+#[derive(Debug, Clone)]
+pub struct Hist {
+    pub h: Histogram<u64>,
+    pub sum_ns: u64,
+}
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self {
+            // 1 ns .. 60 s at 2 significant digits (1% resolution).
+            h: Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds"),
+            sum_ns: 0,
+        }
+    }
+}
+
+impl Hist {
+    #[inline]
+    pub fn record(&mut self, d: Duration) {
+        let ns = d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.h.saturating_record(ns.max(1));
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+
+    pub fn merge(&mut self, other: &Hist) {
+        // Same bounds on every core: adding cannot fail.
+        let _ = self.h.add(&other.h);
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+    }
+
+    /// Samples at or below `d`.
+    pub fn count_le(&self, d: Duration) -> u64 {
+        let ns = d.as_nanos() as u64;
+        self.h
+            .iter_recorded()
+            .take_while(|v| v.value_iterated_to() <= ns)
+            .map(|v| v.count_since_last_iteration())
+            .sum()
+    }
+}
+
+/// Per-core counters. Gauges are filled in when a snapshot is taken.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Responses by status, indexed like [`STATUSES`].
+    pub requests: [u64; STATUSES.len()],
+    /// Refusals by code, indexed like [`REFUSAL_CODES`] plus `no_route`.
+    pub refusals: [u64; REFUSAL_CODES.len() + 1],
+    pub events_accepted: u64,
+    pub events_refused: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connections_accepted: u64,
+    pub connections_closed: u64,
+}
+
+impl Counters {
+    #[inline]
+    pub fn response(&mut self, status: Status) {
+        let i = STATUSES.iter().position(|s| *s == status).unwrap_or(0);
+        self.requests[i] += 1;
+    }
+
+    /// Counts a refusal by its code (an error path: a short search is fine).
+    pub fn refusal(&mut self, code: &str) {
+        let i = REFUSAL_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(NO_ROUTE_SLOT);
+        self.refusals[i] += 1;
+    }
+
+    pub fn refusal_codes() -> impl Iterator<Item = &'static str> {
+        REFUSAL_CODES.iter().copied().chain(["no_route"])
+    }
+
+    pub fn merge(&mut self, o: &Counters) {
+        for (a, b) in self.requests.iter_mut().zip(o.requests) {
+            *a += b;
+        }
+        for (a, b) in self.refusals.iter_mut().zip(o.refusals) {
+            *a += b;
+        }
+        self.events_accepted += o.events_accepted;
+        self.events_refused += o.events_refused;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.connections_accepted += o.connections_accepted;
+        self.connections_closed += o.connections_closed;
+    }
+}
+
+/// One core's recordings.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// First byte of a request read → last byte of its response written.
+    pub request: Hist,
+    /// Decoding a request's body (query + body → parameters).
+    pub decode: Hist,
+    /// Handing one event to ZeroMQ (or the backlog).
+    pub handoff: Hist,
+    pub counters: Counters,
+}
+
+impl Metrics {
+    pub fn merge(&mut self, o: &Metrics) {
+        self.request.merge(&o.request);
+        self.decode.merge(&o.decode);
+        self.handoff.merge(&o.handoff);
+        self.counters.merge(&o.counters);
+    }
+
+    pub fn histograms(&self) -> [(&'static str, &Hist); 3] {
+        [
+            ("request", &self.request),
+            ("decode", &self.decode),
+            ("handoff", &self.handoff),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hist_counts_and_merges() {
+        let mut a = Hist::default();
+        for us in [5, 20, 20, 700, 3000] {
+            a.record(Duration::from_micros(us));
+        }
+        assert_eq!(a.count_le(Duration::from_micros(10)), 1);
+        assert_eq!(a.count_le(Duration::from_micros(25)), 3);
+        assert_eq!(a.count_le(Duration::from_millis(1)), 4);
+        assert_eq!(a.count_le(Duration::from_secs(10)), 5);
+        let mut b = Hist::default();
+        b.record(Duration::from_secs(2));
+        b.merge(&a);
+        assert_eq!(b.h.len(), 6);
+        assert_eq!(b.sum_ns, 2_000_000_000 + 3_745_000);
+    }
+
+    #[test]
+    fn counters_by_status_and_code() {
+        let mut c = Counters::default();
+        c.response(Status::Ok);
+        c.response(Status::ServiceUnavailable);
+        c.refusal("invalid_json");
+        c.refusal("no_route");
+        assert_eq!(c.requests[0], 1);
+        assert_eq!(c.requests[9], 1);
+        let codes: Vec<_> = Counters::refusal_codes().collect();
+        assert_eq!(
+            c.refusals[codes.iter().position(|x| *x == "invalid_json").unwrap()],
+            1
+        );
+        assert_eq!(
+            c.refusals[codes.iter().position(|x| *x == "no_route").unwrap()],
+            1
+        );
+    }
+}
