@@ -1,0 +1,421 @@
+//! The admin listener (/metrics, /stats, /health, /ready) and the graceful
+//! drain, against the real binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// GET on the admin listener: (status, body).
+fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+fn scrape(server: &Server) -> prometheus_parse::Scrape {
+    let (status, body) = admin_get(server.admin.unwrap(), "/metrics");
+    assert_eq!(status, 200);
+    assert_exposition_format(&body);
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// Every line is a HELP, a TYPE or a sample in the text exposition format
+/// (prometheus-parse skips lines it cannot read, so check them all here).
+fn assert_exposition_format(body: &str) {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            assert!(name_ok(rest.split(' ').next().unwrap()), "{line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            assert!(name_ok(parts.next().unwrap()), "{line}");
+            let kind = parts.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+        } else {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line: {line}"));
+            assert!(value.parse::<f64>().is_ok() || value == "+Inf", "{line}");
+            let name = series.split('{').next().unwrap();
+            assert!(name_ok(name), "{line}");
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    let inner = labels
+                        .strip_prefix('{')
+                        .and_then(|l| l.strip_suffix('}'))
+                        .expect(line);
+                    for pair in inner.split("\",") {
+                        let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                        assert!(name_ok(k), "{line}");
+                        assert!(!v.trim_end_matches('"').contains('"'), "{line}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The value of the sample `metric` with exactly these labels.
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("no sample {metric} {labels:?}"));
+    match &s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        other => panic!("{metric} is not a number: {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_count_every_request() {
+    let (server, sink) = server_and_sink(&[]);
+    for i in 0..37 {
+        server
+            .get(&format!("/crm/lead?i={i}"))
+            .assert_accepted("in.gen.crm.lead");
+        sink.recv();
+    }
+    for _ in 0..5 {
+        server.get("/a.b/c").assert_error(400, "invalid_service");
+    }
+    for _ in 0..3 {
+        server
+            .request(b"DELETE /a/b HTTP/1.1\r\nHost: t\r\n\r\n")
+            .assert_error(405, "method_not_allowed");
+    }
+    server
+        .post("/a/b", Some("application/json"), b"{nope")
+        .assert_error(400, "invalid_json");
+
+    let m = scrape(&server);
+    let all = |status: &str| {
+        sample(
+            &m,
+            "hookwire_requests_total",
+            &[("core", "all"), ("status", status)],
+        )
+    };
+    assert_eq!(all("200"), 37.0);
+    assert_eq!(all("400"), 6.0);
+    assert_eq!(all("405"), 3.0);
+    let per_core: f64 = ["0", "1"]
+        .iter()
+        .map(|c| {
+            sample(
+                &m,
+                "hookwire_requests_total",
+                &[("core", c), ("status", "200")],
+            )
+        })
+        .sum();
+    assert_eq!(per_core, 37.0, "the cores add up to the merged count");
+    let code = |c: &str| {
+        sample(
+            &m,
+            "hookwire_refusals_total",
+            &[("core", "all"), ("code", c)],
+        )
+    };
+    assert_eq!(code("invalid_service"), 5.0);
+    assert_eq!(code("method_not_allowed"), 3.0);
+    assert_eq!(code("invalid_json"), 1.0);
+    assert_eq!(
+        sample(&m, "hookwire_events_accepted_total", &[("core", "all")]),
+        37.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "hookwire_events_delivered_total",
+            &[("core", "all"), ("route", "*")]
+        ),
+        37.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "hookwire_connections_accepted_total",
+            &[("core", "all")]
+        ),
+        46.0
+    );
+    assert!(sample(&m, "hookwire_bytes_in_total", &[("core", "all")]) > 46.0 * 30.0);
+
+    // The latency histogram: one sample per answered request, buckets
+    // cumulative from 10 µs to 10 s, +Inf equal to the count.
+    let hist = m
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "hookwire_request_duration_seconds" && s.labels.get("core") == Some("all")
+        })
+        .expect("request histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &hist.value else {
+        panic!("not a histogram")
+    };
+    assert_eq!(buckets.first().unwrap().less_than, 0.00001);
+    assert!(buckets.iter().any(|b| b.less_than == 10.0));
+    assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
+    assert_eq!(buckets.last().unwrap().count, 46.0);
+    assert_eq!(
+        sample(
+            &m,
+            "hookwire_request_duration_seconds_count",
+            &[("core", "all")]
+        ),
+        46.0
+    );
+}
+
+#[test]
+fn stats_percentiles_reflect_an_injected_delay() {
+    const DELAY: Duration = Duration::from_millis(40);
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
+    let body = br#"{"lead":1}"#;
+    let mut conn = server.connect();
+    let mut reader = ResponseReader::new(conn.try_clone().unwrap());
+    for _ in 0..20 {
+        // The head now, the body after DELAY: the request's latency, from
+        // its first byte read to its response written, includes the pause.
+        write!(
+            conn,
+            "POST /crm/lead HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        conn.flush().unwrap();
+        std::thread::sleep(DELAY);
+        conn.write_all(body).unwrap();
+        reader.next().unwrap().assert_accepted("in.gen.crm.lead");
+        sink.recv();
+    }
+    let (status, text) = admin_get(server.admin.unwrap(), "/stats");
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let request = &stats["merged"]["request_us"];
+    assert_eq!(request["count"], 20);
+    let us = |k: &str| request[k].as_f64().unwrap();
+    let delay_us = DELAY.as_micros() as f64;
+    assert!(
+        us("p50") >= delay_us * 0.99,
+        "p50 {} below the injected delay",
+        us("p50")
+    );
+    assert!(
+        us("p50") < delay_us + 30_000.0,
+        "p50 {} far above the delay",
+        us("p50")
+    );
+    assert!(us("p50") <= us("p90") && us("p90") <= us("p99") && us("p99") <= us("max"));
+    // Decoding is not delayed: it only sees complete requests.
+    assert!(stats["merged"]["decode_us"]["p99"].as_f64().unwrap() < delay_us / 4.0);
+    assert_eq!(stats["cores"][0]["core"], 0);
+    assert_eq!(stats["cores"][0]["request_us"]["count"], 20);
+    assert_eq!(stats["merged"]["events"]["accepted"], 20);
+    assert!(stats["uptime_seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn health_and_readiness_follow_the_consumer() {
+    let endpoint = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://{}", l.local_addr().unwrap())
+    };
+    let server = Server::start(&["--push", &endpoint]);
+    let admin = server.admin.unwrap();
+    assert_eq!(admin_get(admin, "/health").0, 200);
+
+    // No consumer yet.
+    let (status, body) = admin_get(admin, "/ready");
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], false);
+    assert_eq!(v["routes"][0]["route"], "*");
+    assert!(
+        v["routes"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&endpoint),
+        "{body}"
+    );
+
+    let sink = Sink::bind_at(&endpoint);
+    eventually(Duration::from_secs(10), "ready with a consumer", || {
+        admin_get(admin, "/ready").0 == 200
+    });
+
+    // The only consumer goes away.
+    drop(sink);
+    eventually(
+        Duration::from_secs(10),
+        "unready without a consumer",
+        || {
+            let (status, body) = admin_get(admin, "/ready");
+            status == 503 && body.contains("no consumer is connected")
+        },
+    );
+
+    // And comes back.
+    let sink = Sink::bind_at(&endpoint);
+    eventually(Duration::from_secs(10), "ready again", || {
+        admin_get(admin, "/ready").0 == 200
+    });
+    server.get("/s/n").assert_accepted("in.gen.s.n");
+    sink.recv();
+    assert_eq!(admin_get(admin, "/nope").0, 404);
+}
+
+/// Sends requests on one connection after another until the server stops
+/// taking connections; returns the ids of the 200s it saw.
+fn load(addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(conn) = TcpStream::connect(addr) else {
+            return ids; // the listener is closed: the drain has begun
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut writer = conn.try_clone().unwrap();
+        let mut reader = ResponseReader::new(conn);
+        loop {
+            // Four pipelined requests at a time.
+            let batch =
+                b"GET /affise/conversion/7?clickid=abc HTTP/1.1\r\nHost: t\r\n\r\n".repeat(4);
+            if writer.write_all(&batch).is_err() {
+                break;
+            }
+            let mut closed = false;
+            for _ in 0..4 {
+                match reader.next() {
+                    Some(r) => ids.push(r.assert_accepted("in.gen.affise.conversion")),
+                    None => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+    }
+    ids
+}
+
+#[test]
+fn sigterm_under_load_loses_nothing_and_exits_zero() {
+    let sink = Sink::bind();
+    let mut server = Server::start(&["--push", &sink.endpoint, "--drain-timeout", "5s"]);
+    let addr = server.addr;
+    let receiver = std::thread::spawn(move || {
+        let mut ids = Vec::new();
+        while let Some(mut frames) = sink.recv_frames(Duration::from_secs(3)) {
+            let v: serde_json::Value = serde_json::from_slice(&frames.pop().unwrap()).unwrap();
+            ids.push(v["id"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+        ids
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || load(addr, stop))
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(700));
+    let signalled = Instant::now();
+    // SAFETY: plain kill(2) of the child this test started.
+    assert_eq!(
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(7),
+            "did not exit within the drain timeout"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    stop.store(true, Ordering::Relaxed);
+
+    let mut answered: Vec<u64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let mut delivered = receiver.join().unwrap();
+    assert!(
+        answered.len() > 1000,
+        "the load ran: {} answers",
+        answered.len()
+    );
+    answered.sort_unstable();
+    delivered.sort_unstable();
+    assert_eq!(
+        delivered.len(),
+        answered.len(),
+        "events received == 200 responses (drain took {took:?})"
+    );
+    assert_eq!(delivered, answered, "the same ids, none lost, none extra");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    // No consumer: the drain would wait its whole timeout for the backlog.
+    let endpoint = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://{}", l.local_addr().unwrap())
+    };
+    let mut server = Server::start(&["--push", &endpoint, "--drain-timeout", "30s"]);
+    server.get("/s/n").assert_accepted("in.gen.s.n");
+    let pid = server.child.id() as i32;
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "still draining after the first signal"
+    );
+    let t = Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "second signal did not exit at once"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(130));
+}
