@@ -13,6 +13,7 @@ use hookwire::config::{Cli, Settings};
 use hookwire::conn::Conn;
 use hookwire::http::request;
 use hookwire::ingest::form::Params;
+use hookwire::metrics::Metrics;
 use hookwire::shard::Shard;
 
 const AFFISE_GET: &[u8] = include_bytes!("samples/affise_get.http");
@@ -84,5 +85,42 @@ fn pipeline(c: &mut Criterion) {
     shard.fanout.flush();
 }
 
-criterion_group!(benches, parse_head, decode_query, pipeline);
+/// What the hot path records per request: four TSC reads and two
+/// histogram samples in the handler, the counters, and (per read/write
+/// batch, so once per request without pipelining) two clock reads and the
+/// request-latency sample in the connection.
+fn record_metrics(c: &mut Criterion) {
+    let mut m = Metrics::default();
+    let clock = quanta::Clock::new();
+    let mut group = c.benchmark_group("metrics");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("record_one_request", |b| {
+        b.iter(|| {
+            let read_at = std::time::Instant::now();
+            let t0 = clock.raw();
+            let t1 = clock.raw();
+            m.decode.record_raw(&clock, t0, t1);
+            let t2 = clock.raw();
+            m.handoff.record_raw(&clock, t2, clock.raw());
+            m.counters.events_accepted += 1;
+            m.counters.response(hookwire::http::Status::Ok);
+            m.counters.bytes_in += 300;
+            m.counters.bytes_out += 180;
+            m.request.record(std::time::Instant::now() - read_at);
+        })
+    });
+    group.bench_function("clock_read", |b| b.iter(std::time::Instant::now));
+    group.bench_function("tsc_read", |b| b.iter(|| clock.raw()));
+    group.bench_function("histogram_record", |b| {
+        b.iter(|| {
+            m.request
+                .record(std::time::Duration::from_nanos(std::hint::black_box(
+                    12_345,
+                )))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse_head, decode_query, pipeline, record_metrics);
 criterion_main!(benches);

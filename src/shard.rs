@@ -2,7 +2,6 @@
 //! after it has been read, owned by one executor and reused across requests.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::config::Settings;
 use crate::envelope::{self, Uid};
@@ -50,6 +49,7 @@ pub struct Shard {
     headers: Vec<u8>,
     pub fanout: Fanout,
     pub metrics: Metrics,
+    clock: quanta::Clock,
 }
 
 impl std::fmt::Debug for Shard {
@@ -71,6 +71,7 @@ impl Shard {
             headers: Vec::with_capacity(256),
             fanout: Fanout::new(core, &settings)?,
             metrics: Metrics::default(),
+            clock: quanta::Clock::new(),
             settings,
         })
     }
@@ -122,9 +123,10 @@ impl Shard {
         out: &mut Vec<u8>,
         persist: Persist,
     ) -> Result<(), Refusal> {
-        let decode = Instant::now();
+        let decode = self.clock.raw();
         let fields = self.ingest.prepare(req, target);
-        self.metrics.decode.record(decode.elapsed());
+        let decoded = self.clock.raw();
+        self.metrics.decode.record_raw(&self.clock, decode, decoded);
         let fields = fields?;
 
         // The key holds the service and name the envelope borrows.
@@ -168,9 +170,11 @@ impl Shard {
         envelope::encode(&mut self.envelope, &head, &td, |o| {
             ingest.write_data(o, req, &fields)
         });
-        let handoff = Instant::now();
+        let handoff = self.clock.raw();
         self.fanout.send(&routes, &self.key, &self.envelope);
-        self.metrics.handoff.record(handoff.elapsed());
+        self.metrics
+            .handoff
+            .record_raw(&self.clock, handoff, self.clock.raw());
         self.metrics.counters.events_accepted += 1;
 
         self.body.clear();
