@@ -62,7 +62,10 @@ fn pipeline(c: &mut Criterion) {
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
     std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
 
-    let cli = Cli::try_parse_from(["hookwire", "--push", &endpoint, "--cores", "1"]).unwrap();
+    let cli = Cli::try_parse_from([
+        "hookwire", "--push", &endpoint, "--cores", "1", "--sndhwm", "100000",
+    ])
+    .unwrap();
     let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
     let mut shard = Shard::new(0, settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);

@@ -91,7 +91,10 @@ pub struct ServeArgs {
     /// Events that may wait per core and route while ZeroMQ cannot take them [default: 100000]
     #[arg(long, env = "HOOKWIRE_BACKLOG", value_name = "EVENTS")]
     pub backlog: Option<usize>,
-    /// ZeroMQ send high-water mark per socket [default: 10000]
+    /// Bytes all backlogs of one core may hold [default: 128MiB]
+    #[arg(long, env = "HOOKWIRE_BACKLOG_BYTES", value_name = "SIZE")]
+    pub backlog_bytes: Option<String>,
+    /// ZeroMQ send high-water mark per socket [default: 1000]
     #[arg(long, env = "HOOKWIRE_SNDHWM", value_name = "MESSAGES")]
     pub sndhwm: Option<i32>,
     /// Private admin listener (/metrics, /stats, /health, /ready), or `off` [default: 127.0.0.1:9090]
@@ -136,6 +139,8 @@ struct FileConfig {
     #[serde(alias = "request_timeout")]
     request_timeout: Option<String>,
     backlog: Option<usize>,
+    #[serde(alias = "backlog_bytes")]
+    backlog_bytes: Option<Size>,
     sndhwm: Option<i32>,
     admin: Option<String>,
     #[serde(alias = "drain_timeout")]
@@ -187,6 +192,7 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
     pub backlog: usize,
+    pub backlog_bytes: usize,
     pub sndhwm: i32,
     /// `None`: the admin listener is off.
     pub admin: Option<SocketAddr>,
@@ -341,7 +347,15 @@ impl Settings {
         if backlog == 0 {
             return Err(bad("backlog", "must be at least 1"));
         }
-        let sndhwm = args.sndhwm.or(file.sndhwm).unwrap_or(10_000);
+        let backlog_bytes = size(
+            "backlog-bytes",
+            args.backlog_bytes.or(file.backlog_bytes.map(Size::text)),
+            "128MiB",
+        )?;
+        if backlog_bytes < 1024 {
+            return Err(bad("backlog-bytes", "must be at least 1KiB"));
+        }
+        let sndhwm = args.sndhwm.or(file.sndhwm).unwrap_or(1_000);
         if sndhwm < 0 {
             return Err(bad("sndhwm", "must be 0 (no limit) or more"));
         }
@@ -381,6 +395,7 @@ impl Settings {
             idle_timeout,
             request_timeout,
             backlog,
+            backlog_bytes,
             sndhwm,
             admin,
             drain_timeout,

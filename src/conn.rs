@@ -50,6 +50,10 @@ pub struct Conn {
     pub out: Vec<u8>,
     /// Bytes the request at `start` needs in all, when known.
     want: usize,
+    /// The head of the request at `start`, while its body is arriving.
+    head: Option<request::Head>,
+    /// How far its chunked body has been walked.
+    chunks: chunked::Progress,
     continued: bool,
     peer: IpAddr,
     max_header: usize,
@@ -65,6 +69,8 @@ impl Conn {
             end: 0,
             out: Vec::with_capacity(4096),
             want: 0,
+            head: None,
+            chunks: chunked::Progress::default(),
             continued: false,
             peer,
             max_header: settings.max_header,
@@ -127,13 +133,18 @@ impl Conn {
                 return Step::More { completed };
             }
             let pending = &mut self.buf[self.start..self.end];
-            let head = match request::parse(pending, self.max_header) {
-                Ok(Some(head)) => head,
-                Ok(None) => {
-                    self.want = 0;
-                    return Step::More { completed };
-                }
-                Err(e) => return self.fail(shard, e),
+            // Spans are relative to the request's start, so a head parsed
+            // on an earlier read stays valid after the buffer is compacted.
+            let head = match self.head.take() {
+                Some(head) => head,
+                None => match request::parse(pending, self.max_header) {
+                    Ok(Some(head)) => head,
+                    Ok(None) => {
+                        self.want = 0;
+                        return Step::More { completed };
+                    }
+                    Err(e) => return self.fail(shard, e),
+                },
             };
             let (body, total) = match head.framing() {
                 Framing::None => (head.len..head.len, head.len),
@@ -145,12 +156,14 @@ impl Conn {
                     if pending.len() < total {
                         self.want = total;
                         self.expect_continue(&head);
+                        self.head = Some(head);
                         return Step::More { completed };
                     }
                     (head.len..total, total)
                 }
                 Framing::Chunked => {
-                    match chunked::measure(&pending[head.len..], self.max_body, self.max_header) {
+                    let body = &pending[head.len..];
+                    match chunked::measure(body, &mut self.chunks, self.max_body, self.max_header) {
                         Err(e) => return self.fail(shard, e),
                         Ok(None) => {
                             if pending.len() >= self.max_wire {
@@ -158,6 +171,7 @@ impl Conn {
                             }
                             self.want = 0;
                             self.expect_continue(&head);
+                            self.head = Some(head);
                             return Step::More { completed };
                         }
                         Ok(Some(m)) => {
@@ -182,6 +196,7 @@ impl Conn {
             completed += 1;
             self.start += total;
             self.want = 0;
+            self.chunks = chunked::Progress::default();
             self.continued = false;
             if persist == Persist::Close {
                 return Step::Done { completed };
@@ -208,8 +223,9 @@ impl Conn {
             at: None,
         };
         shard.date();
-        shard.refuse(&refusal, b"", Persist::Close, &mut self.out);
+        shard.refuse(&refusal, b"", Persist::Close, true, &mut self.out);
         self.start = self.end;
+        self.head = None;
         Step::Close
     }
 }

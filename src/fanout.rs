@@ -69,6 +69,9 @@ pub struct Fanout {
     _context: zmq::Context,
     frames: Frames,
     backlog_max: usize,
+    /// Bytes held in all of this core's backlogs, and their limit.
+    backlog_bytes: usize,
+    backlog_bytes_max: usize,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -96,6 +99,8 @@ impl Fanout {
             _context: context,
             frames: settings.frames,
             backlog_max: settings.backlog,
+            backlog_bytes: 0,
+            backlog_bytes_max: settings.backlog_bytes,
         })
     }
 
@@ -105,14 +110,24 @@ impl Fanout {
         let mut set = RouteSet::new();
         for (i, route) in self.routes.iter_mut().enumerate() {
             if route.pattern.matches(key) {
-                if route.backlog.len() >= self.backlog_max {
-                    flush_route(route, self.frames);
-                    if route.backlog.len() >= self.backlog_max {
+                if !route.backlog.is_empty()
+                    && (route.backlog.len() >= self.backlog_max
+                        || self.backlog_bytes >= self.backlog_bytes_max)
+                {
+                    self.backlog_bytes -= flush_route(route, self.frames);
+                    if route.backlog.len() >= self.backlog_max
+                        || self.backlog_bytes >= self.backlog_bytes_max
+                    {
                         return Err(Refused::BacklogFull);
                     }
                 }
                 set.push(i as u16);
             }
+        }
+        if self.backlog_bytes >= self.backlog_bytes_max {
+            // Another route's backlog holds the memory: an event that would
+            // have to wait here too could not be kept.
+            return Err(Refused::BacklogFull);
         }
         if set.is_empty() {
             return Err(Refused::NoRoute);
@@ -125,7 +140,7 @@ impl Fanout {
         for &i in set {
             let route = &mut self.routes[usize::from(i)];
             if !route.backlog.is_empty() {
-                flush_route(route, self.frames);
+                self.backlog_bytes -= flush_route(route, self.frames);
             }
             if route.backlog.is_empty() && try_send(&route.socket, self.frames, key, envelope) {
                 route.delivered += 1;
@@ -134,6 +149,7 @@ impl Fanout {
             let mut bytes = Vec::with_capacity(key.len() + envelope.len());
             bytes.extend_from_slice(key);
             bytes.extend_from_slice(envelope);
+            self.backlog_bytes += bytes.len();
             route.backlog.push_back(Pending {
                 bytes: bytes.into_boxed_slice(),
                 key_len: key.len(),
@@ -144,7 +160,7 @@ impl Fanout {
     /// Retries every backlog in order; returns the number still waiting.
     pub fn flush(&mut self) -> usize {
         for route in &mut self.routes {
-            flush_route(route, self.frames);
+            self.backlog_bytes -= flush_route(route, self.frames);
         }
         self.waiting()
     }
@@ -232,15 +248,20 @@ fn connect(
     })
 }
 
-fn flush_route(route: &mut Route, frames: Frames) {
+/// Sends what the route's backlog holds, in order, until ZeroMQ stops
+/// taking it; returns the bytes that left the backlog.
+fn flush_route(route: &mut Route, frames: Frames) -> usize {
+    let mut freed = 0;
     while let Some(p) = route.backlog.front() {
         let (key, envelope) = p.bytes.split_at(p.key_len);
         if !try_send(&route.socket, frames, key, envelope) {
-            return;
+            break;
         }
         route.delivered += 1;
+        freed += p.bytes.len();
         route.backlog.pop_front();
     }
+    freed
 }
 
 /// One non-blocking send; false when ZeroMQ cannot take the event now.
@@ -252,9 +273,11 @@ fn try_send(socket: &zmq::Socket, frames: Frames, key: &[u8], envelope: &[u8]) -
                 return false;
             }
             // libzmq admits a multipart message as a whole: once its first
-            // frame is queued the rest is accepted without a high-water check.
-            while let Err(zmq::Error::EAGAIN) = socket.send(envelope, zmq::DONTWAIT) {}
-            true
+            // frame is queued the rest is accepted without a high-water
+            // check. If the peer's pipe closes in between, libzmq drops the
+            // partial message and refuses this frame: the event is then not
+            // sent, and is kept and retried whole.
+            socket.send(envelope, zmq::DONTWAIT).is_ok()
         }
     }
 }

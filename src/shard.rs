@@ -92,13 +92,15 @@ impl Shard {
         let method = req.head.method();
         let target = match method {
             Method::Options => return self.preflight(req, persist, out),
-            Method::Other => return self.refuse(&METHOD_NOT_ALLOWED, ALLOW, persist, out),
+            Method::Other => return self.refuse(&METHOD_NOT_ALLOWED, ALLOW, persist, true, out),
             _ => route::parse(req.buf, &req.head.path),
         };
         let target = match target {
-            Err(refusal) => return self.refuse(&refusal, b"", persist, out),
+            Err(refusal) => {
+                return self.refuse(&refusal, b"", persist, method != Method::Head, out)
+            }
             Ok(Path::Root) if method == Method::Post => {
-                return self.refuse(&ingest::MISSING_SERVICE, b"", persist, out)
+                return self.refuse(&ingest::MISSING_SERVICE, b"", persist, true, out)
             }
             Ok(_) if method == Method::Head => return self.probe(persist, false, out),
             Ok(Path::Root) => return self.probe(persist, true, out),
@@ -110,7 +112,7 @@ impl Shard {
             } else {
                 b""
             };
-            self.refuse(&refusal, extra, persist, out);
+            self.refuse(&refusal, extra, persist, true, out);
         }
     }
 
@@ -184,8 +186,15 @@ impl Shard {
         Ok(())
     }
 
-    /// Writes a JSON error response.
-    pub fn refuse(&mut self, refusal: &Refusal, extra: &[u8], persist: Persist, out: &mut Vec<u8>) {
+    /// Writes a JSON error response (without its body for a HEAD request).
+    pub fn refuse(
+        &mut self,
+        refusal: &Refusal,
+        extra: &[u8],
+        persist: Persist,
+        send_body: bool,
+        out: &mut Vec<u8>,
+    ) {
         self.metrics.counters.response(refusal.status);
         self.metrics.counters.refusal(refusal.code);
         if refusal.status == Status::ServiceUnavailable {
@@ -200,7 +209,7 @@ impl Shard {
             persist,
             extra,
             &self.body,
-            true,
+            send_body,
         );
     }
 

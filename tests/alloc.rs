@@ -85,7 +85,12 @@ fn steady_state_hot_path_does_not_allocate() {
     pull.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
 
-    let cli = Cli::try_parse_from(["hookwire", "--push", &endpoint, "--cores", "1"]).unwrap();
+    // A send queue deep enough that ZeroMQ takes every event directly: the
+    // backlog path (which copies the event) is not the steady state.
+    let cli = Cli::try_parse_from([
+        "hookwire", "--push", &endpoint, "--cores", "1", "--sndhwm", "100000",
+    ])
+    .unwrap();
     let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
     let mut shard = Shard::new(0, settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);

@@ -239,3 +239,33 @@ fn ids_unique_over_four_cores_and_400k_events() {
         "all four cores issued ids: {per_worker:?}"
     );
 }
+
+#[test]
+fn backlog_is_bounded_in_bytes_too() {
+    let endpoint = free_endpoint();
+    let server = Server::start(&["--cores", "1", "--backlog-bytes", "64KiB", "--push", &endpoint]);
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
+    let mut accepted = Vec::new();
+    let refused = loop {
+        let r = server.post("/crm/lead", Some("application/json"), body.as_bytes());
+        if r.status != 200 {
+            break r;
+        }
+        accepted.push(r.assert_accepted("in.gen.crm.lead"));
+        assert!(accepted.len() < 100, "64 KiB cannot hold 100 events of 2 KiB");
+    };
+    refused.assert_error(503, "backlog_full");
+    // About 64 KiB of ~2.4 KiB envelopes were kept.
+    assert!((20..=40).contains(&accepted.len()), "{} accepted", accepted.len());
+
+    let sink = Sink::bind_at(&endpoint);
+    let got: Vec<u64> = sink
+        .recv_raw(accepted.len(), Duration::from_secs(10))
+        .iter()
+        .map(|e| envelope_id(e))
+        .collect();
+    assert_eq!(got, accepted, "everything that got a 200 arrives, in order");
+    server
+        .post("/crm/lead", Some("application/json"), body.as_bytes())
+        .assert_accepted("in.gen.crm.lead");
+}

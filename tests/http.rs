@@ -1005,3 +1005,25 @@ fn malformed_request_does_not_disturb_another_connection() {
     assert_eq!(envelope["data"], json!({"call": "c-9"}));
     sink.assert_quiet(Duration::from_millis(100));
 }
+
+#[test]
+fn refused_head_has_no_body_either() {
+    let (server, _sink) = server_and_sink(&[]);
+    // A HEAD refused with 400, then a GET on the same connection: the 400
+    // must carry no body, or the GET's response would be misread.
+    let raw = b"HEAD /a.b HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut conn = server.connect();
+    conn.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"status\":\"ok\"") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    assert!(head.contains("Content-Length: "), "HEAD still describes the body: {head}");
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "body bytes after a HEAD response: {rest:?}");
+}

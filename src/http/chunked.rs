@@ -14,16 +14,28 @@ pub struct Measured {
     pub body: usize,
 }
 
-/// Walks the chunked body at the start of `buf`. `Ok(None)`: incomplete.
-/// Fails as soon as the decoded size passes `max_body` or the framing is
-/// malformed (bad size line, missing CRLF after data, oversized trailers).
+/// How far [`measure`] got through a body that is still arriving: the
+/// walk resumes there, so a body trickling in is scanned once, not once
+/// per read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Offset of the next chunk-size line.
+    pos: usize,
+    /// Decoded bytes before it.
+    body: usize,
+}
+
+/// Walks the chunked body at the start of `buf`, from `progress` on.
+/// `Ok(None)`: incomplete. Fails as soon as the decoded size passes
+/// `max_body` or the framing is malformed (bad size line, missing CRLF after
+/// data, oversized trailers).
 pub fn measure(
     buf: &[u8],
+    progress: &mut Progress,
     max_body: usize,
     max_trailers: usize,
 ) -> Result<Option<Measured>, Error> {
-    let mut pos = 0;
-    let mut body = 0usize;
+    let Progress { mut pos, mut body } = *progress;
     loop {
         let (consumed, size) = match httparse::parse_chunk_size(&buf[pos..]) {
             Ok(httparse::Status::Complete(c)) => c,
@@ -46,7 +58,6 @@ pub fn measure(
             return Err(Error::BodyTooLarge);
         }
         let size = size as usize;
-        body += size;
         let end = pos + size;
         if buf.len() < end + 2 {
             return Ok(None);
@@ -54,7 +65,9 @@ pub fn measure(
         if &buf[end..end + 2] != b"\r\n" {
             return Err(Error::BadChunk);
         }
+        body += size;
         pos = end + 2;
+        *progress = Progress { pos, body };
     }
 }
 
@@ -105,10 +118,12 @@ mod tests {
 
     fn decode(wire: &[u8]) -> Result<Option<(Vec<u8>, usize)>, Error> {
         let mut buf = wire.to_vec();
-        Ok(measure(&buf, 1 << 20, 8192)?.map(|m| {
-            decode_in_place(&mut buf, m);
-            (buf[..m.body].to_vec(), m.wire)
-        }))
+        Ok(
+            measure(&buf, &mut Progress::default(), 1 << 20, 8192)?.map(|m| {
+                decode_in_place(&mut buf, m);
+                (buf[..m.body].to_vec(), m.wire)
+            }),
+        )
     }
 
     #[test]
@@ -127,6 +142,34 @@ mod tests {
             assert_eq!(decode(&wire[..cut]).unwrap(), None, "cut at {cut}");
         }
         assert!(decode(wire).unwrap().is_some());
+    }
+
+    #[test]
+    fn resumes_where_it_stopped() {
+        let wire = b"4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n";
+        let mut progress = Progress::default();
+        for cut in 0..wire.len() {
+            assert_eq!(
+                measure(&wire[..cut], &mut progress, 1 << 20, 8192),
+                Ok(None),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            progress,
+            Progress { pos: 19, body: 9 },
+            "both data chunks were walked once"
+        );
+        let m = measure(wire, &mut progress, 1 << 20, 8192)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            m,
+            Measured {
+                wire: wire.len(),
+                body: 9
+            }
+        );
     }
 
     #[test]

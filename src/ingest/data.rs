@@ -121,14 +121,25 @@ impl Grouper {
                 let array = values().count() > 1 || values().any(|p| p.kind == Kind::Array);
                 write_values(out, params, values(), array);
             }
-            // Entries whose shape conflicts with the first one for this key
-            // (`a=1&a[b]=2`) are kept under their full key, never dropped.
-            for &i in entries {
-                let p = &params.list[i as usize];
-                if (p.kind == Kind::Nested) != nested {
-                    member(out, first, params.text(&p.key));
-                    write_str(out, params.text(&p.value));
-                }
+            // `a[b]` entries of a key that also has plain values are kept
+            // under their full key (grouped, so a repeat becomes an array).
+            if !nested {
+                self.sub_order.clear();
+                self.sub_order.extend(
+                    entries
+                        .iter()
+                        .copied()
+                        .filter(|&i| params.list[i as usize].kind == Kind::Nested),
+                );
+                let full_key = |i: u32| params.text(&params.list[i as usize].key);
+                write_members(
+                    out,
+                    params,
+                    &mut self.sub_order,
+                    &mut self.sub_runs,
+                    full_key,
+                    first,
+                );
             }
         }
     }
@@ -155,18 +166,30 @@ fn write_values<'a>(
 }
 
 fn write_object(out: &mut Vec<u8>, params: &Params, order: &mut [u32], runs: &mut Vec<Run>) {
-    let key = |i: u32| params.text(&params.list[i as usize].sub);
-    sort_runs(order, runs, key);
-    runs.sort_unstable_by_key(|r| r.first);
+    let sub = |i: u32| params.text(&params.list[i as usize].sub);
     out.push(b'{');
-    let mut first = true;
+    write_members(out, params, order, runs, sub, &mut true);
+    out.push(b'}');
+}
+
+/// Writes `order`'s entries as members named by `key`, equal names grouped
+/// into arrays, in first-occurrence order.
+fn write_members<'a>(
+    out: &mut Vec<u8>,
+    params: &'a Params,
+    order: &mut [u32],
+    runs: &mut Vec<Run>,
+    key: impl Fn(u32) -> &'a str,
+    first: &mut bool,
+) {
+    sort_runs(order, runs, &key);
+    runs.sort_unstable_by_key(|r| r.first);
     for run in runs.iter() {
         let entries = &order[run.start as usize..(run.start + run.len) as usize];
-        member(out, &mut first, key(entries[0]));
+        member(out, first, key(entries[0]));
         let values = entries.iter().map(|&i| &params.list[i as usize]);
         write_values(out, params, values, entries.len() > 1);
     }
-    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -207,6 +230,11 @@ mod tests {
     fn conflicting_shapes_keep_the_full_key() {
         assert_eq!(data(b"a=1&a[b]=2"), r#""a":"1","a[b]":"2""#);
         assert_eq!(data(b"a[b]=2&a=1&a[]=3"), r#""a":["1","3"],"a[b]":"2""#);
+        assert_eq!(
+            data(b"a=1&a[b]=2&a[c]=4&a[b]=3"),
+            r#""a":"1","a[b]":["2","3"],"a[c]":"4""#,
+            "no member name twice"
+        );
     }
 
     #[test]

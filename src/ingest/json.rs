@@ -13,6 +13,13 @@ use simd_json::{value::tape::Tape, Node, StaticNode};
 
 use crate::envelope::string_end;
 
+/// A body that is not valid JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid {
+    /// Byte offset of the first error.
+    pub at: usize,
+}
+
 /// What the body's top level was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -81,8 +88,8 @@ impl JsonBody {
         unsafe { std::str::from_utf8_unchecked(&self.text[r.start as usize..r.end as usize]) }
     }
 
-    /// Parses `body`. On error returns simd-json's description of it.
-    pub fn parse(&mut self, body: &[u8]) -> Result<Shape, simd_json::Error> {
+    /// Parses `body`. On error returns the byte offset where it went wrong.
+    pub fn parse(&mut self, body: &[u8]) -> Result<Shape, Invalid> {
         self.members.clear();
         self.text.clear();
         self.name = Field::Absent;
@@ -97,7 +104,10 @@ impl JsonBody {
             .unwrap_or_else(|| Tape(Vec::with_capacity(256)))
             .reset();
         let parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
-        let shape = match parsed {
+        let shape = match parsed
+            .map_err(|e| Invalid { at: e.index() })
+            .and_then(|()| check_scalars(body))
+        {
             Err(e) => Err(e),
             Ok(()) => Ok(match tape.0.first() {
                 Some(Node::Object { .. }) => {
@@ -122,10 +132,10 @@ impl JsonBody {
                     "uid" => Some(&mut self.uid),
                     _ => None,
                 };
+                // With a key given twice, the last one counts, as it does
+                // for the JSON parsers consumers use.
                 if let Some(slot) = slot {
-                    if *slot == Field::Absent {
-                        *slot = field(value, &mut self.text);
-                    }
+                    *slot = field(value, &mut self.text);
                 }
                 at += 1 + nodes(value);
             }
@@ -183,6 +193,73 @@ fn read_members(tape: &[Node<'_>], raw: &[u8], text: &mut Vec<u8>, members: &mut
         pos = skip_ws(raw, end) + 1; // past ',' or '}'
         at += 1 + nodes(&tape[at + 1]);
     }
+}
+
+fn structural(b: u8) -> bool {
+    matches!(
+        b,
+        b'{' | b'}' | b'[' | b']' | b',' | b':' | b' ' | b'\t' | b'\r' | b'\n' | b'"'
+    )
+}
+
+/// Checks every literal and number token against the JSON grammar.
+///
+/// simd-json accepts a few malformed numbers (a NUL byte right after a
+/// digit; junk inside an integer too wide for 64 bits, read as a float).
+/// Values are copied into envelopes verbatim, so what simd-json lets
+/// through must still be JSON.
+fn check_scalars(raw: &[u8]) -> Result<(), Invalid> {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'"' {
+            i = string_end(raw, i);
+        } else if structural(raw[i]) {
+            i += 1;
+        } else {
+            let end = raw[i..]
+                .iter()
+                .position(|&b| structural(b))
+                .map_or(raw.len(), |p| i + p);
+            if !valid_scalar(&raw[i..end]) {
+                return Err(Invalid { at: i });
+            }
+            i = end;
+        }
+    }
+    Ok(())
+}
+
+/// `true`, `false`, `null` or `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+fn valid_scalar(t: &[u8]) -> bool {
+    if matches!(t, b"true" | b"false" | b"null") {
+        return true;
+    }
+    let digits = |t: &[u8], i: usize| i + t[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut i = usize::from(t.first() == Some(&b'-'));
+    match t.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(t, i),
+        _ => return false,
+    }
+    if t.get(i) == Some(&b'.') {
+        let end = digits(t, i + 1);
+        if end == i + 1 {
+            return false;
+        }
+        i = end;
+    }
+    if matches!(t.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(t.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits(t, i);
+        if end == i {
+            return false;
+        }
+        i = end;
+    }
+    i == t.len()
 }
 
 fn skip_ws(s: &[u8], mut i: usize) -> usize {
@@ -278,6 +355,12 @@ mod tests {
         assert_eq!(text(&j.project_id), "42");
         assert_eq!(text(&j.uid), "12345678901");
 
+        j.parse(br#"{"name":"first","name":"last"}"#).unwrap();
+        let Field::Text(r) = &j.name else {
+            panic!("{:?}", j.name)
+        };
+        assert_eq!(j.text(r), "last", "the last of a repeated key counts");
+
         j.parse(br#"{"projectId":-1,"name":[1]}"#).unwrap();
         assert_eq!(j.project_id, Field::Invalid);
         assert_eq!(j.name, Field::Invalid);
@@ -293,6 +376,23 @@ mod tests {
         assert!(j.parse(b"{\"a\":}").is_err());
         assert!(j.parse(b"{\"a\":1").is_err());
         assert!(j.parse(b"{\"a\":\"\xff\"}").is_err());
+        // Malformed numbers simd-json lets through are refused.
+        for bad in [
+            &b"{\"a\":1\x00}"[..],
+            br#"{"a":12345678901234567890123\4567890}"#,
+            br#"{"a":12345678901234567890123x4567890}"#,
+            br#"{"a":[99999999999999999999-5]}"#,
+            br#"[01]"#,
+            br#"{"a":1.}"#,
+            br#"{"a":1e}"#,
+        ] {
+            assert!(j.parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        for good in [
+            &br#"[0, -0.5e+10, 1E3, 12.50, true, false, null, 123456789012345678901234567890]"#[..],
+        ] {
+            assert_eq!(j.parse(good).unwrap(), Shape::Other);
+        }
         // the reused tape still works after an error
         assert_eq!(members(r#"{"k":true}"#), [("k".into(), "true".into())]);
     }

@@ -261,7 +261,7 @@ impl Ingest {
             Ok(Shape::Object) => Ok(Body::JsonObject),
             Ok(Shape::Other) => Ok(Body::JsonOther(json::trimmed(req.body))),
             Err(e) => Err(Refusal {
-                at: Some(e.index()),
+                at: Some(e.at),
                 ..INVALID_JSON
             }),
         }
