@@ -680,8 +680,14 @@ fn invalid_json_is_refused_with_the_byte_offset() {
         // Malformed numbers that simd-json alone lets through: the envelope
         // copies values verbatim, so they must be refused, not forwarded.
         (Some("application/json"), b"{\"a\":1\x00}"),
-        (Some("application/json"), br#"{"a":12345678901234567890123\4567890}"#),
-        (Some("application/json"), br#"{"a":[99999999999999999999-5]}"#),
+        (
+            Some("application/json"),
+            br#"{"a":12345678901234567890123\4567890}"#,
+        ),
+        (
+            Some("application/json"),
+            br#"{"a":[99999999999999999999-5]}"#,
+        ),
         (Some("application/json"), br#"{"a":01}"#),
         (Some("application/json"), br#"{"a":}"#),
         (Some("application/json"), br#"{"a":1"#),

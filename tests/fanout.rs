@@ -243,7 +243,14 @@ fn ids_unique_over_four_cores_and_400k_events() {
 #[test]
 fn backlog_is_bounded_in_bytes_too() {
     let endpoint = free_endpoint();
-    let server = Server::start(&["--cores", "1", "--backlog-bytes", "64KiB", "--push", &endpoint]);
+    let server = Server::start(&[
+        "--cores",
+        "1",
+        "--backlog-bytes",
+        "64KiB",
+        "--push",
+        &endpoint,
+    ]);
     let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
     let mut accepted = Vec::new();
     let refused = loop {
@@ -252,11 +259,18 @@ fn backlog_is_bounded_in_bytes_too() {
             break r;
         }
         accepted.push(r.assert_accepted("in.gen.crm.lead"));
-        assert!(accepted.len() < 100, "64 KiB cannot hold 100 events of 2 KiB");
+        assert!(
+            accepted.len() < 100,
+            "64 KiB cannot hold 100 events of 2 KiB"
+        );
     };
     refused.assert_error(503, "backlog_full");
     // About 64 KiB of ~2.4 KiB envelopes were kept.
-    assert!((20..=40).contains(&accepted.len()), "{} accepted", accepted.len());
+    assert!(
+        (20..=40).contains(&accepted.len()),
+        "{} accepted",
+        accepted.len()
+    );
 
     let sink = Sink::bind_at(&endpoint);
     let got: Vec<u64> = sink

@@ -1024,6 +1024,12 @@ fn refused_head_has_no_body_either() {
     let text = String::from_utf8(got).unwrap();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
-    assert!(head.contains("Content-Length: "), "HEAD still describes the body: {head}");
-    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "body bytes after a HEAD response: {rest:?}");
+    assert!(
+        head.contains("Content-Length: "),
+        "HEAD still describes the body: {head}"
+    );
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK\r\n"),
+        "body bytes after a HEAD response: {rest:?}"
+    );
 }

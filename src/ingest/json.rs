@@ -388,11 +388,9 @@ mod tests {
         ] {
             assert!(j.parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        for good in [
-            &br#"[0, -0.5e+10, 1E3, 12.50, true, false, null, 123456789012345678901234567890]"#[..],
-        ] {
-            assert_eq!(j.parse(good).unwrap(), Shape::Other);
-        }
+        let good =
+            br#"[0, -0.5e+10, 1E3, 12.50, true, false, null, 123456789012345678901234567890]"#;
+        assert_eq!(j.parse(good).unwrap(), Shape::Other);
         // the reused tape still works after an error
         assert_eq!(members(r#"{"k":true}"#), [("k".into(), "true".into())]);
     }
