@@ -1,9 +1,13 @@
-//! Microbenchmarks on realistic samples (bench/samples/): request-head
-//! parsing, query decoding, and the whole in-process pipeline — request bytes
-//! in the connection buffer → envelope handed to a real ZeroMQ PUSH socket
-//! (drained by a PULL consumer thread) → response bytes out.
+//! The whole in-process pipeline on the realistic samples (bench/samples/,
+//! see bench/samples.rs): request bytes in the connection buffer → head
+//! parse, decode, envelope → handed to a real ZeroMQ PUSH socket (drained
+//! by a PULL consumer thread) → response bytes out. One iteration is one
+//! event (ns/event); throughput is request bytes/s. The per-stage benches
+//! (parse, decode, merge, encode, ids) are in bench/stages.rs.
 //!
 //! `cargo bench --bench pipeline`
+
+mod samples;
 
 use std::sync::Arc;
 
@@ -11,49 +15,8 @@ use clap::Parser;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hookwire::config::{Cli, Settings};
 use hookwire::conn::Conn;
-use hookwire::http::request;
-use hookwire::ingest::form::Params;
 use hookwire::metrics::Metrics;
 use hookwire::shard::Shard;
-
-const AFFISE_GET: &[u8] = include_bytes!("samples/affise_get.http");
-const AMOCRM_FORM: &[u8] = include_bytes!("samples/amocrm_form.http");
-const NESTED_JSON: &[u8] = include_bytes!("samples/webhook_json.http");
-
-fn samples() -> [(&'static str, &'static [u8]); 3] {
-    [
-        ("affise_get", AFFISE_GET),
-        ("amocrm_form_1k", AMOCRM_FORM),
-        ("webhook_json_4k", NESTED_JSON),
-    ]
-}
-
-fn parse_head(c: &mut Criterion) {
-    let mut group = c.benchmark_group("http_parse");
-    for (name, raw) in samples() {
-        group.throughput(Throughput::Bytes(raw.len() as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(name), raw, |b, raw| {
-            b.iter(|| request::parse(raw, 16 * 1024).unwrap().unwrap())
-        });
-    }
-    group.finish();
-}
-
-fn decode_query(c: &mut Criterion) {
-    let head = request::parse(AFFISE_GET, 16 * 1024).unwrap().unwrap();
-    let query = request::at(AFFISE_GET, head.query.as_ref().unwrap());
-    let mut params = Params::default();
-    let mut group = c.benchmark_group("query_decode");
-    group.throughput(Throughput::Bytes(query.len() as u64));
-    group.bench_function("affise_get", |b| {
-        b.iter(|| {
-            params.clear();
-            params.parse(query);
-            params.list.len()
-        })
-    });
-    group.finish();
-}
 
 fn pipeline(c: &mut Criterion) {
     let context = zmq::Context::new();
@@ -72,9 +35,9 @@ fn pipeline(c: &mut Criterion) {
     std::thread::sleep(std::time::Duration::from_millis(200));
 
     let mut group = c.benchmark_group("pipeline");
-    for (name, raw) in samples() {
-        group.throughput(Throughput::Elements(1));
-        group.bench_with_input(BenchmarkId::from_parameter(name), raw, |b, raw| {
+    for s in samples::all() {
+        group.throughput(Throughput::Bytes(s.raw.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(s.name), s.raw, |b, raw| {
             b.iter(|| {
                 conn.feed(raw);
                 conn.process(&mut shard);
@@ -125,5 +88,5 @@ fn record_metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_head, decode_query, pipeline, record_metrics);
+criterion_group!(benches, pipeline, record_metrics);
 criterion_main!(benches);
