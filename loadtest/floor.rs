@@ -1,0 +1,166 @@
+//! The floor: hookwire's accept/read/write loop with nothing else — no
+//! HTTP parsing, no decoding, no envelope, no ZeroMQ. What this design
+//! costs on this machine before hookwire does any work of its own.
+//!
+//! Like hookwire: one glommio executor per core, pinned, 1 MiB of io_uring
+//! buffers, each with its own SO_REUSEPORT listener (glommio's
+//! `TcpListener::bind`), TCP_NODELAY, one read into the connection's buffer,
+//! one write per read. It counts the `\r\n\r\n` that end request heads in
+//! what it read (also across reads) and writes that many fixed 200s, the
+//! size of hookwire's answer to a GET postback — so it handles keep-alive
+//! and pipelining like hookwire, but only for requests without a body.
+//!
+//! `cargo run --release --example floor -- --listen 127.0.0.1:8081 [--cores N]`
+//!
+//! Prints `ready` on stderr once every core listens; stops on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// hookwire's default `--idle-timeout`.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// hookwire's answer to the Affise GET sample, the same size byte for byte.
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nDate: Sat, 28 Nov 2026 12:00:00 GMT\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: application/json\r\nContent-Length: 61\r\n\r\n{\"key\":\"in.gen.affise.conversion\",\"id\":\"7532420803820785665\"}";
+
+fn main() {
+    let mut listen: Option<SocketAddr> = None;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cores = cpus;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => listen = Some(value.parse().expect("--listen IP:PORT")),
+            "--cores" => cores = value.parse().expect("--cores N"),
+            _ => panic!("unknown option {flag}; use --listen IP:PORT [--cores N]"),
+        }
+    }
+    let addr = listen.expect("--listen IP:PORT (a fixed port: every core binds it)");
+    assert!(addr.port() != 0, "--listen needs a fixed port");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).expect("signal handler");
+    }
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for core in 0..cores {
+        let ready = ready_tx.clone();
+        let stop = stop.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
+            .name(&format!("floor-core-{core}"))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let listener = TcpListener::bind(addr).expect("bind");
+                let _ = ready.send(());
+                let accept = glommio::spawn_local(async move {
+                    loop {
+                        if let Ok(stream) = listener.accept().await {
+                            glommio::spawn_local(serve(stream)).detach();
+                        }
+                    }
+                });
+                while !stop.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                accept.cancel().await;
+            })
+            .expect("executor");
+        handles.push(handle);
+    }
+    for _ in 0..cores {
+        ready_rx.recv().expect("a core failed to start");
+    }
+    eprintln!("listen http://{addr} cores={cores}");
+    eprintln!("ready");
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+async fn serve(stream: TcpStream) {
+    // As hookwire: TCP_NODELAY, write timeout, a read timeout (its idle
+    // timeout, a reactor timer) set before every read.
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(IDLE));
+    let mut stream = stream;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out = Vec::with_capacity(4096);
+    let mut tail = [0u8; 3];
+    loop {
+        let _ = stream.set_read_timeout(Some(IDLE));
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let heads = count_heads(&mut tail, &buf[..n]);
+        if heads == 0 {
+            continue;
+        }
+        out.clear();
+        for _ in 0..heads {
+            out.extend_from_slice(RESPONSE);
+        }
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts `\r\n\r\n` in `data`, `tail` holding the last three bytes before it.
+fn count_heads(tail: &mut [u8; 3], data: &[u8]) -> usize {
+    let before = |p: usize, k: usize| {
+        if p >= k {
+            data[p - k]
+        } else {
+            tail[3 - (k - p)]
+        }
+    };
+    let mut n = 0;
+    for p in memchr::memchr_iter(b'\n', data) {
+        if before(p, 1) == b'\r' && before(p, 2) == b'\n' && before(p, 3) == b'\r' {
+            n += 1;
+        }
+    }
+    if data.len() >= 3 {
+        tail.copy_from_slice(&data[data.len() - 3..]);
+    } else {
+        let keep = 3 - data.len();
+        tail.copy_within(3 - keep.., 0);
+        tail[keep..].copy_from_slice(data);
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn response_length_matches() {
+        let r = super::RESPONSE;
+        let split = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(std::str::from_utf8(&r[..split])
+            .unwrap()
+            .contains(&format!("Content-Length: {}\r\n", r.len() - split)));
+    }
+
+    #[test]
+    fn counts_across_reads() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let stream: Vec<u8> = req.repeat(5);
+        for step in 1..stream.len() {
+            let mut tail = [0; 3];
+            let n: usize = stream
+                .chunks(step)
+                .map(|c| super::count_heads(&mut tail, c))
+                .sum();
+            assert_eq!(n, 5, "chunks of {step}");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The load test's consumer: binds a ZeroMQ PULL socket, receives every
+//! envelope hookwire pushes, and checks each one — valid UTF-8 JSON, an
+//! object with a string `key` and a decimal `id` — and that no id arrives
+//! twice. On SIGTERM/SIGINT it keeps receiving until the socket has been
+//! quiet for `--quiet-ms`, then prints one JSON line on stdout:
+//!
+//! ```json
+//! {"received":N,"unique":U,"invalid":I,"duplicates":D,"keys":{"in.gen.…":N},"first_invalid":[…],"seconds":S}
+//! ```
+//!
+//! It also stops by itself after `--idle-exit` seconds without a message
+//! (0: never) and, whatever happens, after `--max-seconds`.
+//!
+//! `cargo run --release --example sink -- --bind tcp://127.0.0.1:5555`
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    key: &'a str,
+    id: &'a str,
+}
+
+struct Args {
+    bind: String,
+    idle_exit: f64,
+    max_seconds: f64,
+    quiet_ms: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        bind: "tcp://127.0.0.1:5555".into(),
+        idle_exit: 0.0,
+        max_seconds: 3600.0,
+        quiet_ms: 300,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bind" => a.bind = value(),
+            "--idle-exit" => a.idle_exit = value().parse().expect("--idle-exit SECONDS"),
+            "--max-seconds" => a.max_seconds = value().parse().expect("--max-seconds SECONDS"),
+            "--quiet-ms" => a.quiet_ms = value().parse().expect("--quiet-ms MS"),
+            _ => panic!(
+                "unknown option {flag}; use --bind EP --idle-exit S --max-seconds S --quiet-ms MS"
+            ),
+        }
+    }
+    a
+}
+
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    invalid: u64,
+    duplicates: u64,
+    ids: HashSet<u64>,
+    keys: HashMap<String, u64>,
+    first_invalid: Vec<String>,
+}
+
+impl Tally {
+    fn check(&mut self, frame: &[u8]) {
+        self.received += 1;
+        let parsed = std::str::from_utf8(frame)
+            .map_err(|e| e.to_string())
+            .and_then(|s| serde_json::from_str::<Envelope>(s).map_err(|e| e.to_string()))
+            .and_then(|e| match e.id.parse::<u64>() {
+                Ok(id) if !e.id.starts_with('0') => Ok((e.key, id)),
+                _ => Err(format!("id {:?} is not a decimal u64", e.id)),
+            });
+        match parsed {
+            Ok((key, id)) => {
+                if !self.ids.insert(id) {
+                    self.duplicates += 1;
+                }
+                match self.keys.get_mut(key) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.keys.insert(key.to_owned(), 1);
+                    }
+                }
+            }
+            Err(why) => {
+                self.invalid += 1;
+                if self.first_invalid.len() < 3 {
+                    let shown = String::from_utf8_lossy(&frame[..frame.len().min(300)]);
+                    self.first_invalid.push(format!("{why}: {shown}"));
+                }
+            }
+        }
+    }
+
+    fn json(&self, seconds: f64) -> String {
+        let keys: serde_json::Map<String, serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|(k, n)| (k.clone(), (*n).into()))
+            .collect();
+        serde_json::json!({
+            "received": self.received,
+            "unique": self.ids.len(),
+            "invalid": self.invalid,
+            "duplicates": self.duplicates,
+            "keys": keys,
+            "first_invalid": self.first_invalid,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+        })
+        .to_string()
+    }
+}
+
+fn main() {
+    let args = args();
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).expect("signal handler");
+    }
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::PULL).expect("PULL socket");
+    socket.set_rcvhwm(0).expect("rcvhwm");
+    socket
+        .bind(&args.bind)
+        .unwrap_or_else(|e| panic!("bind {}: {e}", args.bind));
+    eprintln!("sink bound {}", args.bind);
+
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut tally = Tally::default();
+    tally.ids.reserve(1 << 20);
+    let mut msg = zmq::Message::new();
+    let mut frame: Vec<u8> = Vec::with_capacity(8192);
+    let mut stopping_since: Option<Instant> = None;
+    loop {
+        // Take everything that is ready, then wait up to 50 ms for more.
+        let mut got = false;
+        loop {
+            match socket.recv(&mut msg, zmq::DONTWAIT) {
+                Ok(()) => {
+                    // In key+json mode the envelope is the last frame.
+                    frame.clear();
+                    frame.extend_from_slice(&msg);
+                    while msg.get_more() {
+                        socket.recv(&mut msg, 0).expect("next frame");
+                        frame.clear();
+                        frame.extend_from_slice(&msg);
+                    }
+                    tally.check(&frame);
+                    got = true;
+                }
+                Err(zmq::Error::EAGAIN) => break,
+                Err(zmq::Error::EINTR) => break,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        let now = Instant::now();
+        if got {
+            last = now;
+        }
+        if stop.load(Ordering::Relaxed) && stopping_since.is_none() {
+            stopping_since = Some(now);
+        }
+        let quiet = now - last >= Duration::from_millis(args.quiet_ms);
+        let done = (stopping_since.is_some() && quiet)
+            // A bound even while messages keep coming after the signal.
+            || stopping_since.is_some_and(|t| now - t > Duration::from_secs(10))
+            || (args.idle_exit > 0.0 && (now - last).as_secs_f64() >= args.idle_exit)
+            || started.elapsed().as_secs_f64() >= args.max_seconds;
+        if done {
+            break;
+        }
+        if !got {
+            let _ = socket.poll(zmq::POLLIN, 50);
+        }
+    }
+    println!("{}", tally.json(started.elapsed().as_secs_f64()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn counts_invalid_and_duplicates() {
+        let mut t = Tally::default();
+        t.check(br#"{"key":"in.gen.a.b","data":{"x":[1,{"y":"\u00e9"}]},"id":"7532420803820785665","time":1}"#);
+        t.check(br#"{"key":"in.gen.a.b","id":"7532420803820785666"}"#);
+        t.check(br#"{"key":"in.gen.a.b","id":"7532420803820785665"}"#); // duplicate
+        t.check(br#"{"key":"in.gen.a.b","id":"7532420803820785667""#); // truncated
+        t.check(br#"{"key":"in.gen.a.b","id":"0123"}"#); // not a canonical decimal
+        t.check(br#"{"key":"in.gen.a.b","id":7532420803820785668}"#); // id not a string
+        t.check(b"{\"key\":\"in.gen.a.b\",\"id\":\"1\",\"ua\":\"\xff\"}"); // not UTF-8
+        t.check(br#"{"key":"in.gen.a.b","id":"2"} trailing"#);
+        assert_eq!(t.received, 8);
+        assert_eq!(t.ids.len(), 2);
+        assert_eq!(t.duplicates, 1);
+        assert_eq!(t.invalid, 5);
+        assert_eq!(t.keys["in.gen.a.b"], 3);
+        assert_eq!(t.first_invalid.len(), 3);
+    }
+}
