@@ -26,13 +26,42 @@ fn pipeline(c: &mut Criterion) {
     std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
 
     let cli = Cli::try_parse_from([
-        "hookwire", "--push", &endpoint, "--cores", "1", "--sndhwm", "100000",
+        "hookwire",
+        "--push",
+        &endpoint,
+        "--cores",
+        "1",
+        "--sndhwm",
+        "100000",
+        "--spool-dir",
+        std::env::temp_dir()
+            .join(format!("hookwire-alloc-{}", std::process::id()))
+            .to_str()
+            .unwrap(),
     ])
     .unwrap();
     let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
-    let mut shard = Shard::new(0, settings.clone()).unwrap();
+    let spool = hookwire::spool::SpoolConfig {
+        dir: settings.spool_dir.clone(),
+        route_dirs: vec![hookwire::spool::route_dir("*")],
+        core: 0,
+        cores: 1,
+        durable: false,
+        max_bytes_per_core: settings.spool_max_bytes,
+        sync_interval: settings.sync_interval,
+        replay_window: settings.replay_window,
+    };
+    // Recovery (of an empty spool) runs on a short-lived executor.
+    let spool = glommio::LocalExecutor::default()
+        .run(hookwire::spool::CoreSpool::recover(&spool))
+        .unwrap();
+    let spool = std::rc::Rc::new(std::cell::RefCell::new(spool));
+    let mut shard = Shard::new(0, settings.clone(), spool).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    while shard.fanout.status()[0].connected == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        shard.fanout.tick();
+    }
 
     let mut group = c.benchmark_group("pipeline");
     for s in samples::all() {
@@ -48,7 +77,7 @@ fn pipeline(c: &mut Criterion) {
         });
     }
     group.finish();
-    shard.fanout.flush();
+    shard.fanout.waiting();
 }
 
 /// What the hot path records per request: four TSC reads and two

@@ -220,7 +220,7 @@ pub fn readiness(snaps: &[Option<CoreSnapshot>]) -> (bool, String) {
             .filter(|s| s.routes[r].connected == 0)
             .map(|s| s.core)
             .collect();
-        let waiting: usize = answered.iter().map(|s| s.routes[r].waiting).sum();
+        let waiting: u64 = answered.iter().map(|s| s.routes[r].waiting).sum();
         let ready = missing.is_empty();
         let mut state = format!(
             r#"{{"route":{},"endpoints":{},"ready":{ready},"waiting":{waiting}"#,
@@ -424,7 +424,7 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
         "backlog_events",
         "gauge",
         "Events waiting for ZeroMQ, by route.",
-        &|r| r.waiting as u64,
+        &|r| r.waiting,
     );
     route_metric(
         &mut out,

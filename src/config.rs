@@ -88,12 +88,22 @@ pub struct ServeArgs {
     /// A started request must arrive completely within this [default: 10s]
     #[arg(long, env = "HOOKWIRE_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub request_timeout: Option<String>,
-    /// Events that may wait per core and route while ZeroMQ cannot take them [default: 100000]
-    #[arg(long, env = "HOOKWIRE_BACKLOG", value_name = "EVENTS")]
-    pub backlog: Option<usize>,
-    /// Bytes all backlogs of one core may hold [default: 128MiB]
-    #[arg(long, env = "HOOKWIRE_BACKLOG_BYTES", value_name = "SIZE")]
-    pub backlog_bytes: Option<String>,
+    /// Directory of the on-disk spool (one sub-directory per route and core) [default: ./spool]
+    #[arg(long, env = "HOOKWIRE_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool may hold, for the whole process [default: 1GiB]
+    #[arg(long, env = "HOOKWIRE_SPOOL_MAX_BYTES", value_name = "SIZE")]
+    pub spool_max_bytes: Option<String>,
+    /// When the 200 is sent: `accepted` (in ZeroMQ's queue or written to the
+    /// spool) or `durable` (journaled and fdatasync'ed) [default: accepted]
+    #[arg(long, env = "HOOKWIRE_ACK", value_name = "MODE")]
+    pub ack: Option<String>,
+    /// Durable mode: one fdatasync covers what was appended in this interval [default: 2ms]
+    #[arg(long, env = "HOOKWIRE_SYNC_INTERVAL", value_name = "DURATION")]
+    pub sync_interval: Option<String>,
+    /// Durable mode: journal files are kept this long after delivery, for replay after a crash [default: 10s]
+    #[arg(long, env = "HOOKWIRE_REPLAY_WINDOW", value_name = "DURATION")]
+    pub replay_window: Option<String>,
     /// ZeroMQ send high-water mark per socket [default: 1000]
     #[arg(long, env = "HOOKWIRE_SNDHWM", value_name = "MESSAGES")]
     pub sndhwm: Option<i32>,
@@ -138,9 +148,15 @@ struct FileConfig {
     idle_timeout: Option<String>,
     #[serde(alias = "request_timeout")]
     request_timeout: Option<String>,
-    backlog: Option<usize>,
-    #[serde(alias = "backlog_bytes")]
-    backlog_bytes: Option<Size>,
+    #[serde(alias = "spool_dir")]
+    spool_dir: Option<PathBuf>,
+    #[serde(alias = "spool_max_bytes")]
+    spool_max_bytes: Option<Size>,
+    ack: Option<String>,
+    #[serde(alias = "sync_interval")]
+    sync_interval: Option<String>,
+    #[serde(alias = "replay_window")]
+    replay_window: Option<String>,
     sndhwm: Option<i32>,
     admin: Option<String>,
     #[serde(alias = "drain_timeout")]
@@ -191,8 +207,12 @@ pub struct Settings {
     pub max_header: usize,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
-    pub backlog: usize,
-    pub backlog_bytes: usize,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    /// `--ack durable`.
+    pub durable: bool,
+    pub sync_interval: Duration,
+    pub replay_window: Duration,
     pub sndhwm: i32,
     /// `None`: the admin listener is off.
     pub admin: Option<SocketAddr>,
@@ -343,18 +363,39 @@ impl Settings {
             args.request_timeout.or(file.request_timeout),
             "10s",
         )?;
-        let backlog = args.backlog.or(file.backlog).unwrap_or(100_000);
-        if backlog == 0 {
-            return Err(bad("backlog", "must be at least 1"));
+        let spool_dir = args
+            .spool_dir
+            .or(file.spool_dir)
+            .unwrap_or_else(|| "spool".into());
+        let spool_max_bytes = size(
+            "spool-max-bytes",
+            args.spool_max_bytes
+                .or(file.spool_max_bytes.map(Size::text)),
+            "1GiB",
+        )? as u64;
+        if spool_max_bytes < 4096 {
+            return Err(bad("spool-max-bytes", "must be at least 4KiB"));
         }
-        let backlog_bytes = size(
-            "backlog-bytes",
-            args.backlog_bytes.or(file.backlog_bytes.map(Size::text)),
-            "128MiB",
+        let durable = match args.ack.or(file.ack).as_deref() {
+            None | Some("accepted") => false,
+            Some("durable") => true,
+            Some(other) => {
+                return Err(bad(
+                    "ack",
+                    format!("'{other}' is not one of: accepted, durable"),
+                ))
+            }
+        };
+        let sync_interval = duration(
+            "sync-interval",
+            args.sync_interval.or(file.sync_interval),
+            "2ms",
         )?;
-        if backlog_bytes < 1024 {
-            return Err(bad("backlog-bytes", "must be at least 1KiB"));
-        }
+        let replay_window = duration(
+            "replay-window",
+            args.replay_window.or(file.replay_window),
+            "10s",
+        )?;
         let sndhwm = args.sndhwm.or(file.sndhwm).unwrap_or(1_000);
         if sndhwm < 0 {
             return Err(bad("sndhwm", "must be 0 (no limit) or more"));
@@ -394,8 +435,11 @@ impl Settings {
             max_header,
             idle_timeout,
             request_timeout,
-            backlog,
-            backlog_bytes,
+            spool_dir,
+            spool_max_bytes,
+            durable,
+            sync_interval,
+            replay_window,
             sndhwm,
             admin,
             drain_timeout,
@@ -553,6 +597,8 @@ mod tests {
             (&["--idle-timeout", "0s"], "--idle-timeout"),
             (&["--admin", "nowhere"], "--admin"),
             (&["--drain-timeout", "x"], "--drain-timeout"),
+            (&["--ack", "maybe"], "--ack"),
+            (&["--spool-max-bytes", "12"], "--spool-max-bytes"),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.starts_with(option), "{args:?}: {err}");

@@ -23,6 +23,7 @@ use crate::http::{chunked, Error};
 use crate::ingest::{Refusal, Request};
 use crate::server::CoreState;
 use crate::shard::Shard;
+use crate::spool::{Flushed, Tickets};
 
 /// Starting (and resting) size of a connection's read buffer.
 const INITIAL: usize = 16 * 1024;
@@ -48,6 +49,9 @@ pub struct Conn {
     end: usize,
     /// Responses waiting to be written, in request order.
     pub out: Vec<u8>,
+    /// 200s in `out` that may only be written once their spool ticket is
+    /// stored: (start, end, ticket, persist).
+    pub waits: Vec<(usize, usize, u64, Persist)>,
     /// Bytes the request at `start` needs in all, when known.
     want: usize,
     /// The head of the request at `start`, while its body is arriving.
@@ -68,6 +72,7 @@ impl Conn {
             start: 0,
             end: 0,
             out: Vec::with_capacity(4096),
+            waits: Vec::new(),
             want: 0,
             head: None,
             chunks: chunked::Progress::default(),
@@ -192,7 +197,10 @@ impl Conn {
                 body: &pending[body],
                 peer: self.peer,
             };
-            shard.handle(&req, persist, &mut self.out);
+            let at = self.out.len();
+            if let Some(ticket) = shard.handle(&req, persist, &mut self.out) {
+                self.waits.push((at, self.out.len(), ticket, persist));
+            }
             completed += 1;
             self.start += total;
             self.want = 0;
@@ -202,6 +210,39 @@ impl Conn {
                 return Step::Done { completed };
             }
         }
+    }
+
+    /// After the spool decided every ticket in `waits`: a 200 whose event
+    /// could not be written becomes a 503, so no sender is told "stored"
+    /// for an event that is not.
+    pub fn settle(&mut self, shard: &mut Shard, tickets: &Tickets) {
+        if self
+            .waits
+            .iter()
+            .all(|w| tickets.state(w.2) == Flushed::Stored)
+        {
+            self.waits.clear();
+            return;
+        }
+        let old = std::mem::take(&mut self.out);
+        let mut at = 0;
+        for &(start, end, ticket, persist) in &self.waits {
+            if tickets.state(ticket) == Flushed::Stored {
+                continue;
+            }
+            self.out.extend_from_slice(&old[at..start]);
+            let refusal = crate::shard::SPOOL_ERROR;
+            shard.refuse(
+                &refusal,
+                crate::shard::retry_after(&refusal),
+                persist,
+                true,
+                &mut self.out,
+            );
+            at = end;
+        }
+        self.out.extend_from_slice(&old[at..]);
+        self.waits.clear();
     }
 
     /// Tells a client that waits for `100 Continue` to send its body.
@@ -249,6 +290,7 @@ pub async fn serve(
     };
     let mut stream = stream;
     let mut conn = Conn::new(peer.ip(), &settings);
+    let tickets = shard.borrow().fanout.spool.borrow().tickets.clone();
     // When the first byte of the request now at the head of the buffer
     // was read: starts its timeout and its latency measurement.
     let mut first_byte: Option<Instant> = None;
@@ -286,6 +328,10 @@ pub async fn serve(
             shard.metrics.counters.bytes_in += n as u64;
             conn.process(&mut shard)
         };
+        if let Some(last) = conn.waits.iter().map(|w| w.2).max() {
+            tickets.wait(last).await;
+            conn.settle(&mut shard.borrow_mut(), &tickets);
+        }
         if !conn.out.is_empty() {
             if stream.write_all(&conn.out).await.is_err() {
                 return;

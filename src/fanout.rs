@@ -1,20 +1,21 @@
 //! Per-core ZeroMQ fan-out: one PUSH socket per route, non-blocking sends,
-//! and a bounded in-order backlog per route for what ZeroMQ cannot take.
+//! and the route's on-disk spool ([`crate::spool`]) for what ZeroMQ cannot take.
 //!
 //! Sockets use `ZMQ_IMMEDIATE`, so a send with no connected consumer fails
-//! at once instead of queueing inside libzmq for a peer that may never
-//! come: the event then waits in hookwire's own backlog (where a later
-//! on-disk spool can take it). While a route has a backlog, new events for it
-//! queue behind, so order per core and route is kept. Nothing is dropped:
-//! when a backlog is full the sender is refused before any route is given
-//! the event.
+//! at once instead of queueing inside libzmq (in memory only) for a peer
+//! that may never come: the event goes to the spool instead. While a route
+//! has spooled events, new events for it go behind them, so order per core
+//! and route is kept. Nothing is dropped: when the spool is full the sender
+//! is refused before any route is given the event.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use smallvec::SmallVec;
 use wildmatch::WildMatch;
 
 use crate::config::{Frames, RouteSpec, Settings};
+use crate::spool::{self, CoreSpool};
 
 /// The routes an event goes to: indices, inline for up to four matches.
 pub type RouteSet = SmallVec<[u16; 4]>;
@@ -24,21 +25,13 @@ pub type RouteSet = SmallVec<[u16; 4]>;
 pub enum Refused {
     /// No route's glob matches the key.
     NoRoute,
-    /// A matching route's backlog is full.
-    BacklogFull,
-}
-
-/// An event waiting for its route's socket: `key` then envelope.
-#[derive(Debug)]
-struct Pending {
-    bytes: Box<[u8]>,
-    key_len: usize,
+    /// The spool is full.
+    SpoolFull,
 }
 
 struct Route {
     pattern: WildMatch,
     socket: zmq::Socket,
-    backlog: VecDeque<Pending>,
     /// Receives the socket's connect/disconnect events.
     monitor: zmq::Socket,
     connected: usize,
@@ -53,11 +46,11 @@ pub struct RouteStatus {
     pub endpoints: Vec<String>,
     /// Consumers connected to this core's socket.
     pub connected: usize,
-    /// Events waiting in this core's backlog.
-    pub waiting: usize,
+    /// Bytes waiting in this core's spool.
+    pub waiting: u64,
     /// Events handed to ZeroMQ.
     pub delivered: u64,
-    /// Backlog depth, sampled every tick of the retry task.
+    /// Spool depth in bytes, sampled every tick of the retry task.
     pub depth: hdrhistogram::Histogram<u64>,
 }
 
@@ -68,10 +61,7 @@ pub struct Fanout {
     specs: Vec<RouteSpec>,
     _context: zmq::Context,
     frames: Frames,
-    backlog_max: usize,
-    /// Bytes held in all of this core's backlogs, and their limit.
-    backlog_bytes: usize,
-    backlog_bytes_max: usize,
+    pub spool: Rc<RefCell<CoreSpool>>,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -85,7 +75,11 @@ impl std::fmt::Debug for Fanout {
 
 impl Fanout {
     /// Creates the core's context and connects one PUSH socket per route.
-    pub fn new(core: usize, settings: &Settings) -> Result<Self, zmq::Error> {
+    pub fn new(
+        core: usize,
+        settings: &Settings,
+        spool: Rc<RefCell<CoreSpool>>,
+    ) -> Result<Self, zmq::Error> {
         let context = zmq::Context::new();
         let routes = settings
             .routes
@@ -98,76 +92,76 @@ impl Fanout {
             specs: settings.routes.clone(),
             _context: context,
             frames: settings.frames,
-            backlog_max: settings.backlog,
-            backlog_bytes: 0,
-            backlog_bytes_max: settings.backlog_bytes,
+            spool,
         })
     }
 
-    /// The routes an event with `key` goes to, if every one of them can
-    /// take it now (directly or in its backlog).
+    /// The routes an event with `key` goes to, if it can be taken now.
     pub fn admit(&mut self, key: &str) -> Result<RouteSet, Refused> {
-        let mut set = RouteSet::new();
-        for (i, route) in self.routes.iter_mut().enumerate() {
-            if route.pattern.matches(key) {
-                if !route.backlog.is_empty()
-                    && (route.backlog.len() >= self.backlog_max
-                        || self.backlog_bytes >= self.backlog_bytes_max)
-                {
-                    self.backlog_bytes -= flush_route(route, self.frames);
-                    if route.backlog.len() >= self.backlog_max
-                        || self.backlog_bytes >= self.backlog_bytes_max
-                    {
-                        return Err(Refused::BacklogFull);
-                    }
-                }
-                set.push(i as u16);
-            }
-        }
-        if self.backlog_bytes >= self.backlog_bytes_max {
-            // Another route's backlog holds the memory: an event that would
-            // have to wait here too could not be kept.
-            return Err(Refused::BacklogFull);
-        }
+        let set: RouteSet = (0..self.routes.len() as u16)
+            .filter(|&i| self.routes[usize::from(i)].pattern.matches(key))
+            .collect();
         if set.is_empty() {
             return Err(Refused::NoRoute);
+        }
+        if self.spool.borrow().full() {
+            return Err(Refused::SpoolFull);
         }
         Ok(set)
     }
 
     /// Hands an admitted event to each of its routes, never blocking.
-    pub fn send(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) {
+    /// Returns the spool ticket the 200 must wait for, if the event (or, in
+    /// durable mode, its journal record) went to the spool.
+    pub fn send(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) -> Option<u64> {
+        let mut spool = self.spool.borrow_mut();
+        let durable = spool.durable;
+        let mut ticket = None;
         for &i in set {
-            let route = &mut self.routes[usize::from(i)];
-            if !route.backlog.is_empty() {
-                self.backlog_bytes -= flush_route(route, self.frames);
-            }
-            if route.backlog.is_empty() && try_send(&route.socket, self.frames, key, envelope) {
+            let i = usize::from(i);
+            let route = &mut self.routes[i];
+            let log = &mut spool.routes[i];
+            let queued = log.active();
+            if durable {
+                log.append(key, envelope);
+                ticket = Some(());
+                if !queued && try_send(&route.socket, self.frames, key, envelope) {
+                    log.delivered_through_tail();
+                    route.delivered += 1;
+                }
+            } else if queued || !try_send(&route.socket, self.frames, key, envelope) {
+                log.append(key, envelope);
+                ticket = Some(());
+            } else {
                 route.delivered += 1;
-                continue;
             }
-            let mut bytes = Vec::with_capacity(key.len() + envelope.len());
-            bytes.extend_from_slice(key);
-            bytes.extend_from_slice(envelope);
-            self.backlog_bytes += bytes.len();
-            route.backlog.push_back(Pending {
-                bytes: bytes.into_boxed_slice(),
-                key_len: key.len(),
+        }
+        ticket.map(|()| spool.tickets.take())
+    }
+
+    /// Hands spooled records to ZeroMQ, oldest first, while it takes them;
+    /// returns the disk reads needed to go on.
+    pub fn deliver_spooled(&mut self) -> Vec<spool::Next> {
+        let mut spool = self.spool.borrow_mut();
+        let (durable, window) = (spool.durable, spool.replay_window);
+        let mut reads = Vec::new();
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            let frames = self.frames;
+            let next = spool::deliver(&mut spool.routes[i], i, durable, window, |key, envelope| {
+                let sent = try_send(&route.socket, frames, key, envelope);
+                route.delivered += u64::from(sent);
+                sent
             });
+            if let spool::Next::Read(..) = next {
+                reads.push(next);
+            }
         }
+        reads
     }
 
-    /// Retries every backlog in order; returns the number still waiting.
-    pub fn flush(&mut self) -> usize {
-        for route in &mut self.routes {
-            self.backlog_bytes -= flush_route(route, self.frames);
-        }
-        self.waiting()
-    }
-
-    /// Events waiting in backlogs (counted once per route).
-    pub fn waiting(&self) -> usize {
-        self.routes.iter().map(|r| r.backlog.len()).sum()
+    /// Bytes waiting in this core's spool.
+    pub fn waiting(&self) -> u64 {
+        self.spool.borrow().stored()
     }
 
     /// Reads connect/disconnect events and samples backlog depths; called
@@ -187,7 +181,10 @@ impl Fanout {
                     _ => {}
                 }
             }
-            route.depth.saturating_record(route.backlog.len() as u64);
+        }
+        let spool = self.spool.borrow();
+        for (route, log) in self.routes.iter_mut().zip(&spool.routes) {
+            route.depth.saturating_record(log.stored());
         }
     }
 
@@ -195,11 +192,12 @@ impl Fanout {
         self.routes
             .iter()
             .zip(&self.specs)
-            .map(|(r, spec)| RouteStatus {
+            .enumerate()
+            .map(|(i, (r, spec))| RouteStatus {
                 pattern: spec.pattern.clone(),
                 endpoints: spec.endpoints.clone(),
                 connected: r.connected,
-                waiting: r.backlog.len(),
+                waiting: self.spool.borrow().routes[i].stored(),
                 delivered: r.delivered,
                 depth: r.depth.clone(),
             })
@@ -240,28 +238,11 @@ fn connect(
     Ok(Route {
         pattern: WildMatch::new(&spec.pattern),
         socket,
-        backlog: VecDeque::new(),
         monitor,
         connected: 0,
         delivered: 0,
         depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
     })
-}
-
-/// Sends what the route's backlog holds, in order, until ZeroMQ stops
-/// taking it; returns the bytes that left the backlog.
-fn flush_route(route: &mut Route, frames: Frames) -> usize {
-    let mut freed = 0;
-    while let Some(p) = route.backlog.front() {
-        let (key, envelope) = p.bytes.split_at(p.key_len);
-        if !try_send(&route.socket, frames, key, envelope) {
-            break;
-        }
-        route.delivered += 1;
-        freed += p.bytes.len();
-        route.backlog.pop_front();
-    }
-    freed
 }
 
 /// One non-blocking send; false when ZeroMQ cannot take the event now.

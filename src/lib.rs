@@ -55,4 +55,5 @@ pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod shard;
+pub mod spool;
 pub mod tap;

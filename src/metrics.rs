@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use crate::http::Status;
 
 /// Every refusal code hookwire answers with, for per-code counters.
-pub const REFUSAL_CODES: [&str; 20] = [
+pub const REFUSAL_CODES: [&str; 21] = [
     "malformed_request",
     "unsupported_http_version",
     "headers_too_large",
@@ -29,7 +29,8 @@ pub const REFUSAL_CODES: [&str; 20] = [
     "invalid_json",
     "unsupported_content_type",
     "unsupported_content_encoding",
-    "backlog_full",
+    "spool_full",
+    "spool_error",
 ];
 /// `no_route` is counted with the others; it is the last slot.
 const NO_ROUTE_SLOT: usize = REFUSAL_CODES.len();

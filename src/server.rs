@@ -22,6 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::admin::{Ask, CoreSnapshot};
 use crate::config::Settings;
 use crate::shard::Shard;
+use crate::spool::{self, CoreSpool, SpoolConfig, Tickets};
 
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -79,8 +80,8 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
         cores.push(ask_tx);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
             .name(&format!("hookwire-core-{core}"))
-            // The server does no DMA file I/O: keep the io_uring buffer small.
-            .io_memory(1 << 20)
+            // DMA buffers for the spool's writes and reads.
+            .io_memory(4 << 20)
             .spawn(move || async move {
                 match run_core(core, fd, settings, &ready, ask_rx, drain).await {
                     Ok(last) => last,
@@ -170,7 +171,42 @@ async fn run_core(
     // SAFETY: `fd` is a bound, listening socket whose ownership was given
     // up by `into_raw_fd` for this core alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let shard = Rc::new(RefCell::new(Shard::new(core, settings.clone())?));
+    let spool_config = SpoolConfig {
+        dir: settings.spool_dir.clone(),
+        route_dirs: settings
+            .routes
+            .iter()
+            .map(|r| spool::route_dir(&r.pattern))
+            .collect(),
+        core,
+        cores: settings.cores,
+        durable: settings.durable,
+        max_bytes_per_core: settings.spool_max_bytes / settings.cores as u64,
+        sync_interval: settings.sync_interval,
+        replay_window: settings.replay_window,
+    };
+    let spool = Rc::new(RefCell::new(
+        CoreSpool::recover(&spool_config)
+            .await
+            .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?,
+    ));
+    let recovered = spool.borrow().stored();
+    if recovered > 0 {
+        eprintln!("core {core}: spool: {recovered} bytes of events from an earlier run are delivered first");
+    }
+    let tickets = spool.borrow().tickets.clone();
+    glommio::spawn_local(flusher(
+        spool.clone(),
+        tickets,
+        settings.durable,
+        settings.sync_interval,
+    ))
+    .detach();
+    let shard = Rc::new(RefCell::new(Shard::new(
+        core,
+        settings.clone(),
+        spool.clone(),
+    )?));
     let state = Rc::new(CoreState::default());
     let accept = glommio::spawn_local(accept_loop(
         core,
@@ -185,7 +221,6 @@ async fn run_core(
     let started = Instant::now();
     let control = |shard: &Rc<RefCell<Shard>>, state: &CoreState, accepting: bool| {
         let mut shard = shard.borrow_mut();
-        shard.fanout.flush();
         shard.fanout.tick();
         while let Ok(Ask::Snapshot(reply)) = asks.try_recv() {
             let _ = reply.send(CoreSnapshot::of(&shard, state.open(), accepting, started));
@@ -193,16 +228,19 @@ async fn run_core(
         shard.fanout.waiting()
     };
     loop {
+        let read = deliver(&shard, &spool).await;
         let waiting = control(&shard, &state, true);
         if drain.load(Ordering::Relaxed) {
             break;
         }
-        let pause = if waiting > 0 {
-            Duration::from_millis(1)
-        } else {
-            TICK
-        };
-        glommio::timer::sleep(pause).await;
+        if !read {
+            let pause = if waiting > 0 {
+                Duration::from_millis(1)
+            } else {
+                TICK
+            };
+            glommio::timer::sleep(pause).await;
+        }
     }
 
     // Drain: stop accepting, finish in-flight requests, close idle
@@ -224,14 +262,23 @@ async fn run_core(
         state.shut_reads(true);
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    while control(&shard, &state, false) > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
+    while Instant::now() < deadline {
+        spool::flush(&spool).await;
+        let read = deliver(&shard, &spool).await;
+        if control(&shard, &state, false) == 0 {
+            break;
+        }
+        if !read {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
     }
+    spool::flush(&spool).await;
     let shard = shard.borrow();
     let waiting = shard.fanout.waiting();
     if waiting > 0 {
         eprintln!(
-            "core {core}: drain timeout: {waiting} accepted event(s) could not be handed to ZeroMQ (no consumer took them) and are lost"
+            "core {core}: {waiting} bytes of accepted events stay in the spool ({}) for the next start",
+            settings.spool_dir.display()
         );
     }
     // Closing the sockets may wait for ZeroMQ to send what it queued, but
@@ -241,6 +288,47 @@ async fn run_core(
         .fanout
         .set_linger(left.as_millis().min(i32::MAX as u128) as i32);
     Ok(CoreSnapshot::of(&shard, state.open(), false, started))
+}
+
+/// Writes spooled events as they are appended (in durable mode, at most
+/// once per sync interval: one fdatasync covers every event since the last).
+async fn flusher(
+    spool: Rc<RefCell<CoreSpool>>,
+    tickets: Rc<Tickets>,
+    durable: bool,
+    interval: Duration,
+) {
+    let mut last = Instant::now();
+    loop {
+        tickets.appended().await;
+        if durable {
+            let since = last.elapsed();
+            if since < interval {
+                glommio::timer::sleep(interval - since).await;
+            }
+        }
+        spool::flush(&spool).await;
+        last = Instant::now();
+    }
+}
+
+/// Hands spooled events to ZeroMQ and reads more from disk where needed;
+/// true if it read anything (so there may be more to hand over at once).
+async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>) -> bool {
+    let reads = shard.borrow_mut().fanout.deliver_spooled();
+    let mut read = false;
+    for next in reads {
+        if let spool::Next::Read(route, file, offset, len) = next {
+            match spool::read(file, offset, len).await {
+                Ok(bytes) => {
+                    spool::store_chunk(&mut spool.borrow_mut().routes[route], offset, bytes);
+                    read = true;
+                }
+                Err(e) => eprintln!("spool: read failed: {e}"),
+            }
+        }
+    }
+    read
 }
 
 async fn accept_loop(

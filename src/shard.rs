@@ -1,6 +1,8 @@
 //! One core's state and the request handler: everything a request touches
 //! after it has been read, owned by one executor and reused across requests.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::Settings;
@@ -13,6 +15,7 @@ use crate::id::{self, IdGen};
 use crate::ingest::route::{self, Path};
 use crate::ingest::{self, Ingest, Refusal, Request};
 use crate::metrics::Metrics;
+use crate::spool::CoreSpool;
 
 const NO_ROUTE: Refusal = Refusal {
     status: Status::ServiceUnavailable,
@@ -20,10 +23,16 @@ const NO_ROUTE: Refusal = Refusal {
     message: "no route matches this event's key; add --push or a --route whose glob matches it",
     at: None,
 };
-const BACKLOG_FULL: Refusal = Refusal {
+pub const SPOOL_FULL: Refusal = Refusal {
     status: Status::ServiceUnavailable,
-    code: "backlog_full",
-    message: "the event could not be stored: consumers are not taking events and the backlog is full; retry later",
+    code: "spool_full",
+    message: "the event could not be stored: consumers are not taking events and the spool is full (--spool-max-bytes); retry later",
+    at: None,
+};
+pub const SPOOL_ERROR: Refusal = Refusal {
+    status: Status::ServiceUnavailable,
+    code: "spool_error",
+    message: "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later",
     at: None,
 };
 const METHOD_NOT_ALLOWED: Refusal = Refusal {
@@ -32,6 +41,15 @@ const METHOD_NOT_ALLOWED: Refusal = Refusal {
     message: "use GET or POST for events (HEAD and OPTIONS are answered too)",
     at: None,
 };
+
+/// 503s tell the sender when to retry.
+pub fn retry_after(refusal: &Refusal) -> &'static [u8] {
+    if refusal.status == Status::ServiceUnavailable {
+        b"Retry-After: 1\r\n"
+    } else {
+        b""
+    }
+}
 
 const PROBE_BODY: &[u8] = b"{\"status\":\"ok\",\"service\":\"hookwire\"}";
 const ALLOW: &[u8] = b"Allow: GET, POST, HEAD, OPTIONS\r\n";
@@ -59,7 +77,11 @@ impl std::fmt::Debug for Shard {
 }
 
 impl Shard {
-    pub fn new(core: usize, settings: Arc<Settings>) -> Result<Self, zmq::Error> {
+    pub fn new(
+        core: usize,
+        settings: Arc<Settings>,
+        spool: Rc<RefCell<CoreSpool>>,
+    ) -> Result<Self, zmq::Error> {
         Ok(Self {
             core,
             ids: IdGen::new(id::worker_id(settings.node_id, core)),
@@ -69,7 +91,7 @@ impl Shard {
             envelope: Vec::with_capacity(4096),
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),
-            fanout: Fanout::new(core, &settings)?,
+            fanout: Fanout::new(core, &settings, spool)?,
             metrics: Metrics::default(),
             clock: quanta::Clock::new(),
             settings,
@@ -86,33 +108,53 @@ impl Shard {
     }
 
     /// Answers one complete request, appending the response to `out`.
-    pub fn handle(&mut self, req: &Request<'_>, persist: Persist, out: &mut Vec<u8>) {
+    /// Returns the spool ticket its 200 depends on, if any: the response
+    /// may only be written once the ticket is stored.
+    pub fn handle(
+        &mut self,
+        req: &Request<'_>,
+        persist: Persist,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
         let now = id::now_ms();
         self.date.update(now);
         let method = req.head.method();
         let target = match method {
-            Method::Options => return self.preflight(req, persist, out),
-            Method::Other => return self.refuse(&METHOD_NOT_ALLOWED, ALLOW, persist, true, out),
+            Method::Options => {
+                self.preflight(req, persist, out);
+                return None;
+            }
+            Method::Other => {
+                self.refuse(&METHOD_NOT_ALLOWED, ALLOW, persist, true, out);
+                return None;
+            }
             _ => route::parse(req.buf, &req.head.path),
         };
         let target = match target {
             Err(refusal) => {
-                return self.refuse(&refusal, b"", persist, method != Method::Head, out)
+                self.refuse(&refusal, b"", persist, method != Method::Head, out);
+                return None;
             }
             Ok(Path::Root) if method == Method::Post => {
-                return self.refuse(&ingest::MISSING_SERVICE, b"", persist, true, out)
+                self.refuse(&ingest::MISSING_SERVICE, b"", persist, true, out);
+                return None;
             }
-            Ok(_) if method == Method::Head => return self.probe(persist, false, out),
-            Ok(Path::Root) => return self.probe(persist, true, out),
+            Ok(_) if method == Method::Head => {
+                self.probe(persist, false, out);
+                return None;
+            }
+            Ok(Path::Root) => {
+                self.probe(persist, true, out);
+                return None;
+            }
             Ok(Path::Event(target)) => target,
         };
-        if let Err(refusal) = self.accept(req, target, now, out, persist) {
-            let extra: &[u8] = if refusal.code == BACKLOG_FULL.code {
-                b"Retry-After: 1\r\n"
-            } else {
-                b""
-            };
-            self.refuse(&refusal, extra, persist, true, out);
+        match self.accept(req, target, now, out, persist) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                self.refuse(&refusal, retry_after(&refusal), persist, true, out);
+                None
+            }
         }
     }
 
@@ -124,7 +166,7 @@ impl Shard {
         now: u64,
         out: &mut Vec<u8>,
         persist: Persist,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<u64>, Refusal> {
         let decode = self.clock.raw();
         let fields = self.ingest.prepare(req, target);
         let decoded = self.clock.raw();
@@ -150,7 +192,7 @@ impl Shard {
         let key = std::str::from_utf8(&self.key).expect("key is ASCII");
         let routes = self.fanout.admit(key).map_err(|r| match r {
             Refused::NoRoute => NO_ROUTE,
-            Refused::BacklogFull => BACKLOG_FULL,
+            Refused::SpoolFull => SPOOL_FULL,
         })?;
 
         let uid = match uid_len {
@@ -173,7 +215,7 @@ impl Shard {
             ingest.write_data(o, req, &fields)
         });
         let handoff = self.clock.raw();
-        self.fanout.send(&routes, &self.key, &self.envelope);
+        let ticket = self.fanout.send(&routes, &self.key, &self.envelope);
         self.metrics
             .handoff
             .record_raw(&self.clock, handoff, self.clock.raw());
@@ -183,7 +225,7 @@ impl Shard {
         response::accepted_body(&mut self.body, &self.key, id);
         self.metrics.counters.response(Status::Ok);
         response::write(out, &self.date, Status::Ok, persist, b"", &self.body, true);
-        Ok(())
+        Ok(ticket)
     }
 
     /// Writes a JSON error response (without its body for a HEAD request).

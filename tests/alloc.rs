@@ -88,11 +88,37 @@ fn steady_state_hot_path_does_not_allocate() {
     // A send queue deep enough that ZeroMQ takes every event directly: the
     // backlog path (which copies the event) is not the steady state.
     let cli = Cli::try_parse_from([
-        "hookwire", "--push", &endpoint, "--cores", "1", "--sndhwm", "100000",
+        "hookwire",
+        "--push",
+        &endpoint,
+        "--cores",
+        "1",
+        "--sndhwm",
+        "100000",
+        "--spool-dir",
+        std::env::temp_dir()
+            .join(format!("hookwire-alloc-{}", std::process::id()))
+            .to_str()
+            .unwrap(),
     ])
     .unwrap();
     let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
-    let mut shard = Shard::new(0, settings.clone()).unwrap();
+    let spool = hookwire::spool::SpoolConfig {
+        dir: settings.spool_dir.clone(),
+        route_dirs: vec![hookwire::spool::route_dir("*")],
+        core: 0,
+        cores: 1,
+        durable: false,
+        max_bytes_per_core: settings.spool_max_bytes,
+        sync_interval: settings.sync_interval,
+        replay_window: settings.replay_window,
+    };
+    // Recovery (of an empty spool) runs on a short-lived executor.
+    let spool = glommio::LocalExecutor::default()
+        .run(hookwire::spool::CoreSpool::recover(&spool))
+        .unwrap();
+    let spool = std::rc::Rc::new(std::cell::RefCell::new(spool));
+    let mut shard = Shard::new(0, settings.clone(), spool).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
     let post = json_post();
 
@@ -120,16 +146,24 @@ fn steady_state_hot_path_does_not_allocate() {
         conn.out.clear();
     };
 
-    // Warm-up: buffers grow to their working size, the PUSH socket connects.
-    for i in 0..WARMUP {
+    // The PUSH socket connects first (an event sent before would wait in the
+    // spool, and so would every later one, behind it).
+    let start = std::time::Instant::now();
+    while shard.fanout.status()[0].connected == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the consumer never connected"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        shard.fanout.tick();
+    }
+    // Warm-up: buffers grow to their working size.
+    for _ in 0..WARMUP {
         one(&mut conn, &mut shard, GET);
         one(&mut conn, &mut shard, &post);
-        if i == 0 {
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
     assert_eq!(
-        shard.fanout.flush(),
+        shard.fanout.waiting(),
         0,
         "the consumer is connected after warm-up"
     );

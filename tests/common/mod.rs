@@ -17,6 +17,18 @@ pub struct Server {
     pub admin: Option<SocketAddr>,
     /// Everything it printed to stderr up to `ready`.
     pub banner: Vec<String>,
+    /// The spool directory this test server owns (removed on drop).
+    pub spool_dir: Option<std::path::PathBuf>,
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("hookwire-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 impl Server {
@@ -33,6 +45,11 @@ impl Server {
         }
         if !args.contains(&"--admin") {
             cmd.args(["--admin", "127.0.0.1:0"]);
+        }
+        // Every test server gets its own spool, so none adopts another's.
+        let spool_dir = (!args.contains(&"--spool-dir")).then(|| temp_dir("spool"));
+        if let Some(dir) = &spool_dir {
+            cmd.arg("--spool-dir").arg(dir);
         }
         cmd.args(args);
         for (k, v) in env {
@@ -60,13 +77,19 @@ impl Server {
             }
         }
         let addr = addr.unwrap_or_else(|| panic!("hookwire did not start: {banner:?}"));
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stderr so the child never blocks on a full pipe;
+        // what it says shows with a failing test's output.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("[hookwire] {line}");
+            }
+        });
         Server {
             child,
             addr,
             admin,
             banner,
+            spool_dir,
         }
     }
 
@@ -113,6 +136,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.spool_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

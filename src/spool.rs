@@ -1,0 +1,817 @@
+//! The on-disk spool: one FIFO log per core and route, for events ZeroMQ
+//! cannot take (and, in `--ack durable`, a journal of every event).
+//!
+//! Records are `[len u32 LE][crc32c u32 LE][payload]`, the CRC covering the
+//! length bytes and the payload; the payload is `[key_len u16 LE][key][envelope]`.
+//! Files (`seg-<seq>.log`) rotate at [`SEGMENT_BYTES`]; a zero length marks the
+//! end of the data in a file (DMA writes pad the last block with zeros).
+//!
+//! The request path only appends to a route's in-memory `pending` bytes and
+//! takes a *ticket*; the core's flusher task writes every route's pending
+//! bytes with O_DIRECT (aligned; the last partial block is kept in memory and
+//! rewritten by the next flush), `fdatasync`s in durable mode, and completes
+//! the ticket. A connection whose responses depend on a ticket waits for it
+//! before writing them; if the write failed, those responses become 503s.
+//! The core's retry task reads records back (only what is written) and hands
+//! them to ZeroMQ oldest first, deleting a file once it is delivered (in
+//! durable mode, once it is also older than the replay window).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use glommio::io::{DmaFile, ReadResult};
+
+/// Segment files rotate past this size.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+const HEADER: usize = 8;
+/// Bytes read from a segment at a time.
+const READ_CHUNK: usize = 256 << 10;
+
+/// One spool file.
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    /// Logical offset of the file's first byte in the route's log.
+    start: u64,
+    /// Bytes of valid data on disk.
+    written: u64,
+    file: Option<Rc<DmaFile>>,
+    /// No more appends (rotated, or adopted from an earlier run).
+    sealed: bool,
+    /// The written bytes of the file's last partial block, rewritten with
+    /// the next append (O_DIRECT writes whole blocks).
+    tail: Vec<u8>,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.start + self.written
+    }
+}
+
+/// One route's log on one core.
+#[derive(Debug)]
+pub struct RouteSpool {
+    dir: PathBuf,
+    next_seq: u64,
+    segments: VecDeque<Segment>,
+    /// Logical offset of the first record not yet handed to ZeroMQ.
+    head: u64,
+    /// Appended, not yet written: belongs at the end of the last segment.
+    pending: Vec<u8>,
+    /// A chunk read from disk: (logical offset, bytes).
+    chunk: Option<(u64, ReadResult)>,
+    /// A write of this route is in flight.
+    writing: bool,
+    /// Delivered segments kept for the replay window (durable mode).
+    retired: VecDeque<(PathBuf, Instant)>,
+}
+
+impl RouteSpool {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            next_seq: 0,
+            segments: VecDeque::new(),
+            head: 0,
+            pending: Vec::new(),
+            chunk: None,
+            writing: false,
+            retired: VecDeque::new(),
+        }
+    }
+
+    fn written_end(&self) -> u64 {
+        self.segments.back().map_or(self.head, Segment::end)
+    }
+
+    /// Logical end of everything appended.
+    pub fn tail(&self) -> u64 {
+        self.written_end() + self.pending.len() as u64
+    }
+
+    /// Records wait here: new events must queue behind them.
+    pub fn active(&self) -> bool {
+        self.head < self.tail()
+    }
+
+    /// Bytes held for delivery.
+    pub fn stored(&self) -> u64 {
+        self.tail() - self.head
+    }
+
+    /// Appends one record to `pending`.
+    pub fn append(&mut self, key: &[u8], envelope: &[u8]) {
+        if self.segments.back().is_none_or(|s| s.sealed) {
+            self.open_segment();
+        }
+        let payload_len = 2 + key.len() + envelope.len();
+        let start = self.pending.len();
+        self.pending
+            .extend_from_slice(&(payload_len as u32).to_le_bytes());
+        self.pending.extend_from_slice(&[0; 4]);
+        self.pending
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.pending.extend_from_slice(key);
+        self.pending.extend_from_slice(envelope);
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&self.pending[start..start + 4]),
+            &self.pending[start + HEADER..],
+        );
+        self.pending[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Marks everything appended so far as delivered (durable mode: the
+    /// event just journaled went straight to ZeroMQ).
+    pub fn delivered_through_tail(&mut self) {
+        self.head = self.tail();
+    }
+
+    fn open_segment(&mut self) {
+        let start = self.written_end();
+        let path = self.dir.join(format!("seg-{:016}.log", self.next_seq));
+        self.next_seq += 1;
+        self.segments.push_back(Segment {
+            path,
+            start,
+            written: 0,
+            file: None,
+            sealed: false,
+            tail: Vec::new(),
+        });
+    }
+
+    /// The next complete record at `head` in the chunk read from disk:
+    /// `Ok(Some((key, envelope, len)))`, `Ok(None)` when more must be read,
+    /// `Err(skip)` for a damaged record (`skip`: bytes to jump, or 0 to drop
+    /// the rest of the file).
+    fn record_at_head(&self) -> Parsed<'_> {
+        let Some((at, bytes)) = &self.chunk else {
+            return Ok(None);
+        };
+        let Some(off) = self.head.checked_sub(*at).map(|o| o as usize) else {
+            return Ok(None);
+        };
+        parse_record(&bytes[off.min(bytes.len())..])
+    }
+}
+
+/// A parsed record (key, envelope, bytes on disk), `None` when more bytes
+/// are needed, or the bytes to skip past a damaged record (0: the rest).
+type Parsed<'a> = Result<Option<(&'a [u8], &'a [u8], u64)>, u64>;
+
+/// Parses one record at the start of `b`: see [`RouteSpool::record_at_head`].
+fn parse_record(b: &[u8]) -> Parsed<'_> {
+    if b.len() < HEADER {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
+    if len == 0 {
+        return Err(0); // zero padding: the end of this file's data
+    }
+    if !(2..=(1 << 30)).contains(&len) {
+        return Err(0);
+    }
+    if b.len() < HEADER + len {
+        return Ok(None);
+    }
+    let crc = u32::from_le_bytes(b[4..8].try_into().unwrap());
+    let payload = &b[HEADER..HEADER + len];
+    if crc32c::crc32c_append(crc32c::crc32c(&b[0..4]), payload) != crc {
+        return Err((HEADER + len) as u64);
+    }
+    let key_len = u16::from_le_bytes([payload[0], payload[1]]) as usize;
+    if 2 + key_len > len {
+        return Err((HEADER + len) as u64);
+    }
+    Ok(Some((
+        &payload[2..2 + key_len],
+        &payload[2 + key_len..],
+        (HEADER + len) as u64,
+    )))
+}
+
+/// The outcome of a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    Pending,
+    Stored,
+    Failed,
+}
+
+/// Per core: flush tickets, their waiters, and the flusher's wake-up.
+#[derive(Debug)]
+pub struct Tickets {
+    /// The ticket the next flush completes.
+    next: Cell<u64>,
+    /// Every ticket up to here is decided.
+    done: Cell<u64>,
+    /// Decided tickets that failed, as inclusive ranges (recent ones).
+    failed: RefCell<VecDeque<(u64, u64)>>,
+    waiters: RefCell<Vec<Waker>>,
+    kicked: Cell<bool>,
+    flusher: RefCell<Option<Waker>>,
+}
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Self {
+            next: Cell::new(1),
+            done: Cell::new(0),
+            failed: RefCell::new(VecDeque::new()),
+            waiters: RefCell::new(Vec::new()),
+            kicked: Cell::new(false),
+            flusher: RefCell::new(None),
+        }
+    }
+}
+
+impl Tickets {
+    /// The ticket of what is appended now; wakes the flusher.
+    pub fn take(&self) -> u64 {
+        self.kicked.set(true);
+        if let Some(w) = self.flusher.borrow_mut().take() {
+            w.wake();
+        }
+        self.next.get()
+    }
+
+    pub fn state(&self, ticket: u64) -> Flushed {
+        if ticket > self.done.get() {
+            Flushed::Pending
+        } else if self
+            .failed
+            .borrow()
+            .iter()
+            .any(|&(a, b)| (a..=b).contains(&ticket))
+        {
+            Flushed::Failed
+        } else {
+            Flushed::Stored
+        }
+    }
+
+    /// Decides every ticket up to `upto`: stored, or failed from `from` on.
+    fn decide(&self, upto: u64, failed_from: Option<u64>) {
+        if let Some(from) = failed_from {
+            let mut failed = self.failed.borrow_mut();
+            failed.push_back((from, upto));
+            if failed.len() > 1024 {
+                failed.pop_front();
+            }
+        }
+        self.done.set(upto);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Waits until `ticket` is decided.
+    pub async fn wait(&self, ticket: u64) -> Flushed {
+        std::future::poll_fn(|cx| match self.state(ticket) {
+            Flushed::Pending => {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+            done => std::task::Poll::Ready(done),
+        })
+        .await
+    }
+
+    /// Waits until something is appended (or returns at once if it was).
+    pub async fn appended(&self) {
+        std::future::poll_fn(|cx| {
+            if self.kicked.replace(false) {
+                std::task::Poll::Ready(())
+            } else {
+                *self.flusher.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A write job: one route's pending bytes, aligned.
+struct Job {
+    route: usize,
+    path: PathBuf,
+    file: Option<Rc<DmaFile>>,
+    create: Option<PathBuf>,
+    block_start: u64,
+    data: Vec<u8>,
+    new_written: u64,
+    seal_after: bool,
+}
+
+/// The spools of one core, one per route (index = route index).
+#[derive(Debug)]
+pub struct CoreSpool {
+    pub routes: Vec<RouteSpool>,
+    pub tickets: Rc<Tickets>,
+    pub durable: bool,
+    pub max_bytes: u64,
+    pub sync_interval: Duration,
+    pub replay_window: Duration,
+    alignment: u64,
+}
+
+/// Spool settings for one core.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub route_dirs: Vec<String>,
+    pub core: usize,
+    pub cores: usize,
+    pub durable: bool,
+    pub max_bytes_per_core: u64,
+    pub sync_interval: Duration,
+    pub replay_window: Duration,
+}
+
+/// A directory name for a route: its glob made filesystem-safe, plus a
+/// hash so distinct globs never share a directory.
+pub fn route_dir(pattern: &str) -> String {
+    let safe: String = pattern
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{safe}-{:08x}", crc32c::crc32c(pattern.as_bytes()))
+}
+
+impl CoreSpool {
+    /// Finds the segments this core owns (its own directory and those of
+    /// cores `k` with `k % cores == core` from runs with more cores) and
+    /// queues them for delivery before anything new.
+    pub async fn recover(cfg: &SpoolConfig) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        probe_device(&cfg.dir, cfg.core).await?;
+        let mut routes = Vec::new();
+        for name in &cfg.route_dirs {
+            let base = cfg.dir.join(name);
+            let own = base.join(format!("core-{}", cfg.core));
+            std::fs::create_dir_all(&own)?;
+            let mut spool = RouteSpool::new(own.clone());
+            let mut dirs: Vec<(usize, PathBuf)> = std::fs::read_dir(&base)?
+                .flatten()
+                .filter_map(|e| {
+                    let k: usize = e
+                        .file_name()
+                        .to_str()?
+                        .strip_prefix("core-")?
+                        .parse()
+                        .ok()?;
+                    (k % cfg.cores == cfg.core).then(|| (k, e.path()))
+                })
+                .collect();
+            dirs.sort();
+            let mut offset = 0u64;
+            for (_, dir) in dirs {
+                let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)?
+                    .flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name();
+                        let seq = n
+                            .to_str()?
+                            .strip_prefix("seg-")?
+                            .strip_suffix(".log")?
+                            .parse()
+                            .ok()?;
+                        Some((seq, e.path()))
+                    })
+                    .collect();
+                files.sort();
+                for (seq, path) in files {
+                    if dir == own {
+                        spool.next_seq = spool.next_seq.max(seq + 1);
+                    }
+                    let size = std::fs::metadata(&path)?.len();
+                    if size == 0 {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    let file = Rc::new(DmaFile::open(&path).await?);
+                    spool.segments.push_back(Segment {
+                        path,
+                        start: offset,
+                        written: size,
+                        file: Some(file),
+                        sealed: true,
+                        tail: Vec::new(),
+                    });
+                    offset += size;
+                }
+            }
+            spool.head = spool.segments.front().map_or(0, |s| s.start);
+            routes.push(spool);
+        }
+        let alignment = 4096;
+        Ok(Self {
+            routes,
+            tickets: Rc::new(Tickets::default()),
+            durable: cfg.durable,
+            max_bytes: cfg.max_bytes_per_core,
+            sync_interval: cfg.sync_interval,
+            replay_window: cfg.replay_window,
+            alignment,
+        })
+    }
+
+    /// Bytes held for delivery on this core.
+    pub fn stored(&self) -> u64 {
+        self.routes.iter().map(RouteSpool::stored).sum()
+    }
+
+    pub fn full(&self) -> bool {
+        self.stored() >= self.max_bytes
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.routes.iter().any(|r| !r.pending.is_empty())
+    }
+
+    fn take_jobs(&mut self) -> Vec<Job> {
+        let align = self.alignment;
+        let mut jobs = Vec::new();
+        for (i, r) in self.routes.iter_mut().enumerate() {
+            if r.pending.is_empty() || r.writing {
+                continue;
+            }
+            if r.segments.back().is_none_or(|s| s.sealed) {
+                // The last file was sealed (rotated) while these bytes were
+                // appended: they start the next file.
+                r.open_segment();
+            }
+            let seg = r.segments.back_mut().expect("just ensured");
+            let block_start = seg.written / align * align;
+            let mut data = std::mem::take(&mut seg.tail);
+            debug_assert_eq!(data.len() as u64, seg.written - block_start);
+            data.extend_from_slice(&r.pending);
+            let new_written = seg.written + r.pending.len() as u64;
+            r.pending.clear();
+            let create = seg.file.is_none().then(|| seg.path.clone());
+            jobs.push(Job {
+                route: i,
+                path: seg.path.clone(),
+                file: seg.file.clone(),
+                create,
+                block_start,
+                data,
+                new_written,
+                seal_after: new_written >= SEGMENT_BYTES,
+            });
+            r.writing = true;
+        }
+        jobs
+    }
+}
+
+/// Writes every route's pending bytes, syncs in durable mode, decides the
+/// ticket. Returns false when nothing was pending.
+pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
+    let (jobs, ticket, durable, tickets) = {
+        let mut c = core.borrow_mut();
+        if !c.has_pending() {
+            return false;
+        }
+        let ticket = c.tickets.next.get();
+        c.tickets.next.set(ticket + 1);
+        (c.take_jobs(), ticket, c.durable, c.tickets.clone())
+    };
+    let mut ok = true;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome = write_job(&job, durable).await;
+        ok &= outcome.is_ok();
+        if let Err(e) = &outcome {
+            eprintln!(
+                "spool: cannot write {}: {e}",
+                job.create
+                    .as_deref()
+                    .map_or("segment".into(), |p| p.display().to_string())
+            );
+        }
+        results.push((job, outcome));
+    }
+    {
+        let mut c = core.borrow_mut();
+        for (job, outcome) in results {
+            let r = &mut c.routes[job.route];
+            r.writing = false;
+            let Some(seg) = r.segments.iter_mut().rev().find(|s| s.path == job.path) else {
+                continue;
+            };
+            match outcome {
+                Ok(file) => {
+                    seg.file = Some(file);
+                    let keep_from = (job.new_written / 4096 * 4096 - job.block_start) as usize;
+                    seg.written = job.new_written;
+                    seg.tail = job.data[keep_from..].to_vec();
+                    if job.seal_after {
+                        seg.sealed = true;
+                        seg.tail = Vec::new();
+                    }
+                }
+                Err(_) => {
+                    // Not stored: drop what was taken, and what was appended
+                    // since (its tickets fail below too).
+                    r.pending.clear();
+                    seg.tail = job.data[..(seg.written - job.block_start) as usize].to_vec();
+                    r.head = r.head.min(seg.end());
+                }
+            }
+        }
+        if !ok {
+            // What was appended since the jobs were taken is dropped too:
+            // every ticket up to now fails (its senders get 503).
+            for r in &mut c.routes {
+                r.pending.clear();
+                r.head = r.head.min(r.written_end());
+            }
+            let upto = c.tickets.next.get();
+            c.tickets.next.set(upto + 1);
+            tickets.decide(upto, Some(ticket));
+            return true;
+        }
+    }
+    tickets.decide(ticket, None);
+    true
+}
+
+async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
+    let file = match (&job.file, &job.create) {
+        (Some(f), _) => f.clone(),
+        (None, Some(path)) => Rc::new(
+            glommio::io::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .dma_open(path)
+                .await
+                .map_err(std::io::Error::from)?,
+        ),
+        (None, None) => unreachable!("a job has a file or a path"),
+    };
+    let len = file.align_up(job.data.len() as u64) as usize;
+    let mut buf = file.alloc_dma_buffer(len);
+    let bytes = buf.as_bytes_mut();
+    bytes[..job.data.len()].copy_from_slice(&job.data);
+    bytes[job.data.len()..].fill(0);
+    let n = file
+        .write_at(buf, job.block_start)
+        .await
+        .map_err(std::io::Error::from)?;
+    if n < job.data.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "short write",
+        ));
+    }
+    if durable {
+        file.fdatasync().await.map_err(std::io::Error::from)?;
+    }
+    Ok(file)
+}
+
+/// What the retry task should do for a route after trying its records.
+pub enum Next {
+    /// Nothing waits, or ZeroMQ is not taking more now.
+    Idle,
+    /// Read this much from this file at this (file) offset.
+    Read(usize, Rc<DmaFile>, u64, usize),
+}
+
+/// Hands records at the head of `route` to `send` until it refuses or the
+/// chunk in memory runs out. Deletes delivered files.
+pub fn deliver(
+    spool: &mut RouteSpool,
+    route: usize,
+    durable: bool,
+    window: Duration,
+    mut send: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Next {
+    let now = Instant::now();
+    while let Some((path, at)) = spool.retired.front() {
+        if now.duration_since(*at) < window {
+            break;
+        }
+        let _ = std::fs::remove_file(path);
+        spool.retired.pop_front();
+    }
+    loop {
+        // Drop delivered files (and finished adopted/sealed ones).
+        while let Some(seg) = spool.segments.front() {
+            // The active file is dropped when drained only in accepted mode
+            // (a journal keeps appending to it until it rotates).
+            let drained_active = !durable && spool.pending.is_empty() && !spool.writing;
+            if spool.head < seg.end() || !(seg.sealed || drained_active) {
+                break;
+            }
+            let seg = spool.segments.pop_front().expect("front");
+            if spool.segments.is_empty() {
+                spool.head = seg.end();
+            }
+            if durable {
+                spool.retired.push_back((seg.path, now));
+            } else {
+                let _ = std::fs::remove_file(&seg.path);
+            }
+            spool.chunk = None;
+        }
+        let Some(seg) = spool.segments.front() else {
+            return Next::Idle;
+        };
+        if spool.head < seg.start {
+            spool.head = seg.start;
+        }
+        if spool.head >= seg.end() {
+            return Next::Idle; // waiting for the flusher
+        }
+        match spool.record_at_head() {
+            Ok(Some((key, envelope, len))) => {
+                if !send(key, envelope) {
+                    return Next::Idle;
+                }
+                spool.head += len;
+            }
+            Ok(None) => {
+                let Some(file) = seg.file.clone() else {
+                    return Next::Idle;
+                };
+                let chunk_end = spool
+                    .chunk
+                    .as_ref()
+                    .map_or(0, |(at, b)| at + b.len() as u64);
+                let covers = spool
+                    .chunk
+                    .as_ref()
+                    .is_some_and(|(at, _)| *at <= spool.head);
+                if covers && chunk_end >= seg.end() {
+                    // The file ends inside this record: a torn last write.
+                    let at = spool.head - seg.start;
+                    eprintln!(
+                        "spool: {}: truncated record at offset {at}; skipped",
+                        seg.path.display()
+                    );
+                    spool.head = seg.end();
+                    continue;
+                }
+                let off = spool.head - seg.start;
+                let want = READ_CHUNK.max(needed(&spool.chunk, spool.head));
+                let len = want.min((seg.written - off) as usize);
+                return Next::Read(route, file, off, len);
+            }
+            Err(_) if !seg.sealed => {
+                // The file still being appended to was written by this run:
+                // a record that does not parse means the chunk in memory is
+                // stale. Read again.
+                spool.chunk = None;
+                return Next::Idle;
+            }
+            Err(skip) => {
+                let at = spool.head - seg.start;
+                let path = seg.path.display().to_string();
+                let end = seg.end();
+                if skip == 0 {
+                    if at + HEADER as u64 <= seg.written && !is_zero_len(&spool.chunk, spool.head) {
+                        eprintln!("spool: {path}: damaged or truncated record at offset {at}; skipping the rest of the file");
+                    }
+                    spool.head = end;
+                } else {
+                    eprintln!("spool: {path}: record at offset {at} fails its CRC; skipped");
+                    spool.head += skip;
+                }
+            }
+        }
+    }
+}
+
+fn is_zero_len(chunk: &Option<(u64, ReadResult)>, head: u64) -> bool {
+    chunk.as_ref().is_some_and(|(at, b)| {
+        let off = (head - at) as usize;
+        b.len() >= off + 4 && b[off..off + 4] == [0; 4]
+    })
+}
+
+/// Bytes needed to hold the whole record at `head`, if its header is known.
+fn needed(chunk: &Option<(u64, ReadResult)>, head: u64) -> usize {
+    chunk
+        .as_ref()
+        .and_then(|(at, b)| {
+            let off = head.checked_sub(*at)? as usize;
+            let h = b.get(off..off + 4)?;
+            Some(HEADER + u32::from_le_bytes(h.try_into().ok()?) as usize)
+        })
+        .unwrap_or(0)
+}
+
+/// Reads a chunk for a route that asked for one.
+pub async fn read(file: Rc<DmaFile>, offset: u64, len: usize) -> std::io::Result<ReadResult> {
+    file.read_at(offset, len)
+        .await
+        .map_err(std::io::Error::from)
+}
+
+/// Stores a chunk read at `file_offset` of the route's first segment.
+pub fn store_chunk(spool: &mut RouteSpool, file_offset: u64, bytes: ReadResult) {
+    if let Some(seg) = spool.segments.front() {
+        spool.chunk = Some((seg.start + file_offset, bytes));
+    }
+}
+
+/// glommio decides once per block device whether it supports polled
+/// (IOPOLL) I/O, by reading from the first DMA file opened on it; reading
+/// a new, empty file succeeds without reaching the device, so the answer
+/// would be a wrong "yes" and every later read would fail with ENOTSUP.
+/// Opening a file that holds data first gets the right answer cached.
+async fn probe_device(dir: &Path, core: usize) -> std::io::Result<()> {
+    let probe = dir.join(format!(".probe-core-{core}"));
+    std::fs::write(&probe, [0u8; 4096])?;
+    let opened = DmaFile::open(&probe).await;
+    let _ = std::fs::remove_file(&probe);
+    opened
+        .map_err(std::io::Error::from)?
+        .close()
+        .await
+        .map_err(std::io::Error::from)
+}
+
+/// Whether `dir` can hold the spool: created if missing, and writable.
+pub fn check_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".hookwire-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")?;
+    std::fs::remove_file(probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_detect_damage() {
+        let mut r = RouteSpool::new(PathBuf::from("/nonexistent"));
+        r.append(b"in.gen.a.b", b"{\"x\":1}");
+        r.append(b"k", b"{}");
+        let bytes = r.pending.clone();
+        let (key, env, len) = parse_record(&bytes).unwrap().unwrap();
+        assert_eq!((key, env), (&b"in.gen.a.b"[..], &b"{\"x\":1}"[..]));
+        let (key, env, _) = parse_record(&bytes[len as usize..]).unwrap().unwrap();
+        assert_eq!((key, env), (&b"k"[..], &b"{}"[..]));
+        assert_eq!(
+            parse_record(&bytes[..len as usize - 1]),
+            Ok(None),
+            "truncated: need more"
+        );
+
+        let mut flipped = bytes.clone();
+        flipped[12] ^= 0x40;
+        assert_eq!(
+            parse_record(&flipped),
+            Err(len),
+            "a flipped payload byte fails the CRC"
+        );
+        let mut bad_len = bytes.clone();
+        bad_len[0] ^= 0x01;
+        assert!(
+            parse_record(&bad_len).is_err(),
+            "a flipped length byte fails too"
+        );
+        assert_eq!(parse_record(&[0u8; 16]), Err(0), "zeros end the data");
+    }
+
+    #[test]
+    fn tickets_decide_in_order() {
+        let t = Tickets::default();
+        assert_eq!(t.take(), 1);
+        assert_eq!(t.state(1), Flushed::Pending);
+        t.decide(1, None);
+        assert_eq!(t.state(1), Flushed::Stored);
+        t.decide(3, Some(2));
+        assert_eq!(t.state(2), Flushed::Failed);
+        assert_eq!(t.state(3), Flushed::Failed);
+        assert_eq!(t.state(1), Flushed::Stored);
+        t.decide(4, None);
+        assert_eq!(t.state(4), Flushed::Stored);
+        assert_eq!(t.state(5), Flushed::Pending);
+    }
+
+    #[test]
+    fn route_dirs_are_safe_and_distinct() {
+        assert!(route_dir("in.gen.calltrack.*").starts_with("in.gen.calltrack._-"));
+        assert_ne!(route_dir("a*"), route_dir("a?"));
+        assert!(!route_dir("../x").contains('/'));
+    }
+}
