@@ -65,8 +65,9 @@ pub struct RouteSpool {
     pending: Vec<u8>,
     /// A chunk read from disk: (logical offset, bytes).
     chunk: Option<(u64, ReadResult)>,
-    /// A write of this route is in flight.
+    /// A write of this route is in flight, of this many appended bytes.
     writing: bool,
+    in_flight: u64,
     /// Delivered segments kept for the replay window (durable mode).
     retired: VecDeque<(PathBuf, Instant)>,
 }
@@ -81,6 +82,7 @@ impl RouteSpool {
             pending: Vec::new(),
             chunk: None,
             writing: false,
+            in_flight: 0,
             retired: VecDeque::new(),
         }
     }
@@ -89,9 +91,9 @@ impl RouteSpool {
         self.segments.back().map_or(self.head, Segment::end)
     }
 
-    /// Logical end of everything appended.
+    /// Logical end of everything appended (written, being written, pending).
     pub fn tail(&self) -> u64 {
-        self.written_end() + self.pending.len() as u64
+        self.written_end() + self.in_flight + self.pending.len() as u64
     }
 
     /// Records wait here: new events must queue behind them.
@@ -459,6 +461,7 @@ impl CoreSpool {
             debug_assert_eq!(data.len() as u64, seg.written - block_start);
             data.extend_from_slice(&r.pending);
             let new_written = seg.written + r.pending.len() as u64;
+            r.in_flight = r.pending.len() as u64;
             r.pending.clear();
             let create = seg.file.is_none().then(|| seg.path.clone());
             jobs.push(Job {
@@ -509,6 +512,7 @@ pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
         for (job, outcome) in results {
             let r = &mut c.routes[job.route];
             r.writing = false;
+            r.in_flight = 0;
             let Some(seg) = r.segments.iter_mut().rev().find(|s| s.path == job.path) else {
                 continue;
             };

@@ -1,0 +1,329 @@
+//! The on-disk spool under faults: kill -9 in durable mode, damaged files,
+//! adoption across a change of --cores, drain into the spool, a spool that
+//! cannot be used. Real binary, real files, real ZeroMQ consumers.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+fn free_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://{}", l.local_addr().unwrap())
+}
+
+fn id_of(raw: &[u8]) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(raw).expect("envelope is JSON");
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// The spool directory of route `*` for `core`, as hookwire names it.
+fn route_dir(spool: &Path, core: usize) -> std::path::PathBuf {
+    let name = format!("_-{:08x}", crc32c::crc32c(b"*"));
+    spool.join(name).join(format!("core-{core}"))
+}
+
+/// One spool record, as hookwire writes it.
+fn record(key: &[u8], envelope: &[u8]) -> Vec<u8> {
+    let mut payload = (key.len() as u16).to_le_bytes().to_vec();
+    payload.extend_from_slice(key);
+    payload.extend_from_slice(envelope);
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &payload);
+    let mut out = len.to_vec();
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn envelope(id: u64) -> Vec<u8> {
+    format!(
+        r#"{{"key":"in.gen.s.n","channel":"http","service":"s","name":"n","projectId":0,"uid":"{id}","td":{{}},"data":{{}},"id":"{id}","time":{}}}"#,
+        id >> 22
+    )
+    .into_bytes()
+}
+
+/// Collects every id a consumer bound at `endpoint` receives, until stopped.
+fn collector(endpoint: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let sink = Sink::bind_at(&endpoint);
+        let mut ids = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(mut frames) = sink.recv_frames(Duration::from_millis(100)) {
+                ids.push(id_of(&frames.pop().unwrap()));
+            }
+        }
+        ids
+    })
+}
+
+fn spool_server(spool: &Path, endpoint: &str, extra: &[&str]) -> Server {
+    let dir = spool.to_str().unwrap();
+    let mut args = vec!["--push", endpoint, "--spool-dir", dir];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+#[test]
+fn kill_9_in_durable_mode_loses_nothing_that_got_a_200() {
+    let spool = temp_dir("durable");
+    let endpoint = free_endpoint();
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = collector(endpoint.clone(), stop.clone());
+    let mut server = spool_server(&spool, &endpoint, &["--ack", "durable"]);
+    let addr: SocketAddr = server.addr;
+
+    // Load from four connections until the process dies.
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = TcpStream::connect(addr) else {
+                    return;
+                };
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut writer = conn.try_clone().unwrap();
+                let mut reader = ResponseReader::new(conn);
+                let batch = b"GET /s/n?x=1 HTTP/1.1\r\nHost: t\r\n\r\n".repeat(8);
+                loop {
+                    if writer.write_all(&batch).is_err() {
+                        return;
+                    }
+                    for _ in 0..8 {
+                        match reader.next() {
+                            Some(r) => answered
+                                .lock()
+                                .unwrap()
+                                .push(r.assert_accepted("in.gen.s.n")),
+                            None => return,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    server.child.kill().unwrap(); // SIGKILL: no drain, no flush
+    server.child.wait().unwrap();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let answered: Vec<u64> = answered.lock().unwrap().clone();
+    assert!(answered.len() > 500, "the load ran: {}", answered.len());
+
+    // Restart on the same spool: the journal is replayed.
+    let server = spool_server(&spool, &endpoint, &["--ack", "durable"]);
+    let want: HashSet<u64> = answered.iter().copied().collect();
+    eventually(Duration::from_secs(20), "the replay to finish", || {
+        admin_stats(&server).1["merged"]["routes"][0]["waiting"] == 0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let got: Vec<u64> = consumer.join().unwrap();
+    let got_set: HashSet<u64> = got.iter().copied().collect();
+    let missing: Vec<&u64> = want.difference(&got_set).collect();
+    let duplicates = got.len() - got.iter().copied().collect::<HashSet<_>>().len();
+    eprintln!(
+        "durable kill -9: {} answered 200, {} distinct delivered, {} duplicates (replayed window), {} missing",
+        want.len(),
+        got_set.len(),
+        duplicates,
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} ids that got a 200 never arrived",
+        missing.len()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+fn admin_stats(server: &Server) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(server.admin.unwrap()).unwrap();
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    std::io::Read::read_to_string(&mut s, &mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[test]
+fn damaged_spool_files_deliver_the_good_records_and_report_the_bad() {
+    let spool = temp_dir("damaged");
+    let dir = route_dir(&spool, 0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = 7_000_000_000u64 << 22;
+
+    // File 1: three good records, then a truncated fourth.
+    let mut one = Vec::new();
+    for i in 0..3 {
+        one.extend(record(b"in.gen.s.n", &envelope(base + i)));
+    }
+    let fourth = record(b"in.gen.s.n", &envelope(base + 3));
+    one.extend_from_slice(&fourth[..fourth.len() / 2]);
+    std::fs::write(dir.join("seg-0000000000000000.log"), &one).unwrap();
+
+    // File 2: three records, the middle one with a flipped payload byte.
+    let mut two = Vec::new();
+    let mut bad_at = 0;
+    for i in 10..13 {
+        let mut r = record(b"in.gen.s.n", &envelope(base + i));
+        if i == 11 {
+            bad_at = two.len();
+            let last = r.len() - 3;
+            r[last] ^= 0x20;
+        }
+        two.extend(r);
+    }
+    std::fs::write(dir.join("seg-0000000000000001.log"), &two).unwrap();
+
+    let sink = Sink::bind();
+    let server = spool_server(&spool, &sink.endpoint, &["--cores", "1"]);
+    let got: Vec<u64> = sink
+        .recv_raw(5, Duration::from_secs(10))
+        .iter()
+        .map(|e| id_of(e))
+        .collect();
+    assert_eq!(
+        got,
+        [base, base + 1, base + 2, base + 10, base + 12],
+        "good records, in order"
+    );
+    sink.assert_quiet(Duration::from_millis(300));
+    // New events follow the replayed ones.
+    let id = server.get("/s/n").assert_accepted("in.gen.s.n");
+    assert_eq!(id_of(&sink.recv_raw(1, Duration::from_secs(10))[0]), id);
+
+    drop(server);
+    // The warnings name the file and offset (the harness echoes stderr, so
+    // run again to capture it directly).
+    std::fs::write(dir.join("seg-0000000000000000.log"), &one).unwrap();
+    std::fs::write(dir.join("seg-0000000000000001.log"), &two).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--cores",
+            "1",
+            "--push",
+            &sink.endpoint,
+        ])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = out.id();
+    let _ = sink.recv_raw(5, Duration::from_secs(10));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let out = out.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("seg-0000000000000000.log: truncated record at offset")
+            || stderr.contains("seg-0000000000000000.log: damaged or truncated record at offset"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "seg-0000000000000001.log: record at offset {bad_at} fails its CRC"
+        )),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[test]
+fn fewer_cores_adopt_the_spool_of_the_missing_ones() {
+    let spool = temp_dir("adopt");
+    let base = 7_100_000_000u64 << 22;
+    for core in 0..3 {
+        let dir = route_dir(&spool, core);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut f = Vec::new();
+        for i in 0..2 {
+            f.extend(record(
+                b"in.gen.s.n",
+                &envelope(base + core as u64 * 10 + i),
+            ));
+        }
+        std::fs::write(dir.join("seg-0000000000000000.log"), f).unwrap();
+    }
+    let sink = Sink::bind();
+    let _server = spool_server(&spool, &sink.endpoint, &["--cores", "1"]);
+    let mut got: Vec<u64> = sink
+        .recv_raw(6, Duration::from_secs(10))
+        .iter()
+        .map(|e| id_of(e))
+        .collect();
+    got.sort();
+    let want: Vec<u64> = (0..3)
+        .flat_map(|c| [base + c * 10, base + c * 10 + 1])
+        .collect();
+    assert_eq!(
+        got, want,
+        "core 0 of a 1-core run adopted core-1 and core-2"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[test]
+fn a_drain_without_consumers_keeps_events_for_the_next_start() {
+    let spool = temp_dir("keep");
+    let endpoint = free_endpoint();
+    let mut server = spool_server(&spool, &endpoint, &["--drain-timeout", "1s"]);
+    let ids: Vec<u64> = (0..50)
+        .map(|i| {
+            server
+                .get(&format!("/s/n?i={i}"))
+                .assert_accepted("in.gen.s.n")
+        })
+        .collect();
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert!(server.child.wait().unwrap().success());
+    drop(server);
+
+    let sink = Sink::bind_at(&endpoint);
+    let _server = spool_server(&spool, &endpoint, &[]);
+    let got: HashSet<u64> = sink
+        .recv_raw(50, Duration::from_secs(10))
+        .iter()
+        .map(|e| id_of(e))
+        .collect();
+    assert_eq!(got, ids.into_iter().collect::<HashSet<_>>());
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[test]
+fn an_unusable_spool_dir_is_refused_at_start() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--spool-dir",
+            "/dev/null/spool",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--spool-dir /dev/null/spool"), "{stderr}");
+}
