@@ -25,7 +25,9 @@
 #
 # Knobs (environment): LT_REQUESTS (requests per run), LT_ROUNDS
 # (interleaved rounds, at least 3), LT_CORES (hookwire cores = nginx workers
-# = floor executors; default: every CPU), LT_TIMEOUT (seconds per oha run).
+# = floor executors; default: every CPU), LT_TIMEOUT (seconds per oha run),
+# LT_HOOKWIRE_ARGS (more hookwire options, e.g. "--ack durable"), LT_KEEP=1
+# (keep the temp dir with the raw oha/stats/sink files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
@@ -61,6 +63,8 @@ fi
 echo "building release…" >&2
 cargo build --release --quiet --bin hookwire --example sink --example floor
 bin=target/release/hookwire
+has_spool=0
+"$bin" --help 2>/dev/null | grep -q -- --spool-dir && has_spool=1
 sink=target/release/examples/sink
 floor=target/release/examples/floor
 
@@ -173,9 +177,13 @@ run_hookwire() { # id scenario conns round
     "$sink" --bind "tcp://127.0.0.1:$zmq_port" --max-seconds 900 \
         >"$work/$id.sink.json" 2>"$work/$id.sink.err" &
     sink_pid=$!; pids+=("$sink_pid")
+    local spool=()
+    # The on-disk spool (when this hookwire has one) lives in the temp dir.
+    [ "$has_spool" = 1 ] && spool=(--spool-dir "$work/$id.spool")
+    # shellcheck disable=SC2086
     "$bin" --listen "127.0.0.1:$http_port" --admin "127.0.0.1:$admin_port" \
         --push "tcp://127.0.0.1:$zmq_port" --cores "$cores" --drain-timeout 20s \
-        2>"$work/$id.hw.err" &
+        "${spool[@]}" ${LT_HOOKWIRE_ARGS:-} 2>"$work/$id.hw.err" &
     hw_pid=$!; pids+=("$hw_pid")
     wait_line "$work/$id.hw.err" ready 30
     for _ in $(seq 100); do
@@ -189,6 +197,7 @@ run_hookwire() { # id scenario conns round
     # Drain: every accepted event handed to ZeroMQ, then the sink stops once quiet.
     kill -TERM "$hw_pid"; reap "$hw_pid" 30
     kill -TERM "$sink_pid"; reap "$sink_pid" 20
+    rm -rf "$work/$id.spool"
     manifest "$id hookwire $scenario $conns $round"
 }
 
@@ -244,10 +253,12 @@ EOF
 }
 
 # --- phase 1: hookwire scenarios ---------------------------------------------
+git_dirty=$(git status --porcelain -- src Cargo.toml 2>/dev/null | grep -q . && echo " (+ uncommitted changes in src/ or Cargo.toml)" || true)
 {
     echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(uname -sr)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "mode: $mode; $requests requests per run; $rounds interleaved rounds; hookwire --cores $cores, nginx worker_processes $cores, floor $cores executors"
+    echo "mode: $mode; $requests requests per run; $rounds interleaved rounds; hookwire --cores $cores${LT_HOOKWIRE_ARGS:+ $LT_HOOKWIRE_ARGS}, nginx worker_processes $cores, floor $cores executors"
+    echo "hookwire: $(git log -1 --format='%h %s' 2>/dev/null | cut -c1-72)${git_dirty:-}"
     echo "tools: $(oha --version | head -1), ${nginx_bin:+$("$nginx_bin" -v 2>&1)}"
 } >"$work/header"
 cat "$work/header" >&2
