@@ -11,8 +11,11 @@ use common::*;
 
 /// Runs `hookwire <args>` expecting it to refuse to start.
 fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let spool = temp_dir("cli-spool");
     let mut cmd = Command::new(BIN);
     cmd.args(args);
+    // Options that pass validation would otherwise create ./spool.
+    cmd.arg("--spool-dir").arg(&spool);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -85,7 +88,10 @@ fn start_up_prints_listener_routes_then_ready() {
     );
     assert_eq!(banner.last().unwrap(), "ready");
     // `serve` is also the default with no subcommand.
+    let spool = temp_dir("cli-spool");
     let mut cmd = Command::new(BIN)
+        .arg("--spool-dir")
+        .arg(&spool)
         .args([
             "--listen",
             "127.0.0.1:0",
