@@ -24,6 +24,11 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?;
     // Signals are caught before any core starts, so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    // A spool write past the file-size limit must fail (EFBIG, answered
+    // with 503 spool_error), not kill the process.
+    // SAFETY: setting a signal's disposition to "ignore" is async-signal-safe
+    // and done before any other thread starts.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let running = hookwire::server::start(settings.clone())?;
     let admin = match settings.admin {
         Some(addr) => Some(

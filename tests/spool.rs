@@ -401,3 +401,111 @@ fn consumer_restarts_under_load_lose_at_most_the_queued_events() {
         "{missing} lost, more than the bound {bound}"
     );
 }
+
+/// A disk that refuses writes (here: the file-size limit, EFBIG — the
+/// same path as ENOSPC or EIO): events that cannot be stored get 503
+/// `spool_error`, the process keeps running, and every event that got a
+/// 200 is delivered once a consumer comes.
+#[test]
+fn a_failing_disk_gives_503_never_a_200_for_an_unstored_event() {
+    use std::os::unix::process::CommandExt;
+    let spool = temp_dir("efbig");
+    let endpoint = free_endpoint();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+        "--cores",
+        "1",
+        "--push",
+        &endpoint,
+    ])
+    .arg("--spool-dir")
+    .arg(&spool)
+    .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit(2) between fork and exec touches only this child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64 << 10,
+                rlim_max: 64 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    };
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("listen http://") {
+            addr = Some(a.split_whitespace().next().unwrap().to_owned());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    let addr: SocketAddr = addr.expect("started").parse().unwrap();
+    let errors = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
+    let post = |body: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /crm/lead HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        ResponseReader::new(s).next().expect("a response")
+    };
+    let mut accepted = Vec::new();
+    let refused = loop {
+        let r = post(&body);
+        if r.status != 200 {
+            break r;
+        }
+        accepted.push(r.assert_accepted("in.gen.crm.lead"));
+        assert!(
+            accepted.len() < 200,
+            "64 KiB of file cannot hold 200 events of 2 KiB"
+        );
+    };
+    refused.assert_error(503, "spool_error");
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    assert!(!accepted.is_empty(), "the first events fitted");
+    // Still refusing, still alive.
+    post(&body).assert_error(503, "spool_error");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the process keeps running"
+    );
+
+    let sink = Sink::bind_at(&endpoint);
+    let got: Vec<u64> = sink
+        .recv_raw(accepted.len(), Duration::from_secs(10))
+        .iter()
+        .map(|e| id_of(e))
+        .collect();
+    assert_eq!(got, accepted, "every 200 arrives, in order");
+    sink.assert_quiet(Duration::from_millis(300));
+    // With the consumer back, new events go straight to it.
+    let id = post(&body).assert_accepted("in.gen.crm.lead");
+    assert_eq!(id_of(&sink.recv_raw(1, Duration::from_secs(10))[0]), id);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stderr = errors.join().unwrap().join("\n");
+    assert!(
+        stderr.contains("spool: cannot write"),
+        "the failure is logged: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
