@@ -41,27 +41,8 @@ fn pipeline(c: &mut Criterion) {
     ])
     .unwrap();
     let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
-    let spool = hookwire::spool::SpoolConfig {
-        dir: settings.spool_dir.clone(),
-        route_dirs: vec![hookwire::spool::route_dir("*")],
-        core: 0,
-        cores: 1,
-        durable: false,
-        max_bytes_per_core: settings.spool_max_bytes,
-        sync_interval: settings.sync_interval,
-        replay_window: settings.replay_window,
-    };
-    // Recovery (of an empty spool) runs on a short-lived executor.
-    let spool = glommio::LocalExecutor::default()
-        .run(hookwire::spool::CoreSpool::recover(&spool))
-        .unwrap();
-    let spool = std::rc::Rc::new(std::cell::RefCell::new(spool));
-    let mut shard = Shard::new(0, settings.clone(), spool).unwrap();
+    let mut shard = Shard::standalone(settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
-    while shard.fanout.status()[0].connected == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        shard.fanout.tick();
-    }
 
     let mut group = c.benchmark_group("pipeline");
     for s in samples::all() {

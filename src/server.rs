@@ -171,20 +171,7 @@ async fn run_core(
     // SAFETY: `fd` is a bound, listening socket whose ownership was given
     // up by `into_raw_fd` for this core alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let spool_config = SpoolConfig {
-        dir: settings.spool_dir.clone(),
-        route_dirs: settings
-            .routes
-            .iter()
-            .map(|r| spool::route_dir(&r.pattern))
-            .collect(),
-        core,
-        cores: settings.cores,
-        durable: settings.durable,
-        max_bytes_per_core: settings.spool_max_bytes / settings.cores as u64,
-        sync_interval: settings.sync_interval,
-        replay_window: settings.replay_window,
-    };
+    let spool_config = SpoolConfig::for_core(&settings, core);
     let spool = Rc::new(RefCell::new(
         CoreSpool::recover(&spool_config)
             .await

@@ -98,6 +98,25 @@ impl Shard {
         })
     }
 
+    /// Core 0's state outside the server, for benchmarks and tests that
+    /// drive [`crate::conn::Conn::process`] directly: its spool is
+    /// recovered on a short-lived executor (the retry and flush tasks do
+    /// not run, so events must go straight to ZeroMQ).
+    pub fn standalone(settings: Arc<Settings>) -> Result<Self, Box<dyn std::error::Error>> {
+        let config = crate::spool::SpoolConfig::for_core(&settings, 0);
+        let spool = glommio::LocalExecutor::default().run(CoreSpool::recover(&config))?;
+        let mut shard = Self::new(0, settings, Rc::new(RefCell::new(spool)))?;
+        // Wait for the consumers, so the first events do not spool.
+        let start = std::time::Instant::now();
+        while shard.fanout.status().iter().any(|r| r.connected == 0)
+            && start.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            shard.fanout.tick();
+        }
+        Ok(shard)
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

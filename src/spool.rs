@@ -335,6 +335,26 @@ pub struct SpoolConfig {
     pub replay_window: Duration,
 }
 
+impl SpoolConfig {
+    /// The spool settings of one core.
+    pub fn for_core(settings: &crate::config::Settings, core: usize) -> Self {
+        Self {
+            dir: settings.spool_dir.clone(),
+            route_dirs: settings
+                .routes
+                .iter()
+                .map(|r| route_dir(&r.pattern))
+                .collect(),
+            core,
+            cores: settings.cores,
+            durable: settings.durable,
+            max_bytes_per_core: settings.spool_max_bytes / settings.cores as u64,
+            sync_interval: settings.sync_interval,
+            replay_window: settings.replay_window,
+        }
+    }
+}
+
 /// A directory name for a route: its glob made filesystem-safe, plus a
 /// hash so distinct globs never share a directory.
 pub fn route_dir(pattern: &str) -> String {

@@ -12,7 +12,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use hookwire::config::{Cli, Settings};
@@ -103,22 +102,7 @@ fn steady_state_hot_path_does_not_allocate() {
     ])
     .unwrap();
     let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
-    let spool = hookwire::spool::SpoolConfig {
-        dir: settings.spool_dir.clone(),
-        route_dirs: vec![hookwire::spool::route_dir("*")],
-        core: 0,
-        cores: 1,
-        durable: false,
-        max_bytes_per_core: settings.spool_max_bytes,
-        sync_interval: settings.sync_interval,
-        replay_window: settings.replay_window,
-    };
-    // Recovery (of an empty spool) runs on a short-lived executor.
-    let spool = glommio::LocalExecutor::default()
-        .run(hookwire::spool::CoreSpool::recover(&spool))
-        .unwrap();
-    let spool = std::rc::Rc::new(std::cell::RefCell::new(spool));
-    let mut shard = Shard::new(0, settings.clone(), spool).unwrap();
+    let mut shard = Shard::standalone(settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
     let post = json_post();
 
@@ -146,17 +130,13 @@ fn steady_state_hot_path_does_not_allocate() {
         conn.out.clear();
     };
 
-    // The PUSH socket connects first (an event sent before would wait in the
-    // spool, and so would every later one, behind it).
-    let start = std::time::Instant::now();
-    while shard.fanout.status()[0].connected == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the consumer never connected"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-        shard.fanout.tick();
-    }
+    // `standalone` waited for the PUSH socket to connect (an event sent
+    // before would wait in the spool, and every later one behind it).
+    assert_eq!(
+        shard.fanout.status()[0].connected,
+        1,
+        "the consumer is connected"
+    );
     // Warm-up: buffers grow to their working size.
     for _ in 0..WARMUP {
         one(&mut conn, &mut shard, GET);

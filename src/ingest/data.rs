@@ -98,18 +98,16 @@ impl Grouper {
             }
             member(out, first, top);
             // A key is an object only when every entry is `a[b]`; otherwise
-            // plain values win and `a[b]` entries keep their full key.
-            let nested = entries
-                .iter()
-                .all(|&i| params.list[i as usize].kind == Kind::Nested);
-            if nested {
-                self.sub_order.clear();
-                self.sub_order.extend(
-                    entries
-                        .iter()
-                        .copied()
-                        .filter(|&i| params.list[i as usize].kind == Kind::Nested),
-                );
+            // plain values win and the `a[b]` entries keep their full key
+            // (grouped, so a repeat becomes an array).
+            self.sub_order.clear();
+            self.sub_order.extend(
+                entries
+                    .iter()
+                    .copied()
+                    .filter(|&i| params.list[i as usize].kind == Kind::Nested),
+            );
+            if self.sub_order.len() == entries.len() {
                 write_object(out, params, &mut self.sub_order, &mut self.sub_runs);
             } else {
                 let values = || {
@@ -120,17 +118,6 @@ impl Grouper {
                 };
                 let array = values().count() > 1 || values().any(|p| p.kind == Kind::Array);
                 write_values(out, params, values(), array);
-            }
-            // `a[b]` entries of a key that also has plain values are kept
-            // under their full key (grouped, so a repeat becomes an array).
-            if !nested {
-                self.sub_order.clear();
-                self.sub_order.extend(
-                    entries
-                        .iter()
-                        .copied()
-                        .filter(|&i| params.list[i as usize].kind == Kind::Nested),
-                );
                 let full_key = |i: u32| params.text(&params.list[i as usize].key);
                 write_members(
                     out,
