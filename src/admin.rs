@@ -263,7 +263,7 @@ const HISTOGRAM_HELP: [(&str, &str); 3] = [
         "first byte of a request read to last byte of its response written",
     ),
     ("decode", "decoding a request's query and body"),
-    ("handoff", "handing one event to ZeroMQ or the backlog"),
+    ("handoff", "handing one event to ZeroMQ or the spool"),
 ];
 
 /// Prometheus text exposition: per core (`core="N"`) and merged (`core="all"`).
@@ -421,16 +421,16 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     );
     route_metric(
         &mut out,
-        "backlog_events",
+        "spool_bytes",
         "gauge",
-        "Events waiting for ZeroMQ, by route.",
+        "Bytes of events waiting in the spool for ZeroMQ, by route.",
         &|r| r.waiting,
     );
     route_metric(
         &mut out,
-        "backlog_events_max",
+        "spool_bytes_max",
         "gauge",
-        "Largest backlog depth seen, by route.",
+        "Largest spool depth seen in bytes, by route.",
         &|r| r.depth.max(),
     );
     route_metric(

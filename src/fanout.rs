@@ -54,7 +54,7 @@ pub struct RouteStatus {
     pub depth: hdrhistogram::Histogram<u64>,
 }
 
-/// One core's sockets and backlogs.
+/// One core's sockets, with its spool.
 pub struct Fanout {
     // Declared before the context: sockets must close before it terminates.
     routes: Vec<Route>,
@@ -164,7 +164,7 @@ impl Fanout {
         self.spool.borrow().stored()
     }
 
-    /// Reads connect/disconnect events and samples backlog depths; called
+    /// Reads connect/disconnect events and samples spool depths; called
     /// by the core's retry task on every tick.
     pub fn tick(&mut self) {
         for route in &mut self.routes {

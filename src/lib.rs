@@ -19,7 +19,8 @@
 //!   [`ingest::data`] grouping and merge).
 //! - [`envelope`]: the envelope encoder, into a reused buffer.
 //! - [`id`]: snowflake ids.
-//! - [`fanout`]: per-core PUSH sockets, routes, the in-order backlog.
+//! - [`fanout`]: per-core PUSH sockets and routes.
+//! - [`spool`]: the on-disk spool per core and route, and the durable journal.
 //! - [`metrics`]: per-core hdrhistograms and counters.
 //! - [`admin`]: the private admin listener; merges per-core snapshots on demand.
 //! - [`tap`]: the built-in PULL consumer.
@@ -34,7 +35,7 @@
 //! route must match and have room); ids are taken; `envelope` writes the
 //! envelope into the core's reused buffer, `data` spliced from the decoded
 //! parameters and the sender's JSON bytes; `fanout` hands it to ZeroMQ with
-//! `DONTWAIT` or queues it in order; the 200 is appended to the
+//! `DONTWAIT` or appends it to the spool (the 200 then waits for the write); the 200 is appended to the
 //! connection's output, written once for all requests of that read.
 //!
 //! # Threading

@@ -1,5 +1,5 @@
 //! Starting the cores: one SO_REUSEPORT listener and one glommio executor
-//! per core, the accept loop, each core's control task (backlog retries,
+//! per core, the accept loop, each core's control task (spool delivery,
 //! admin snapshots, drain) and the graceful drain itself.
 //!
 //! Listeners are bound on the main thread before any executor starts, so a
@@ -26,7 +26,7 @@ use crate::spool::{self, CoreSpool, SpoolConfig, Tickets};
 
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: i32 = 4096;
-/// How often a core looks at its control channel and backlogs when idle.
+/// How often a core looks at its control channel and spool when idle.
 const TICK: Duration = Duration::from_millis(10);
 
 /// Binds one SO_REUSEPORT listener per core on the same address.

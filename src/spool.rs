@@ -28,6 +28,9 @@ use glommio::io::{DmaFile, ReadResult};
 /// Segment files rotate past this size.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 const HEADER: usize = 8;
+/// O_DIRECT block size the writer aligns to (a multiple of every
+/// device's logical block size).
+const ALIGN: u64 = 4096;
 /// Bytes read from a segment at a time.
 const READ_CHUNK: usize = 256 << 10;
 
@@ -319,7 +322,6 @@ pub struct CoreSpool {
     pub max_bytes: u64,
     pub sync_interval: Duration,
     pub replay_window: Duration,
-    alignment: u64,
 }
 
 /// Spool settings for one core.
@@ -438,7 +440,6 @@ impl CoreSpool {
             spool.head = spool.segments.front().map_or(0, |s| s.start);
             routes.push(spool);
         }
-        let alignment = 4096;
         Ok(Self {
             routes,
             tickets: Rc::new(Tickets::default()),
@@ -446,7 +447,6 @@ impl CoreSpool {
             max_bytes: cfg.max_bytes_per_core,
             sync_interval: cfg.sync_interval,
             replay_window: cfg.replay_window,
-            alignment,
         })
     }
 
@@ -464,7 +464,6 @@ impl CoreSpool {
     }
 
     fn take_jobs(&mut self) -> Vec<Job> {
-        let align = self.alignment;
         let mut jobs = Vec::new();
         for (i, r) in self.routes.iter_mut().enumerate() {
             if r.pending.is_empty() || r.writing {
@@ -476,7 +475,7 @@ impl CoreSpool {
                 r.open_segment();
             }
             let seg = r.segments.back_mut().expect("just ensured");
-            let block_start = seg.written / align * align;
+            let block_start = seg.written / ALIGN * ALIGN;
             let mut data = std::mem::take(&mut seg.tail);
             debug_assert_eq!(data.len() as u64, seg.written - block_start);
             data.extend_from_slice(&r.pending);
@@ -539,7 +538,7 @@ pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
             match outcome {
                 Ok(file) => {
                     seg.file = Some(file);
-                    let keep_from = (job.new_written / 4096 * 4096 - job.block_start) as usize;
+                    let keep_from = (job.new_written / ALIGN * ALIGN - job.block_start) as usize;
                     seg.written = job.new_written;
                     seg.tail = job.data[keep_from..].to_vec();
                     if job.seal_after {

@@ -110,6 +110,11 @@ impl Status {
         }
     }
 
+    /// Position in [`crate::metrics::STATUSES`] (the per-status counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
