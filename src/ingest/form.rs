@@ -57,17 +57,25 @@ impl Params {
 
     /// Decodes `a=1&b=2…` and appends its pairs to the list. Empty pairs
     /// (`&&`) are skipped; a key without `=` has the value `""`.
+    ///
+    /// One pass over the input: each key and value is copied to the arena
+    /// in runs of plain bytes, decoding `%XX` and `+` between runs.
     pub fn parse(&mut self, input: &[u8]) {
-        for pair in input.split(|&b| b == b'&') {
-            if pair.is_empty() {
+        // Decoding never lengthens text; `a[b]` keys add their member name.
+        self.arena.reserve(input.len() + input.len() / 2);
+        let mut i = 0;
+        while i < input.len() {
+            if input[i] == b'&' {
+                i += 1;
                 continue;
             }
-            let (raw_key, raw_value) = match memchr::memchr(b'=', pair) {
-                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
-                None => (pair, &b""[..]),
+            let (at, key) = self.push_decoded(input, i, true);
+            let (at, value) = if input.get(at) == Some(&b'=') {
+                self.push_decoded(input, at + 1, false)
+            } else {
+                let end = self.arena.len() as u32;
+                (at, end..end)
             };
-            let key = self.push_decoded(raw_key);
-            let value = self.push_decoded(raw_value);
             let (kind, top, sub) = self.classify(&key);
             self.list.push(Param {
                 key,
@@ -76,6 +84,7 @@ impl Params {
                 kind,
                 value,
             });
+            i = at + 1;
         }
     }
 
@@ -87,43 +96,60 @@ impl Params {
             .map(|p| p.value.clone())
     }
 
-    /// Percent-decodes `raw` into the arena. If the result is not UTF-8 the
-    /// raw text is stored instead, exactly as sent, with any raw byte that
-    /// is itself not UTF-8 written as `%XX`.
-    fn push_decoded(&mut self, raw: &[u8]) -> Range<u32> {
+    /// Percent-decodes `input[from..]` into the arena up to the next `&`
+    /// (or `=`, for a key) and returns where it stopped. If the result is
+    /// not UTF-8 the raw text is stored instead, exactly as sent, with any
+    /// raw byte that is itself not UTF-8 written as `%XX`.
+    fn push_decoded(&mut self, input: &[u8], from: usize, key: bool) -> (usize, Range<u32>) {
         let start = self.arena.len();
-        let mut i = 0;
-        while i < raw.len() {
-            let at = memchr::memchr2(b'%', b'+', &raw[i..]).map_or(raw.len(), |p| i + p);
-            self.arena.extend_from_slice(&raw[i..at]);
-            if at == raw.len() {
-                break;
+        // Only text with a byte >= 0x80 (raw or decoded) can be invalid.
+        let mut high = false;
+        let mut i = from;
+        loop {
+            let run = i;
+            while i < input.len() && CLASS[usize::from(input[i])] == PLAIN {
+                i += 1;
             }
-            if raw[at] == b'+' {
-                self.arena.push(b' ');
-                i = at + 1;
-            } else if let (Some(h), Some(l)) = (
-                raw.get(at + 1).and_then(|&c| hex(c)),
-                raw.get(at + 2).and_then(|&c| hex(c)),
-            ) {
-                self.arena.push(h << 4 | l);
-                i = at + 3;
-            } else {
-                // A stray `%` is kept literally, as browsers do.
-                self.arena.push(b'%');
-                i = at + 1;
+            self.arena.extend_from_slice(&input[run..i]);
+            let Some(&b) = input.get(i) else { break };
+            match CLASS[usize::from(b)] {
+                AMP => break,
+                EQ if key => break,
+                PLUS => {
+                    self.arena.push(b' ');
+                    i += 1;
+                }
+                PCT => match (input.get(i + 1), input.get(i + 2)) {
+                    (Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                        let byte = hex(h).unwrap_or(0) << 4 | hex(l).unwrap_or(0);
+                        high |= byte >= 0x80;
+                        self.arena.push(byte);
+                        i += 3;
+                    }
+                    // A stray `%` is kept literally, as browsers do.
+                    _ => {
+                        self.arena.push(b'%');
+                        i += 1;
+                    }
+                },
+                // `=` inside a value, or a raw byte >= 0x80.
+                _ => {
+                    high |= b >= 0x80;
+                    self.arena.push(b);
+                    i += 1;
+                }
             }
         }
-        if std::str::from_utf8(&self.arena[start..]).is_err() {
+        if high && std::str::from_utf8(&self.arena[start..]).is_err() {
             self.arena.truncate(start);
-            for chunk in raw.utf8_chunks() {
+            for chunk in input[from..i].utf8_chunks() {
                 self.arena.extend_from_slice(chunk.valid().as_bytes());
                 for &b in chunk.invalid() {
                     crate::envelope::percent_byte(&mut self.arena, b);
                 }
             }
         }
-        start as u32..self.arena.len() as u32
+        (i, start as u32..self.arena.len() as u32)
     }
 
     /// `a[]` → Array `a`; `a[b]rest` → Nested `a` / `b` + `rest`
@@ -132,10 +158,11 @@ impl Params {
     fn classify(&mut self, key: &Range<u32>) -> (Kind, Range<u32>, Range<u32>) {
         let k = &self.arena[key.start as usize..key.end as usize];
         let plain = (Kind::Plain, key.clone(), 0..0);
-        let Some(open) = memchr::memchr(b'[', k) else {
+        // Keys are short: a plain loop beats a SIMD search's setup here.
+        let Some(open) = k.iter().position(|&b| b == b'[') else {
             return plain;
         };
-        let Some(close) = memchr::memchr(b']', &k[open..]).map(|p| open + p) else {
+        let Some(close) = k[open..].iter().position(|&b| b == b']').map(|p| open + p) else {
             return plain;
         };
         if open == 0 {
@@ -162,6 +189,28 @@ impl Params {
         (Kind::Nested, top, start..self.arena.len() as u32)
     }
 }
+
+const PLAIN: u8 = 0;
+const AMP: u8 = 1;
+const EQ: u8 = 2;
+const PCT: u8 = 3;
+const PLUS: u8 = 4;
+const HIGH: u8 = 5;
+
+/// What the decoder does with each byte: copy it in a run (`PLAIN`) or stop.
+static CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut b = 0x80;
+    while b < 256 {
+        t[b] = HIGH;
+        b += 1;
+    }
+    t[b'&' as usize] = AMP;
+    t[b'=' as usize] = EQ;
+    t[b'%' as usize] = PCT;
+    t[b'+' as usize] = PLUS;
+    t
+};
 
 fn hex(c: u8) -> Option<u8> {
     match c {
@@ -239,5 +288,107 @@ mod tests {
                 ("r[]x".into(), Kind::Plain, "".into(), "6".into()),
             ]
         );
+    }
+
+    /// The decoder as first written (split on `&`, then `=`, then decode
+    /// each part), kept as the reference the one-pass decoder must match.
+    fn reference(input: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        fn decode(raw: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < raw.len() {
+                match raw[i] {
+                    b'+' => {
+                        out.push(b' ');
+                        i += 1;
+                    }
+                    b'%' if i + 2 < raw.len()
+                        && hex(raw[i + 1]).is_some()
+                        && hex(raw[i + 2]).is_some() =>
+                    {
+                        out.push(hex(raw[i + 1]).unwrap() << 4 | hex(raw[i + 2]).unwrap());
+                        i += 3;
+                    }
+                    b => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            if std::str::from_utf8(&out).is_ok() {
+                return out;
+            }
+            let mut kept = Vec::new();
+            for chunk in raw.utf8_chunks() {
+                kept.extend_from_slice(chunk.valid().as_bytes());
+                for &b in chunk.invalid() {
+                    crate::envelope::percent_byte(&mut kept, b);
+                }
+            }
+            kept
+        }
+        input
+            .split(|&b| b == b'&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => (decode(&pair[..eq]), decode(&pair[eq + 1..])),
+                None => (decode(pair), Vec::new()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_pass_decoder_matches_the_reference() {
+        // Inputs built from the bytes that matter, from a fixed xorshift
+        // seed: separators, escapes (good, short and bad), `+`, brackets,
+        // multi-byte UTF-8 and raw bytes that are not UTF-8.
+        let pieces: [&[u8]; 16] = [
+            b"&",
+            b"=",
+            b"+",
+            b"%",
+            b"%4",
+            b"%41",
+            b"%D0%BF",
+            b"%FF",
+            b"%zz",
+            b"a",
+            b"key",
+            b"[",
+            b"]",
+            "п".as_bytes(),
+            b"\xff",
+            b"\xd0",
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut p = Params::default();
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for n in 0..(x % 12) {
+                let piece = pieces[((x >> (4 * n + 8)) % 16) as usize];
+                input.extend_from_slice(piece);
+            }
+            p.clear();
+            p.parse(&input);
+            let got: Vec<_> = p
+                .list
+                .iter()
+                .map(|q| {
+                    (
+                        p.text(&q.key).as_bytes().to_vec(),
+                        p.text(&q.value).as_bytes().to_vec(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got,
+                reference(&input),
+                "{:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
     }
 }
