@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// ZeroMQ send high-water mark per socket [default: 1000]
     #[arg(long, env = "HOOKWIRE_SNDHWM", value_name = "MESSAGES")]
     pub sndhwm: Option<i32>,
+    /// Accepted mode: copies of the latest events handed to ZeroMQ, re-sent
+    /// when a consumer disconnects; for the whole process, 0 = off [default: 64MiB]
+    #[arg(long, env = "HOOKWIRE_RESEND_BUFFER", value_name = "SIZE")]
+    pub resend_buffer: Option<String>,
     /// Private admin listener (/metrics, /stats, /health, /ready), or `off` [default: 127.0.0.1:9090]
     #[arg(long, env = "HOOKWIRE_ADMIN", value_name = "ADDR|off")]
     pub admin: Option<String>,
@@ -158,6 +162,8 @@ struct FileConfig {
     #[serde(alias = "replay_window")]
     replay_window: Option<String>,
     sndhwm: Option<i32>,
+    #[serde(alias = "resend_buffer")]
+    resend_buffer: Option<Size>,
     admin: Option<String>,
     #[serde(alias = "drain_timeout")]
     drain_timeout: Option<String>,
@@ -214,6 +220,8 @@ pub struct Settings {
     pub sync_interval: Duration,
     pub replay_window: Duration,
     pub sndhwm: i32,
+    /// Bytes of recently sent events kept for re-sending (accepted mode).
+    pub resend_buffer: u64,
     /// `None`: the admin listener is off.
     pub admin: Option<SocketAddr>,
     pub drain_timeout: Duration,
@@ -396,6 +404,11 @@ impl Settings {
             args.replay_window.or(file.replay_window),
             "10s",
         )?;
+        let resend_buffer = size(
+            "resend-buffer",
+            args.resend_buffer.or(file.resend_buffer.map(Size::text)),
+            "64MiB",
+        )? as u64;
         let sndhwm = args.sndhwm.or(file.sndhwm).unwrap_or(1_000);
         if sndhwm < 0 {
             return Err(bad("sndhwm", "must be 0 (no limit) or more"));
@@ -441,6 +454,7 @@ impl Settings {
             sync_interval,
             replay_window,
             sndhwm,
+            resend_buffer,
             admin,
             drain_timeout,
         })

@@ -32,6 +32,8 @@ pub enum Refused {
 struct Route {
     pattern: WildMatch,
     socket: zmq::Socket,
+    /// Accepted mode: the latest events handed to ZeroMQ.
+    recent: Recent,
     /// Receives the socket's connect/disconnect events.
     monitor: zmq::Socket,
     connected: usize,
@@ -61,6 +63,7 @@ pub struct Fanout {
     specs: Vec<RouteSpec>,
     _context: zmq::Context,
     frames: Frames,
+    core: usize,
     pub spool: Rc<RefCell<CoreSpool>>,
 }
 
@@ -81,17 +84,25 @@ impl Fanout {
         spool: Rc<RefCell<CoreSpool>>,
     ) -> Result<Self, zmq::Error> {
         let context = zmq::Context::new();
+        // Durable mode re-sends from its journal instead.
+        let resend = match settings.durable {
+            true => 0,
+            false => {
+                settings.resend_buffer / (settings.cores * settings.routes.len()).max(1) as u64
+            }
+        };
         let routes = settings
             .routes
             .iter()
             .enumerate()
-            .map(|(i, spec)| connect(&context, core, i, spec, settings.sndhwm))
+            .map(|(i, spec)| connect(&context, core, i, spec, settings.sndhwm, resend))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             routes,
             specs: settings.routes.clone(),
             _context: context,
             frames: settings.frames,
+            core,
             spool,
         })
     }
@@ -133,6 +144,7 @@ impl Fanout {
                 log.append(key, envelope);
                 ticket = Some(());
             } else {
+                route.recent.push(key, envelope);
                 route.delivered += 1;
             }
         }
@@ -149,7 +161,10 @@ impl Fanout {
             let frames = self.frames;
             let next = spool::deliver(&mut spool.routes[i], i, durable, window, |key, envelope| {
                 let sent = try_send(&route.socket, frames, key, envelope);
-                route.delivered += u64::from(sent);
+                if sent {
+                    route.recent.push(key, envelope);
+                    route.delivered += 1;
+                }
                 sent
             });
             if let spool::Next::Read(..) = next {
@@ -167,7 +182,8 @@ impl Fanout {
     /// Reads connect/disconnect events and samples spool depths; called
     /// by the core's retry task on every tick.
     pub fn tick(&mut self) {
-        for route in &mut self.routes {
+        let mut spool = self.spool.borrow_mut();
+        for (i, route) in self.routes.iter_mut().enumerate() {
             while let Ok(frames) = route.monitor.recv_multipart(zmq::DONTWAIT) {
                 let event = frames
                     .first()
@@ -176,13 +192,26 @@ impl Fanout {
                 match event {
                     Some(e) if e == zmq::SocketEvent::CONNECTED as u16 => route.connected += 1,
                     Some(e) if e == zmq::SocketEvent::DISCONNECTED as u16 => {
-                        route.connected = route.connected.saturating_sub(1)
+                        route.connected = route.connected.saturating_sub(1);
+                        let (what, bytes) = if spool.durable {
+                            ("the journal's last", spool.routes[i].rewind())
+                        } else {
+                            ("its last", resend(route, &mut spool, i))
+                        };
+                        let (core, pattern) = (self.core, &self.specs[i].pattern);
+                        if bytes > 0 {
+                            eprintln!(
+                                "core {core}: route {pattern}: a consumer disconnected; re-sending {what} {} (duplicates expected, drop them by id)",
+                                bytesize::ByteSize(bytes)
+                            );
+                        } else {
+                            eprintln!("core {core}: route {pattern}: a consumer disconnected; nothing to re-send");
+                        }
                     }
                     _ => {}
                 }
             }
         }
-        let spool = self.spool.borrow();
         for (route, log) in self.routes.iter_mut().zip(&spool.routes) {
             route.depth.saturating_record(log.stored());
         }
@@ -212,12 +241,93 @@ impl Fanout {
     }
 }
 
+/// Accepted mode: a consumer that disconnects takes with it what it had
+/// received but not processed, and libzmq drops what it had queued for it
+/// (up to SNDHWM). Copies of the latest events handed to ZeroMQ on a route
+/// are kept here, in two generations of up to half the budget each (so
+/// between half and all of it is always kept, with no allocation once
+/// both have grown), and re-sent through the spool on a disconnect.
+struct Recent {
+    half: usize,
+    old: Vec<u8>,
+    new: Vec<u8>,
+}
+
+impl Recent {
+    fn new(bytes: u64) -> Self {
+        let half = (bytes / 2) as usize;
+        Self {
+            half,
+            old: Vec::with_capacity(half),
+            new: Vec::with_capacity(half),
+        }
+    }
+
+    /// Records are `[u32 key length][u32 envelope length][key][envelope]`.
+    fn push(&mut self, key: &[u8], envelope: &[u8]) {
+        let len = 8 + key.len() + envelope.len();
+        if len > self.half {
+            return;
+        }
+        if self.new.len() + len > self.half {
+            std::mem::swap(&mut self.old, &mut self.new);
+            self.new.clear();
+        }
+        self.new
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.new
+            .extend_from_slice(&(envelope.len() as u32).to_le_bytes());
+        self.new.extend_from_slice(key);
+        self.new.extend_from_slice(envelope);
+    }
+
+    /// Hands every kept event to `f`, oldest first, and forgets them.
+    fn drain(&mut self, mut f: impl FnMut(&[u8], &[u8])) {
+        for buf in [&mut self.old, &mut self.new] {
+            let mut at = 0;
+            while at + 8 <= buf.len() {
+                let word =
+                    |i: usize| u32::from_le_bytes(buf[i..i + 4].try_into().unwrap_or_default());
+                let (k, e) = (word(at) as usize, word(at + 4) as usize);
+                let key = at + 8..at + 8 + k;
+                f(&buf[key.clone()], &buf[key.end..key.end + e]);
+                at = key.end + e;
+            }
+            buf.clear();
+        }
+    }
+}
+
+/// Re-sends a route's kept events through its spool (behind whatever waits
+/// there), as far as the spool has room; returns the bytes re-sent.
+fn resend(route: &mut Route, spool: &mut CoreSpool, i: usize) -> u64 {
+    let (mut bytes, mut skipped) = (0u64, 0u64);
+    route.recent.drain(|key, envelope| {
+        if spool.full() {
+            skipped += 1;
+        } else {
+            spool.routes[i].append(key, envelope);
+            bytes += (key.len() + envelope.len()) as u64;
+        }
+    });
+    if bytes > 0 {
+        spool.tickets.take(); // wakes the flusher; nobody waits for these
+    }
+    if skipped > 0 {
+        eprintln!(
+            "re-send after a disconnect: the spool is full, {skipped} kept event(s) not re-sent"
+        );
+    }
+    bytes
+}
+
 fn connect(
     context: &zmq::Context,
     core: usize,
     index: usize,
     spec: &RouteSpec,
     sndhwm: i32,
+    resend: u64,
 ) -> Result<Route, zmq::Error> {
     let socket = context.socket(zmq::PUSH)?;
     socket.set_immediate(true)?;
@@ -238,6 +348,7 @@ fn connect(
     Ok(Route {
         pattern: WildMatch::new(&spec.pattern),
         socket,
+        recent: Recent::new(resend),
         monitor,
         connected: 0,
         delivered: 0,
@@ -260,5 +371,43 @@ fn try_send(socket: &zmq::Socket, frames: Frames, key: &[u8], envelope: &[u8]) -
             // sent, and is kept and retried whole.
             socket.send(envelope, zmq::DONTWAIT).is_ok()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    fn kept(r: &mut Recent) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        r.drain(|k, e| out.push((k.to_vec(), e.to_vec())));
+        out
+    }
+
+    #[test]
+    fn recent_keeps_the_latest_events_oldest_first() {
+        // Records are 8 + 1 + 10 = 19 bytes; a half holds two of them.
+        let mut r = Recent::new(80);
+        for i in 0..7u8 {
+            r.push(b"k", &[i; 10]);
+        }
+        let got: Vec<u8> = kept(&mut r).iter().map(|(_, e)| e[0]).collect();
+        assert_eq!(got, [4, 5, 6], "the older generation, then the newer");
+        assert!(kept(&mut r).is_empty(), "drained means forgotten");
+        r.push(b"key", b"env");
+        assert_eq!(kept(&mut r), [(b"key".to_vec(), b"env".to_vec())]);
+    }
+
+    #[test]
+    fn recent_with_no_budget_keeps_nothing() {
+        let mut r = Recent::new(0);
+        r.push(b"k", b"e");
+        assert!(kept(&mut r).is_empty());
+        let mut r = Recent::new(20);
+        r.push(b"k", &[0; 20]);
+        assert!(
+            kept(&mut r).is_empty(),
+            "an event larger than a half is not kept"
+        );
     }
 }

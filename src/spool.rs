@@ -71,8 +71,9 @@ pub struct RouteSpool {
     /// A write of this route is in flight, of this many appended bytes.
     writing: bool,
     in_flight: u64,
-    /// Delivered segments kept for the replay window (durable mode).
-    retired: VecDeque<(PathBuf, Instant)>,
+    /// Delivered segments kept for the replay window (durable mode), with
+    /// when they were delivered.
+    retired: VecDeque<(Segment, Instant)>,
 }
 
 impl RouteSpool {
@@ -134,6 +135,23 @@ impl RouteSpool {
     /// event just journaled went straight to ZeroMQ).
     pub fn delivered_through_tail(&mut self) {
         self.head = self.tail();
+    }
+
+    /// Durable mode, when a consumer of this route has disconnected: what
+    /// it had received but not processed died with it, and libzmq dropped
+    /// what it had queued for it, so everything the journal still keeps —
+    /// the files of the replay window and the active file — is handed to
+    /// ZeroMQ again, oldest first, ahead of newer events. Consumers drop
+    /// the repeats by `id`. Returns the bytes to replay.
+    pub fn rewind(&mut self) -> u64 {
+        while let Some((seg, _)) = self.retired.pop_back() {
+            self.segments.push_front(seg);
+        }
+        let start = self.segments.front().map_or(self.head, |s| s.start);
+        let replay = self.head - start;
+        self.head = start;
+        self.chunk = None;
+        replay
     }
 
     fn open_segment(&mut self) {
@@ -626,11 +644,11 @@ pub fn deliver(
     mut send: impl FnMut(&[u8], &[u8]) -> bool,
 ) -> Next {
     let now = Instant::now();
-    while let Some((path, at)) = spool.retired.front() {
+    while let Some((seg, at)) = spool.retired.front() {
         if now.duration_since(*at) < window {
             break;
         }
-        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(&seg.path);
         spool.retired.pop_front();
     }
     loop {
@@ -647,7 +665,7 @@ pub fn deliver(
                 spool.head = seg.end();
             }
             if durable {
-                spool.retired.push_back((seg.path, now));
+                spool.retired.push_back((seg, now));
             } else {
                 let _ = std::fs::remove_file(&seg.path);
             }
