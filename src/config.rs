@@ -575,6 +575,7 @@ mod tests {
         assert_eq!(s.node_id, 0);
         assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
         assert_eq!(s.drain_timeout, Duration::from_secs(10));
+        assert_eq!(s.resend_buffer, 64 << 20);
         assert_eq!(settings(&["--admin", "off"]).unwrap().admin, None);
         assert!(s
             .trusted_proxies
@@ -613,6 +614,7 @@ mod tests {
             (&["--drain-timeout", "x"], "--drain-timeout"),
             (&["--ack", "maybe"], "--ack"),
             (&["--spool-max-bytes", "12"], "--spool-max-bytes"),
+            (&["--resend-buffer", "much"], "--resend-buffer"),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.starts_with(option), "{args:?}: {err}");
@@ -639,13 +641,14 @@ mod tests {
 
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nmax-body = 65536\nnode-id = 3\n",
+            "listen = \"127.0.0.1:9000\"\nmax-body = 65536\nnode-id = 3\nresend-buffer = \"8MiB\"\n",
         )
         .unwrap();
         let s = settings(&["--config", path.to_str().unwrap(), "--node-id", "4"]).unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.max_body, 65536);
         assert_eq!(s.node_id, 4);
+        assert_eq!(s.resend_buffer, 8 << 20);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
