@@ -208,6 +208,7 @@ fn next_escape(s: &[u8], from: usize) -> Option<usize> {
 /// Copies one JSON value that has already been validated, dropping the
 /// whitespace between tokens so every envelope is a single line.
 pub fn write_minified(out: &mut Vec<u8>, value: &[u8]) {
+    out.reserve(value.len());
     let mut i = 0;
     while i < value.len() {
         match value[i] {
@@ -230,9 +231,24 @@ pub fn write_minified(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 /// Given `s[start] == b'"'`, the index just past the closing quote.
+///
+/// Most strings in postbacks are short: a plain loop finds their end
+/// before a SIMD search would have finished its setup; a string still open
+/// after 32 bytes continues with `memchr2`.
 pub fn string_end(s: &[u8], start: usize) -> usize {
     let mut i = start + 1;
-    while let Some(p) = memchr::memchr2(b'"', b'\\', &s[i..]) {
+    let short = s.len().min(i + 32);
+    while i < short {
+        match s[i] {
+            b'"' => return i + 1,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    while let Some(p) = s
+        .get(i..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+    {
         if s[i + p] == b'\\' {
             i += p + 2;
         } else {

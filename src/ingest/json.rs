@@ -44,6 +44,9 @@ pub enum Field {
 pub struct Member {
     pub key: Range<u32>,
     pub value: Range<u32>,
+    /// The value has no whitespace between its tokens: it can be copied
+    /// into the envelope as it is.
+    pub compact: bool,
 }
 
 /// Reused state for decoding JSON bodies on one core.
@@ -52,6 +55,8 @@ pub struct JsonBody {
     tape: Option<Tape<'static>>,
     scratch: Vec<u8>,
     text: Vec<u8>,
+    /// The top-level members' value spans, from [`scan`].
+    spans: Vec<(Range<u32>, bool)>,
     pub members: Vec<Member>,
     pub name: Field,
     pub project_id: Field,
@@ -65,6 +70,7 @@ impl Default for JsonBody {
             tape: None,
             scratch: Vec::new(),
             text: Vec::new(),
+            spans: Vec::new(),
             members: Vec::new(),
             name: Field::Absent,
             project_id: Field::Absent,
@@ -106,12 +112,12 @@ impl JsonBody {
         let parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
         let shape = match parsed
             .map_err(|e| Invalid { at: e.index() })
-            .and_then(|()| check_scalars(body))
+            .and_then(|()| scan(body, &mut self.spans))
         {
             Err(e) => Err(e),
             Ok(()) => Ok(match tape.0.first() {
                 Some(Node::Object { .. }) => {
-                    read_members(&tape.0, body, &mut self.text, &mut self.members);
+                    read_members(&tape.0, &self.spans, &mut self.text, &mut self.members);
                     Shape::Object
                 }
                 _ => Shape::Other,
@@ -167,64 +173,132 @@ fn field(value: &Node<'_>, text: &mut Vec<u8>) -> Field {
     Field::Text(start..text.len() as u32)
 }
 
-/// Pairs each top-level key from the tape with its raw value span in `raw`.
-fn read_members(tape: &[Node<'_>], raw: &[u8], text: &mut Vec<u8>, members: &mut Vec<Member>) {
+/// Pairs each top-level key from the tape with its value span from [`scan`].
+fn read_members(
+    tape: &[Node<'_>],
+    spans: &[(Range<u32>, bool)],
+    text: &mut Vec<u8>,
+    members: &mut Vec<Member>,
+) {
     let mut at = 1;
-    let mut pos = skip_ws(raw, 0) + 1; // past '{'
     let Node::Object { len, .. } = tape[0] else {
         return;
     };
-    for _ in 0..len {
+    debug_assert_eq!(len, spans.len());
+    for (value, compact) in spans.iter().take(len) {
         let Node::String(key) = tape[at] else {
             unreachable!("object keys are strings")
         };
         let k = text.len() as u32;
         text.extend_from_slice(key.as_bytes());
-        // raw: ws "key" ws : ws value ws (, | })
-        pos = skip_ws(raw, pos);
-        pos = string_end(raw, pos);
-        pos = skip_ws(raw, pos) + 1; // past ':'
-        let start = skip_ws(raw, pos);
-        let end = value_end(raw, start);
         members.push(Member {
             key: k..text.len() as u32,
-            value: start as u32..end as u32,
+            value: value.clone(),
+            compact: *compact,
         });
-        pos = skip_ws(raw, end) + 1; // past ',' or '}'
         at += 1 + nodes(&tape[at + 1]);
     }
 }
 
-fn structural(b: u8) -> bool {
-    matches!(
-        b,
-        b'{' | b'}' | b'[' | b']' | b',' | b':' | b' ' | b'\t' | b'\r' | b'\n' | b'"'
-    )
-}
+const WS: u8 = 1;
+const QUOTE: u8 = 2;
+const OPEN: u8 = 3;
+const CLOSE: u8 = 4;
+const COMMA: u8 = 5;
+const COLON: u8 = 6;
+/// Anything else: part of a literal or a number.
+const SCALAR: u8 = 0;
 
-/// Checks every literal and number token against the JSON grammar.
+static CLASS: [u8; 256] = {
+    let mut t = [SCALAR; 256];
+    t[b' ' as usize] = WS;
+    t[b'\t' as usize] = WS;
+    t[b'\r' as usize] = WS;
+    t[b'\n' as usize] = WS;
+    t[b'"' as usize] = QUOTE;
+    t[b'{' as usize] = OPEN;
+    t[b'[' as usize] = OPEN;
+    t[b'}' as usize] = CLOSE;
+    t[b']' as usize] = CLOSE;
+    t[b',' as usize] = COMMA;
+    t[b':' as usize] = COLON;
+    t
+};
+
+/// One pass over a document simd-json has accepted: checks every literal
+/// and number token against the JSON grammar, and when the top level is an
+/// object, collects each member's value span (without the whitespace around
+/// it) and whether the value is compact (no whitespace inside).
 ///
 /// simd-json accepts a few malformed numbers (a NUL byte right after a
 /// digit; junk inside an integer too wide for 64 bits, read as a float).
 /// Values are copied into envelopes verbatim, so what simd-json lets
 /// through must still be JSON.
-fn check_scalars(raw: &[u8]) -> Result<(), Invalid> {
+fn scan(raw: &[u8], spans: &mut Vec<(Range<u32>, bool)>) -> Result<(), Invalid> {
+    spans.clear();
+    let mut depth = 0usize;
+    // The member value being read (top-level object only): its start, and
+    // whether whitespace separated two of its tokens.
+    let mut value: Option<(usize, bool)> = None;
+    // Whitespace since the last token.
+    let mut gap = false;
+    // End of the last token.
+    let mut last = 0;
     let mut i = 0;
     while i < raw.len() {
-        if raw[i] == b'"' {
-            i = string_end(raw, i);
-        } else if structural(raw[i]) {
+        let class = CLASS[usize::from(raw[i])];
+        if class == WS {
+            gap = true;
             i += 1;
-        } else {
-            let end = raw[i..]
-                .iter()
-                .position(|&b| structural(b))
-                .map_or(raw.len(), |p| i + p);
-            if !valid_scalar(&raw[i..end]) {
-                return Err(Invalid { at: i });
-            }
-            i = end;
+            continue;
         }
+        let ends_member = depth == 1 && matches!(class, CLOSE | COMMA);
+        if let Some((_, inner)) = &mut value {
+            *inner |= gap && !ends_member;
+        }
+        gap = false;
+        match class {
+            QUOTE => i = crate::envelope::string_end(raw, i),
+            OPEN => {
+                depth += 1;
+                i += 1;
+            }
+            CLOSE | COMMA => {
+                if ends_member {
+                    if let Some((start, inner)) = value.take() {
+                        spans.push((start as u32..last as u32, !inner));
+                    }
+                }
+                if class == CLOSE {
+                    depth = depth.saturating_sub(1);
+                }
+                i += 1;
+            }
+            COLON => {
+                i += 1;
+                if depth == 1 {
+                    let start = raw[i..]
+                        .iter()
+                        .position(|&b| CLASS[usize::from(b)] != WS)
+                        .map_or(raw.len(), |p| i + p);
+                    value = Some((start, false));
+                    i = start;
+                    last = i;
+                    continue;
+                }
+            }
+            _ => {
+                let end = raw[i..]
+                    .iter()
+                    .position(|&b| CLASS[usize::from(b)] != SCALAR)
+                    .map_or(raw.len(), |p| i + p);
+                if !valid_scalar(&raw[i..end]) {
+                    return Err(Invalid { at: i });
+                }
+                i = end;
+            }
+        }
+        last = i;
     }
     Ok(())
 }
@@ -393,5 +467,102 @@ mod tests {
         assert_eq!(j.parse(good).unwrap(), Shape::Other);
         // the reused tape still works after an error
         assert_eq!(members(r#"{"k":true}"#), [("k".into(), "true".into())]);
+    }
+
+    /// A small random JSON generator: values with strings (spaces, escaped
+    /// quotes and backslashes), numbers, literals, arrays and objects, and
+    /// random whitespace between tokens.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn ws(&mut self, out: &mut String) {
+            for _ in 0..self.next() % 3 {
+                out.push([' ', '\n', '\t', ' '][(self.next() % 4) as usize]);
+            }
+        }
+        fn value(&mut self, out: &mut String, depth: u32) {
+            match self.next() % if depth > 2 { 5 } else { 7 } {
+                0 => out.push_str(
+                    ["\"a b\"", "\"q\\\"x\"", "\"\\\\\"", "\"\"", "\"}]\""]
+                        [(self.next() % 5) as usize],
+                ),
+                1 => out.push_str(
+                    ["0", "-12.50", "1e9", "123456789012345678901234567890"]
+                        [(self.next() % 4) as usize],
+                ),
+                2 => out.push_str(["true", "false", "null"][(self.next() % 3) as usize]),
+                3 | 4 => out.push_str("\"s\""),
+                5 => {
+                    out.push('[');
+                    for n in 0..self.next() % 3 {
+                        if n > 0 {
+                            out.push(',');
+                        }
+                        self.ws(out);
+                        self.value(out, depth + 1);
+                        self.ws(out);
+                    }
+                    out.push(']');
+                }
+                _ => {
+                    out.push('{');
+                    for n in 0..self.next() % 3 {
+                        if n > 0 {
+                            out.push(',');
+                        }
+                        self.ws(out);
+                        out.push_str(&format!("\"k{n}\""));
+                        self.ws(out);
+                        out.push(':');
+                        self.ws(out);
+                        self.value(out, depth + 1);
+                        self.ws(out);
+                    }
+                    out.push('}');
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn member_spans_and_compactness_match_the_document() {
+        let mut g = Gen(0x1234_5678_9ABC_DEF1);
+        let mut j = JsonBody::default();
+        for _ in 0..3_000 {
+            // A top-level object whose members' texts are known.
+            let (mut doc, mut values) = (String::from("{"), Vec::new());
+            g.ws(&mut doc);
+            for n in 0..g.next() % 5 {
+                if n > 0 {
+                    doc.push(',');
+                    g.ws(&mut doc);
+                }
+                doc.push_str(&format!("\"m{n}\""));
+                g.ws(&mut doc);
+                doc.push(':');
+                g.ws(&mut doc);
+                let mut v = String::new();
+                g.value(&mut v, 0);
+                doc.push_str(&v);
+                values.push(v);
+                g.ws(&mut doc);
+            }
+            doc.push('}');
+            assert_eq!(j.parse(doc.as_bytes()), Ok(Shape::Object), "{doc}");
+            assert_eq!(j.members.len(), values.len(), "{doc}");
+            for (m, v) in j.members.iter().zip(&values) {
+                let span = &doc[m.value.start as usize..m.value.end as usize];
+                assert_eq!(span, v, "{doc}");
+                let mut minified = Vec::new();
+                crate::envelope::write_minified(&mut minified, span.as_bytes());
+                assert_eq!(m.compact, minified == span.as_bytes(), "{span:?} in {doc}");
+            }
+        }
     }
 }

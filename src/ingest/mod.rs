@@ -214,7 +214,12 @@ impl Ingest {
                         continue;
                     }
                     member(out, &mut first, key);
-                    write_minified(out, &req.body[m.value.start as usize..m.value.end as usize]);
+                    let value = &req.body[m.value.start as usize..m.value.end as usize];
+                    if m.compact {
+                        out.extend_from_slice(value);
+                    } else {
+                        write_minified(out, value);
+                    }
                 }
             }
             Body::JsonOther(span) => {
