@@ -3,7 +3,8 @@
 //!
 //! Records are `[len u32 LE][crc32c u32 LE][payload]`, the CRC covering the
 //! length bytes and the payload; the payload is `[key_len u16 LE][key][envelope]`.
-//! Files (`seg-<seq>.log`) rotate at [`SEGMENT_BYTES`]; a zero length marks the
+//! Files (`seg-<seq>.log`) rotate at [`SEGMENT_BYTES`] (journal files also at
+//! half the replay window's age); a zero length marks the
 //! end of the data in a file (DMA writes pad the last block with zeros).
 //!
 //! The request path only appends to a route's in-memory `pending` bytes and
@@ -48,6 +49,8 @@ struct Segment {
     /// The written bytes of the file's last partial block, rewritten with
     /// the next append (O_DIRECT writes whole blocks).
     tail: Vec<u8>,
+    /// When the file was opened (durable mode rotates by age too).
+    opened: Instant,
 }
 
 impl Segment {
@@ -165,6 +168,7 @@ impl RouteSpool {
             file: None,
             sealed: false,
             tail: Vec::new(),
+            opened: Instant::now(),
         });
     }
 
@@ -451,6 +455,7 @@ impl CoreSpool {
                         file: Some(file),
                         sealed: true,
                         tail: Vec::new(),
+                        opened: Instant::now(),
                     });
                     offset += size;
                 }
@@ -482,6 +487,11 @@ impl CoreSpool {
     }
 
     fn take_jobs(&mut self) -> Vec<Job> {
+        // A journal file also rotates once it is half a replay window old,
+        // so that its delivered events leave the journal about one window
+        // later: at a low event rate a 16 MiB file would otherwise hold
+        // hours of events, all replayed after a crash or a disconnect.
+        let max_age = self.durable.then_some(self.replay_window / 2);
         let mut jobs = Vec::new();
         for (i, r) in self.routes.iter_mut().enumerate() {
             if r.pending.is_empty() || r.writing {
@@ -509,7 +519,8 @@ impl CoreSpool {
                 block_start,
                 data,
                 new_written,
-                seal_after: new_written >= SEGMENT_BYTES,
+                seal_after: new_written >= SEGMENT_BYTES
+                    || max_age.is_some_and(|age| seg.opened.elapsed() >= age),
             });
             r.writing = true;
         }

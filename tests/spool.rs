@@ -149,6 +149,71 @@ fn kill_9_in_durable_mode_loses_nothing_that_got_a_200() {
     let _ = std::fs::remove_dir_all(&spool);
 }
 
+/// At a low event rate a durable journal file rotates by age (half the
+/// replay window), so a restart replays about one window of events, not
+/// everything the 16 MiB file could hold; and every id that got a 200
+/// inside the window is replayed.
+#[test]
+fn durable_replay_after_a_crash_covers_the_window_not_the_whole_file() {
+    const EVENTS: usize = 40;
+    let spool = temp_dir("durable-window");
+    let endpoint = free_endpoint();
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = collector(endpoint.clone(), stop.clone());
+    let args = [
+        "--ack",
+        "durable",
+        "--replay-window",
+        "400ms",
+        "--cores",
+        "1",
+    ];
+    let mut server = spool_server(&spool, &endpoint, &args);
+    eventually(Duration::from_secs(10), "the consumer to connect", || {
+        admin_stats(&server).1["merged"]["routes"][0]["connected"] == 1
+    });
+    let mut answered = Vec::new();
+    for _ in 0..EVENTS {
+        answered.push(server.get("/s/n?x=1").assert_accepted("in.gen.s.n"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let before: HashSet<u64> = first.join().unwrap().into_iter().collect();
+    assert_eq!(before.len(), EVENTS, "the first consumer got every event");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let second = collector(endpoint.clone(), stop.clone());
+    let server = spool_server(&spool, &endpoint, &args);
+    eventually(Duration::from_secs(10), "the replay to finish", || {
+        admin_stats(&server).1["merged"]["routes"][0]["waiting"] == 0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let replayed: HashSet<u64> = second.join().unwrap().into_iter().collect();
+    eprintln!(
+        "durable replay after kill -9 at 20 events/s, 400 ms window: {} of {EVENTS} replayed",
+        replayed.len()
+    );
+    // The last 300 ms of events were inside the window when the process died.
+    for id in &answered[EVENTS - 6..] {
+        assert!(
+            replayed.contains(id),
+            "{id} (inside the window) was not replayed"
+        );
+    }
+    // Kept: the window plus at most half a window of file age, plus slack.
+    assert!(
+        replayed.len() < EVENTS / 2,
+        "{} of {EVENTS} replayed: the journal kept far more than the window",
+        replayed.len()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
 fn admin_stats(server: &Server) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(server.admin.unwrap()).unwrap();
     s.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\n\r\n")
