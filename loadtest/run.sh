@@ -410,6 +410,27 @@ for s in servers:
     label = {"nginx": "nginx `return 200`", "nginx-log": "nginx + JSON access log (buffer=64k)",
              "floor": "bare glommio loop (floor)"}[s]
     print(f"| {label} | {med(rps)} | {med(cpu)} | {each(rps)} | {each(cpu)} |")
+# Issue 5's targets for the GET postback at 64 connections, read off the
+# interleaved rounds above (reported, not enforced: only a lost event fails).
+hw_rounds = [by[("hookwire", n)] for n in rounds if ("hookwire", n) in by]
+def pair_median(anchor, key):
+    xs = [by[("hookwire", n)][key] / by[(anchor, n)][key] for n in rounds
+          if ("hookwire", n) in by and (anchor, n) in by and by[(anchor, n)][key]]
+    return statistics.median(xs) if xs else None
+targets = [
+    ("requests/s ≥ 1.0× nginx `return 200`", pair_median("nginx", "rps"), lambda x: x >= 1.0, "{:.2f}×"),
+    ("requests/s ≥ 1.0× nginx + JSON access log", pair_median("nginx-log", "rps"), lambda x: x >= 1.0, "{:.2f}×"),
+    ("CPU per request ≤ nginx `return 200`'s", pair_median("nginx", "cpu_us"), lambda x: x <= 1.0, "{:.2f}×"),
+    ("p99 (oha) ≤ 2 ms", statistics.median(r["p99"] for r in hw_rounds) if hw_rounds else None,
+     lambda x: x <= 2.0, "{:.2f} ms"),
+]
+print()
+print("| target (GET postback, 64 connections) | measured | met |")
+print("|---|---|---|")
+for name, value, ok, fmt in targets:
+    shown = "–" if value is None else fmt.format(value)
+    met = "–" if value is None else ("yes" if ok(value) else "no")
+    print(f"| {name} | {shown} | {met} |")
 if log_lines:
     served = sum(r["ok"] for r in runs if r["server"] == "nginx-log")
     print()
