@@ -7,14 +7,16 @@
 #
 #   loadtest/ab.sh [-n REQUESTS] [-c CONNS] [-r ROUNDS] VARIANT...
 #
-# A VARIANT is `name;hookwire options;oha options;sink`, the last three
-# optional: `sink` is `tcp` (default) or `ipc` (the sink binds a Unix
-# socket and hookwire pushes to it). Examples:
+# A VARIANT is `name;hookwire options;oha options;sink;binary`, all but the
+# name optional: `sink` is `tcp` (default) or `ipc` (the sink binds a Unix
+# socket and hookwire pushes to it); `binary` is another hookwire build to
+# run (default: this tree's target/release/hookwire). Examples:
 #
 #   loadtest/ab.sh 'cores2;--cores 2' 'cores1;--cores 1'
 #   loadtest/ab.sh 'tcp' 'ipc;;;ipc'
 #   loadtest/ab.sh 'keepalive' 'no-keepalive;;--disable-keepalive'
 #   loadtest/ab.sh 'accepted' 'durable;--ack durable'
+#   loadtest/ab.sh 'new' 'old;;;;/tmp/hookwire-old'    # two builds
 #
 # Loopback only; each oha run is a fixed request count under a time bound,
 # and every process started here is stopped by its PID. Exits non-zero if
@@ -29,11 +31,11 @@ while getopts "n:c:r:" opt; do
         n) requests=$OPTARG ;;
         c) conns=$OPTARG ;;
         r) rounds=$OPTARG ;;
-        *) sed -n '2,21p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,23p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 1 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,23p' "$0" >&2; exit 2; }
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --quiet --bin hookwire --example sink
 bin=target/release/hookwire
@@ -64,14 +66,14 @@ stop() { # pid seconds
     pids=("${keep[@]}")
 }
 
-run() { # id name hookwire-args oha-args sink-kind
-    local id=$1 hw_args=$3 oha_args=$4 kind=${5:-tcp} endpoint http admin sink_pid hw_pid before
+run() { # id name hookwire-args oha-args sink-kind binary
+    local id=$1 hw_args=$3 oha_args=$4 kind=${5:-tcp} exe=${6:-$bin} endpoint http admin sink_pid hw_pid before
     if [ "$kind" = ipc ]; then endpoint="ipc://$work/$id.sock"; else endpoint="tcp://127.0.0.1:$(free_port)"; fi
     http=$(free_port); admin=$(free_port)
     "$sink" --bind "$endpoint" --max-seconds 600 >"$work/$id.sink" 2>/dev/null &
     sink_pid=$!; pids+=("$sink_pid")
     # shellcheck disable=SC2086
-    "$bin" --listen "127.0.0.1:$http" --admin "127.0.0.1:$admin" --push "$endpoint" \
+    "$exe" --listen "127.0.0.1:$http" --admin "127.0.0.1:$admin" --push "$endpoint" \
         --spool-dir "$work/$id.spool" $hw_args 2>"$work/$id.err" &
     hw_pid=$!; pids+=("$hw_pid")
     for _ in $(seq 100); do
@@ -91,9 +93,9 @@ run() { # id name hookwire-args oha-args sink-kind
 order=("$@")
 for round in $(seq "$rounds"); do
     for spec in "${order[@]}"; do
-        IFS=';' read -r name hw oha kind <<<"$spec"
+        IFS=';' read -r name hw oha kind exe <<<"$spec"
         echo "round $round: $name" >&2
-        run "$round.$name" "$name" "${hw:-}" "${oha:-}" "${kind:-tcp}"
+        run "$round.$name" "$name" "${hw:-}" "${oha:-}" "${kind:-tcp}" "${exe:-}"
         echo "$round $name" >>"$work/manifest"
     done
     # Reverse the order every round, so no variant always runs first.

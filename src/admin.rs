@@ -263,7 +263,10 @@ const HISTOGRAM_HELP: [(&str, &str); 3] = [
         "first byte of a request read to last byte of its response written",
     ),
     ("decode", "decoding a request's query and body"),
-    ("handoff", "handing one event to ZeroMQ or the spool"),
+    (
+        "handoff",
+        "handing one event to ZeroMQ or the spool (accepted mode: its share of the batch)",
+    ),
 ];
 
 /// Prometheus text exposition: per core (`core="N"`) and merged (`core="all"`).

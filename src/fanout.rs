@@ -60,6 +60,9 @@ pub struct RouteStatus {
 pub struct Fanout {
     // Declared before the context: sockets must close before it terminates.
     routes: Vec<Route>,
+    /// Accepted mode: events of this executor cycle, handed to ZeroMQ
+    /// together by [`Fanout::flush_outbox`].
+    outbox: Outbox,
     specs: Vec<RouteSpec>,
     _context: zmq::Context,
     frames: Frames,
@@ -99,6 +102,7 @@ impl Fanout {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             routes,
+            outbox: Outbox::default(),
             specs: settings.routes.clone(),
             _context: context,
             frames: settings.frames,
@@ -121,34 +125,67 @@ impl Fanout {
         Ok(set)
     }
 
-    /// Hands an admitted event to each of its routes, never blocking.
-    /// Returns the spool ticket the 200 must wait for, if the event (or, in
-    /// durable mode, its journal record) went to the spool.
-    pub fn send(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) -> Option<u64> {
+    /// Takes an admitted event for each of its routes, never blocking, and
+    /// returns the spool ticket its 200 must wait for.
+    ///
+    /// Accepted mode: the event goes to the core's outbox, which the
+    /// flusher task hands to ZeroMQ once the connections that were ready
+    /// together have all run (one wake-up of libzmq's I/O thread per batch
+    /// instead of per event), before it decides the ticket: an event
+    /// ZeroMQ does not take then goes to the spool, and the ticket waits
+    /// for that write. Durable mode: the event is journaled, and sent now
+    /// when nothing waits before it.
+    pub fn send(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) -> u64 {
         let mut spool = self.spool.borrow_mut();
-        let durable = spool.durable;
-        let mut ticket = None;
+        if !spool.durable {
+            for &i in set {
+                self.outbox.push(i, key, envelope);
+            }
+            return spool.tickets.take();
+        }
         for &i in set {
             let i = usize::from(i);
             let route = &mut self.routes[i];
             let log = &mut spool.routes[i];
             let queued = log.active();
-            if durable {
+            log.append(key, envelope);
+            if !queued && try_send(&route.socket, self.frames, key, envelope) {
+                log.delivered_through_tail();
+                route.delivered += 1;
+            }
+        }
+        spool.tickets.take()
+    }
+
+    /// Accepted mode: hands the outbox to ZeroMQ in order; an event for a
+    /// route with spooled events waiting, or that ZeroMQ does not take now,
+    /// goes to the spool behind them.
+    /// Returns how many events it handed over.
+    pub fn flush_outbox(&mut self) -> usize {
+        let n = self.outbox.entries.len();
+        if n == 0 {
+            return 0;
+        }
+        let mut spool = self.spool.borrow_mut();
+        let Self {
+            outbox,
+            routes,
+            frames,
+            ..
+        } = self;
+        for &(i, key, envelope) in &outbox.entries {
+            let (key, envelope) = (outbox.text(key), outbox.text(envelope));
+            let route = &mut routes[usize::from(i)];
+            let log = &mut spool.routes[usize::from(i)];
+            if log.active() || !try_send(&route.socket, *frames, key, envelope) {
                 log.append(key, envelope);
-                ticket = Some(());
-                if !queued && try_send(&route.socket, self.frames, key, envelope) {
-                    log.delivered_through_tail();
-                    route.delivered += 1;
-                }
-            } else if queued || !try_send(&route.socket, self.frames, key, envelope) {
-                log.append(key, envelope);
-                ticket = Some(());
             } else {
                 route.recent.push(key, envelope);
                 route.delivered += 1;
             }
         }
-        ticket.map(|()| spool.tickets.take())
+        outbox.clear();
+        n
     }
 
     /// Hands spooled records to ZeroMQ, oldest first, while it takes them;
@@ -238,6 +275,38 @@ impl Fanout {
         for route in &self.routes {
             let _ = route.socket.set_linger(ms);
         }
+    }
+}
+
+/// `(start, length)` in the outbox's arena.
+type Span = (u32, u32);
+
+/// Events waiting for the flusher: `(route, key, envelope)`, the texts in
+/// one reused arena.
+#[derive(Default)]
+struct Outbox {
+    arena: Vec<u8>,
+    entries: Vec<(u16, Span, Span)>,
+}
+
+impl Outbox {
+    fn push(&mut self, route: u16, key: &[u8], envelope: &[u8]) {
+        let mut put = |bytes: &[u8]| {
+            let start = self.arena.len() as u32;
+            self.arena.extend_from_slice(bytes);
+            (start, bytes.len() as u32)
+        };
+        let (k, e) = (put(key), put(envelope));
+        self.entries.push((route, k, e));
+    }
+
+    fn text(&self, (start, len): Span) -> &[u8] {
+        &self.arena[start as usize..(start + len) as usize]
+    }
+
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
     }
 }
 

@@ -181,19 +181,20 @@ async fn run_core(
     if recovered > 0 {
         eprintln!("core {core}: spool: {recovered} bytes of events from an earlier run are delivered first");
     }
+    let shard = Rc::new(RefCell::new(Shard::new(
+        core,
+        settings.clone(),
+        spool.clone(),
+    )?));
     let tickets = spool.borrow().tickets.clone();
     glommio::spawn_local(flusher(
+        shard.clone(),
         spool.clone(),
         tickets,
         settings.durable,
         settings.sync_interval,
     ))
     .detach();
-    let shard = Rc::new(RefCell::new(Shard::new(
-        core,
-        settings.clone(),
-        spool.clone(),
-    )?));
     let state = Rc::new(CoreState::default());
     let accept = glommio::spawn_local(accept_loop(
         core,
@@ -250,6 +251,7 @@ async fn run_core(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     while Instant::now() < deadline {
+        shard.borrow_mut().flush_outbox();
         spool::flush(&spool).await;
         let read = deliver(&shard, &spool).await;
         if control(&shard, &state, false) == 0 {
@@ -259,6 +261,7 @@ async fn run_core(
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
+    shard.borrow_mut().flush_outbox();
     spool::flush(&spool).await;
     let shard = shard.borrow();
     let waiting = shard.fanout.waiting();
@@ -277,9 +280,13 @@ async fn run_core(
     Ok(CoreSnapshot::of(&shard, state.open(), false, started))
 }
 
-/// Writes spooled events as they are appended (in durable mode, at most
-/// once per sync interval: one fdatasync covers every event since the last).
+/// Decides the tickets connections wait for. Woken by the first event of a
+/// batch, it runs after the connections that were ready with it: accepted
+/// mode hands their outbox to ZeroMQ in one go, then writes what ZeroMQ did
+/// not take (and, in durable mode, the journal: at most once per sync
+/// interval, one fdatasync covering every event since the last).
 async fn flusher(
+    shard: Rc<RefCell<Shard>>,
     spool: Rc<RefCell<CoreSpool>>,
     tickets: Rc<Tickets>,
     durable: bool,
@@ -294,6 +301,7 @@ async fn flusher(
                 glommio::timer::sleep(interval - since).await;
             }
         }
+        shard.borrow_mut().flush_outbox();
         spool::flush(&spool).await;
         last = Instant::now();
     }

@@ -534,6 +534,16 @@ pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
     let (jobs, ticket, durable, tickets) = {
         let mut c = core.borrow_mut();
         if !c.has_pending() {
+            // Nothing to write: the tickets taken so far (events ZeroMQ
+            // took) are decided at once — unless a write is in flight,
+            // whose flush decides its own ticket and is followed by another.
+            let next = c.tickets.next.get();
+            if next > c.tickets.done.get() && !c.routes.iter().any(|r| r.writing) {
+                c.tickets.next.set(next + 1);
+                let tickets = c.tickets.clone();
+                drop(c);
+                tickets.decide(next, None);
+            }
             return false;
         }
         let ticket = c.tickets.next.get();
