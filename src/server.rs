@@ -261,6 +261,11 @@ async fn run_core(
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
+    // The last hand-off: after any write still in flight (bounded).
+    let settle = Instant::now() + Duration::from_secs(1);
+    while spool.borrow().writing() && Instant::now() < settle {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
     shard.borrow_mut().flush_outbox();
     spool::flush(&spool).await;
     let shard = shard.borrow();

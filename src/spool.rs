@@ -291,7 +291,7 @@ impl Tickets {
                 failed.pop_front();
             }
         }
-        self.done.set(upto);
+        self.done.set(self.done.get().max(upto));
         for w in self.waiters.borrow_mut().drain(..) {
             w.wake();
         }
@@ -482,6 +482,11 @@ impl CoreSpool {
         self.stored() >= self.max_bytes
     }
 
+    /// A write is in flight.
+    pub fn writing(&self) -> bool {
+        self.routes.iter().any(|r| r.writing)
+    }
+
     pub fn has_pending(&self) -> bool {
         self.routes.iter().any(|r| !r.pending.is_empty())
     }
@@ -533,6 +538,12 @@ impl CoreSpool {
 pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
     let (jobs, ticket, durable, tickets) = {
         let mut c = core.borrow_mut();
+        if c.writing() {
+            // One flush at a time (the drain path calls this beside the
+            // flusher task): the one in flight decides its own ticket, and
+            // what was appended meanwhile waits for the next call.
+            return false;
+        }
         if !c.has_pending() {
             // Nothing to write: the tickets taken so far (events ZeroMQ
             // took) are decided at once — unless a write is in flight,
@@ -595,14 +606,23 @@ pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
             }
         }
         if !ok {
-            // What was appended since the jobs were taken is dropped too:
-            // every ticket up to now fails (its senders get 503).
+            // What was appended since the jobs were taken is dropped too.
+            // In durable mode those are events whose senders wait on the
+            // next ticket: it fails as well (they get 503s). In accepted
+            // mode they are only re-sends nobody waits for, and the next
+            // ticket belongs to events still in the outbox, which the next
+            // flush hands over: only this flush's ticket fails.
             for r in &mut c.routes {
                 r.pending.clear();
                 r.head = r.head.min(r.written_end());
             }
-            let upto = c.tickets.next.get();
-            c.tickets.next.set(upto + 1);
+            let upto = if durable {
+                let upto = c.tickets.next.get();
+                c.tickets.next.set(upto + 1);
+                upto
+            } else {
+                ticket
+            };
             tickets.decide(upto, Some(ticket));
             return true;
         }
@@ -643,6 +663,13 @@ async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
     }
     if durable {
         file.fdatasync().await.map_err(std::io::Error::from)?;
+        if let Some(dir) = job.create.as_deref().and_then(Path::parent) {
+            // A new journal file's name must survive a power loss too.
+            let dir = glommio::io::Directory::open(dir)
+                .await
+                .map_err(std::io::Error::from)?;
+            dir.sync().await.map_err(std::io::Error::from)?;
+        }
     }
     Ok(file)
 }
@@ -868,6 +895,10 @@ mod tests {
         t.decide(4, None);
         assert_eq!(t.state(4), Flushed::Stored);
         assert_eq!(t.state(5), Flushed::Pending);
+        // A flush that finishes after a later one does not undo it.
+        t.decide(6, None);
+        t.decide(5, None);
+        assert_eq!(t.state(6), Flushed::Stored);
     }
 
     #[test]
