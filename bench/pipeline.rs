@@ -11,9 +11,8 @@ mod samples;
 
 use std::sync::Arc;
 
-use clap::Parser;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hookwire::config::{Cli, Settings};
+use hookwire::config::Settings;
 use hookwire::conn::Conn;
 use hookwire::metrics::Metrics;
 use hookwire::shard::Shard;
@@ -25,22 +24,7 @@ fn pipeline(c: &mut Criterion) {
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
     std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
 
-    let cli = Cli::try_parse_from([
-        "hookwire",
-        "--push",
-        &endpoint,
-        "--cores",
-        "1",
-        "--sndhwm",
-        "100000",
-        "--spool-dir",
-        std::env::temp_dir()
-            .join(format!("hookwire-alloc-{}", std::process::id()))
-            .to_str()
-            .unwrap(),
-    ])
-    .unwrap();
-    let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
+    let settings = Arc::new(Settings::standalone(&endpoint));
     let mut shard = Shard::standalone(settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
 

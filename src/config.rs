@@ -244,6 +244,28 @@ fn bad(option: &str, msg: impl std::fmt::Display) -> ConfigError {
 }
 
 impl Settings {
+    /// One core pushing to `endpoint` with a send queue deep enough that
+    /// ZeroMQ takes every event directly, and a spool in the temp dir: the
+    /// settings of benchmarks and tests that drive `Shard::standalone`.
+    pub fn standalone(endpoint: &str) -> Self {
+        let spool =
+            std::env::temp_dir().join(format!("hookwire-standalone-{}", std::process::id()));
+        let spool = spool.to_str().expect("temp dir is UTF-8");
+        let args = [
+            "hookwire",
+            "--push",
+            endpoint,
+            "--cores",
+            "1",
+            "--sndhwm",
+            "100000",
+            "--spool-dir",
+            spool,
+        ];
+        let cli = Cli::try_parse_from(args).expect("valid arguments");
+        Self::from_args(cli.serve).expect("valid settings")
+    }
+
     /// Merges flags/env (already merged by clap) with the file and defaults.
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {

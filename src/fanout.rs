@@ -138,9 +138,7 @@ impl Fanout {
     pub fn send(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) -> u64 {
         let mut spool = self.spool.borrow_mut();
         if !spool.durable {
-            for &i in set {
-                self.outbox.push(i, key, envelope);
-            }
+            self.outbox.push(set, key, envelope);
             return spool.tickets.take();
         }
         for &i in set {
@@ -290,14 +288,15 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn push(&mut self, route: u16, key: &[u8], envelope: &[u8]) {
+    /// One copy of the event, one entry per route.
+    fn push(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) {
         let mut put = |bytes: &[u8]| {
             let start = self.arena.len() as u32;
             self.arena.extend_from_slice(bytes);
             (start, bytes.len() as u32)
         };
         let (k, e) = (put(key), put(envelope));
-        self.entries.push((route, k, e));
+        self.entries.extend(set.iter().map(|&route| (route, k, e)));
     }
 
     fn text(&self, (start, len): Span) -> &[u8] {

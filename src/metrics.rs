@@ -97,6 +97,13 @@ impl Hist {
         self.sum_ns = self.sum_ns.saturating_add(ns);
     }
 
+    /// Records `n` samples of `d` at once.
+    pub fn record_n(&mut self, d: Duration, n: u64) {
+        let ns = d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.h.saturating_record_n(ns.max(1), n);
+        self.sum_ns = self.sum_ns.saturating_add(ns.saturating_mul(n));
+    }
+
     /// Records the time between two raw readings of `clock` (the TSC:
     /// half the cost of `Instant::now` on the machines measured).
     #[inline]

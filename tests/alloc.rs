@@ -13,8 +13,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use clap::Parser;
-use hookwire::config::{Cli, Settings};
+use hookwire::config::Settings;
 use hookwire::conn::{Conn, Step};
 use hookwire::shard::Shard;
 
@@ -86,22 +85,7 @@ fn steady_state_hot_path_does_not_allocate() {
 
     // A send queue deep enough that ZeroMQ takes every event directly: the
     // backlog path (which copies the event) is not the steady state.
-    let cli = Cli::try_parse_from([
-        "hookwire",
-        "--push",
-        &endpoint,
-        "--cores",
-        "1",
-        "--sndhwm",
-        "100000",
-        "--spool-dir",
-        std::env::temp_dir()
-            .join(format!("hookwire-alloc-{}", std::process::id()))
-            .to_str()
-            .unwrap(),
-    ])
-    .unwrap();
-    let settings = Arc::new(Settings::from_args(cli.serve).unwrap());
+    let settings = Arc::new(Settings::standalone(&endpoint));
     let mut shard = Shard::standalone(settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
     let post = json_post();

@@ -468,6 +468,17 @@ fn missing(answered: &[u64], got: &[u64]) -> Vec<u64> {
         .collect()
 }
 
+fn assert_none_missing(answered: &[u64], got: &[u64]) {
+    let missing = missing(answered, got);
+    assert!(
+        missing.is_empty(),
+        "{} of {} ids that got a 200 never arrived, e.g. {:?}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 /// The consumer goes away and comes back several times under load, in
 /// the default `--ack accepted` mode: a disconnect re-sends the route's
 /// resend buffer (the latest events handed to ZeroMQ), which covers what
@@ -479,14 +490,7 @@ fn consumer_restarts_under_load_lose_nothing_that_got_a_200() {
     let endpoint = free_endpoint();
     let args = ["--push", &endpoint, "--sndhwm", "100", "--cores", "2"];
     let (answered, got) = consumer_restarts(&args, &endpoint, 3);
-    let missing = missing(&answered, &got);
-    assert!(
-        missing.is_empty(),
-        "{} of {} ids that got a 200 never arrived, e.g. {:?}",
-        missing.len(),
-        answered.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_none_missing(&answered, &got);
 }
 
 /// Without the resend buffer (`--resend-buffer 0`) the same restarts lose
@@ -531,14 +535,7 @@ fn consumer_restarts_in_durable_mode_lose_nothing_that_got_a_200() {
         "--push", &endpoint, "--sndhwm", "100", "--cores", "2", "--ack", "durable",
     ];
     let (answered, got) = consumer_restarts(&args, &endpoint, 3);
-    let missing = missing(&answered, &got);
-    assert!(
-        missing.is_empty(),
-        "{} of {} ids that got a 200 never arrived, e.g. {:?}",
-        missing.len(),
-        answered.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_none_missing(&answered, &got);
 }
 
 /// A disk that refuses writes (here: the file-size limit, EFBIG — the
