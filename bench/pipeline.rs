@@ -5,6 +5,14 @@
 //! event (ns/event); throughput is request bytes/s. The per-stage benches
 //! (parse, decode, merge, encode, ids) are in bench/stages.rs.
 //!
+//! As in the server, events reach ZeroMQ in batches: the core's flusher
+//! task hands its outbox over once the connections that were ready together
+//! have run, so here the outbox is flushed every [`BATCH`] events. The
+//! bench thread is pinned to the first CPU and libzmq's I/O thread and the
+//! consumer to the last one when there are two or more, so the figure is
+//! one core's work (libzmq's I/O thread, which writes the batches to TCP,
+//! is measured with the whole process in loadtest/).
+//!
 //! `cargo bench --bench pipeline`
 
 mod samples;
@@ -17,7 +25,25 @@ use hookwire::conn::Conn;
 use hookwire::metrics::Metrics;
 use hookwire::shard::Shard;
 
+/// Events per hand-off to ZeroMQ.
+const BATCH: usize = 16;
+
+/// Pins the calling thread (and the threads it starts later) to `cpu`.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read
+    // and write the set passed by reference.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 fn pipeline(c: &mut Criterion) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The consumer and libzmq's I/O thread (started with the first socket)
+    // inherit this affinity.
+    pin(cpus - 1);
     let context = zmq::Context::new();
     let pull = context.socket(zmq::PULL).unwrap();
     pull.bind("tcp://127.0.0.1:*").unwrap();
@@ -27,22 +53,29 @@ fn pipeline(c: &mut Criterion) {
     let settings = Arc::new(Settings::standalone(&endpoint));
     let mut shard = Shard::standalone(settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
+    pin(0);
 
     let mut group = c.benchmark_group("pipeline");
     for s in samples::all() {
         group.throughput(Throughput::Bytes(s.raw.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(s.name), s.raw, |b, raw| {
+            let mut n = 0;
             b.iter(|| {
                 conn.feed(raw);
                 conn.process(&mut shard);
-                // The core's flusher task's part: the outbox to ZeroMQ.
-                shard.flush_outbox();
-                conn.waits.clear();
-                let n = conn.out.len();
+                n += 1;
+                if n % BATCH == 0 {
+                    // The core's flusher task's part: the outbox to ZeroMQ.
+                    shard.flush_outbox();
+                    conn.waits.clear();
+                }
+                let len = conn.out.len();
                 conn.out.clear();
-                n
+                len
             })
         });
+        shard.flush_outbox();
+        conn.waits.clear();
     }
     group.finish();
     shard.fanout.waiting();

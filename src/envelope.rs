@@ -180,15 +180,24 @@ fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// The first byte at or after `from` that JSON must escape. Eight bytes at a
-/// time (SWAR: a word without such a byte is skipped with a few ALU ops),
-/// then byte by byte within the word that has one.
-fn next_escape(s: &[u8], from: usize) -> Option<usize> {
+/// time (SWAR: a word without such a byte is skipped with a few ALU ops); a
+/// tail shorter than a word is padded with a plain byte so that short
+/// strings (most keys and values) take one word test too.
+pub fn next_escape(s: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
     let mut i = from;
-    while let Some(chunk) = s.get(i..i + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+    loop {
+        let w = match s.get(i..i + 8) {
+            Some(word) => u64::from_le_bytes(word.try_into().unwrap_or_default()),
+            None if i >= s.len() => return None,
+            None => {
+                let mut pad = [b'a'; 8];
+                pad[..s.len() - i].copy_from_slice(&s[i..]);
+                u64::from_le_bytes(pad)
+            }
+        };
         let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
         if control
             || has_zero(w ^ (ONES * u64::from(b'"')))

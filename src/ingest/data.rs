@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use super::form::{Kind, Params};
-use crate::envelope::{member, write_str};
+use crate::envelope::member;
 
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -85,14 +85,31 @@ fn group_runs<'a>(order: &mut [u32], runs: &mut Vec<Run>, key: impl Fn(u32) -> &
         return false;
     }
     runs.clear();
+    // Compare cheap tags first: a key of up to 7 bytes is its tag, so only
+    // longer keys with equal tags are compared as strings.
+    let mut tags = [0u64; SMALL];
+    let tags = &mut tags[..order.len()];
+    for (t, &i) in tags.iter_mut().zip(order.iter()) {
+        *t = tag(key(i));
+    }
+    if all_distinct(tags) {
+        // The common case: every key once, each its own run.
+        runs.extend(order.iter().enumerate().map(|(at, &i)| Run {
+            first: i,
+            start: at as u32,
+            len: 1,
+        }));
+        return true;
+    }
     let mut done = 0;
     while done < order.len() {
         // `order[done]` opens a run; pull its later equals up behind it.
-        let k = key(order[done]);
+        let (t, k) = (tags[done], key(order[done]));
         let mut end = done + 1;
         for j in done + 1..order.len() {
-            if same(key(order[j]), k) {
+            if tags[j] == t && (k.len() < 8 || key(order[j]) == k) {
                 order[end..=j].rotate_right(1);
+                tags[end..=j].rotate_right(1);
                 end += 1;
             }
         }
@@ -104,6 +121,42 @@ fn group_runs<'a>(order: &mut [u32], runs: &mut Vec<Run>, key: impl Fn(u32) -> &
         done = end;
     }
     true
+}
+
+/// Whether no two tags are equal (then no two keys are), by inserting
+/// them into a small open-addressing table: linear in the number of keys
+/// where comparing every pair is quadratic.
+fn all_distinct(tags: &[u64]) -> bool {
+    const SLOTS: usize = 64;
+    const _: () = assert!(SLOTS >= 2 * SMALL);
+    // Slot → position + 1 of the tag in it (0: empty).
+    let mut table = [0u8; SLOTS];
+    for (at, &t) in tags.iter().enumerate() {
+        let mut h = (t.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize;
+        loop {
+            match table[h] {
+                0 => {
+                    table[h] = at as u8 + 1;
+                    break;
+                }
+                other if tags[usize::from(other) - 1] == t => return false,
+                _ => h = (h + 1) % SLOTS,
+            }
+        }
+    }
+    true
+}
+
+/// A key's first seven bytes and its length (saturated): equal tags mean
+/// equal keys when the key is shorter than eight bytes.
+fn tag(k: &str) -> u64 {
+    let b = k.as_bytes();
+    // A byte loop: a copy of a variable 0-7 bytes would call memcpy.
+    let mut t = (b.len().min(255) as u64) << 56;
+    for (at, &byte) in b.iter().take(7).enumerate() {
+        t |= u64::from(byte) << (8 * at);
+    }
+    t
 }
 
 /// String equality with the cheap checks first (most keys differ in length).
@@ -148,7 +201,16 @@ impl Grouper {
             if skip(top) {
                 continue;
             }
-            member(out, first, top);
+            if !std::mem::take(first) {
+                out.push(b',');
+            }
+            params.write_json(out, &head.top, head.key_clean);
+            out.push(b':');
+            if run.len == 1 && head.kind == Kind::Plain {
+                // The common case: a key given once.
+                params.write_json(out, &head.value, head.value_clean);
+                continue;
+            }
             // A key is an object only when every entry is `a[b]`; otherwise
             // plain values win and the `a[b]` entries keep their full key
             // (grouped, so a repeat becomes an array).
@@ -197,7 +259,7 @@ fn write_values<'a>(
         if n > 0 {
             out.push(b',');
         }
-        write_str(out, params.text(&p.value));
+        params.write_json(out, &p.value, p.value_clean);
     }
     if array {
         out.push(b']');

@@ -2,11 +2,15 @@
 //!
 //! Written by hand because the contract asks for what no decoding crate
 //! does: a value whose percent-decoding is not UTF-8 is kept exactly as it
-//! was sent, and `key[]` / `a[b]` keys are classified for grouping. Decoded
-//! keys and values go into one reused arena; [`Param`]s are ranges into it,
-//! so decoding a request allocates nothing once the arena has grown.
+//! was sent, and `key[]` / `a[b]` keys are classified for grouping. The
+//! input is copied once into a reused arena; a key or value with nothing to
+//! decode (the common case) is a range of that copy, and the others are
+//! decoded after it. [`Param`]s are ranges into the arena, so decoding a
+//! request allocates nothing once the arena has grown.
 
 use std::ops::Range;
+
+use crate::envelope::write_str;
 
 /// How a key groups with others of the same top-level name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +34,9 @@ pub struct Param {
     pub sub: Range<u32>,
     pub kind: Kind,
     pub value: Range<u32>,
+    /// The key has no byte that JSON escapes: it is written as it is.
+    pub key_clean: bool,
+    pub value_clean: bool,
 }
 
 /// Decoded parameters of one request: the query's, then the body's.
@@ -39,6 +46,15 @@ pub struct Params {
     pub list: Vec<Param>,
 }
 
+/// One key or value: where its text is and what it holds.
+struct Field {
+    range: Range<u32>,
+    /// No byte JSON must escape.
+    clean: bool,
+    /// A key with a `[`.
+    bracket: bool,
+}
+
 impl Params {
     pub fn clear(&mut self) {
         self.arena.clear();
@@ -46,46 +62,104 @@ impl Params {
     }
 
     pub fn text(&self, r: &Range<u32>) -> &str {
-        // The arena only ever receives UTF-8 (see `push_decoded`).
         let bytes = &self.arena[r.start as usize..r.end as usize];
         debug_assert!(std::str::from_utf8(bytes).is_ok());
-        // SAFETY: every range handed out covers bytes written by
-        // `push_decoded`/`push_sub`, which only write validated UTF-8 or
-        // ASCII escapes, and ranges never split a character.
+        // SAFETY: every range handed out covers either a run of the input
+        // copy with no byte >= 0x80 (ASCII, see `field`) or bytes written
+        // by `push_decoded`/`classify`, which only write validated UTF-8 or
+        // ASCII escapes; ranges never split a character.
         unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    /// Writes a key's or value's text as a JSON string.
+    #[inline]
+    pub fn write_json(&self, out: &mut Vec<u8>, r: &Range<u32>, clean: bool) {
+        if !clean {
+            return write_str(out, self.text(r));
+        }
+        out.push(b'"');
+        copy_short(out, &self.arena, r);
+        out.push(b'"');
     }
 
     /// Decodes `a=1&b=2…` and appends its pairs to the list. Empty pairs
     /// (`&&`) are skipped; a key without `=` has the value `""`.
-    ///
-    /// One pass over the input: each key and value is copied to the arena
-    /// in runs of plain bytes, decoding `%XX` and `+` between runs.
     pub fn parse(&mut self, input: &[u8]) {
-        // Decoding never lengthens text; `a[b]` keys add their member name.
-        self.arena.reserve(input.len() + input.len() / 2);
+        // The copy, then decoded text (never longer than its input) and
+        // `a[b]` member names.
+        self.arena.reserve(2 * input.len() + input.len() / 2);
+        let base = self.arena.len();
+        self.arena.extend_from_slice(input);
         let mut i = 0;
         while i < input.len() {
             if input[i] == b'&' {
                 i += 1;
                 continue;
             }
-            let (at, key) = self.push_decoded(input, i, true);
+            let (at, key) = self.field(input, base, i, true);
             let (at, value) = if input.get(at) == Some(&b'=') {
-                self.push_decoded(input, at + 1, false)
+                self.field(input, base, at + 1, false)
             } else {
                 let end = self.arena.len() as u32;
-                (at, end..end)
+                let empty = Field {
+                    range: end..end,
+                    clean: true,
+                    bracket: false,
+                };
+                (at, empty)
             };
-            let (kind, top, sub) = self.classify(&key);
+            let (kind, top, sub) = match key.bracket {
+                true => self.classify(&key.range),
+                false => (Kind::Plain, key.range.clone(), 0..0),
+            };
             self.list.push(Param {
-                key,
+                key: key.range,
                 top,
                 sub,
                 kind,
-                value,
+                value: value.range,
+                key_clean: key.clean,
+                value_clean: value.clean,
             });
             i = at + 1;
         }
+    }
+
+    /// The key (up to `&`, `=` or the end) or value (up to `&` or the end)
+    /// that starts at `input[from]`, and where it stopped. Text with nothing
+    /// to decode or escape is a range of the copy at `base`; anything else
+    /// goes through [`Self::push_decoded`].
+    #[inline(always)]
+    fn field(&mut self, input: &[u8], base: usize, from: usize, key: bool) -> (usize, Field) {
+        let mut bracket = false;
+        let mut i = from;
+        loop {
+            i = next_stop(input, i, key);
+            match input.get(i) {
+                None | Some(b'&') => break,
+                Some(b'=') if key => break,
+                Some(b'[') if key => {
+                    bracket = true;
+                    i += 1;
+                }
+                Some(_) => {
+                    let (at, range, clean) = self.push_decoded(input, from, i, key);
+                    let text = &self.arena[range.start as usize..range.end as usize];
+                    let field = Field {
+                        clean,
+                        bracket: key && memchr::memchr(b'[', text).is_some(),
+                        range,
+                    };
+                    return (at, field);
+                }
+            }
+        }
+        let field = Field {
+            range: (base + from) as u32..(base + i) as u32,
+            clean: true,
+            bracket,
+        };
+        (i, field)
     }
 
     /// The value of the first plain `name=` among `self.list[within]`.
@@ -97,14 +171,24 @@ impl Params {
     }
 
     /// Percent-decodes `input[from..]` into the arena up to the next `&`
-    /// (or `=`, for a key) and returns where it stopped. If the result is
-    /// not UTF-8 the raw text is stored instead, exactly as sent, with any
-    /// raw byte that is itself not UTF-8 written as `%XX`.
-    fn push_decoded(&mut self, input: &[u8], from: usize, key: bool) -> (usize, Range<u32>) {
+    /// (or `=`, for a key), given that `input[from..plain]` has nothing to
+    /// decode, and returns where it stopped and whether the text is clean
+    /// (nothing JSON escapes). If the result is not UTF-8 the raw text is
+    /// stored instead, exactly as sent, with any raw byte that is itself not
+    /// UTF-8 written as `%XX`.
+    fn push_decoded(
+        &mut self,
+        input: &[u8],
+        from: usize,
+        plain: usize,
+        key: bool,
+    ) -> (usize, Range<u32>, bool) {
         let start = self.arena.len();
+        self.arena.extend_from_slice(&input[from..plain]);
         // Only text with a byte >= 0x80 (raw or decoded) can be invalid.
         let mut high = false;
-        let mut i = from;
+        let mut escape = false;
+        let mut i = plain;
         loop {
             let run = i;
             while i < input.len() && CLASS[usize::from(input[i])] == PLAIN {
@@ -120,9 +204,10 @@ impl Params {
                     i += 1;
                 }
                 PCT => match (input.get(i + 1), input.get(i + 2)) {
-                    (Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                        let byte = hex(h).unwrap_or(0) << 4 | hex(l).unwrap_or(0);
+                    (Some(&h), Some(&l)) if (HEX[usize::from(h)] | HEX[usize::from(l)]) < 16 => {
+                        let byte = HEX[usize::from(h)] << 4 | HEX[usize::from(l)];
                         high |= byte >= 0x80;
+                        escape |= CLASS[usize::from(byte)] == ESCAPE;
                         self.arena.push(byte);
                         i += 3;
                     }
@@ -132,9 +217,11 @@ impl Params {
                         i += 1;
                     }
                 },
-                // `=` inside a value, or a raw byte >= 0x80.
-                _ => {
+                // `=` inside a value, a raw byte >= 0x80, or one JSON
+                // escapes.
+                class => {
                     high |= b >= 0x80;
+                    escape |= class == ESCAPE;
                     self.arena.push(b);
                     i += 1;
                 }
@@ -148,8 +235,9 @@ impl Params {
                     crate::envelope::percent_byte(&mut self.arena, b);
                 }
             }
+            escape = crate::envelope::next_escape(&self.arena[start..], 0).is_some();
         }
-        (i, start as u32..self.arena.len() as u32)
+        (i, start as u32..self.arena.len() as u32, !escape)
     }
 
     /// `a[]` → Array `a`; `a[b]rest` → Nested `a` / `b` + `rest`
@@ -196,6 +284,8 @@ const EQ: u8 = 2;
 const PCT: u8 = 3;
 const PLUS: u8 = 4;
 const HIGH: u8 = 5;
+/// What JSON escapes: `"`, `\\`, control bytes and DEL.
+const ESCAPE: u8 = 6;
 
 /// What the decoder does with each byte: copy it in a run (`PLAIN`) or stop.
 static CLASS: [u8; 256] = {
@@ -205,6 +295,14 @@ static CLASS: [u8; 256] = {
         t[b] = HIGH;
         b += 1;
     }
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = ESCAPE;
+        b += 1;
+    }
+    t[b'"' as usize] = ESCAPE;
+    t[b'\\' as usize] = ESCAPE;
+    t[0x7f] = ESCAPE;
     t[b'&' as usize] = AMP;
     t[b'=' as usize] = EQ;
     t[b'%' as usize] = PCT;
@@ -212,7 +310,96 @@ static CLASS: [u8; 256] = {
     t
 };
 
-fn hex(c: u8) -> Option<u8> {
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` that equals `c`. Only the lowest flag
+/// is exact (a borrow can flag a byte above a true match), which is all
+/// [`next_stop`] uses.
+#[inline(always)]
+fn bytes_equal(w: u64, c: u8) -> u64 {
+    let x = w ^ (ONES * u64::from(c));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The first byte at or after `from` that ends a plain run: `&`, `%`, `+`,
+/// a byte >= 0x80, a byte JSON escapes (`"`, `\\`, controls, DEL) and, in a
+/// key, `=` and `[`; or the end. Eight bytes at a time (SWAR); a tail is
+/// read as the input's last word shifted, so short keys and values take
+/// the same path without a copy.
+#[inline(always)]
+fn next_stop(s: &[u8], mut i: usize, key: bool) -> usize {
+    loop {
+        let w = match s.get(i..i + 8) {
+            Some(word) => u64::from_le_bytes(word.try_into().unwrap_or_default()),
+            None if i >= s.len() => return s.len(),
+            None if s.len() >= 8 => {
+                // The last word, shifted down to start at `i`, topped up
+                // with a plain byte.
+                let last = u64::from_le_bytes(s[s.len() - 8..].try_into().unwrap_or_default());
+                let shift = 8 * (i + 8 - s.len()) as u32;
+                (last >> shift) | (ONES * u64::from(b'a')) << (64 - shift)
+            }
+            None => {
+                let mut w = ONES * u64::from(b'a');
+                for (k, &b) in s[i..].iter().enumerate() {
+                    w = (w & !(0xff << (8 * k))) | u64::from(b) << (8 * k);
+                }
+                w
+            }
+        };
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let mut stops = (w & HIGHS)
+            | control
+            | bytes_equal(w, b'&')
+            | bytes_equal(w, b'%')
+            | bytes_equal(w, b'+')
+            | bytes_equal(w, b'"')
+            | bytes_equal(w, b'\\')
+            | bytes_equal(w, 0x7f);
+        if key {
+            stops |= bytes_equal(w, b'=') | bytes_equal(w, b'[');
+        }
+        if stops != 0 {
+            return (i + (stops.trailing_zeros() / 8) as usize).min(s.len());
+        }
+        i += 8;
+    }
+}
+
+/// Appends `src[r]`. Keys and values are mostly under 16 bytes: when the
+/// arena has the bytes after them, one or two fixed 8-byte copies and a
+/// truncate replace a call to `memcpy`.
+#[inline(always)]
+fn copy_short(out: &mut Vec<u8>, src: &[u8], r: &Range<u32>) {
+    let (start, len) = (r.start as usize, (r.end - r.start) as usize);
+    let word = |at: usize| -> [u8; 8] { src[at..at + 8].try_into().unwrap_or_default() };
+    let end = out.len() + len;
+    if len <= 8 && start + 8 <= src.len() {
+        out.extend_from_slice(&word(start));
+    } else if len <= 16 && start + 16 <= src.len() {
+        out.extend_from_slice(&word(start));
+        out.extend_from_slice(&word(start + 8));
+    } else {
+        return out.extend_from_slice(&src[start..start + len]);
+    }
+    out.truncate(end);
+}
+
+/// Each byte's value as a hex digit, 0xff for a byte that is not one.
+static HEX: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut b = 0;
+    while b < 256 {
+        if let Some(v) = hex(b as u8) {
+            t[b] = v;
+        }
+        b += 1;
+    }
+    t
+};
+
+const fn hex(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
@@ -342,7 +529,7 @@ mod tests {
         // Inputs built from the bytes that matter, from a fixed xorshift
         // seed: separators, escapes (good, short and bad), `+`, brackets,
         // multi-byte UTF-8 and raw bytes that are not UTF-8.
-        let pieces: [&[u8]; 16] = [
+        let pieces: [&[u8]; 32] = [
             b"&",
             b"=",
             b"+",
@@ -359,22 +546,64 @@ mod tests {
             "п".as_bytes(),
             b"\xff",
             b"\xd0",
+            b"\"",
+            b"\\",
+            b"\x01",
+            b"\x7f",
+            b"%22",
+            b"%5C",
+            b"%0A",
+            b"%5B",
+            b"a[b]",
+            b"x[]",
+            b"clickid",
+            b"0123456789abcdef",
+            b"sub1",
+            b"=v",
+            b"&k=",
+            b"1.5",
         ];
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut p = Params::default();
-        for _ in 0..20_000 {
+        for _ in 0..50_000 {
             let mut input = Vec::new();
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             for n in 0..(x % 12) {
-                let piece = pieces[((x >> (4 * n + 8)) % 16) as usize];
+                let piece = pieces[((x >> (5 * n + 4)) % 32) as usize];
                 input.extend_from_slice(piece);
             }
             p.clear();
+            // Sometimes after another input, as for a form body after the
+            // query (the arena then holds both).
+            if x % 3 == 0 {
+                p.parse(b"q=1&r%5B%5D=2");
+            }
+            let skip = p.list.len();
             p.parse(&input);
-            let got: Vec<_> = p
-                .list
+            for q in &p.list[skip..] {
+                let (key, value) = (p.text(&q.key), p.text(&q.value));
+                let clean = |t: &str| crate::envelope::next_escape(t.as_bytes(), 0).is_none();
+                assert_eq!(q.key_clean, clean(key), "{key:?}");
+                assert_eq!(q.value_clean, clean(value), "{value:?}");
+                let mut written = Vec::new();
+                p.write_json(&mut written, &q.value, q.value_clean);
+                let mut expected = Vec::new();
+                write_str(&mut expected, value);
+                assert_eq!(written, expected);
+                // Classified as a fresh decoder would classify the key.
+                let mut fresh = Params::default();
+                let k = fresh.arena.len() as u32;
+                fresh.arena.extend_from_slice(key.as_bytes());
+                let (kind, top, sub) = fresh.classify(&(k..fresh.arena.len() as u32));
+                assert_eq!(
+                    (q.kind, p.text(&q.top), p.text(&q.sub)),
+                    (kind, fresh.text(&top), fresh.text(&sub)),
+                    "{key:?}"
+                );
+            }
+            let got: Vec<_> = p.list[skip..]
                 .iter()
                 .map(|q| {
                     (
