@@ -134,6 +134,12 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// written as `%XX`, so nothing is lost and the result is valid JSON.
 pub fn write_lossless(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
+    if bytes.is_ascii() {
+        // Header values almost always are: no chunking needed.
+        escape_into(out, bytes);
+        out.push(b'"');
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         escape_into(out, chunk.valid().as_bytes());
         for &b in chunk.invalid() {
