@@ -101,6 +101,9 @@ pub struct ServeArgs {
     /// Durable mode: one fdatasync covers what was appended in this interval [default: 2ms]
     #[arg(long, env = "HOOKWIRE_SYNC_INTERVAL", value_name = "DURATION")]
     pub sync_interval: Option<String>,
+    /// Accepted mode: while several events wait, a core hands them to ZeroMQ at most once per this interval (0: every loop) [default: 0]
+    #[arg(long, env = "HOOKWIRE_FLUSH_INTERVAL", value_name = "DURATION")]
+    pub flush_interval: Option<String>,
     /// Durable mode: journal files are kept this long after delivery, for replay after a crash [default: 10s]
     #[arg(long, env = "HOOKWIRE_REPLAY_WINDOW", value_name = "DURATION")]
     pub replay_window: Option<String>,
@@ -159,6 +162,8 @@ struct FileConfig {
     ack: Option<String>,
     #[serde(alias = "sync_interval")]
     sync_interval: Option<String>,
+    #[serde(alias = "flush_interval")]
+    flush_interval: Option<String>,
     #[serde(alias = "replay_window")]
     replay_window: Option<String>,
     sndhwm: Option<i32>,
@@ -218,6 +223,9 @@ pub struct Settings {
     /// `--ack durable`.
     pub durable: bool,
     pub sync_interval: Duration,
+    /// Accepted mode: the least time between two hand-offs of a core's
+    /// outbox to ZeroMQ while more than one event waits (zero: none).
+    pub flush_interval: Duration,
     pub replay_window: Duration,
     pub sndhwm: i32,
     /// Bytes of recently sent events kept for re-sending (accepted mode).
@@ -421,6 +429,20 @@ impl Settings {
             args.sync_interval.or(file.sync_interval),
             "2ms",
         )?;
+        let flush_text = args
+            .flush_interval
+            .or(file.flush_interval)
+            .unwrap_or_else(|| "0".into());
+        let flush_interval = match flush_text.trim() {
+            "0" => Duration::ZERO,
+            text => duration("flush-interval", Some(text.into()), "")?,
+        };
+        if flush_interval > Duration::from_millis(10) {
+            return Err(bad(
+                "flush-interval",
+                "must be at most 10ms (every 200 waits for it); 0 turns coalescing off",
+            ));
+        }
         let replay_window = duration(
             "replay-window",
             args.replay_window.or(file.replay_window),
@@ -474,6 +496,7 @@ impl Settings {
             spool_max_bytes,
             durable,
             sync_interval,
+            flush_interval,
             replay_window,
             sndhwm,
             resend_buffer,

@@ -159,6 +159,11 @@ impl Fanout {
     /// route with spooled events waiting, or that ZeroMQ does not take now,
     /// goes to the spool behind them.
     /// Returns how many events it handed over.
+    /// Events waiting in the outbox for the next [`Self::flush_outbox`].
+    pub fn outbox_events(&self) -> usize {
+        self.outbox.events
+    }
+
     pub fn flush_outbox(&mut self) -> usize {
         let n = self.outbox.entries.len();
         if n == 0 {
@@ -285,6 +290,7 @@ type Span = (u32, u32);
 struct Outbox {
     arena: Vec<u8>,
     entries: Vec<(u16, Span, Span)>,
+    events: usize,
 }
 
 impl Outbox {
@@ -297,6 +303,7 @@ impl Outbox {
         };
         let (k, e) = (put(key), put(envelope));
         self.entries.extend(set.iter().map(|&route| (route, k, e)));
+        self.events += 1;
     }
 
     fn text(&self, (start, len): Span) -> &[u8] {
@@ -306,6 +313,7 @@ impl Outbox {
     fn clear(&mut self) {
         self.arena.clear();
         self.entries.clear();
+        self.events = 0;
     }
 }
 

@@ -45,6 +45,8 @@ fn bad_options_are_refused_naming_the_option() {
         (&["--listen", "not an address"], "--listen"),
         (&["--config", "/nonexistent/hookwire.toml"], "--config"),
         (&["--request-timeout", "soon"], "--request-timeout"),
+        (&["--flush-interval", "soon"], "--flush-interval"),
+        (&["--flush-interval", "20ms"], "--flush-interval"),
     ];
     for (args, option) in cases {
         let stderr = refused(args, &[]);

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -184,6 +184,45 @@ fn full_spool_refuses_with_503_and_recovers() {
         envelope_id(&sink.recv_raw(1, Duration::from_secs(10))[0]),
         next
     );
+}
+
+/// `--flush-interval`: a lone request is answered without waiting for the
+/// interval, and events held back while several wait are all delivered,
+/// in order.
+#[test]
+fn flush_interval_holds_batches_not_lone_requests() {
+    const INTERVAL: Duration = Duration::from_millis(10);
+    let (server, sink) = server_and_sink(&["--cores", "1", "--flush-interval", "10ms"]);
+    // Held, every request would take the whole interval; not held, at
+    // least one of ten is quicker even on a loaded machine.
+    let quickest = (0..10)
+        .map(|_| {
+            let started = Instant::now();
+            server.get("/s/lone?x=1").assert_accepted("in.gen.s.lone");
+            started.elapsed()
+        })
+        .min()
+        .unwrap();
+    assert!(quickest < INTERVAL, "a lone request waited {quickest:?}");
+    let lone = sink.recv_raw(10, Duration::from_secs(10));
+    assert_eq!(lone.len(), 10);
+
+    // 300 pipelined requests: several events wait at once, so they go to
+    // ZeroMQ in held batches; every 200 is delivered, in order.
+    let batch: Vec<u8> = (0..300)
+        .flat_map(|i| format!("GET /s/batch?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes())
+        .collect();
+    let answered: Vec<u64> = server
+        .exchange(&batch, 300)
+        .iter()
+        .map(|r| r.assert_accepted("in.gen.s.batch"))
+        .collect();
+    let delivered: Vec<u64> = sink
+        .recv_raw(300, Duration::from_secs(10))
+        .iter()
+        .map(|e| envelope_id(e))
+        .collect();
+    assert_eq!(delivered, answered);
 }
 
 #[test]
