@@ -66,16 +66,30 @@ pub fn encode(
         Uid::Generated(id) => write_u64(out, id),
     }
     out.extend_from_slice(b"\",\"td\":{");
+    // Member names as literals, each with the comma before it: the first
+    // one written drops it.
     let mut first = true;
+    let mut name = |out: &mut Vec<u8>, quoted: &[u8]| {
+        let quoted = if std::mem::take(&mut first) {
+            &quoted[1..]
+        } else {
+            quoted
+        };
+        out.extend_from_slice(quoted);
+    };
     if let Some(ip) = td.ip {
-        member(out, &mut first, "ip");
-        out.push(b'"');
+        name(out, b",\"ip\":\"");
         write_ip(out, ip);
         out.push(b'"');
     }
-    for (name, value) in [("ua", td.ua), ("ref", td.referer), ("host", td.host)] {
+    let headers: [(&[u8], _); 3] = [
+        (b",\"ua\":", td.ua),
+        (b",\"ref\":", td.referer),
+        (b",\"host\":", td.host),
+    ];
+    for (quoted, value) in headers {
         if let Some(value) = value {
-            member(out, &mut first, name);
+            name(out, quoted);
             write_lossless(out, value);
         }
     }

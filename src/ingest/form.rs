@@ -72,7 +72,7 @@ impl Params {
     }
 
     /// Writes a key's or value's text as a JSON string.
-    #[inline]
+    #[inline(always)]
     pub fn write_json(&self, out: &mut Vec<u8>, r: &Range<u32>, clean: bool) {
         if !clean {
             return write_str(out, self.text(r));
