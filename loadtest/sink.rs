@@ -97,11 +97,16 @@ fn key_and_id<'t>(tape: &[Node<'t>]) -> Result<(&'t str, &'t str), String> {
         let (Node::String(name), value) = (tape[at], tape[at + 1]) else {
             unreachable!("object keys are strings")
         };
-        match (name, value) {
-            ("key", Node::String(s)) => key = Some(s),
-            ("id", Node::String(s)) => id = Some(s),
-            ("key" | "id", _) => return Err(format!("{name} is not a string")),
-            _ => {}
+        let slot = match name {
+            "key" => &mut key,
+            "id" => &mut id,
+            _ => &mut None,
+        };
+        match value {
+            _ if !matches!(name, "key" | "id") => {}
+            _ if slot.is_some() => return Err(format!("{name} given twice")),
+            Node::String(s) => *slot = Some(s),
+            _ => return Err(format!("{name} is not a string")),
         }
         at += 1 + match value {
             Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
@@ -251,11 +256,12 @@ mod tests {
         t.check(br#"{"key":"in.gen.a.b","id":7532420803820785668}"#); // id not a string
         t.check(b"{\"key\":\"in.gen.a.b\",\"id\":\"1\",\"ua\":\"\xff\"}"); // not UTF-8
         t.check(br#"{"key":"in.gen.a.b","id":"2"} trailing"#);
+        t.check(br#"{"key":"in.gen.a.b","id":"3","data":{},"id":"4"}"#); // id twice
         t.finish();
-        assert_eq!(t.received, 8);
+        assert_eq!(t.received, 9);
         assert_eq!(t.unique, 2);
         assert_eq!(t.duplicates, 1);
-        assert_eq!(t.invalid, 5);
+        assert_eq!(t.invalid, 6);
         assert_eq!(t.keys, [("in.gen.a.b".to_owned(), 3)]);
         assert_eq!(t.first_invalid.len(), 3);
     }

@@ -433,9 +433,15 @@ impl Settings {
             .flush_interval
             .or(file.flush_interval)
             .unwrap_or_else(|| "0".into());
+        // Zero (`0`, `0ms`, …) is allowed here: it turns coalescing off.
         let flush_interval = match flush_text.trim() {
             "0" => Duration::ZERO,
-            text => duration("flush-interval", Some(text.into()), "")?,
+            text => humantime::parse_duration(text).map_err(|_| {
+                bad(
+                    "flush-interval",
+                    format!("'{text}' is not a duration like 200us or 1ms, or 0"),
+                )
+            })?,
         };
         if flush_interval > Duration::from_millis(10) {
             return Err(bad(

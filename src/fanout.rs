@@ -155,15 +155,15 @@ impl Fanout {
         spool.tickets.take()
     }
 
-    /// Accepted mode: hands the outbox to ZeroMQ in order; an event for a
-    /// route with spooled events waiting, or that ZeroMQ does not take now,
-    /// goes to the spool behind them.
-    /// Returns how many events it handed over.
     /// Events waiting in the outbox for the next [`Self::flush_outbox`].
     pub fn outbox_events(&self) -> usize {
         self.outbox.events
     }
 
+    /// Accepted mode: hands the outbox to ZeroMQ in order; an event for a
+    /// route with spooled events waiting, or that ZeroMQ does not take now,
+    /// goes to the spool behind them.
+    /// Returns how many events it handed over.
     pub fn flush_outbox(&mut self) -> usize {
         let n = self.outbox.entries.len();
         if n == 0 {

@@ -62,6 +62,14 @@ fn bad_options_are_refused_naming_the_option() {
 }
 
 #[test]
+fn a_zero_flush_interval_in_any_unit_turns_coalescing_off() {
+    for zero in ["0", "0ms", "0s"] {
+        let server = Server::start(&["--flush-interval", zero]);
+        server.get("/s/n?x=1").assert_accepted("in.gen.s.n");
+    }
+}
+
+#[test]
 fn a_busy_port_is_refused_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
