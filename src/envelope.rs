@@ -200,38 +200,67 @@ fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// The first byte at or after `from` that JSON must escape. Eight bytes at a
-/// time (SWAR: a word without such a byte is skipped with a few ALU ops); a
-/// tail shorter than a word is padded with a plain byte so that short
-/// strings (most keys and values) take one word test too.
+/// time (SWAR: a word without such a byte is skipped with a few ALU ops);
+/// short strings (most keys and values) take one word test too.
 pub fn next_escape(s: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
     let mut i = from;
-    loop {
-        let w = match s.get(i..i + 8) {
-            Some(word) => u64::from_le_bytes(word.try_into().unwrap_or_default()),
-            None if i >= s.len() => return None,
-            None => {
-                let mut pad = [b'a'; 8];
-                pad[..s.len() - i].copy_from_slice(&s[i..]);
-                u64::from_le_bytes(pad)
-            }
-        };
-        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
-        if control
-            || has_zero(w ^ (ONES * u64::from(b'"')))
-            || has_zero(w ^ (ONES * u64::from(b'\\')))
-            || has_zero(w ^ (ONES * 0x7f))
-        {
-            break;
+    while let Some(w) = swar::word_at(s, i) {
+        if swar::escapes(w) != 0 {
+            return s[i..]
+                .iter()
+                .position(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+                .map(|p| i + p);
         }
         i += 8;
     }
-    s[i..]
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
-        .map(|p| i + p)
+    None
+}
+
+/// Word-at-a-time (SWAR) scanning, shared by the escaper and the form
+/// decoder. A mask has the high bit set in each flagged byte; only the
+/// lowest flag is exact (a borrow can flag a byte above a true match), so
+/// callers take the lowest or test for any.
+pub(crate) mod swar {
+    pub const ONES: u64 = 0x0101_0101_0101_0101;
+    pub const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+    /// The eight bytes of `s` from `i` (little-endian), the part past the
+    /// end filled with `a`, which no scanner flags; `None` at the end. A
+    /// tail is read as the last word shifted, so it costs no copy.
+    #[inline(always)]
+    pub fn word_at(s: &[u8], i: usize) -> Option<u64> {
+        if let Some(word) = s.get(i..i + 8) {
+            return Some(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        }
+        if i >= s.len() {
+            return None;
+        }
+        let pad = ONES * u64::from(b'a');
+        if s.len() >= 8 {
+            let last = u64::from_le_bytes(s[s.len() - 8..].try_into().unwrap_or_default());
+            let shift = 8 * (i + 8 - s.len()) as u32;
+            return Some((last >> shift) | pad << (64 - shift));
+        }
+        let mut w = pad;
+        for (k, &b) in s[i..].iter().enumerate() {
+            w = (w & !(0xff << (8 * k))) | u64::from(b) << (8 * k);
+        }
+        Some(w)
+    }
+
+    /// Bytes of `w` equal to `c`.
+    #[inline(always)]
+    pub fn equal(w: u64, c: u8) -> u64 {
+        let x = w ^ (ONES * u64::from(c));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+
+    /// Bytes of `w` that JSON escapes: `"`, `\\`, controls and DEL.
+    #[inline(always)]
+    pub fn escapes(w: u64) -> u64 {
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        control | equal(w, b'"') | equal(w, b'\\') | equal(w, 0x7f)
+    }
 }
 
 /// Copies one JSON value that has already been validated, dropping the

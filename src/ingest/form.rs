@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use crate::envelope::write_str;
+use crate::envelope::{swar, write_str};
 
 /// How a key groups with others of the same top-level name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,61 +310,26 @@ static CLASS: [u8; 256] = {
     t
 };
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of `w` that equals `c`. Only the lowest flag
-/// is exact (a borrow can flag a byte above a true match), which is all
-/// [`next_stop`] uses.
-#[inline(always)]
-fn bytes_equal(w: u64, c: u8) -> u64 {
-    let x = w ^ (ONES * u64::from(c));
-    x.wrapping_sub(ONES) & !x & HIGHS
-}
-
 /// The first byte at or after `from` that ends a plain run: `&`, `%`, `+`,
 /// a byte >= 0x80, a byte JSON escapes (`"`, `\\`, controls, DEL) and, in a
-/// key, `=` and `[`; or the end. Eight bytes at a time (SWAR); a tail is
-/// read as the input's last word shifted, so short keys and values take
-/// the same path without a copy.
+/// key, `=` and `[`; or the end. Eight bytes at a time (SWAR).
 #[inline(always)]
 fn next_stop(s: &[u8], mut i: usize, key: bool) -> usize {
-    loop {
-        let w = match s.get(i..i + 8) {
-            Some(word) => u64::from_le_bytes(word.try_into().unwrap_or_default()),
-            None if i >= s.len() => return s.len(),
-            None if s.len() >= 8 => {
-                // The last word, shifted down to start at `i`, topped up
-                // with a plain byte.
-                let last = u64::from_le_bytes(s[s.len() - 8..].try_into().unwrap_or_default());
-                let shift = 8 * (i + 8 - s.len()) as u32;
-                (last >> shift) | (ONES * u64::from(b'a')) << (64 - shift)
-            }
-            None => {
-                let mut w = ONES * u64::from(b'a');
-                for (k, &b) in s[i..].iter().enumerate() {
-                    w = (w & !(0xff << (8 * k))) | u64::from(b) << (8 * k);
-                }
-                w
-            }
-        };
-        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-        let mut stops = (w & HIGHS)
-            | control
-            | bytes_equal(w, b'&')
-            | bytes_equal(w, b'%')
-            | bytes_equal(w, b'+')
-            | bytes_equal(w, b'"')
-            | bytes_equal(w, b'\\')
-            | bytes_equal(w, 0x7f);
+    while let Some(w) = swar::word_at(s, i) {
+        let mut stops = (w & swar::HIGHS)
+            | swar::escapes(w)
+            | swar::equal(w, b'&')
+            | swar::equal(w, b'%')
+            | swar::equal(w, b'+');
         if key {
-            stops |= bytes_equal(w, b'=') | bytes_equal(w, b'[');
+            stops |= swar::equal(w, b'=') | swar::equal(w, b'[');
         }
         if stops != 0 {
             return (i + (stops.trailing_zeros() / 8) as usize).min(s.len());
         }
         i += 8;
     }
+    s.len()
 }
 
 /// Appends `src[r]`. Keys and values are mostly under 16 bytes: when the
