@@ -429,20 +429,11 @@ impl Settings {
             args.sync_interval.or(file.sync_interval),
             "2ms",
         )?;
-        let flush_text = args
-            .flush_interval
-            .or(file.flush_interval)
-            .unwrap_or_else(|| "0".into());
-        // Zero (`0`, `0ms`, …) is allowed here: it turns coalescing off.
-        let flush_interval = match flush_text.trim() {
-            "0" => Duration::ZERO,
-            text => humantime::parse_duration(text).map_err(|_| {
-                bad(
-                    "flush-interval",
-                    format!("'{text}' is not a duration like 200us or 1ms, or 0"),
-                )
-            })?,
-        };
+        let flush_interval = duration_or_zero(
+            "flush-interval",
+            args.flush_interval.or(file.flush_interval),
+            "0",
+        )?;
         if flush_interval > Duration::from_millis(10) {
             return Err(bad(
                 "flush-interval",
@@ -532,17 +523,26 @@ fn size(option: &str, value: Option<String>, default: &str) -> Result<usize, Con
 }
 
 fn duration(option: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
-    let text = value.unwrap_or_else(|| default.into());
-    let d = humantime::parse_duration(text.trim()).map_err(|_| {
-        bad(
-            option,
-            format!("'{text}' is not a duration like 10s or 500ms"),
-        )
-    })?;
+    let d = duration_or_zero(option, value, default)?;
     if d.is_zero() {
         return Err(bad(option, "must be longer than zero"));
     }
     Ok(d)
+}
+
+/// A duration where zero (`0`, `0ms`, …) means "off".
+fn duration_or_zero(
+    option: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or_else(|| default.into());
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        bad(
+            option,
+            format!("'{text}' is not a duration like 10s or 500ms"),
+        )
+    })
 }
 
 fn parse_route(text: &str) -> Result<RouteSpec, ConfigError> {
