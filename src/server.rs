@@ -318,7 +318,11 @@ async fn flusher(
         tickets.appended().await;
         let wait = match pause {
             Pause::Always(interval) => interval,
-            Pause::WhenSeveral(interval) if shard.borrow().fanout.outbox_events() > 1 => interval,
+            Pause::WhenSeveral(interval)
+                if !interval.is_zero() && shard.borrow().fanout.outbox_events() > 1 =>
+            {
+                interval
+            }
             Pause::WhenSeveral(_) => Duration::ZERO,
         };
         let since = last.elapsed();
