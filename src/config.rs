@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// Accepted mode: while several events wait, a core hands them to ZeroMQ at most once per this interval (0: every loop) [default: 0]
     #[arg(long, env = "HOOKWIRE_FLUSH_INTERVAL", value_name = "DURATION")]
     pub flush_interval: Option<String>,
+    /// Scheduling policy of the ZeroMQ I/O threads: `batch` (SCHED_BATCH: woken
+    /// to send, a core's I/O thread does not preempt the core's executor but
+    /// runs when it waits) or `normal` (SCHED_OTHER) [default: batch]
+    #[arg(long, env = "HOOKWIRE_ZMQ_SCHED", value_name = "POLICY")]
+    pub zmq_sched: Option<String>,
     /// Durable mode: journal files are kept this long after delivery, for replay after a crash [default: 10s]
     #[arg(long, env = "HOOKWIRE_REPLAY_WINDOW", value_name = "DURATION")]
     pub replay_window: Option<String>,
@@ -166,6 +171,8 @@ struct FileConfig {
     flush_interval: Option<String>,
     #[serde(alias = "replay_window")]
     replay_window: Option<String>,
+    #[serde(alias = "zmq_sched")]
+    zmq_sched: Option<String>,
     sndhwm: Option<i32>,
     #[serde(alias = "resend_buffer")]
     resend_buffer: Option<Size>,
@@ -198,6 +205,17 @@ pub enum Frames {
     KeyJson,
 }
 
+/// The Linux scheduling policy of libzmq's I/O threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sched {
+    /// `SCHED_BATCH`: a thread woken up does not preempt the one running;
+    /// it gets its fair share of the CPU, from the scheduler's tick or when
+    /// the running thread waits.
+    Batch,
+    /// `SCHED_OTHER`, the default of every Linux thread.
+    Normal,
+}
+
 /// One route: a glob on the key and the endpoints its PUSH socket connects to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {
@@ -226,6 +244,7 @@ pub struct Settings {
     /// Accepted mode: the least time between two hand-offs of a core's
     /// outbox to ZeroMQ while more than one event waits (zero: none).
     pub flush_interval: Duration,
+    pub zmq_sched: Sched,
     pub replay_window: Duration,
     pub sndhwm: i32,
     /// Bytes of recently sent events kept for re-sending (accepted mode).
@@ -440,6 +459,16 @@ impl Settings {
                 "must be at most 10ms (every 200 waits for it); 0 turns coalescing off",
             ));
         }
+        let zmq_sched = match args.zmq_sched.or(file.zmq_sched).as_deref() {
+            None | Some("batch") => Sched::Batch,
+            Some("normal") => Sched::Normal,
+            Some(other) => {
+                return Err(bad(
+                    "zmq-sched",
+                    format!("'{other}' is not one of: batch, normal"),
+                ))
+            }
+        };
         let replay_window = duration(
             "replay-window",
             args.replay_window.or(file.replay_window),
@@ -494,6 +523,7 @@ impl Settings {
             durable,
             sync_interval,
             flush_interval,
+            zmq_sched,
             replay_window,
             sndhwm,
             resend_buffer,
@@ -627,6 +657,11 @@ mod tests {
         assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
         assert_eq!(s.drain_timeout, Duration::from_secs(10));
         assert_eq!(s.resend_buffer, 64 << 20);
+        assert_eq!(s.zmq_sched, Sched::Batch);
+        assert_eq!(
+            settings(&["--zmq-sched", "normal"]).unwrap().zmq_sched,
+            Sched::Normal
+        );
         assert_eq!(settings(&["--admin", "off"]).unwrap().admin, None);
         assert!(s
             .trusted_proxies
@@ -666,6 +701,7 @@ mod tests {
             (&["--ack", "maybe"], "--ack"),
             (&["--spool-max-bytes", "12"], "--spool-max-bytes"),
             (&["--resend-buffer", "much"], "--resend-buffer"),
+            (&["--zmq-sched", "fifo"], "--zmq-sched"),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.starts_with(option), "{args:?}: {err}");

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use smallvec::SmallVec;
 use wildmatch::WildMatch;
 
-use crate::config::{Frames, RouteSpec, Settings};
+use crate::config::{Frames, RouteSpec, Sched, Settings};
 use crate::spool::{self, CoreSpool};
 
 /// The routes an event goes to: indices, inline for up to four matches.
@@ -94,12 +94,15 @@ impl Fanout {
                 settings.resend_buffer / (settings.cores * settings.routes.len()).max(1) as u64
             }
         };
-        let routes = settings
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| connect(&context, core, i, spec, settings.sndhwm, resend))
-            .collect::<Result<_, _>>()?;
+        // libzmq starts the context's I/O thread with its first socket.
+        let routes = with_sched(core, settings.zmq_sched, || {
+            settings
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| connect(&context, core, i, spec, settings.sndhwm, resend))
+                .collect::<Result<_, _>>()
+        })?;
         Ok(Self {
             routes,
             outbox: Outbox::default(),
@@ -395,6 +398,43 @@ fn resend(route: &mut Route, spool: &mut CoreSpool, i: usize) -> u64 {
         );
     }
     bytes
+}
+
+/// Runs `f` with the calling thread's scheduling policy set to `sched`,
+/// then restores the thread's own: threads started meanwhile (libzmq's I/O
+/// and reaper threads) keep `sched`.
+///
+/// With `batch`, a core's I/O thread, woken by the core's hand-off, does
+/// not preempt the core's executor (it shares its CPU); it sends when the
+/// executor waits for the network, with more envelopes per wake-up. When
+/// the policy cannot be set, the threads start with the caller's and
+/// hookwire says so.
+fn with_sched<T>(core: usize, sched: Sched, f: impl FnOnce() -> T) -> T {
+    let want = match sched {
+        Sched::Batch => libc::SCHED_BATCH,
+        Sched::Normal => libc::SCHED_OTHER,
+    };
+    let mut own = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `own` is a valid sched_param to
+    // write to, and to pass back unchanged.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    let saved = policy >= 0 && unsafe { libc::sched_getparam(0, &mut own) } == 0;
+    let changed = saved
+        && policy != want
+        && unsafe { libc::sched_setscheduler(0, want, &libc::sched_param { sched_priority: 0 }) }
+            == 0;
+    if policy != want && !changed {
+        eprintln!(
+            "core {core}: --zmq-sched: cannot set the ZeroMQ threads' scheduling policy: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let out = f();
+    if changed {
+        // SAFETY: as above; the policy and parameters are the thread's own.
+        unsafe { libc::sched_setscheduler(0, policy, &own) };
+    }
+    out
 }
 
 fn connect(

@@ -47,6 +47,7 @@ fn bad_options_are_refused_naming_the_option() {
         (&["--request-timeout", "soon"], "--request-timeout"),
         (&["--flush-interval", "soon"], "--flush-interval"),
         (&["--flush-interval", "20ms"], "--flush-interval"),
+        (&["--zmq-sched", "fifo"], "--zmq-sched"),
     ];
     for (args, option) in cases {
         let stderr = refused(args, &[]);
@@ -237,4 +238,40 @@ fn libzmq_is_bundled_not_a_system_library() {
         !libs.contains("libzmq"),
         "hookwire must not need a system libzmq: {libs}"
     );
+}
+
+/// Each thread of `pid`: its name and scheduling policy (`/proc`'s stat
+/// field 41: 0 is SCHED_OTHER, 3 SCHED_BATCH).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        // Fields 3 onwards follow the name; the policy is field 41.
+        let policy = rest.split_whitespace().nth(38).unwrap().parse().unwrap();
+        out.push((name, policy));
+    }
+    out
+}
+
+#[test]
+fn zmq_threads_run_sched_batch_unless_told_otherwise() {
+    let server = Server::start(&["--cores", "2"]);
+    let threads = thread_policies(server.child.id());
+    let batch = threads.iter().filter(|t| t.1 == 3).count();
+    // Each core's context: one I/O thread and one reaper.
+    assert_eq!(batch, 4, "{threads:?}");
+    let executors = threads
+        .iter()
+        .filter(|t| t.0.starts_with("hookwire-core-") && t.1 == 0)
+        .count();
+    assert!(executors >= 2, "the executors keep SCHED_OTHER: {threads:?}");
+    assert!(threads.iter().all(|t| t.1 == 0 || t.1 == 3), "{threads:?}");
+    server.get("/s/n?x=1").assert_accepted("in.gen.s.n");
+
+    let server = Server::start(&["--cores", "2", "--zmq-sched", "normal"]);
+    let threads = thread_policies(server.child.id());
+    assert!(threads.iter().all(|t| t.1 == 0), "{threads:?}");
+    server.get("/s/n?x=1").assert_accepted("in.gen.s.n");
 }
