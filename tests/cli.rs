@@ -266,7 +266,10 @@ fn zmq_threads_run_sched_batch_unless_told_otherwise() {
         .iter()
         .filter(|t| t.0.starts_with("hookwire-core-") && t.1 == 0)
         .count();
-    assert!(executors >= 2, "the executors keep SCHED_OTHER: {threads:?}");
+    assert!(
+        executors >= 2,
+        "the executors keep SCHED_OTHER: {threads:?}"
+    );
     assert!(threads.iter().all(|t| t.1 == 0 || t.1 == 3), "{threads:?}");
     server.get("/s/n?x=1").assert_accepted("in.gen.s.n");
 
