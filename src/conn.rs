@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -294,32 +294,34 @@ pub async fn serve(
     // When the first byte of the request now at the head of the buffer
     // was read: starts its timeout and its latency measurement.
     let mut first_byte: Option<Instant> = None;
+    // The last read: the idle timeout runs from it.
+    let mut last_read = Instant::now();
     loop {
         let idle = !conn.pending();
         if idle && registered.core.draining.get() {
             return;
         }
-        let timeout = match first_byte {
-            Some(t) => settings
-                .request_timeout
-                .saturating_sub(t.elapsed())
-                .max(Duration::from_millis(1)),
-            None => settings.idle_timeout,
+        // The core's sweep ends the read of a connection past its deadline.
+        let deadline = match first_byte {
+            Some(t) => t + settings.request_timeout,
+            None => last_read + settings.idle_timeout,
         };
-        let _ = stream.set_read_timeout(Some(timeout));
-        registered.core.set_idle(registered.key, idle);
+        registered.core.waiting(registered.key, idle, deadline);
         let read = stream.read(conn.spare()).await;
-        registered.core.set_idle(registered.key, false);
-        let read_at = Instant::now();
-        let n = match read {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && conn.pending() => {
+        if registered.core.busy(registered.key) {
+            // Timed out. Bytes that raced the sweep do not save a request
+            // that was late; a connection that sent nothing closes quietly.
+            if conn.pending() || matches!(read, Ok(n) if n > 0) {
                 conn.fail(&mut shard.borrow_mut(), Error::Timeout);
                 let _ = stream.write_all(&conn.out).await;
-                return;
             }
-            Err(_) => return,
+            return;
+        }
+        let read_at = Instant::now();
+        last_read = read_at;
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
         };
         conn.filled(n);
         let first = *first_byte.get_or_insert(read_at);

@@ -110,7 +110,7 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
     })
 }
 
-/// One core's connections, for the drain.
+/// One core's connections, for the drain and the timeouts.
 #[derive(Debug, Default)]
 pub struct CoreState {
     /// Set when the drain starts: connections close after their current
@@ -124,18 +124,41 @@ struct ConnEntry {
     fd: RawFd,
     /// Waiting for a new request with nothing half-read.
     idle: bool,
+    /// While the connection waits for bytes: when it times out.
+    deadline: Option<Instant>,
+    /// The sweep found it past its deadline and ended its read.
+    timed_out: bool,
 }
 
 impl CoreState {
     pub fn register(&self, fd: RawFd) -> usize {
-        self.conns
-            .borrow_mut()
-            .insert(ConnEntry { fd, idle: false })
+        self.conns.borrow_mut().insert(ConnEntry {
+            fd,
+            idle: false,
+            deadline: None,
+            timed_out: false,
+        })
     }
 
-    pub fn set_idle(&self, key: usize, idle: bool) {
+    /// Before a read: the connection waits for bytes until `deadline`
+    /// (`idle`: for a new request, with nothing half-read).
+    pub fn waiting(&self, key: usize, idle: bool, deadline: Instant) {
         if let Some(e) = self.conns.borrow_mut().get_mut(key) {
             e.idle = idle;
+            e.deadline = Some(deadline);
+        }
+    }
+
+    /// After a read: the connection is busy, its timeout does not run.
+    /// Returns whether the read was ended by the timeout sweep.
+    pub fn busy(&self, key: usize) -> bool {
+        match self.conns.borrow_mut().get_mut(key) {
+            Some(e) => {
+                e.idle = false;
+                e.deadline = None;
+                e.timed_out
+            }
+            None => false,
         }
     }
 
@@ -145,6 +168,21 @@ impl CoreState {
 
     pub fn open(&self) -> usize {
         self.conns.borrow().len()
+    }
+
+    /// Ends the read of every connection waiting past its deadline: the
+    /// read returns end-of-file and [`CoreState::busy`] says why. One sweep
+    /// per core instead of a timer per read (glommio's read timeouts insert
+    /// and remove a B-tree entry, with a clock read, for every read).
+    fn expire(&self, now: Instant) {
+        for (_, e) in self.conns.borrow_mut().iter_mut() {
+            if !e.timed_out && e.deadline.is_some_and(|d| now >= d) {
+                e.timed_out = true;
+                // SAFETY: the fd belongs to a live connection of this core
+                // (entries are removed before their stream is dropped).
+                unsafe { libc::shutdown(e.fd, libc::SHUT_RD) };
+            }
+        }
     }
 
     /// Ends the reads of connections that wait for a new request (or of
@@ -207,8 +245,12 @@ async fn run_core(
     ));
     let _ = ready.send(Ok(core));
 
-    // Control: retry backlogs, answer the admin endpoint, watch for a drain.
+    // Control: retry backlogs, answer the admin endpoint, watch for a drain,
+    // time out stalled connections.
     let started = Instant::now();
+    let sweep_every = (settings.idle_timeout.min(settings.request_timeout) / 20)
+        .clamp(Duration::from_millis(5), Duration::from_millis(250));
+    let mut next_sweep = started + sweep_every;
     let control = |shard: &Rc<RefCell<Shard>>, state: &CoreState, accepting: bool| {
         let mut shard = shard.borrow_mut();
         shard.fanout.tick();
@@ -222,6 +264,11 @@ async fn run_core(
         let waiting = control(&shard, &state, true);
         if drain.load(Ordering::Relaxed) {
             break;
+        }
+        let now = Instant::now();
+        if now >= next_sweep {
+            state.expire(now);
+            next_sweep = now + sweep_every;
         }
         if !read {
             let pause = if waiting > 0 {
