@@ -157,9 +157,9 @@ fn envelope_encode(c: &mut Criterion) {
         let fields = ingest.prepare(&req, target).unwrap();
         let mut data = Vec::new();
         ingest.write_data(&mut data, &req, &fields);
-        let service = ingest.text(&req, &fields.service).to_owned();
-        let name = ingest.text(&req, &fields.name).to_owned();
-        let uid = fields.uid.as_ref().map(|u| ingest.text(&req, u).to_owned());
+        let text = |t| String::from_utf8(ingest.bytes(&req, t).to_vec()).unwrap();
+        let (service, name) = (text(&fields.service), text(&fields.name));
+        let uid = fields.uid.as_ref().map(text);
         let td = ingest::transport(&req, &trusted);
         let mut ids = IdGen::new(id::worker_id(0, 0));
         let now = id::now_ms();

@@ -36,11 +36,11 @@ pub enum Uid<'a> {
 }
 
 /// Writes the routing key `in.gen.<service>.<name>`.
-pub fn write_key(out: &mut Vec<u8>, service: &str, name: &str) {
+pub fn write_key(out: &mut Vec<u8>, service: &[u8], name: &[u8]) {
     out.extend_from_slice(b"in.gen.");
-    out.extend_from_slice(service.as_bytes());
+    out.extend_from_slice(service);
     out.push(b'.');
-    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(name);
 }
 
 /// Encodes one envelope into `out` (appending). `data` writes the members of
@@ -53,7 +53,7 @@ pub fn encode(
 ) {
     // service and name are validated to [A-Za-z0-9_-]: no escaping needed.
     out.extend_from_slice(b"{\"key\":\"");
-    write_key(out, head.service, head.name);
+    write_key(out, head.service.as_bytes(), head.name.as_bytes());
     out.extend_from_slice(b"\",\"channel\":\"http\",\"service\":\"");
     out.extend_from_slice(head.service.as_bytes());
     out.extend_from_slice(b"\",\"name\":\"");

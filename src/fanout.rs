@@ -30,7 +30,8 @@ pub enum Refused {
 }
 
 struct Route {
-    pattern: WildMatch,
+    /// `None`: the catch-all `*`, which needs no matching.
+    pattern: Option<WildMatch>,
     socket: zmq::Socket,
     /// Accepted mode: the latest events handed to ZeroMQ.
     recent: Recent,
@@ -117,7 +118,10 @@ impl Fanout {
     /// The routes an event with `key` goes to, if it can be taken now.
     pub fn admit(&mut self, key: &str) -> Result<RouteSet, Refused> {
         let set: RouteSet = (0..self.routes.len() as u16)
-            .filter(|&i| self.routes[usize::from(i)].pattern.matches(key))
+            .filter(|&i| {
+                let pattern = &self.routes[usize::from(i)].pattern;
+                pattern.as_ref().is_none_or(|p| p.matches(key))
+            })
             .collect();
         if set.is_empty() {
             return Err(Refused::NoRoute);
@@ -128,22 +132,32 @@ impl Fanout {
         Ok(set)
     }
 
-    /// Takes an admitted event for each of its routes, never blocking, and
-    /// returns the spool ticket its 200 must wait for.
+    /// Where the next event's envelope is written (appended), to be taken
+    /// by [`Fanout::send`] from the length this had before: the outbox's
+    /// arena, so in accepted mode the envelope is not copied again before
+    /// ZeroMQ copies it into its message.
+    pub fn staging(&mut self) -> &mut Vec<u8> {
+        &mut self.outbox.arena
+    }
+
+    /// Takes an admitted event, the envelope written to [`Fanout::staging`]
+    /// from `start` on, for each of its routes, never blocking, and returns
+    /// the spool ticket its 200 must wait for.
     ///
-    /// Accepted mode: the event goes to the core's outbox, which the
+    /// Accepted mode: the event stays in the core's outbox, which the
     /// flusher task hands to ZeroMQ once the connections that were ready
     /// together have all run (one wake-up of libzmq's I/O thread per batch
     /// instead of per event), before it decides the ticket: an event
     /// ZeroMQ does not take then goes to the spool, and the ticket waits
     /// for that write. Durable mode: the event is journaled, and sent now
     /// when nothing waits before it.
-    pub fn send(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) -> u64 {
+    pub fn send(&mut self, set: &RouteSet, key: &[u8], start: usize) -> u64 {
         let mut spool = self.spool.borrow_mut();
         if !spool.durable {
-            self.outbox.push(set, key, envelope);
+            self.outbox.push(set, key, start);
             return spool.tickets.take();
         }
+        let envelope = &self.outbox.arena[start..];
         for &i in set {
             let i = usize::from(i);
             let route = &mut self.routes[i];
@@ -155,6 +169,7 @@ impl Fanout {
                 route.delivered += 1;
             }
         }
+        self.outbox.arena.truncate(start);
         spool.tickets.take()
     }
 
@@ -297,14 +312,12 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// One copy of the event, one entry per route.
-    fn push(&mut self, set: &RouteSet, key: &[u8], envelope: &[u8]) {
-        let mut put = |bytes: &[u8]| {
-            let start = self.arena.len() as u32;
-            self.arena.extend_from_slice(bytes);
-            (start, bytes.len() as u32)
-        };
-        let (k, e) = (put(key), put(envelope));
+    /// The event whose envelope was written to the arena from `start` on:
+    /// its key is appended, and it gets one entry per route.
+    fn push(&mut self, set: &RouteSet, key: &[u8], start: usize) {
+        let e = (start as u32, (self.arena.len() - start) as u32);
+        let k = (self.arena.len() as u32, key.len() as u32);
+        self.arena.extend_from_slice(key);
         self.entries.extend(set.iter().map(|&route| (route, k, e)));
         self.events += 1;
     }
@@ -462,7 +475,7 @@ fn connect(
         socket.connect(endpoint)?;
     }
     Ok(Route {
-        pattern: WildMatch::new(&spec.pattern),
+        pattern: (!spec.pattern.bytes().all(|b| b == b'*')).then(|| WildMatch::new(&spec.pattern)),
         socket,
         recent: Recent::new(resend),
         monitor,

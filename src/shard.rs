@@ -62,7 +62,6 @@ pub struct Shard {
     date: DateCache,
     ingest: Ingest,
     key: Vec<u8>,
-    envelope: Vec<u8>,
     body: Vec<u8>,
     headers: Vec<u8>,
     pub fanout: Fanout,
@@ -88,7 +87,6 @@ impl Shard {
             date: DateCache::default(),
             ingest: Ingest::default(),
             key: Vec::with_capacity(160),
-            envelope: Vec::with_capacity(4096),
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),
             fanout: Fanout::new(core, &settings, spool)?,
@@ -207,14 +205,15 @@ impl Shard {
 
         // The key holds the service and name the envelope borrows.
         self.key.clear();
-        let service = self.ingest.text(req, &fields.service);
-        let name = self.ingest.text(req, &fields.name);
+        // Both validated to [A-Za-z0-9_-] by `prepare`.
+        let service = self.ingest.bytes(req, &fields.service);
+        let name = self.ingest.bytes(req, &fields.name);
         let (service_len, name_len) = (service.len(), name.len());
         envelope::write_key(&mut self.key, service, name);
         let mut uid_digits = [0u8; 22];
         let uid_len = match &fields.uid {
             Some(t) => {
-                let given = self.ingest.text(req, t).as_bytes();
+                let given = self.ingest.bytes(req, t);
                 uid_digits[..given.len()].copy_from_slice(given);
                 given.len()
             }
@@ -241,13 +240,12 @@ impl Shard {
             time: id::time_of(id),
         };
         let td = ingest::transport(req, &self.settings.trusted_proxies);
-        self.envelope.clear();
         let ingest = &mut self.ingest;
-        envelope::encode(&mut self.envelope, &head, &td, |o| {
-            ingest.write_data(o, req, &fields)
-        });
+        let staging = self.fanout.staging();
+        let start = staging.len();
+        envelope::encode(staging, &head, &td, |o| ingest.write_data(o, req, &fields));
         let handoff = self.clock.raw();
-        let ticket = Some(self.fanout.send(&routes, &self.key, &self.envelope));
+        let ticket = Some(self.fanout.send(&routes, &self.key, start));
         if self.settings.durable {
             // Accepted mode records it in `flush_outbox`.
             self.metrics

@@ -149,7 +149,7 @@ impl Ingest {
                 .find(query_len, "name", &body, |j| &j.name)?
                 .ok_or(MISSING_NAME)?,
         };
-        if !route::valid_name(self.text(req, &name)) {
+        if !route::valid_name(self.bytes(req, &name)) {
             return Err(INVALID_NAME);
         }
         let project_id = match target.project_id {
@@ -158,7 +158,7 @@ impl Ingest {
         };
         let project_id = match project_id {
             None => 0,
-            Some(t) => route::parse_project_id(self.text(req, &t)).ok_or(INVALID_PROJECT_ID)?,
+            Some(t) => route::parse_project_id(self.bytes(req, &t)).ok_or(INVALID_PROJECT_ID)?,
         };
         let uid = self.uid(req, query_len, &body);
         self.grouper.query.build(&self.params, 0..query_len);
@@ -177,13 +177,14 @@ impl Ingest {
         })
     }
 
-    pub fn text<'s>(&'s self, req: &Request<'s>, t: &Text) -> &'s str {
+    /// The bytes of a piece of text: from the request (a path segment or
+    /// a cookie value, in the sender's bytes: validate before use), or
+    /// decoded query, form or JSON text (UTF-8).
+    pub fn bytes<'s>(&'s self, req: &Request<'s>, t: &Text) -> &'s [u8] {
         match t {
-            // Path segments are validated ASCII before they become `Text`;
-            // a query or body value is `Params`/`Json` text.
-            Text::Request(r) => std::str::from_utf8(at(req.buf, r)).unwrap_or(""),
-            Text::Params(r) => self.params.text(r),
-            Text::Json(r) => self.json.text(r),
+            Text::Request(r) => at(req.buf, r),
+            Text::Params(r) => self.params.text(r).as_bytes(),
+            Text::Json(r) => self.json.text(r).as_bytes(),
         }
     }
 
@@ -302,7 +303,7 @@ impl Ingest {
     /// an id.
     fn uid(&self, req: &Request<'_>, query_len: usize, body: &Body) -> Option<Text> {
         let params = &self.params;
-        let valid = |t: &Text| route::valid_uid(self.text(req, t));
+        let valid = |t: &Text| route::valid_uid(self.bytes(req, t));
         let from_query = params.first(0..query_len, "uid").map(Text::Params);
         let from_body = match body {
             Body::Form => params

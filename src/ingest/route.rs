@@ -37,7 +37,7 @@ pub fn parse(buf: &[u8], path: &Span) -> Result<Path, Refusal> {
         Some(span).filter(|s| !s.is_empty())
     };
     let service = next().ok_or(INVALID_SERVICE)?;
-    if !valid_name(std::str::from_utf8(at(buf, &service)).unwrap_or("")) {
+    if !valid_name(at(buf, &service)) {
         return Err(INVALID_SERVICE);
     }
     let name = next();
@@ -49,24 +49,28 @@ pub fn parse(buf: &[u8], path: &Span) -> Result<Path, Refusal> {
     }))
 }
 
-/// A service or event name: 1–64 of `[A-Za-z0-9_-]`.
-pub fn valid_name(s: &str) -> bool {
+/// A service or event name: 1–64 of `[A-Za-z0-9_-]` (so also ASCII).
+pub fn valid_name(s: &[u8]) -> bool {
     (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `^[0-9]{10,22}$`
-pub fn valid_uid(s: &str) -> bool {
-    (10..=22).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+pub fn valid_uid(s: &[u8]) -> bool {
+    (10..=22).contains(&s.len()) && s.iter().all(u8::is_ascii_digit)
 }
 
 /// An unsigned 64-bit integer in decimal, nothing else.
-pub fn parse_project_id(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+pub fn parse_project_id(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
         return None;
     }
-    s.parse().ok()
+    s.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 #[cfg(test)]
@@ -128,13 +132,20 @@ mod tests {
 
     #[test]
     fn field_rules() {
-        assert!(valid_name("call_back-2") && !valid_name("") && !valid_name("a.b"));
-        assert!(valid_uid("1234567890") && !valid_uid("123456789") && !valid_uid("12345678901x"));
-        assert!(!valid_uid(&"1".repeat(23)));
-        assert_eq!(parse_project_id("18446744073709551615"), Some(u64::MAX));
-        assert_eq!(parse_project_id("18446744073709551616"), None);
-        assert_eq!(parse_project_id("-1"), None);
-        assert_eq!(parse_project_id("+1"), None);
-        assert_eq!(parse_project_id(""), None);
+        assert!(valid_name(b"call_back-2") && !valid_name(b"") && !valid_name(b"a.b"));
+        assert!(!valid_name("привет".as_bytes()) && !valid_name(b"a\xff"));
+        assert!(
+            valid_uid(b"1234567890") && !valid_uid(b"123456789") && !valid_uid(b"12345678901x")
+        );
+        assert!(!valid_uid("1".repeat(23).as_bytes()));
+        assert_eq!(parse_project_id(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_project_id(b"18446744073709551616"), None);
+        assert_eq!(parse_project_id(b"99999999999999999999"), None);
+        assert_eq!(parse_project_id(b"0"), Some(0));
+        assert_eq!(parse_project_id(b"007"), Some(7));
+        assert_eq!(parse_project_id(b"-1"), None);
+        assert_eq!(parse_project_id(b"+1"), None);
+        assert_eq!(parse_project_id(b"1 "), None);
+        assert_eq!(parse_project_id(b""), None);
     }
 }
