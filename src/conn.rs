@@ -294,8 +294,8 @@ pub async fn serve(
     // When the first byte of the request now at the head of the buffer
     // was read: starts its timeout and its latency measurement.
     let mut first_byte: Option<Instant> = None;
-    // The last read: the idle timeout runs from it.
-    let mut last_read = Instant::now();
+    // The last read or write: the idle timeout runs from it.
+    let mut last_active = Instant::now();
     loop {
         let idle = !conn.pending();
         if idle && registered.core.draining.get() {
@@ -304,7 +304,7 @@ pub async fn serve(
         // The core's sweep ends the read of a connection past its deadline.
         let deadline = match first_byte {
             Some(t) => t + settings.request_timeout,
-            None => last_read + settings.idle_timeout,
+            None => last_active + settings.idle_timeout,
         };
         registered.core.waiting(registered.key, idle, deadline);
         let read = stream.read(conn.spare()).await;
@@ -318,7 +318,7 @@ pub async fn serve(
             return;
         }
         let read_at = Instant::now();
-        last_read = read_at;
+        last_active = read_at;
         let n = match read {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
@@ -339,6 +339,7 @@ pub async fn serve(
                 return;
             }
             let written = Instant::now();
+            last_active = written;
             let mut shard = shard.borrow_mut();
             let metrics = &mut shard.metrics;
             metrics.counters.bytes_out += conn.out.len() as u64;
