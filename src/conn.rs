@@ -308,14 +308,24 @@ pub async fn serve(
         };
         registered.core.waiting(registered.key, idle, deadline);
         let read = stream.read(conn.spare()).await;
+        // Once the sweep has timed the connection out its reads are shut:
+        // what this read brought is the last it gets.
+        let mut last_round = false;
         if registered.core.busy(registered.key) {
-            // Timed out. Bytes that raced the sweep do not save a request
-            // that was late; a connection that sent nothing closes quietly.
-            if conn.pending() || matches!(read, Ok(n) if n > 0) {
-                conn.fail(&mut shard.borrow_mut(), Error::Timeout);
-                let _ = stream.write_all(&conn.out).await;
+            match read {
+                // The next request arrived as the idle time ran out: it is
+                // served, then the connection closes.
+                Ok(n) if n > 0 && idle => last_round = true,
+                // A request that was late gets a 408; a connection that
+                // sent nothing closes quietly.
+                _ => {
+                    if conn.pending() || matches!(read, Ok(n) if n > 0) {
+                        conn.fail(&mut shard.borrow_mut(), Error::Timeout);
+                        let _ = stream.write_all(&conn.out).await;
+                    }
+                    return;
+                }
             }
-            return;
         }
         let read_at = Instant::now();
         last_active = read_at;
@@ -352,6 +362,15 @@ pub async fn serve(
                 }
             }
             conn.out.clear();
+        }
+        if last_round {
+            if conn.pending() && matches!(step, Step::More { .. }) {
+                // The rest of a request that can no longer be read.
+                conn.fail(&mut shard.borrow_mut(), Error::Timeout);
+                let _ = stream.write_all(&conn.out).await;
+            }
+            let _ = stream.close().await;
+            return;
         }
         match step {
             Step::Close | Step::Done { .. } => {

@@ -428,24 +428,29 @@ fn with_sched<T>(core: usize, sched: Sched, f: impl FnOnce() -> T) -> T {
         Sched::Normal => libc::SCHED_OTHER,
     };
     let mut own = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `own` is a valid sched_param to
-    // write to, and to pass back unchanged.
+    // SAFETY (this and the calls below): pid 0 is the calling thread; the
+    // sched_params are valid, `own` is written by the kernel and passed back
+    // unchanged.
     let policy = unsafe { libc::sched_getscheduler(0) };
+    // The reset-on-fork flag comes with the policy; it is kept as it is.
+    let flags = policy & libc::SCHED_RESET_ON_FORK;
     let saved = policy >= 0 && unsafe { libc::sched_getparam(0, &mut own) } == 0;
-    let changed = saved
-        && policy != want
-        && unsafe { libc::sched_setscheduler(0, want, &libc::sched_param { sched_priority: 0 }) }
-            == 0;
-    if policy != want && !changed {
+    let differs = policy < 0 || policy & !libc::SCHED_RESET_ON_FORK != want;
+    let zero = libc::sched_param { sched_priority: 0 };
+    let changed =
+        saved && differs && unsafe { libc::sched_setscheduler(0, want | flags, &zero) } == 0;
+    if differs && !changed {
         eprintln!(
             "core {core}: --zmq-sched: cannot set the ZeroMQ threads' scheduling policy: {}",
             std::io::Error::last_os_error()
         );
     }
     let out = f();
-    if changed {
-        // SAFETY: as above; the policy and parameters are the thread's own.
-        unsafe { libc::sched_setscheduler(0, policy, &own) };
+    if changed && unsafe { libc::sched_setscheduler(0, policy, &own) } != 0 {
+        eprintln!(
+            "core {core}: --zmq-sched: cannot restore the executor's scheduling policy ({policy}): {}",
+            std::io::Error::last_os_error()
+        );
     }
     out
 }

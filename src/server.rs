@@ -289,6 +289,8 @@ async fn run_core(
     while state.open() > 0 && Instant::now() < deadline {
         control(&shard, &state, false);
         state.shut_reads(false);
+        // A request that stalls still gets its 408 at its own timeout.
+        state.expire(Instant::now());
         glommio::timer::sleep(Duration::from_millis(2)).await;
     }
     if state.open() > 0 {

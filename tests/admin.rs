@@ -419,3 +419,41 @@ fn a_second_signal_exits_at_once() {
     };
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn a_request_stalled_during_the_drain_gets_its_408_at_its_own_timeout() {
+    let (mut server, _sink) =
+        server_and_sink(&["--request-timeout", "300ms", "--drain-timeout", "10s"]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /slow/drain?x=1 HTTP/1.1\r\nHost: test\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let signalled = Instant::now();
+    // SAFETY: plain kill(2) of the child this test started.
+    assert_eq!(
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let mut reader = ResponseReader::new(stream);
+    reader
+        .next()
+        .expect("a response")
+        .assert_error(408, "request_timeout");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "408 only after {:?}, the drain waited for the stalled request",
+        signalled.elapsed()
+    );
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "did not exit once the stalled request was answered"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
