@@ -270,6 +270,27 @@ fn bad(option: &str, msg: impl std::fmt::Display) -> ConfigError {
     ConfigError(format!("--{option}: {msg}"))
 }
 
+/// One of `choices` by name; the first when the option is not given.
+fn one_of<T: Copy>(
+    option: &str,
+    value: Option<String>,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let Some(text) = value else {
+        return Ok(choices[0].1);
+    };
+    match choices.iter().find(|(name, _)| *name == text) {
+        Some(&(_, choice)) => Ok(choice),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            Err(bad(
+                option,
+                format!("'{text}' is not one of: {}", names.join(", ")),
+            ))
+        }
+    }
+}
+
 impl Settings {
     /// One core pushing to `endpoint` with a send queue deep enough that
     /// ZeroMQ takes every event directly, and a spool in the temp dir: the
@@ -347,16 +368,11 @@ impl Settings {
             ));
         }
 
-        let frames = match args.frames.or(file.frames).as_deref() {
-            None | Some("json") => Frames::Json,
-            Some("key+json") => Frames::KeyJson,
-            Some(other) => {
-                return Err(bad(
-                    "frames",
-                    format!("'{other}' is not one of: json, key+json"),
-                ))
-            }
-        };
+        let frames = one_of(
+            "frames",
+            args.frames.or(file.frames),
+            &[("json", Frames::Json), ("key+json", Frames::KeyJson)],
+        )?;
 
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cores = args
@@ -433,16 +449,11 @@ impl Settings {
         if spool_max_bytes < 4096 {
             return Err(bad("spool-max-bytes", "must be at least 4KiB"));
         }
-        let durable = match args.ack.or(file.ack).as_deref() {
-            None | Some("accepted") => false,
-            Some("durable") => true,
-            Some(other) => {
-                return Err(bad(
-                    "ack",
-                    format!("'{other}' is not one of: accepted, durable"),
-                ))
-            }
-        };
+        let durable = one_of(
+            "ack",
+            args.ack.or(file.ack),
+            &[("accepted", false), ("durable", true)],
+        )?;
         let sync_interval = duration(
             "sync-interval",
             args.sync_interval.or(file.sync_interval),
@@ -459,16 +470,11 @@ impl Settings {
                 "must be at most 10ms (every 200 waits for it); 0 turns coalescing off",
             ));
         }
-        let zmq_sched = match args.zmq_sched.or(file.zmq_sched).as_deref() {
-            None | Some("batch") => Sched::Batch,
-            Some("normal") => Sched::Normal,
-            Some(other) => {
-                return Err(bad(
-                    "zmq-sched",
-                    format!("'{other}' is not one of: batch, normal"),
-                ))
-            }
-        };
+        let zmq_sched = one_of(
+            "zmq-sched",
+            args.zmq_sched.or(file.zmq_sched),
+            &[("batch", Sched::Batch), ("normal", Sched::Normal)],
+        )?;
         let replay_window = duration(
             "replay-window",
             args.replay_window.or(file.replay_window),

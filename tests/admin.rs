@@ -348,21 +348,13 @@ fn sigterm_under_load_loses_nothing_and_exits_zero() {
 
     std::thread::sleep(Duration::from_millis(700));
     let signalled = Instant::now();
-    // SAFETY: plain kill(2) of the child this test started.
-    assert_eq!(
-        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
-        0
+    signal(&server, libc::SIGTERM);
+    let status = exit_within(
+        &mut server,
+        signalled,
+        Duration::from_secs(7),
+        "did not exit within the drain timeout",
     );
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(7),
-            "did not exit within the drain timeout"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
     let took = signalled.elapsed();
     assert!(status.success(), "exit status {status:?}");
     stop.store(true, Ordering::Relaxed);
@@ -396,27 +388,20 @@ fn a_second_signal_exits_at_once() {
     };
     let mut server = Server::start(&["--push", &endpoint, "--drain-timeout", "30s"]);
     server.get("/s/n").assert_accepted("in.gen.s.n");
-    let pid = server.child.id() as i32;
-    // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    signal(&server, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "still draining after the first signal"
     );
     let t = Instant::now();
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "second signal did not exit at once"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    signal(&server, libc::SIGINT);
+    let status = exit_within(
+        &mut server,
+        t,
+        Duration::from_secs(2),
+        "second signal did not exit at once",
+    );
     assert_eq!(status.code(), Some(130));
 }
 
@@ -430,11 +415,7 @@ fn a_request_stalled_during_the_drain_gets_its_408_at_its_own_timeout() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let signalled = Instant::now();
-    // SAFETY: plain kill(2) of the child this test started.
-    assert_eq!(
-        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
-        0
-    );
+    signal(&server, libc::SIGTERM);
     let mut reader = ResponseReader::new(stream);
     reader
         .next()
@@ -445,15 +426,34 @@ fn a_request_stalled_during_the_drain_gets_its_408_at_its_own_timeout() {
         "408 only after {:?}, the drain waited for the stalled request",
         signalled.elapsed()
     );
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(5),
-            "did not exit once the stalled request was answered"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(
+        &mut server,
+        signalled,
+        Duration::from_secs(5),
+        "did not exit once the stalled request was answered",
+    );
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// Sends `signal` to the test's hookwire.
+fn signal(server: &Server, signal: i32) {
+    // SAFETY: plain kill(2) of the child this test started.
+    assert_eq!(unsafe { libc::kill(server.child.id() as i32, signal) }, 0);
+}
+
+/// Waits for hookwire to exit, failing with `what` if it has not within
+/// `limit` of `since`.
+fn exit_within(
+    server: &mut Server,
+    since: Instant,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(since.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
