@@ -30,6 +30,10 @@ pub struct Sorted {
     /// Runs are in first-occurrence order, not key order (small inputs):
     /// `contains` scans instead of searching.
     scanned: bool,
+    /// Every key once and plain (`a=1`, no `a[]`/`a[b]`): the members are
+    /// the parameters of `range` in order, each `"key":"value"`.
+    singles: bool,
+    range: Range<usize>,
 }
 
 /// Up to this many entries, grouping scans instead of sorting.
@@ -50,7 +54,14 @@ impl Sorted {
         self.order.clear();
         self.order.extend(range.start as u32..range.end as u32);
         let key = |i: u32| params.text(&params.list[i as usize].top);
-        self.scanned = group_runs(&mut self.order, &mut self.runs, key);
+        let tag = |i: u32| params.tag(&params.list[i as usize].top);
+        self.scanned = group_runs(&mut self.order, &mut self.runs, key, tag);
+        self.singles = self.scanned
+            && self.runs.len() == self.order.len()
+            && params.list[range.clone()]
+                .iter()
+                .all(|p| p.kind == Kind::Plain);
+        self.range = range;
         self.emit.clear();
         self.emit.extend(0..self.runs.len() as u32);
         if !self.scanned {
@@ -79,7 +90,13 @@ impl Sorted {
 /// index order. Small inputs are grouped in place by scanning, with runs in
 /// first-occurrence order (returns `true`); larger ones are sorted, with runs
 /// in key order (returns `false`).
-fn group_runs<'a>(order: &mut [u32], runs: &mut Vec<Run>, key: impl Fn(u32) -> &'a str) -> bool {
+/// `tag(i)` is [`tag`] of `key(i)`, maybe computed faster.
+fn group_runs<'a>(
+    order: &mut [u32],
+    runs: &mut Vec<Run>,
+    key: impl Fn(u32) -> &'a str,
+    tag: impl Fn(u32) -> u64,
+) -> bool {
     if order.len() > SMALL {
         sort_runs(order, runs, key);
         return false;
@@ -90,7 +107,7 @@ fn group_runs<'a>(order: &mut [u32], runs: &mut Vec<Run>, key: impl Fn(u32) -> &
     let mut tags = [0u64; SMALL];
     let tags = &mut tags[..order.len()];
     for (t, &i) in tags.iter_mut().zip(order.iter()) {
-        *t = tag(key(i));
+        *t = tag(i);
     }
     if all_distinct(tags) {
         // The common case: every key once, each its own run.
@@ -149,7 +166,7 @@ fn all_distinct(tags: &[u64]) -> bool {
 
 /// A key's first seven bytes and its length (saturated): equal tags mean
 /// equal keys when the key is shorter than eight bytes.
-fn tag(k: &str) -> u64 {
+pub(super) fn tag(k: &str) -> u64 {
     let b = k.as_bytes();
     // A byte loop: a copy of a variable 0-7 bytes would call memcpy.
     let mut t = (b.len().min(255) as u64) << 56;
@@ -193,6 +210,18 @@ impl Grouper {
         skip: impl Fn(&str) -> bool,
     ) {
         let sorted = if body { &self.body } else { &self.query };
+        if sorted.singles {
+            // The common case: each parameter is a member of its own.
+            let mut comma = !*first;
+            for p in &params.list[sorted.range.clone()] {
+                if !skip(params.text(&p.top)) {
+                    params.write_pair(out, p, comma);
+                    comma = true;
+                }
+            }
+            *first = !comma;
+            return;
+        }
         for &r in &sorted.emit {
             let run = sorted.runs[r as usize];
             let entries = &sorted.order[run.start as usize..(run.start + run.len) as usize];
@@ -201,16 +230,16 @@ impl Grouper {
             if skip(top) {
                 continue;
             }
+            if run.len == 1 && head.kind == Kind::Plain {
+                // A key given once.
+                params.write_pair(out, head, !std::mem::take(first));
+                continue;
+            }
             if !std::mem::take(first) {
                 out.push(b',');
             }
             params.write_json(out, &head.top, head.key_clean);
             out.push(b':');
-            if run.len == 1 && head.kind == Kind::Plain {
-                // The common case: a key given once.
-                params.write_json(out, &head.value, head.value_clean);
-                continue;
-            }
             // A key is an object only when every entry is `a[b]`; otherwise
             // plain values win and the `a[b]` entries keep their full key
             // (grouped, so a repeat becomes an array).
@@ -283,7 +312,7 @@ fn write_members<'a>(
     key: impl Fn(u32) -> &'a str,
     first: &mut bool,
 ) {
-    if !group_runs(order, runs, &key) {
+    if !group_runs(order, runs, &key, |i| tag(key(i))) {
         runs.sort_unstable_by_key(|r| r.first);
     }
     for run in runs.iter() {
@@ -382,7 +411,7 @@ mod tests {
                 g
             };
             let (mut order, mut runs) = ((0..n as u32).collect::<Vec<_>>(), Vec::new());
-            assert!(group_runs(&mut order, &mut runs, key));
+            assert!(group_runs(&mut order, &mut runs, key, |i| tag(key(i))));
             let scanned = groups(&order, &runs);
             let mut order: Vec<u32> = (0..n as u32).collect();
             sort_runs(&mut order, &mut runs, key);

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use crate::envelope::{swar, write_str};
+use crate::envelope::write_str;
 
 /// How a key groups with others of the same top-level name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,23 +82,73 @@ impl Params {
         out.push(b'"');
     }
 
+    /// A range's [`super::data::tag`] (its first seven bytes and its
+    /// length): one word load where the arena has eight bytes from its start.
+    #[inline(always)]
+    pub fn tag(&self, r: &Range<u32>) -> u64 {
+        let (start, len) = (r.start as usize, (r.end - r.start) as usize);
+        let Some(word) = self.arena.get(start..start + 8) else {
+            return super::data::tag(self.text(r));
+        };
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let keep = (1u64 << (8 * len.min(7))) - 1;
+        (word & keep) | (len.min(255) as u64) << 56
+    }
+
+    /// Writes `"key":"value"` for a plain parameter (after a comma when
+    /// `comma`). A key and value with nothing to escape, the usual case,
+    /// take one capacity check and block copies.
+    #[inline(always)]
+    pub fn write_pair(&self, out: &mut Vec<u8>, p: &Param, comma: bool) {
+        if !(p.key_clean && p.value_clean) {
+            if comma {
+                out.push(b',');
+            }
+            self.write_json(out, &p.top, p.key_clean);
+            out.push(b':');
+            return self.write_json(out, &p.value, p.value_clean);
+        }
+        let key = p.top.start as usize..p.top.end as usize;
+        let value = p.value.start as usize..p.value.end as usize;
+        out.reserve(key.len() + value.len() + 6 + 2 * BLOCK);
+        // SAFETY: the reserve covers the 6 bytes of punctuation, both texts
+        // and the up to BLOCK - 1 bytes each block copy writes past its text
+        // (all in the spare capacity, overwritten or left past `len`); the
+        // ranges lie in the arena (checked in `copy_blocks`), and `len` is
+        // set to what was written.
+        unsafe {
+            let base = out.as_mut_ptr();
+            let mut at = base.add(out.len());
+            at.write(b',');
+            at = at.add(usize::from(comma));
+            at.write(b'"');
+            at = copy_blocks(at.add(1), &self.arena, key);
+            at.cast::<[u8; 3]>().write_unaligned(*b"\":\"");
+            at = copy_blocks(at.add(3), &self.arena, value);
+            at.write(b'"');
+            out.set_len(at.add(1).offset_from(base) as usize);
+        }
+    }
+
     /// Decodes `a=1&b=2…` and appends its pairs to the list. Empty pairs
     /// (`&&`) are skipped; a key without `=` has the value `""`.
     pub fn parse(&mut self, input: &[u8]) {
         // The copy, then decoded text (never longer than its input) and
         // `a[b]` member names.
-        self.arena.reserve(2 * input.len() + input.len() / 2);
+        self.arena
+            .reserve(2 * input.len() + input.len() / 2 + BLOCK);
         let base = self.arena.len();
         self.arena.extend_from_slice(input);
+        let mut stops = Stops::new(input);
         let mut i = 0;
         while i < input.len() {
             if input[i] == b'&' {
                 i += 1;
                 continue;
             }
-            let (at, key) = self.field(input, base, i, true);
+            let (at, key) = self.field(input, &mut stops, base, i, true);
             let (at, value) = if input.get(at) == Some(&b'=') {
-                self.field(input, base, at + 1, false)
+                self.field(input, &mut stops, base, at + 1, false)
             } else {
                 let end = self.arena.len() as u32;
                 let empty = Field {
@@ -123,6 +173,9 @@ impl Params {
             });
             i = at + 1;
         }
+        // Bytes no range covers, so a block copy of the last text stays in
+        // the arena.
+        self.arena.extend_from_slice(&[0; BLOCK]);
     }
 
     /// The key (up to `&`, `=` or the end) or value (up to `&` or the end)
@@ -130,11 +183,18 @@ impl Params {
     /// to decode or escape is a range of the copy at `base`; anything else
     /// goes through [`Self::push_decoded`].
     #[inline(always)]
-    fn field(&mut self, input: &[u8], base: usize, from: usize, key: bool) -> (usize, Field) {
+    fn field(
+        &mut self,
+        input: &[u8],
+        stops: &mut Stops<'_>,
+        base: usize,
+        from: usize,
+        key: bool,
+    ) -> (usize, Field) {
         let mut bracket = false;
         let mut i = from;
         loop {
-            i = next_stop(input, i, key);
+            i = stops.next(i, key);
             match input.get(i) {
                 None | Some(b'&') => break,
                 Some(b'=') if key => break,
@@ -183,50 +243,47 @@ impl Params {
         plain: usize,
         key: bool,
     ) -> (usize, Range<u32>, bool) {
+        let rest = &input[plain..];
+        let end = match key {
+            true => memchr::memchr2(b'&', b'=', rest),
+            false => memchr::memchr(b'&', rest),
+        }
+        .map_or(input.len(), |p| plain + p);
+        // Decoded text is never longer than its input: room for all of it,
+        // written through a local index, then cut to what was written.
         let start = self.arena.len();
-        self.arena.extend_from_slice(&input[from..plain]);
+        self.arena.resize(start + (end - from), 0);
+        let out = &mut self.arena[start..];
+        out[..plain - from].copy_from_slice(&input[from..plain]);
+        let mut o = plain - from;
         // Only text with a byte >= 0x80 (raw or decoded) can be invalid.
         let mut high = false;
         let mut escape = false;
         let mut i = plain;
-        loop {
-            let run = i;
-            while i < input.len() && CLASS[usize::from(input[i])] == PLAIN {
-                i += 1;
-            }
-            self.arena.extend_from_slice(&input[run..i]);
-            let Some(&b) = input.get(i) else { break };
-            match CLASS[usize::from(b)] {
-                AMP => break,
-                EQ if key => break,
-                PLUS => {
-                    self.arena.push(b' ');
-                    i += 1;
-                }
-                PCT => match (input.get(i + 1), input.get(i + 2)) {
-                    (Some(&h), Some(&l)) if (HEX[usize::from(h)] | HEX[usize::from(l)]) < 16 => {
-                        let byte = HEX[usize::from(h)] << 4 | HEX[usize::from(l)];
-                        high |= byte >= 0x80;
-                        escape |= CLASS[usize::from(byte)] == ESCAPE;
-                        self.arena.push(byte);
-                        i += 3;
+        while i < end {
+            let b = input[i];
+            let (byte, step) = match b {
+                b'+' => (b' ', 1),
+                // A hex digit is never `&` or `=`: the escape is inside the
+                // field whenever it is valid.
+                b'%' => match input.get(i + 1..i + 3) {
+                    Some(&[h, l]) if (HEX[usize::from(h)] | HEX[usize::from(l)]) < 16 => {
+                        (HEX[usize::from(h)] << 4 | HEX[usize::from(l)], 3)
                     }
                     // A stray `%` is kept literally, as browsers do.
-                    _ => {
-                        self.arena.push(b'%');
-                        i += 1;
-                    }
+                    _ => (b'%', 1),
                 },
                 // `=` inside a value, a raw byte >= 0x80, or one JSON
-                // escapes.
-                class => {
-                    high |= b >= 0x80;
-                    escape |= class == ESCAPE;
-                    self.arena.push(b);
-                    i += 1;
-                }
-            }
+                // escapes, as it is.
+                _ => (b, 1),
+            };
+            high |= byte >= 0x80;
+            escape |= CLASS[usize::from(byte)] == ESCAPE;
+            out[o] = byte;
+            o += 1;
+            i += step;
         }
+        self.arena.truncate(start + o);
         if high && std::str::from_utf8(&self.arena[start..]).is_err() {
             self.arena.truncate(start);
             for chunk in input[from..i].utf8_chunks() {
@@ -310,26 +367,134 @@ static CLASS: [u8; 256] = {
     t
 };
 
-/// The first byte at or after `from` that ends a plain run: `&`, `%`, `+`,
-/// a byte >= 0x80, a byte JSON escapes (`"`, `\\`, controls, DEL) and, in a
-/// key, `=` and `[`; or the end. Eight bytes at a time (SWAR).
-#[inline(always)]
-fn next_stop(s: &[u8], mut i: usize, key: bool) -> usize {
-    while let Some(w) = swar::word_at(s, i) {
-        let mut stops = (w & swar::HIGHS)
-            | swar::escapes(w)
-            | swar::equal(w, b'&')
-            | swar::equal(w, b'%')
-            | swar::equal(w, b'+');
-        if key {
-            stops |= swar::equal(w, b'=') | swar::equal(w, b'[');
+/// Where the plain runs of one input end, found 64 bytes at a time and
+/// handed out in order: a key's run ends at `&`, `=`, `[`, `%`, `+`, any
+/// byte from 0x80 up or one JSON escapes (`"`, `\\`, controls, DEL), a value's at the
+/// same bytes but `=` and `[`. One pass of 16-byte compares per block
+/// (SSE2 on x86_64, a table elsewhere) replaces a test per byte.
+struct Stops<'a> {
+    input: &'a [u8],
+    /// The block the masks are for (`usize::MAX`: none yet).
+    block: usize,
+    /// Bit `k`: byte `64 * block + k` ends a key's run.
+    key: u64,
+    /// Bit `k`: byte `64 * block + k` ends a value's run.
+    value: u64,
+}
+
+impl<'a> Stops<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Self {
+            input,
+            block: usize::MAX,
+            key: 0,
+            value: 0,
         }
-        if stops != 0 {
-            return (i + (stops.trailing_zeros() / 8) as usize).min(s.len());
-        }
-        i += 8;
     }
-    s.len()
+
+    /// The first byte at or after `from` that ends a key's (`key`) or a
+    /// value's run, or the end of the input.
+    #[inline(always)]
+    fn next(&mut self, from: usize, key: bool) -> usize {
+        let (mut block, mut skip) = (from / 64, from % 64);
+        while block * 64 < self.input.len() {
+            if block != self.block {
+                let bytes = &self.input[block * 64..];
+                (self.key, self.value) = match bytes.get(..64) {
+                    Some(whole) => masks(whole.try_into().unwrap_or(&[0; 64])),
+                    None => {
+                        // The last, short block: padded with a plain byte.
+                        let mut padded = [b'a'; 64];
+                        padded[..bytes.len()].copy_from_slice(bytes);
+                        masks(&padded)
+                    }
+                };
+                self.block = block;
+            }
+            let stops = if key { self.key } else { self.value } & (u64::MAX << skip);
+            if stops != 0 {
+                return block * 64 + stops.trailing_zeros() as usize;
+            }
+            (block, skip) = (block + 1, 0);
+        }
+        self.input.len()
+    }
+}
+
+/// The key and value stop masks of one 64-byte block (see [`Stops`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn masks(block: &[u8; 64]) -> (u64, u64) {
+    use std::arch::x86_64::*;
+    let (mut key, mut value) = (0u64, 0u64);
+    for lane in 0..4 {
+        // SAFETY: SSE2 is part of x86_64; the load reads 16 bytes of the
+        // 64-byte block (lane < 4), unaligned.
+        let (k, v) = unsafe {
+            let b = _mm_loadu_si128(block.as_ptr().add(16 * lane).cast());
+            let is = |c: u8| _mm_cmpeq_epi8(b, _mm_set1_epi8(c as i8));
+            // Signed: controls (< 0x20) and every byte >= 0x80 (negative).
+            let low_or_high = _mm_cmplt_epi8(b, _mm_set1_epi8(0x20));
+            let v = _mm_or_si128(
+                _mm_or_si128(
+                    _mm_or_si128(low_or_high, is(b'"')),
+                    _mm_or_si128(is(b'\\'), is(0x7f)),
+                ),
+                _mm_or_si128(_mm_or_si128(is(b'&'), is(b'%')), is(b'+')),
+            );
+            let k = _mm_or_si128(v, _mm_or_si128(is(b'='), is(b'[')));
+            (_mm_movemask_epi8(k) as u16, _mm_movemask_epi8(v) as u16)
+        };
+        key |= u64::from(k) << (16 * lane);
+        value |= u64::from(v) << (16 * lane);
+    }
+    (key, value)
+}
+
+/// The key and value stop masks of one 64-byte block (see [`Stops`]).
+#[cfg(not(target_arch = "x86_64"))]
+fn masks(block: &[u8; 64]) -> (u64, u64) {
+    masks_by_table(block)
+}
+
+/// [`masks`] a byte at a time, from [`CLASS`]: the portable version, and
+/// the reference the SSE2 one is tested against.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn masks_by_table(block: &[u8; 64]) -> (u64, u64) {
+    let (mut key, mut value) = (0u64, 0u64);
+    for (k, &b) in block.iter().enumerate() {
+        let class = CLASS[usize::from(b)];
+        key |= u64::from(class != PLAIN || b == b'[') << k;
+        value |= u64::from(class != PLAIN && class != EQ) << k;
+    }
+    (key, value)
+}
+
+/// The unit of [`copy_blocks`].
+const BLOCK: usize = 16;
+
+/// Copies `src[r]` to `to` and returns the end of the copy: in whole
+/// [`BLOCK`]s (no call to `memcpy`) where `src` has the bytes, so up to
+/// `BLOCK - 1` bytes past the end are written too.
+///
+/// # Safety
+/// `to` must be valid for `r.len() + BLOCK - 1` bytes of writes and must not
+/// overlap `src`.
+#[inline(always)]
+unsafe fn copy_blocks(to: *mut u8, src: &[u8], r: Range<usize>) -> *mut u8 {
+    let len = r.len();
+    assert!(r.start <= r.end && r.end <= src.len());
+    let from = src.as_ptr().add(r.start);
+    if r.start + len.next_multiple_of(BLOCK) <= src.len() {
+        let mut i = 0;
+        while i < len {
+            std::ptr::copy_nonoverlapping(from.add(i), to.add(i), BLOCK);
+            i += BLOCK;
+        }
+    } else {
+        std::ptr::copy_nonoverlapping(from, to, len);
+    }
+    to.add(len)
 }
 
 /// Appends `src[r]`. Keys and values are mostly under 16 bytes: when the
@@ -395,6 +560,51 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn block_masks_match_the_byte_table() {
+        // Every byte value in every lane of a plain block, then blocks of
+        // pseudo-random bytes.
+        for b in 0..=255u8 {
+            for at in 0..64 {
+                let mut block = [b'a'; 64];
+                block[at] = b;
+                assert_eq!(masks(&block), masks_by_table(&block), "byte {b:#x} at {at}");
+            }
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2_000 {
+            let mut block = [0u8; 64];
+            for b in block.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            assert_eq!(masks(&block), masks_by_table(&block), "{block:?}");
+        }
+    }
+
+    #[test]
+    fn stops_cross_blocks_and_end_at_the_input() {
+        let mut input = vec![b'a'; 200];
+        for at in [0, 63, 64, 65, 127, 128, 199] {
+            input[at] = b'&';
+        }
+        input[70] = b'=';
+        let mut stops = Stops::new(&input);
+        let mut seen = Vec::new();
+        let mut i = 0;
+        while i < input.len() {
+            i = stops.next(i, true);
+            seen.push(i);
+            i += 1;
+        }
+        assert_eq!(seen, [0, 63, 64, 65, 70, 127, 128, 199]);
+        let mut stops = Stops::new(&input[..150]);
+        assert_eq!(stops.next(66, false), 127, "a value runs past `=`");
+        assert_eq!(stops.next(129, false), 150, "no stop: the end");
     }
 
     #[test]
