@@ -51,17 +51,26 @@ pub struct Grouper {
 impl Sorted {
     /// Sorts `range` of `params.list` by top-level key.
     pub fn build(&mut self, params: &Params, range: Range<usize>) {
+        self.range = range.clone();
+        let list = &params.list[range.clone()];
+        if list.len() <= SMALL && list.iter().all(|p| p.kind == Kind::Plain) {
+            let mut tags = [0u64; SMALL];
+            for (t, p) in tags.iter_mut().zip(list) {
+                *t = params.tag(&p.top);
+            }
+            if all_distinct(&tags[..list.len()]) {
+                // The common case: nothing to group, the members are the
+                // parameters in order (no index lists needed).
+                (self.singles, self.scanned) = (true, true);
+                return;
+            }
+        }
+        self.singles = false;
         self.order.clear();
         self.order.extend(range.start as u32..range.end as u32);
         let key = |i: u32| params.text(&params.list[i as usize].top);
         let tag = |i: u32| params.tag(&params.list[i as usize].top);
         self.scanned = group_runs(&mut self.order, &mut self.runs, key, tag);
-        self.singles = self.scanned
-            && self.runs.len() == self.order.len()
-            && params.list[range.clone()]
-                .iter()
-                .all(|p| p.kind == Kind::Plain);
-        self.range = range;
         self.emit.clear();
         self.emit.extend(0..self.runs.len() as u32);
         if !self.scanned {
@@ -72,6 +81,10 @@ impl Sorted {
 
     /// Whether a top-level key occurs among these parameters.
     pub fn contains(&self, params: &Params, key: &str) -> bool {
+        if self.singles {
+            let list = &params.list[self.range.clone()];
+            return list.iter().any(|p| same(params.text(&p.top), key));
+        }
         let top =
             |run: &Run| params.text(&params.list[self.order[run.start as usize] as usize].top);
         if self.scanned {
@@ -376,6 +389,12 @@ mod tests {
         s.build(&params, 0..params.list.len());
         assert!(s.contains(&params, "a") && s.contains(&params, "m") && s.contains(&params, "z"));
         assert!(!s.contains(&params, "b") && !s.contains(&params, "a[b]"));
+        // Every key once and plain: no index lists are built.
+        params.parse(b"x=1&averyveryverylongkey=2");
+        s.build(&params, 3..params.list.len());
+        assert!(s.singles);
+        assert!(s.contains(&params, "x") && s.contains(&params, "averyveryverylongkey"));
+        assert!(!s.contains(&params, "z") && !s.contains(&params, "averyveryverylongkez"));
     }
 
     #[test]
