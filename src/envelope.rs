@@ -263,31 +263,6 @@ pub(crate) mod swar {
     }
 }
 
-/// Copies one JSON value that has already been validated, dropping the
-/// whitespace between tokens so every envelope is a single line.
-pub fn write_minified(out: &mut Vec<u8>, value: &[u8]) {
-    out.reserve(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        match value[i] {
-            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'"' => {
-                let end = string_end(value, i);
-                out.extend_from_slice(&value[i..end]);
-                i = end;
-            }
-            _ => {
-                let run = value[i..]
-                    .iter()
-                    .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'"'))
-                    .map_or(value.len(), |p| i + p);
-                out.extend_from_slice(&value[i..run]);
-                i = run;
-            }
-        }
-    }
-}
-
 /// Given `s[start] == b'"'`, the index just past the closing quote.
 ///
 /// Most strings in postbacks are short: a plain loop finds their end
@@ -339,13 +314,6 @@ mod tests {
     fn invalid_utf8_bytes_become_percent_escapes() {
         assert_eq!(lossless(b"ok\xff\xfe!"), "\"ok%FF%FE!\"");
         assert_eq!(lossless(b"\xd0"), "\"%D0\"");
-    }
-
-    #[test]
-    fn minify_drops_whitespace_outside_strings_only() {
-        let mut out = Vec::new();
-        write_minified(&mut out, b"{ \"a b\" : [ 1 ,\n 2.50 , \"x \\\" y\" ] }");
-        assert_eq!(out, b"{\"a b\":[1,2.50,\"x \\\" y\"]}");
     }
 
     #[test]

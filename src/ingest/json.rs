@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use simd_json::{value::tape::Tape, Node, StaticNode};
 
+use super::layout::Layout;
 use crate::envelope::string_end;
 
 /// A body that is not valid JSON.
@@ -57,6 +58,8 @@ pub struct JsonBody {
     text: Vec<u8>,
     /// The top-level members' value spans, from [`scan`].
     spans: Vec<(Range<u32>, bool)>,
+    /// Where the body's whitespace, structure and scalars are.
+    layout: Layout,
     pub members: Vec<Member>,
     pub name: Field,
     pub project_id: Field,
@@ -71,6 +74,7 @@ impl Default for JsonBody {
             scratch: Vec::new(),
             text: Vec::new(),
             spans: Vec::new(),
+            layout: Layout::default(),
             members: Vec::new(),
             name: Field::Absent,
             project_id: Field::Absent,
@@ -94,6 +98,12 @@ impl JsonBody {
         unsafe { std::str::from_utf8_unchecked(&self.text[r.start as usize..r.end as usize]) }
     }
 
+    /// Appends `body[span]` (of the body last parsed) without the
+    /// whitespace between its tokens, so every envelope is a single line.
+    pub fn write_minified(&self, out: &mut Vec<u8>, body: &[u8], span: Range<usize>) {
+        self.layout.write_minified(out, body, span);
+    }
+
     /// Parses `body`. On error returns the byte offset where it went wrong.
     pub fn parse(&mut self, body: &[u8]) -> Result<Shape, Invalid> {
         self.members.clear();
@@ -112,8 +122,10 @@ impl JsonBody {
         let parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
         let shape = match parsed
             .map_err(|e| Invalid { at: e.index() })
-            .and_then(|()| scan(body, &mut self.spans))
-        {
+            .and_then(|()| {
+                self.layout.build(body);
+                scan(body, &self.layout, &mut self.spans)
+            }) {
             Err(e) => Err(e),
             Ok(()) => Ok(match tape.0.first() {
                 Some(Node::Object { .. }) => {
@@ -200,107 +212,19 @@ fn read_members(
     }
 }
 
-const WS: u8 = 1;
-const QUOTE: u8 = 2;
-const OPEN: u8 = 3;
-const CLOSE: u8 = 4;
-const COMMA: u8 = 5;
-const COLON: u8 = 6;
-/// Anything else: part of a literal or a number.
-const SCALAR: u8 = 0;
-
-static CLASS: [u8; 256] = {
-    let mut t = [SCALAR; 256];
-    t[b' ' as usize] = WS;
-    t[b'\t' as usize] = WS;
-    t[b'\r' as usize] = WS;
-    t[b'\n' as usize] = WS;
-    t[b'"' as usize] = QUOTE;
-    t[b'{' as usize] = OPEN;
-    t[b'[' as usize] = OPEN;
-    t[b'}' as usize] = CLOSE;
-    t[b']' as usize] = CLOSE;
-    t[b',' as usize] = COMMA;
-    t[b':' as usize] = COLON;
-    t
-};
-
-/// One pass over a document simd-json has accepted: checks every literal
-/// and number token against the JSON grammar, and when the top level is an
-/// object, collects each member's value span (without the whitespace around
-/// it) and whether the value is compact (no whitespace inside).
+/// Checks every number and literal of a document simd-json has accepted
+/// against the JSON grammar and, when the top level is an object, collects
+/// each member's value span (without the whitespace around it) and whether
+/// the value is compact (no whitespace inside).
 ///
 /// simd-json accepts a few malformed numbers (a NUL byte right after a
 /// digit; junk inside an integer too wide for 64 bits, read as a float).
 /// Values are copied into envelopes verbatim, so what simd-json lets
 /// through must still be JSON.
-fn scan(raw: &[u8], spans: &mut Vec<(Range<u32>, bool)>) -> Result<(), Invalid> {
-    spans.clear();
-    let mut depth = 0usize;
-    // The member value being read (top-level object only): its start, and
-    // whether whitespace separated two of its tokens.
-    let mut value: Option<(usize, bool)> = None;
-    // Whitespace since the last token.
-    let mut gap = false;
-    // End of the last token.
-    let mut last = 0;
-    let mut i = 0;
-    while i < raw.len() {
-        let class = CLASS[usize::from(raw[i])];
-        if class == WS {
-            gap = true;
-            i += 1;
-            continue;
-        }
-        let ends_member = depth == 1 && matches!(class, CLOSE | COMMA);
-        if let Some((_, inner)) = &mut value {
-            *inner |= gap && !ends_member;
-        }
-        gap = false;
-        match class {
-            QUOTE => i = crate::envelope::string_end(raw, i),
-            OPEN => {
-                depth += 1;
-                i += 1;
-            }
-            CLOSE | COMMA => {
-                if ends_member {
-                    if let Some((start, inner)) = value.take() {
-                        spans.push((start as u32..last as u32, !inner));
-                    }
-                }
-                if class == CLOSE {
-                    depth = depth.saturating_sub(1);
-                }
-                i += 1;
-            }
-            COLON => {
-                i += 1;
-                if depth == 1 {
-                    let start = raw[i..]
-                        .iter()
-                        .position(|&b| CLASS[usize::from(b)] != WS)
-                        .map_or(raw.len(), |p| i + p);
-                    value = Some((start, false));
-                    i = start;
-                    last = i;
-                    continue;
-                }
-            }
-            _ => {
-                let end = raw[i..]
-                    .iter()
-                    .position(|&b| CLASS[usize::from(b)] != SCALAR)
-                    .map_or(raw.len(), |p| i + p);
-                if !valid_scalar(&raw[i..end]) {
-                    return Err(Invalid { at: i });
-                }
-                i = end;
-            }
-        }
-        last = i;
-    }
-    Ok(())
+fn scan(raw: &[u8], layout: &Layout, spans: &mut Vec<(Range<u32>, bool)>) -> Result<(), Invalid> {
+    layout
+        .members(raw, spans, valid_scalar)
+        .map_err(|at| Invalid { at })
 }
 
 /// `true`, `false`, `null` or `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
@@ -384,6 +308,134 @@ pub fn trimmed(raw: &[u8]) -> Range<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const WS: u8 = 1;
+    const QUOTE: u8 = 2;
+    const OPEN: u8 = 3;
+    const CLOSE: u8 = 4;
+    const COMMA: u8 = 5;
+    const COLON: u8 = 6;
+    /// Anything else: part of a literal or a number.
+    const SCALAR: u8 = 0;
+
+    static CLASS: [u8; 256] = {
+        let mut t = [SCALAR; 256];
+        t[b' ' as usize] = WS;
+        t[b'\t' as usize] = WS;
+        t[b'\r' as usize] = WS;
+        t[b'\n' as usize] = WS;
+        t[b'"' as usize] = QUOTE;
+        t[b'{' as usize] = OPEN;
+        t[b'[' as usize] = OPEN;
+        t[b'}' as usize] = CLOSE;
+        t[b']' as usize] = CLOSE;
+        t[b',' as usize] = COMMA;
+        t[b':' as usize] = COLON;
+        t
+    };
+
+    /// The byte-at-a-time scan [`scan`] replaced, kept as its reference: one
+    /// pass over a document simd-json has accepted: checks every literal
+    /// and number token against the JSON grammar, and when the top level is an
+    /// object, collects each member's value span (without the whitespace around
+    /// it) and whether the value is compact (no whitespace inside).
+    ///
+    /// simd-json accepts a few malformed numbers (a NUL byte right after a
+    /// digit; junk inside an integer too wide for 64 bits, read as a float).
+    /// Values are copied into envelopes verbatim, so what simd-json lets
+    /// through must still be JSON.
+    fn scan_bytes(raw: &[u8], spans: &mut Vec<(Range<u32>, bool)>) -> Result<(), Invalid> {
+        spans.clear();
+        let mut depth = 0usize;
+        // The member value being read (top-level object only): its start, and
+        // whether whitespace separated two of its tokens.
+        let mut value: Option<(usize, bool)> = None;
+        // Whitespace since the last token.
+        let mut gap = false;
+        // End of the last token.
+        let mut last = 0;
+        let mut i = 0;
+        while i < raw.len() {
+            let class = CLASS[usize::from(raw[i])];
+            if class == WS {
+                gap = true;
+                i += 1;
+                continue;
+            }
+            let ends_member = depth == 1 && matches!(class, CLOSE | COMMA);
+            if let Some((_, inner)) = &mut value {
+                *inner |= gap && !ends_member;
+            }
+            gap = false;
+            match class {
+                QUOTE => i = crate::envelope::string_end(raw, i),
+                OPEN => {
+                    depth += 1;
+                    i += 1;
+                }
+                CLOSE | COMMA => {
+                    if ends_member {
+                        if let Some((start, inner)) = value.take() {
+                            spans.push((start as u32..last as u32, !inner));
+                        }
+                    }
+                    if class == CLOSE {
+                        depth = depth.saturating_sub(1);
+                    }
+                    i += 1;
+                }
+                COLON => {
+                    i += 1;
+                    if depth == 1 {
+                        let start = raw[i..]
+                            .iter()
+                            .position(|&b| CLASS[usize::from(b)] != WS)
+                            .map_or(raw.len(), |p| i + p);
+                        value = Some((start, false));
+                        i = start;
+                        last = i;
+                        continue;
+                    }
+                }
+                _ => {
+                    let end = raw[i..]
+                        .iter()
+                        .position(|&b| CLASS[usize::from(b)] != SCALAR)
+                        .map_or(raw.len(), |p| i + p);
+                    if !valid_scalar(&raw[i..end]) {
+                        return Err(Invalid { at: i });
+                    }
+                    i = end;
+                }
+            }
+            last = i;
+        }
+        Ok(())
+    }
+
+    /// The byte-at-a-time minifier [`Layout::write_minified`] replaced,
+    /// kept as its reference.
+    fn minify_bytes(out: &mut Vec<u8>, value: &[u8]) {
+        let mut i = 0;
+        while i < value.len() {
+            match value[i] {
+                b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+                b'"' => {
+                    let end = string_end(value, i);
+                    out.extend_from_slice(&value[i..end]);
+                    i = end;
+                }
+                _ => {
+                    let run = value[i..]
+                        .iter()
+                        .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'"'))
+                        .map_or(value.len(), |p| i + p);
+                    out.extend_from_slice(&value[i..run]);
+                    i = run;
+                }
+            }
+        }
+    }
 
     fn members(body: &str) -> Vec<(String, String)> {
         let mut j = JsonBody::default();
@@ -557,12 +609,84 @@ mod tests {
             assert_eq!(j.parse(doc.as_bytes()), Ok(Shape::Object), "{doc}");
             assert_eq!(j.members.len(), values.len(), "{doc}");
             for (m, v) in j.members.iter().zip(&values) {
-                let span = &doc[m.value.start as usize..m.value.end as usize];
+                let range = m.value.start as usize..m.value.end as usize;
+                let span = &doc[range.clone()];
                 assert_eq!(span, v, "{doc}");
-                let mut minified = Vec::new();
-                crate::envelope::write_minified(&mut minified, span.as_bytes());
+                let (mut minified, mut reference) = (Vec::new(), Vec::new());
+                j.write_minified(&mut minified, doc.as_bytes(), range);
+                minify_bytes(&mut reference, span.as_bytes());
+                assert_eq!(minified, reference, "{span:?} in {doc}");
                 assert_eq!(m.compact, minified == span.as_bytes(), "{span:?} in {doc}");
             }
         }
+    }
+
+    /// Documents long enough to span several 64-byte blocks, shifted by
+    /// 0-64 bytes of leading whitespace so strings, escapes and backslash
+    /// runs meet every block boundary: spans, compactness, errors and the
+    /// minified text equal the byte-at-a-time reference's.
+    #[test]
+    fn block_layout_matches_the_byte_scan() {
+        let mut g = Gen(0x0DDB_A11C_AFE5_1234);
+        let mut j = JsonBody::default();
+        let mut docs = vec![
+            r#"{"a":"\\\"x", "b" : [ "\\", "\"" ] , "c":{"d":"e\\"}}"#.to_owned(),
+            r#"{"k": "a string long enough to cross a block boundary, with \" quotes \\ and , : { [ inside", "n": -1.5e+3 }"#.to_owned(),
+            r#"{"x": 01}"#.to_owned(),
+            r#"{"x": [1, 2, 1.]}"#.to_owned(),
+            "[ 1 , \"two\" , { \"three\" : 3 } ]".to_owned(),
+            // simd-json accepts these; the scan must refuse them.
+            "{\"a\":1\0}".to_owned(),
+            r#"{"a": "s", "b":12345678901234567890123x4567890}"#.to_owned(),
+            r#"{"a":[99999999999999999999-5]}"#.to_owned(),
+        ];
+        let mut refused = 0;
+        for _ in 0..300 {
+            let mut doc = String::from("{");
+            for n in 0..1 + g.next() % 8 {
+                if n > 0 {
+                    doc.push(',');
+                }
+                g.ws(&mut doc);
+                doc.push_str(&format!("\"m{n}\":"));
+                g.ws(&mut doc);
+                g.value(&mut doc, 0);
+            }
+            doc.push('}');
+            docs.push(doc);
+        }
+        for doc in &docs {
+            for shift in 0..=64 {
+                let body = format!("{}{doc}", " ".repeat(shift));
+                let raw = body.as_bytes();
+                let parsed = j.parse(raw);
+                let mut reference = Vec::new();
+                let expected = scan_bytes(raw, &mut reference);
+                // Where simd-json refuses the document, the scan never runs.
+                let accepted = simd_json::to_owned_value(&mut raw.to_vec()).is_ok();
+                match parsed {
+                    Err(_) if !accepted => {}
+                    Err(e) => {
+                        assert_eq!(Err(e), expected, "{body}");
+                        refused += 1;
+                    }
+                    Ok(_) => {
+                        assert_eq!(expected, Ok(()), "{body}");
+                        assert_eq!(j.spans, reference, "{body}");
+                    }
+                }
+                if parsed.is_ok() {
+                    let (mut minified, mut expected) = (Vec::new(), Vec::new());
+                    j.write_minified(&mut minified, raw, 0..raw.len());
+                    minify_bytes(&mut expected, raw);
+                    assert_eq!(minified, expected, "{body}");
+                }
+            }
+        }
+        assert_eq!(
+            refused,
+            3 * 65,
+            "each bad number refused by the scan, at every shift"
+        );
     }
 }

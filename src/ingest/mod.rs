@@ -9,6 +9,7 @@
 pub mod data;
 pub mod form;
 pub mod json;
+pub mod layout;
 pub mod route;
 
 use std::net::IpAddr;
@@ -16,7 +17,7 @@ use std::ops::Range;
 
 use ipnet::IpNet;
 
-use crate::envelope::{member, write_minified, Transport};
+use crate::envelope::{member, Transport};
 use crate::http::request::{at, trim, Head};
 use crate::http::Status;
 use data::Grouper;
@@ -215,18 +216,18 @@ impl Ingest {
                         continue;
                     }
                     member(out, &mut first, key);
-                    let value = &req.body[m.value.start as usize..m.value.end as usize];
+                    let value = m.value.start as usize..m.value.end as usize;
                     if m.compact {
-                        out.extend_from_slice(value);
+                        out.extend_from_slice(&req.body[value]);
                     } else {
-                        write_minified(out, value);
+                        json.write_minified(out, req.body, value);
                     }
                 }
             }
             Body::JsonOther(span) => {
                 if !in_query("body") {
                     member(out, &mut first, "body");
-                    write_minified(out, &req.body[span.clone()]);
+                    json.write_minified(out, req.body, span.clone());
                 }
             }
         }
