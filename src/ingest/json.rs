@@ -98,7 +98,7 @@ impl JsonBody {
         unsafe { std::str::from_utf8_unchecked(&self.text[r.start as usize..r.end as usize]) }
     }
 
-    /// Appends `body[span]` (of the body last parsed) without the
+    /// Appends `body[span]` (`body`: the one last parsed) without the
     /// whitespace between its tokens, so every envelope is a single line.
     pub fn write_minified(&self, out: &mut Vec<u8>, body: &[u8], span: Range<usize>) {
         self.layout.write_minified(out, body, span);

@@ -179,7 +179,9 @@ impl Layout {
 
     /// Appends `raw[span]` without the whitespace outside its strings: per
     /// 64-byte word, the runs of bytes to keep, found from the mask.
+    /// `raw` is the document the layout was built for.
     pub fn write_minified(&self, out: &mut Vec<u8>, raw: &[u8], span: Range<usize>) {
+        debug_assert!(raw.len() == self.len && span.end <= self.len);
         out.reserve(span.len());
         for w in span.start / 64..span.end.div_ceil(64) {
             let base = 64 * w;
