@@ -16,7 +16,8 @@
 //! - [`shard`]: one core's state and the request handler.
 //! - [`ingest`]: path/query/body → routing fields and the members of `data`
 //!   ([`ingest::form`] urlencoded, [`ingest::json`] simd-json,
-//!   [`ingest::data`] grouping and merge).
+//!   [`ingest::layout`] JSON value spans and minifying from 64-byte block
+//!   masks, [`ingest::data`] grouping and merge).
 //! - [`envelope`]: the envelope encoder, into a reused buffer.
 //! - [`id`]: snowflake ids.
 //! - [`fanout`]: per-core PUSH sockets and routes.
