@@ -255,34 +255,35 @@ impl Params {
         self.arena.resize(start + (end - from), 0);
         let out = &mut self.arena[start..];
         out[..plain - from].copy_from_slice(&input[from..plain]);
-        let mut o = plain - from;
-        // Only text with a byte >= 0x80 (raw or decoded) can be invalid.
-        let mut high = false;
-        let mut escape = false;
-        let mut i = plain;
-        while i < end {
-            let b = input[i];
-            let (byte, step) = match b {
-                b'+' => (b' ', 1),
-                // A hex digit is never `&` or `=`: the escape is inside the
-                // field whenever it is valid.
-                b'%' => match input.get(i + 1..i + 3) {
-                    Some(&[h, l]) if (HEX[usize::from(h)] | HEX[usize::from(l)]) < 16 => {
-                        (HEX[usize::from(h)] << 4 | HEX[usize::from(l)], 3)
+        // What the decoded bytes held: SEEN_HIGH (a byte >= 0x80: only such
+        // text can be invalid UTF-8), SEEN_ESCAPE (a byte JSON escapes).
+        let mut seen = 0u8;
+        let (src, dst) = (&input[plain..end], &mut out[plain - from..]);
+        let (mut i, mut o) = (0, 0);
+        while let Some(&b) = src.get(i) {
+            let mut byte = b;
+            i += 1;
+            if b == b'+' {
+                byte = b' ';
+            } else if b == b'%' {
+                // A hex digit is never `&` or `=`: a valid escape is inside
+                // the field. A stray `%` is kept literally, as browsers do.
+                if let Some(&[h, l]) = src.get(i..i + 2) {
+                    let (h, l) = (HEX[usize::from(h)], HEX[usize::from(l)]);
+                    if (h | l) < 16 {
+                        byte = h << 4 | l;
+                        i += 2;
                     }
-                    // A stray `%` is kept literally, as browsers do.
-                    _ => (b'%', 1),
-                },
-                // `=` inside a value, a raw byte >= 0x80, or one JSON
-                // escapes, as it is.
-                _ => (b, 1),
-            };
-            high |= byte >= 0x80;
-            escape |= CLASS[usize::from(byte)] == ESCAPE;
-            out[o] = byte;
+                }
+            }
+            // Anything else (`=` inside a value, a raw byte >= 0x80, one
+            // JSON escapes) as it is.
+            seen |= SEEN[usize::from(byte)];
+            dst[o] = byte;
             o += 1;
-            i += step;
         }
+        let (i, o) = (plain + i, plain - from + o);
+        let (high, mut escape) = (seen & SEEN_HIGH != 0, seen & SEEN_ESCAPE != 0);
         self.arena.truncate(start + o);
         if high && std::str::from_utf8(&self.arena[start..]).is_err() {
             self.arena.truncate(start);
@@ -364,6 +365,24 @@ static CLASS: [u8; 256] = {
     t[b'=' as usize] = EQ;
     t[b'%' as usize] = PCT;
     t[b'+' as usize] = PLUS;
+    t
+};
+
+const SEEN_HIGH: u8 = 1;
+const SEEN_ESCAPE: u8 = 2;
+
+/// What a decoded byte tells about its text, from [`CLASS`].
+static SEEN: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match CLASS[b] {
+            HIGH => SEEN_HIGH,
+            ESCAPE => SEEN_ESCAPE,
+            _ => 0,
+        };
+        b += 1;
+    }
     t
 };
 
