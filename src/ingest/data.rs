@@ -330,7 +330,18 @@ fn write_members<'a>(
     }
     for run in runs.iter() {
         let entries = &order[run.start as usize..(run.start + run.len) as usize];
-        member(out, first, key(entries[0]));
+        let name = key(entries[0]);
+        if params.list[entries[0] as usize].key_clean {
+            // A member name cut from a key with nothing to escape: as it is.
+            if !std::mem::take(first) {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        } else {
+            member(out, first, name);
+        }
         let values = entries.iter().map(|&i| &params.list[i as usize]);
         write_values(out, params, values, entries.len() > 1);
     }
@@ -367,6 +378,11 @@ mod tests {
         assert_eq!(
             data(b"leads[add][0][id]=7&leads[add][0][name]=Deal"),
             r#""leads":{"add[0][id]":"7","add[0][name]":"Deal"}"#
+        );
+        // Member names that need escaping, next to ones that do not.
+        assert_eq!(
+            data(b"a[b%22c]=1&a[d]=2&a[e%5C]=3&x=1&x[y%0A]=4"),
+            r#""a":{"b\"c":"1","d":"2","e\\":"3"},"x":"1","x[y\n]":"4""#
         );
     }
 
