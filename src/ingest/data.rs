@@ -177,16 +177,37 @@ fn all_distinct(tags: &[u64]) -> bool {
     true
 }
 
-/// A key's first seven bytes and its length (saturated): equal tags mean
-/// equal keys when the key is shorter than eight bytes.
+/// A key's tag: its length (saturated) in the top byte, and below it the
+/// key's bytes when it is shorter than eight (equal tags: equal keys), else
+/// a hash of all of them (equal tags: compare the keys). Hashing the long
+/// ones keeps keys that share a prefix (`status[0][id]`, `status[1][id]`)
+/// apart, so they need no string comparison.
 pub(super) fn tag(k: &str) -> u64 {
     let b = k.as_bytes();
-    // A byte loop: a copy of a variable 0-7 bytes would call memcpy.
-    let mut t = (b.len().min(255) as u64) << 56;
-    for (at, &byte) in b.iter().take(7).enumerate() {
-        t |= u64::from(byte) << (8 * at);
+    let len = (b.len().min(255) as u64) << 56;
+    if b.len() < 8 {
+        // A byte loop: a copy of a variable 0-7 bytes would call memcpy.
+        let mut t = len;
+        for (at, &byte) in b.iter().enumerate() {
+            t |= u64::from(byte) << (8 * at);
+        }
+        return t;
     }
-    t
+    let mut h = 0u64;
+    for chunk in b.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h, u64::from_le_bytes(word));
+    }
+    (h >> 8) | len
+}
+
+/// One step of [`tag`]'s hash: the next eight bytes (zero-padded).
+#[inline(always)]
+pub(super) fn mix(h: u64, word: u64) -> u64 {
+    (h ^ word)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(23)
 }
 
 /// String equality with the cheap checks first (most keys differ in length).
@@ -398,6 +419,24 @@ mod tests {
     }
 
     #[test]
+    fn tags_from_the_arena_equal_tags_from_the_text() {
+        let mut params = Params::default();
+        let keys: Vec<String> = (0..20)
+            .map(|n| (0..n).map(|i| char::from(b'a' + i as u8)).collect())
+            .collect();
+        let query = keys
+            .iter()
+            .map(|k| format!("{k}=v"))
+            .collect::<Vec<_>>()
+            .join("&");
+        params.parse(query.as_bytes());
+        for p in &params.list {
+            assert_eq!(params.tag(&p.top), tag(params.text(&p.top)));
+        }
+        assert_ne!(tag("status[0][id]"), tag("status[1][id]"));
+    }
+
+    #[test]
     fn contains_finds_top_keys() {
         let mut params = Params::default();
         params.parse(b"z=1&a[b]=2&m[]=3");
@@ -426,7 +465,15 @@ mod tests {
 
     #[test]
     fn scanning_groups_like_sorting() {
-        let keys = ["a", "b", "ab", "ba", "", "c", "aa"];
+        let keys = [
+            "a",
+            "b",
+            "ab",
+            "",
+            "status[0][id]",
+            "status[1][id]",
+            "status[0][idx]",
+        ];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for _ in 0..5_000 {
             x ^= x << 13;

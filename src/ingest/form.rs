@@ -82,17 +82,34 @@ impl Params {
         out.push(b'"');
     }
 
-    /// A range's [`super::data::tag`] (its first seven bytes and its
-    /// length): one word load where the arena has eight bytes from its start.
+    /// A range's [`super::data::tag`], from word loads where the arena has
+    /// the bytes (keys of up to 16 bytes, nearly all).
     #[inline(always)]
     pub fn tag(&self, r: &Range<u32>) -> u64 {
         let (start, len) = (r.start as usize, (r.end - r.start) as usize);
-        let Some(word) = self.arena.get(start..start + 8) else {
-            return super::data::tag(self.text(r));
+        let word = |at: usize| {
+            let bytes = self.arena.get(at..at + 8)?;
+            Some(u64::from_le_bytes(bytes.try_into().unwrap_or_default()))
         };
-        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
-        let keep = (1u64 << (8 * len.min(7))) - 1;
-        (word & keep) | (len.min(255) as u64) << 56
+        // The low `n` bytes of a word (n < 8).
+        let low = |w: u64, n: usize| w & ((1u64 << (8 * n)) - 1);
+        let fast = match len {
+            0..8 => word(start).map(|w| low(w, len)),
+            8..=16 => word(start).zip(word(start + 8)).map(|(w0, w1)| {
+                let h = super::data::mix(0, w0);
+                let h = if len > 8 {
+                    super::data::mix(h, if len == 16 { w1 } else { low(w1, len - 8) })
+                } else {
+                    h
+                };
+                h >> 8
+            }),
+            _ => None,
+        };
+        match fast {
+            Some(t) => t | (len as u64) << 56,
+            None => super::data::tag(self.text(r)),
+        }
     }
 
     /// Writes `"key":"value"` for a plain parameter (after a comma when
