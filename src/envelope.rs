@@ -119,14 +119,24 @@ pub fn write_u64(out: &mut Vec<u8>, n: u64) {
 
 fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
-        // Most senders are IPv4: four itoa calls instead of the formatter.
+        // Most senders are IPv4: digits into a stack buffer, one append,
+        // instead of the formatter.
         IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = usize::from(octet < 100) + usize::from(octet < 10);
+                for &d in &digits[skip..] {
+                    text[n] = b'0' + d;
+                    n += 1;
+                }
             }
+            out.extend_from_slice(&text[..n]);
         }
         IpAddr::V6(v6) => {
             use std::io::Write;
@@ -148,6 +158,12 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// written as `%XX`, so nothing is lost and the result is valid JSON.
 pub fn write_lossless(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
+    if clean_ascii(bytes) {
+        // Header values almost always are: one append.
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     if bytes.is_ascii() {
         // Header values almost always are: no chunking needed.
         escape_into(out, bytes);
@@ -161,6 +177,18 @@ pub fn write_lossless(out: &mut Vec<u8>, bytes: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// ASCII with nothing JSON escapes: eight bytes at a time (SWAR).
+fn clean_ascii(s: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(w) = swar::word_at(s, i) {
+        if (w & swar::HIGHS) | swar::escapes(w) != 0 {
+            return false;
+        }
+        i += 8;
+    }
+    true
 }
 
 pub fn percent_byte(out: &mut Vec<u8>, b: u8) {
@@ -311,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn clean_ascii_is_copied_as_it_is() {
+        assert_eq!(lossless(b"Affise Postback/1.0"), "\"Affise Postback/1.0\"");
+        assert_eq!(lossless(b""), "\"\"");
+        // Anything to escape or any byte >= 0x80, in every position of a
+        // 1-20 byte run, takes the escaping path.
+        for bad in [b'"', b'\\', b'\n', 0x7f, 0xc3] {
+            for len in 1..=20 {
+                for at in 0..len {
+                    let mut text = vec![b'x'; len];
+                    text[at] = bad;
+                    assert!(!clean_ascii(&text), "{bad:#x} at {at} of {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn invalid_utf8_bytes_become_percent_escapes() {
         assert_eq!(lossless(b"ok\xff\xfe!"), "\"ok%FF%FE!\"");
         assert_eq!(lossless(b"\xd0"), "\"%D0\"");
@@ -369,11 +414,19 @@ mod tests {
         for ip in [
             "0.0.0.0",
             "255.255.255.255",
+            "9.10.99.100",
+            "1.20.109.250",
             "10.0.200.7",
             "::1",
             "2001:db8::8a2e:370:7334",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+        for octet in 0..=255u8 {
+            let ip = IpAddr::from([octet, 0, octet, 7]);
             let mut out = Vec::new();
             write_ip(&mut out, ip);
             assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
