@@ -11,7 +11,6 @@
 use std::ops::Range;
 
 use super::form::{Kind, Params};
-use crate::envelope::member;
 
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -269,11 +268,7 @@ impl Grouper {
                 params.write_pair(out, head, !std::mem::take(first));
                 continue;
             }
-            if !std::mem::take(first) {
-                out.push(b',');
-            }
-            params.write_json(out, &head.top, head.key_clean);
-            out.push(b':');
+            params.write_name(out, first, &head.top, head.key_clean);
             // A key is an object only when every entry is `a[b]`; otherwise
             // plain values win and the `a[b]` entries keep their full key
             // (grouped, so a repeat becomes an array).
@@ -295,7 +290,7 @@ impl Grouper {
                 };
                 let array = values().count() > 1 || values().any(|p| p.kind == Kind::Array);
                 write_values(out, params, values(), array);
-                let full_key = |i: u32| params.text(&params.list[i as usize].key);
+                let full_key = |i: u32| &params.list[i as usize].key;
                 write_members(
                     out,
                     params,
@@ -330,39 +325,31 @@ fn write_values<'a>(
 }
 
 fn write_object(out: &mut Vec<u8>, params: &Params, order: &mut [u32], runs: &mut Vec<Run>) {
-    let sub = |i: u32| params.text(&params.list[i as usize].sub);
+    let sub = |i: u32| &params.list[i as usize].sub;
     out.push(b'{');
     write_members(out, params, order, runs, sub, &mut true);
     out.push(b'}');
 }
 
-/// Writes `order`'s entries as members named by `key`, equal names grouped
-/// into arrays, in first-occurrence order.
+/// Writes `order`'s entries as members named by `name` (a range of the
+/// arena: a member name or a whole key, which has nothing to escape when its
+/// key has not), equal names grouped into arrays, in first-occurrence order.
 fn write_members<'a>(
     out: &mut Vec<u8>,
     params: &'a Params,
     order: &mut [u32],
     runs: &mut Vec<Run>,
-    key: impl Fn(u32) -> &'a str,
+    name: impl Fn(u32) -> &'a Range<u32>,
     first: &mut bool,
 ) {
-    if !group_runs(order, runs, &key, |i| tag(key(i))) {
+    let key = |i: u32| params.text(name(i));
+    if !group_runs(order, runs, key, |i| tag(key(i))) {
         runs.sort_unstable_by_key(|r| r.first);
     }
     for run in runs.iter() {
         let entries = &order[run.start as usize..(run.start + run.len) as usize];
-        let name = key(entries[0]);
-        if params.list[entries[0] as usize].key_clean {
-            // A member name cut from a key with nothing to escape: as it is.
-            if !std::mem::take(first) {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-        } else {
-            member(out, first, name);
-        }
+        let clean = params.list[entries[0] as usize].key_clean;
+        params.write_name(out, first, name(entries[0]), clean);
         let values = entries.iter().map(|&i| &params.list[i as usize]);
         write_values(out, params, values, entries.len() > 1);
     }

@@ -82,6 +82,17 @@ impl Params {
         out.push(b'"');
     }
 
+    /// Writes `,"name":` (without the comma for the first member) for a
+    /// key or member name in the arena.
+    #[inline(always)]
+    pub fn write_name(&self, out: &mut Vec<u8>, first: &mut bool, r: &Range<u32>, clean: bool) {
+        if !std::mem::take(first) {
+            out.push(b',');
+        }
+        self.write_json(out, r, clean);
+        out.push(b':');
+    }
+
     /// A range's [`super::data::tag`], from word loads where the arena has
     /// the bytes (keys of up to 16 bytes, nearly all).
     #[inline(always)]
@@ -118,11 +129,7 @@ impl Params {
     #[inline(always)]
     pub fn write_pair(&self, out: &mut Vec<u8>, p: &Param, comma: bool) {
         if !(p.key_clean && p.value_clean) {
-            if comma {
-                out.push(b',');
-            }
-            self.write_json(out, &p.top, p.key_clean);
-            out.push(b':');
+            self.write_name(out, &mut !comma, &p.top, p.key_clean);
             return self.write_json(out, &p.value, p.value_clean);
         }
         let key = p.top.start as usize..p.top.end as usize;
