@@ -191,6 +191,21 @@ fn clean_ascii(s: &[u8]) -> bool {
     true
 }
 
+/// Appends `src[r]`. Keys, values and the runs between JSON whitespace are
+/// mostly under 16 bytes: when `src` has 16 bytes from the start, one fixed
+/// copy and a truncate replace a call to `memcpy`.
+#[inline(always)]
+pub(crate) fn append_short(out: &mut Vec<u8>, src: &[u8], r: std::ops::Range<usize>) {
+    match src.get(r.start..r.start + 16) {
+        Some(block) if r.len() <= 16 => {
+            let end = out.len() + r.len();
+            out.extend_from_slice(block);
+            out.truncate(end);
+        }
+        _ => out.extend_from_slice(&src[r]),
+    }
+}
+
 pub fn percent_byte(out: &mut Vec<u8>, b: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);

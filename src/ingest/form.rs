@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use crate::envelope::write_str;
+use crate::envelope::{append_short, write_str};
 
 /// How a key groups with others of the same top-level name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl Params {
             return write_str(out, self.text(r));
         }
         out.push(b'"');
-        copy_short(out, &self.arena, r);
+        append_short(out, &self.arena, r.start as usize..r.end as usize);
         out.push(b'"');
     }
 
@@ -538,25 +538,6 @@ unsafe fn copy_blocks(to: *mut u8, src: &[u8], r: Range<usize>) -> *mut u8 {
         std::ptr::copy_nonoverlapping(from, to, len);
     }
     to.add(len)
-}
-
-/// Appends `src[r]`. Keys and values are mostly under 16 bytes: when the
-/// arena has the bytes after them, one or two fixed 8-byte copies and a
-/// truncate replace a call to `memcpy`.
-#[inline(always)]
-fn copy_short(out: &mut Vec<u8>, src: &[u8], r: &Range<u32>) {
-    let (start, len) = (r.start as usize, (r.end - r.start) as usize);
-    let word = |at: usize| -> [u8; 8] { src[at..at + 8].try_into().unwrap_or_default() };
-    let end = out.len() + len;
-    if len <= 8 && start + 8 <= src.len() {
-        out.extend_from_slice(&word(start));
-    } else if len <= 16 && start + 16 <= src.len() {
-        out.extend_from_slice(&word(start));
-        out.extend_from_slice(&word(start + 8));
-    } else {
-        return out.extend_from_slice(&src[start..start + len]);
-    }
-    out.truncate(end);
 }
 
 /// Each byte's value as a hex digit, 0xff for a byte that is not one.

@@ -16,6 +16,8 @@
 
 use std::ops::Range;
 
+use crate::envelope::append_short;
+
 /// The masks of one document (reused across requests). Bit `k` of word `w`
 /// is byte `64 * w + k`; bits past the end of the document are clear.
 #[derive(Debug, Default)]
@@ -32,6 +34,7 @@ pub struct Layout {
 }
 
 /// The raw classes of one 64-byte block.
+#[derive(Default)]
 struct Block {
     quote: u64,
     backslash: u64,
@@ -197,7 +200,7 @@ impl Layout {
                 let at = keep.trailing_zeros() as usize;
                 let len = (!(keep >> at)).trailing_zeros() as usize;
                 keep &= !((u64::MAX >> (64 - len)) << at);
-                copy_run(out, raw, base + at, len);
+                append_short(out, raw, base + at..base + at + len);
             }
         }
     }
@@ -233,20 +236,6 @@ impl Layout {
     }
 }
 
-/// Appends `raw[at..at + len]`. Runs between whitespace are mostly short:
-/// a fixed 16-byte copy and a truncate instead of a call to `memcpy`.
-#[inline(always)]
-fn copy_run(out: &mut Vec<u8>, raw: &[u8], at: usize, len: usize) {
-    match raw.get(at..at + 16) {
-        Some(block) if len <= 16 => {
-            let end = out.len() + len;
-            out.extend_from_slice(block);
-            out.truncate(end);
-        }
-        _ => out.extend_from_slice(&raw[at..at + len]),
-    }
-}
-
 /// Bit `k` set when some bit at or below `k` is set an odd number of times:
 /// with quote bits in, the bytes from an opening quote to its closing one.
 fn prefix_xor(mut x: u64) -> u64 {
@@ -278,13 +267,7 @@ fn escaped(backslash: u64, next: &mut bool) -> u64 {
 #[cfg(target_arch = "x86_64")]
 fn classify(block: &[u8; 64]) -> Block {
     use std::arch::x86_64::*;
-    let mut b = Block {
-        quote: 0,
-        backslash: 0,
-        ws: 0,
-        brackets: 0,
-        delims: 0,
-    };
+    let mut b = Block::default();
     for lane in 0..4 {
         // SAFETY: SSE2 is part of x86_64; the load reads 16 bytes of the
         // 64-byte block (lane < 4), unaligned.
@@ -324,13 +307,7 @@ fn classify(block: &[u8; 64]) -> Block {
 /// the SSE2 one is tested against.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn classify_bytes(block: &[u8; 64]) -> Block {
-    let mut b = Block {
-        quote: 0,
-        backslash: 0,
-        ws: 0,
-        brackets: 0,
-        delims: 0,
-    };
+    let mut b = Block::default();
     for (k, &c) in block.iter().enumerate() {
         let bit = 1u64 << k;
         match c {
