@@ -306,34 +306,6 @@ pub(crate) mod swar {
     }
 }
 
-/// Given `s[start] == b'"'`, the index just past the closing quote.
-///
-/// Most strings in postbacks are short: a plain loop finds their end
-/// before a SIMD search would have finished its setup; a string still open
-/// after 32 bytes continues with `memchr2`.
-pub fn string_end(s: &[u8], start: usize) -> usize {
-    let mut i = start + 1;
-    let short = s.len().min(i + 32);
-    while i < short {
-        match s[i] {
-            b'"' => return i + 1,
-            b'\\' => i += 2,
-            _ => i += 1,
-        }
-    }
-    while let Some(p) = s
-        .get(i..)
-        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
-    {
-        if s[i + p] == b'\\' {
-            i += p + 2;
-        } else {
-            return i + p + 1;
-        }
-    }
-    s.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

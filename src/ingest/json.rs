@@ -4,15 +4,15 @@
 //! reused tape with reused buffers; the tape gives the decoded top-level keys
 //! and the routing fields (`name`, `projectId`, `uid`). Member *values* are
 //! copied into the envelope from the sender's own bytes (minified), so
-//! `12.50` stays `12.50` and a 30-digit integer keeps every digit. The small
-//! scanner below only walks a document simd-json has already accepted.
+//! `12.50` stays `12.50` and a 30-digit integer keeps every digit. Where
+//! those values are, and their minified copies, come from
+//! [`super::layout`], over a document simd-json has already accepted.
 
 use std::ops::Range;
 
 use simd_json::{value::tape::Tape, Node, StaticNode};
 
 use super::layout::Layout;
-use crate::envelope::string_end;
 
 /// A body that is not valid JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +102,11 @@ impl JsonBody {
     /// whitespace between its tokens, so every envelope is a single line.
     pub fn write_minified(&self, out: &mut Vec<u8>, body: &[u8], span: Range<usize>) {
         self.layout.write_minified(out, body, span);
+    }
+
+    /// The span of the body last parsed without the whitespace around it.
+    pub fn trimmed(&self) -> Range<usize> {
+        self.layout.trimmed()
     }
 
     /// Parses `body`. On error returns the byte offset where it went wrong.
@@ -260,54 +265,37 @@ fn valid_scalar(t: &[u8]) -> bool {
     i == t.len()
 }
 
-fn skip_ws(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\r' | b'\n') {
-        i += 1;
-    }
-    i
-}
-
-/// The end of the (valid) JSON value starting at `start`.
-fn value_end(s: &[u8], start: usize) -> usize {
-    match s[start] {
-        b'"' => string_end(s, start),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut i = start;
-            loop {
-                match s[i] {
-                    b'"' => {
-                        i = string_end(s, i);
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return i + 1;
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-        }
-        _ => s[start..]
-            .iter()
-            .position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'))
-            .map_or(s.len(), |p| start + p),
-    }
-}
-
-/// The span of the whole document without surrounding whitespace.
-pub fn trimmed(raw: &[u8]) -> Range<usize> {
-    let start = skip_ws(raw, 0);
-    start..value_end(raw, start)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Given `s[start] == b'"'`, the index just past the closing quote.
+    ///
+    /// Most strings in postbacks are short: a plain loop finds their end
+    /// before a SIMD search would have finished its setup; a string still open
+    /// after 32 bytes continues with `memchr2`.
+    fn string_end(s: &[u8], start: usize) -> usize {
+        let mut i = start + 1;
+        let short = s.len().min(i + 32);
+        while i < short {
+            match s[i] {
+                b'"' => return i + 1,
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        while let Some(p) = s
+            .get(i..)
+            .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+        {
+            if s[i + p] == b'\\' {
+                i += p + 2;
+            } else {
+                return i + p + 1;
+            }
+        }
+        s.len()
+    }
 
     const WS: u8 = 1;
     const QUOTE: u8 = 2;
@@ -368,7 +356,7 @@ mod tests {
             }
             gap = false;
             match class {
-                QUOTE => i = crate::envelope::string_end(raw, i),
+                QUOTE => i = string_end(raw, i),
                 OPEN => {
                     depth += 1;
                     i += 1;
@@ -497,7 +485,8 @@ mod tests {
     fn other_shapes_and_errors() {
         let mut j = JsonBody::default();
         assert_eq!(j.parse(b" [1,2] ").unwrap(), Shape::Other);
-        assert_eq!(trimmed(b" [1, 2] \n"), 1..7);
+        j.parse(b" [1, 2] \n").unwrap();
+        assert_eq!(j.trimmed(), 1..7);
         assert_eq!(j.parse(b"\"s\"").unwrap(), Shape::Other);
         assert!(j.parse(b"{\"a\":}").is_err());
         assert!(j.parse(b"{\"a\":1").is_err());

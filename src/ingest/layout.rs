@@ -175,6 +175,11 @@ impl Layout {
         }
     }
 
+    /// The span of the whole document without the whitespace around it.
+    pub fn trimmed(&self) -> Range<usize> {
+        self.skip_ws(0)..self.trim_end(self.len)
+    }
+
     /// Whether `span` holds whitespace outside strings.
     pub fn has_ws(&self, span: Range<usize>) -> bool {
         span.start < span.end && self.next_set(&self.ws, span.start) < span.end

@@ -266,7 +266,7 @@ impl Ingest {
         }
         match self.json.parse(req.body) {
             Ok(Shape::Object) => Ok(Body::JsonObject),
-            Ok(Shape::Other) => Ok(Body::JsonOther(json::trimmed(req.body))),
+            Ok(Shape::Other) => Ok(Body::JsonOther(self.json.trimmed())),
             Err(e) => Err(Refusal {
                 at: Some(e.at),
                 ..INVALID_JSON
