@@ -1240,6 +1240,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// When the armed latency preemption timer fires (`None` for a user
+    /// timer armed before sleeping).
+    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1371,6 +1374,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1838,16 +1842,44 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // A preemption timer that has not fired and still has at least half
+        // of its time to run is kept instead: cancelling and re-arming it on
+        // every turn of the loop costs two requests and a kernel entry per
+        // turn, and a task queue still gets at least half its time slice.
+        let now = Instant::now();
+        let keep_latency = match (
+            self.latency_preemption_timeout_src.take(),
+            self.latency_preemption_deadline.get(),
+            preempt_timer(),
+        ) {
+            (Some(src), Some(deadline), Some(preempt))
+                if src.result().is_none()
+                    && deadline.saturating_duration_since(now) >= preempt / 2 =>
+            {
+                self.latency_preemption_timeout_src.set(Some(src));
+                true
+            }
+            (src, _, _) => {
+                drop(src);
+                self.latency_preemption_deadline.set(None);
+                false
+            }
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // up sleeping. One that has not fired yet is kept.
+        let throughput = match self.throughput_preemption_timeout_src.take() {
+            Some(src) if src.result().is_none() => src,
+            old => {
+                drop(old);
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            }
+        };
+        self.throughput_preemption_timeout_src.set(Some(throughput));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1871,6 +1903,7 @@ impl Reactor {
             if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                self.latency_preemption_deadline.set(None);
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1898,8 +1931,12 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            if !keep_latency {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preemption_deadline
+                    .set(Some(Instant::now() + preempt));
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
