@@ -433,6 +433,16 @@ impl Reactor {
         source
     }
 
+    /// A multishot poll for readability: completes on every wake-up of
+    /// `fd` until cancelled (by dropping the source) or ended by the kernel
+    /// (then [`Source::is_armed`] is false).
+    pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multishot(&source, common_flags() | read_flags());
+        source
+    }
+
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys

@@ -209,5 +209,8 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct CompletionFlags: u32 {
         const BUFFER_SHIFT    = 1 << 0;
+        /// (hookwire) The request stays armed: more completions follow
+        /// (`IORING_CQE_F_MORE`, multishot requests).
+        const MORE            = 1 << 1;
     }
 }

@@ -347,6 +347,15 @@ impl<'a> SQE<'a> {
         fd.update_sqe(self);
     }
 
+    /// Makes a prepared poll multishot (`IORING_POLL_ADD_MULTI`, Linux
+    /// 5.13+): it stays armed and posts a completion, flagged
+    /// `IORING_CQE_F_MORE`, for every wake-up, until it is cancelled or
+    /// the kernel ends it with a completion without the flag.
+    #[inline]
+    pub fn set_poll_multishot(&mut self) {
+        self.sqe.len |= 1;
+    }
+
     #[inline]
     pub unsafe fn prep_poll_remove(&mut self, user_data: u64) {
         uring_sys::io_uring_prep_poll_remove(self.sqe, user_data as _)

@@ -220,7 +220,13 @@ pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
     stream: S,
     source_tx: Option<Source>,
+    /// A multishot poll for readability, armed once: it completes on every
+    /// wake-up of the socket, so a read that must wait neither queues a new
+    /// poll nor makes the ring enter the kernel to submit one.
     source_rx: Option<Source>,
+    /// The socket may have data without the poll having said so: the last
+    /// recv filled the caller's buffer.
+    rx_ready: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -229,7 +235,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        self.source_rx = Some(reactor.poll_read_ready_multishot(stream_fd));
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -261,35 +267,31 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
+        // Data may be there if the poll completed since the last recv
+        // (recv is tried even when the completion reports an error, so the
+        // error comes from the socket), or if that recv filled its buffer.
+        let fired = self
             .source_rx
             .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
-
-        if no_pending_poll {
+            .is_some_and(|src| src.take_result().is_some());
+        if fired || self.rx_ready {
+            self.rx_ready = false;
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
                 self.read_timeout.cancel_timer(reactor);
                 let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
-                }
+                // A recv that came back short emptied the socket: the poll
+                // completes again when more arrives.
+                self.rx_ready = result > 0 && result == buf.len();
                 return Poll::Ready(Ok(result));
             }
         }
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        // Armed the first time, and again if the kernel ended the last poll
+        // (its final completion, taken above, was then also a readiness).
+        if !self.source_rx.as_ref().is_some_and(|src| src.is_armed()) {
+            self.source_rx = Some(reactor.poll_read_ready_multishot(self.stream.as_raw_fd()));
         }
 
         let source = self.source_rx.as_ref().unwrap();
@@ -366,6 +368,7 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_ready: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -224,6 +224,18 @@ impl Source {
         })
     }
 
+    /// Takes the result of the last completion (a multishot request's
+    /// source gets one per completion); `None` if there was none since.
+    pub(crate) fn take_result(&self) -> Option<io::Result<usize>> {
+        self.inner.borrow_mut().wakers.result.take()
+    }
+
+    /// Whether the request is queued or in the kernel: false once its last
+    /// completion has been processed.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

@@ -57,6 +57,7 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
+    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -274,6 +275,10 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
+            }
+            UringOpDescriptor::PollAddMulti(events) => {
+                sqe.prep_poll_add(op.fd, events);
+                sqe.set_poll_multishot();
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -548,9 +553,14 @@ where
             return Some(false);
         }
 
-        let src = source_map
-            .borrow_mut()
-            .consume_source(from_user_data(value.user_data()));
+        // A multishot request that stays armed keeps its source.
+        let src = if value.raw_flags() & IORING_CQE_F_MORE != 0 {
+            source_map.borrow()[from_user_data(value.user_data())].clone()
+        } else {
+            source_map
+                .borrow_mut()
+                .consume_source(from_user_data(value.user_data()))
+        };
 
         let result = value.result();
 
@@ -564,6 +574,16 @@ where
         return Some(woke);
     }
     None
+}
+
+/// The completion of a multishot request that stays armed.
+const IORING_CQE_F_MORE: u32 = 1 << 1;
+
+/// Whether a completion ends its request (so it no longer counts as in the
+/// kernel).
+fn is_final(cqe: &Option<iou::CQE>) -> bool {
+    cqe.as_ref()
+        .is_none_or(|c| c.raw_flags() & IORING_CQE_F_MORE == 0)
 }
 
 type SourceMap = FreeList<Pin<Rc<RefCell<InnerSource>>>>;
@@ -838,8 +858,10 @@ impl UringCommon for PollRing {
 
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
+        let cqe = self.ring.peek_for_cqe();
+        let last = is_final(&cqe);
         process_one_event(
-            self.ring.peek_for_cqe(),
+            cqe,
             |_| None,
             |mut src, res| {
                 record_stats(self, &mut src, &res);
@@ -848,7 +870,9 @@ impl UringCommon for PollRing {
             source_map,
         )
         .map(|x| {
-            self.in_kernel -= 1;
+            if last {
+                self.in_kernel -= 1;
+            }
             x
         })
     }
@@ -1182,8 +1206,10 @@ impl UringCommon for SleepableRing {
 
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
+        let cqe = self.ring.peek_for_cqe();
+        let last = is_final(&cqe);
         process_one_event(
-            self.ring.peek_for_cqe(),
+            cqe,
             |source| match source.source_type {
                 SourceType::LinkRings => Some(()),
                 _ => None,
@@ -1198,7 +1224,9 @@ impl UringCommon for SleepableRing {
             source_map,
         )
         .map(|x| {
-            self.in_kernel -= 1;
+            if last {
+                self.in_kernel -= 1;
+            }
             x
         })
     }
@@ -1458,6 +1486,16 @@ impl Reactor {
 
     pub(crate) fn read_buffered(&self, source: &Source, pos: u64, size: usize) {
         let op = UringOpDescriptor::Read(pos, size);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    pub(crate) fn poll_ready_multishot(&self, source: &Source, flags: PollFlags) {
+        let op = UringOpDescriptor::PollAddMulti(flags);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
