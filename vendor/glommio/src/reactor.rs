@@ -436,7 +436,14 @@ impl Reactor {
     /// A multishot poll for readability: completes on every wake-up of
     /// `fd` until cancelled (by dropping the source) or ended by the kernel
     /// (then [`Source::is_armed`] is false).
+    ///
+    /// Kernels before 5.13 have no multishot polls (they refuse the flag):
+    /// there this is a one-shot poll, which the caller arms again when it
+    /// has completed.
     pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
+        if !*sys::MULTISHOT_POLL {
+            return self.poll_read_ready(fd);
+        }
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys
             .poll_ready_multishot(&source, common_flags() | read_flags());

@@ -260,6 +260,30 @@ static GLOMMIO_URING_OPS: &[IoRingOp] = &[
 
 lazy_static! {
     static ref IO_URING_RECENT_ENOUGH: bool = check_supported_operations(GLOMMIO_URING_OPS);
+    /// (hookwire) Whether the kernel has multishot polls
+    /// (`IORING_POLL_ADD_MULTI`, Linux 5.13).
+    pub(crate) static ref MULTISHOT_POLL: bool = kernel_at_least(5, 13);
+}
+
+/// Whether the running kernel's release (`uname -r`) is `major.minor` or
+/// later; false if it cannot be read.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: `uname` fills the zeroed struct; its `release` field is a
+    // NUL-terminated string.
+    let release = unsafe {
+        let mut uts: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut uts) != 0 {
+            return false;
+        }
+        std::ffi::CStr::from_ptr(uts.release.as_ptr()).to_string_lossy().into_owned()
+    };
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (Some(a), Some(b)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    (a, b) >= (major, minor)
 }
 
 fn fill_sqe<F>(
