@@ -270,18 +270,27 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         // Data may be there if the poll completed since the last recv
         // (recv is tried even when the completion reports an error, so the
         // error comes from the socket), or if that recv filled its buffer.
-        let fired = self
-            .source_rx
-            .as_ref()
-            .is_some_and(|src| src.take_result().is_some());
+        let fired = match self.source_rx.as_ref().and_then(|src| src.take_result()) {
+            Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // A kernel that claims multishot polls but refuses them:
+                // one-shot polls from now on.
+                sys::MULTISHOT_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        };
         if fired || self.rx_ready {
             self.rx_ready = false;
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
                 self.read_timeout.cancel_timer(reactor);
+                // An error or the end of the stream stays readable: the
+                // next read sees it again without waiting for the poll.
+                self.rx_ready = true;
                 let result = poll_err!(result);
                 // A recv that came back short emptied the socket: the poll
                 // completes again when more arrives.
-                self.rx_ready = result > 0 && result == buf.len();
+                self.rx_ready = result == 0 || result == buf.len();
                 return Poll::Ready(Ok(result));
             }
         }

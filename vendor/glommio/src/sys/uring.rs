@@ -265,6 +265,11 @@ lazy_static! {
     pub(crate) static ref MULTISHOT_POLL: bool = kernel_at_least(5, 13);
 }
 
+/// (hookwire) Set when a multishot poll was refused (`EINVAL`) although the
+/// kernel's version says it has them: polls are one-shot from then on.
+pub(crate) static MULTISHOT_REFUSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Whether the running kernel's release (`uname -r`) is `major.minor` or
 /// later; false if it cannot be read.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -1110,23 +1115,12 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source, submit: bool) -> io::Result<usize> {
+    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
-        if !submit {
-            // The link is still armed from an earlier sleep.
-            return self
-                .ring
-                .cq()
-                .wait(1)
-                .map(|_| 1)
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok);
-        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1306,12 +1300,6 @@ pub(crate) struct Reactor {
     /// When the armed latency preemption timer fires (`None` for a user
     /// timer armed before sleeping).
     latency_preemption_deadline: Cell<Option<Instant>>,
-    /// The timer armed before sleeping for the next user timer, and when it
-    /// fires; kept while it has not fired and is not later than needed.
-    sleep_timeout_src: Cell<Option<(Source, Instant)>>,
-    /// The poll that wakes a sleep on the main ring when the latency ring
-    /// gets a completion; kept armed from one sleep to the next.
-    link_rings_src: Cell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1444,8 +1432,6 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_preemption_deadline: Cell::new(None),
-            sleep_timeout_src: Cell::new(None),
-            link_rings_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1828,26 +1814,15 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
-    ///
-    /// The poll stays armed after a sleep that something else ended, and
-    /// the next sleep waits on it without a new submission.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let (link_rings, armed) = match self.link_rings_src.take() {
-            Some(src) if src.is_armed() => (src, true),
-            _ => (
-                Source::new(
-                    IoRequirements::default(),
-                    self.link_fd,
-                    SourceType::LinkRings,
-                    None,
-                    None,
-                ),
-                false,
-            ),
-        };
-        let slept = ring.sleep(&link_rings, !armed);
-        self.link_rings_src.set(Some(link_rings));
-        slept.or_else(Self::busy_ok).map(|_| {})
+        let link_rings = Source::new(
+            IoRequirements::default(),
+            self.link_fd,
+            SourceType::LinkRings,
+            None,
+            None,
+        );
+        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1945,12 +1920,12 @@ impl Reactor {
             self.latency_preemption_deadline.get(),
             preempt_timer(),
         ) {
-            // Going to sleep (no preempt timer wanted) keeps it too: if it
-            // fires during the sleep, the executor wakes up early once.
-            (Some(src), Some(deadline), preempt)
+            // Not kept if longer than the slice now wanted (a
+            // latency-sensitive queue became active).
+            (Some(src), Some(deadline), Some(preempt))
                 if src.result().is_none()
-                    && preempt
-                        .is_none_or(|p| deadline.saturating_duration_since(now) >= p / 2) =>
+                    && (preempt / 2..=preempt)
+                        .contains(&deadline.saturating_duration_since(now)) =>
             {
                 self.latency_preemption_timeout_src.set(Some(src));
                 true
@@ -1995,23 +1970,11 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            // A timer armed for an earlier sleep is kept if it fires no
-            // later than needed (earlier only wakes the executor early).
             if let Some(dur) = user_timer {
-                let deadline = now + dur;
-                match self.sleep_timeout_src.take() {
-                    Some((src, at)) if src.result().is_none() && at <= deadline => {
-                        self.sleep_timeout_src.set(Some((src, at)));
-                    }
-                    old => {
-                        drop(old);
-                        self.sleep_timeout_src.set(Some((
-                            lat_ring.prepare_latency_preemption_timer(dur),
-                            deadline,
-                        )));
-                        assert!(flush_rings!(lat_ring)? > 0);
-                    }
-                }
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                self.latency_preemption_deadline.set(None);
+                assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
