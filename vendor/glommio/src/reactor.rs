@@ -441,7 +441,7 @@ impl Reactor {
     /// there this is a one-shot poll, which the caller arms again when it
     /// has completed.
     pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
-        if !*sys::MULTISHOT_POLL || sys::MULTISHOT_REFUSED.load(Ordering::Relaxed) {
+        if !sys::MULTISHOT_POLL.load(Ordering::Relaxed) {
             return self.poll_read_ready(fd);
         }
         let source = self.new_source(fd, SourceType::PollAdd, None);

@@ -274,7 +274,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
                 // A kernel that claims multishot polls but refuses them:
                 // one-shot polls from now on.
-                sys::MULTISHOT_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                sys::MULTISHOT_POLL.store(false, std::sync::atomic::Ordering::Relaxed);
                 true
             }
             Some(_) => true,
@@ -284,14 +284,14 @@ impl<S: AsRawFd> NonBufferedStream<S> {
             self.rx_ready = false;
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
                 self.read_timeout.cancel_timer(reactor);
-                // An error or the end of the stream stays readable: the
-                // next read sees it again without waiting for the poll.
-                self.rx_ready = true;
-                let result = poll_err!(result);
                 // A recv that came back short emptied the socket: the poll
-                // completes again when more arrives.
-                self.rx_ready = result == 0 || result == buf.len();
-                return Poll::Ready(Ok(result));
+                // completes again when more arrives. An error or the end of
+                // the stream stays readable: the next read sees it again
+                // without waiting for the poll.
+                self.rx_ready = result
+                    .as_ref()
+                    .map_or(true, |&n| n == 0 || n == buf.len());
+                return Poll::Ready(result);
             }
         }
 

@@ -260,15 +260,12 @@ static GLOMMIO_URING_OPS: &[IoRingOp] = &[
 
 lazy_static! {
     static ref IO_URING_RECENT_ENOUGH: bool = check_supported_operations(GLOMMIO_URING_OPS);
-    /// (hookwire) Whether the kernel has multishot polls
-    /// (`IORING_POLL_ADD_MULTI`, Linux 5.13).
-    pub(crate) static ref MULTISHOT_POLL: bool = kernel_at_least(5, 13);
+    /// (hookwire) Whether streams use multishot polls
+    /// (`IORING_POLL_ADD_MULTI`): on Linux 5.13 and later, until a kernel
+    /// refuses one (`EINVAL`).
+    pub(crate) static ref MULTISHOT_POLL: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(kernel_at_least(5, 13));
 }
-
-/// (hookwire) Set when a multishot poll was refused (`EINVAL`) although the
-/// kernel's version says it has them: polls are one-shot from then on.
-pub(crate) static MULTISHOT_REFUSED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
 
 /// Whether the running kernel's release (`uname -r`) is `major.minor` or
 /// later; false if it cannot be read.
@@ -583,7 +580,7 @@ where
         }
 
         // A multishot request that stays armed keeps its source.
-        let src = if value.raw_flags() & IORING_CQE_F_MORE != 0 {
+        let src = if !is_final(&value) {
             source_map.borrow()[from_user_data(value.user_data())].clone()
         } else {
             source_map
@@ -605,14 +602,10 @@ where
     None
 }
 
-/// The completion of a multishot request that stays armed.
-const IORING_CQE_F_MORE: u32 = 1 << 1;
-
-/// Whether a completion ends its request (so it no longer counts as in the
-/// kernel).
-fn is_final(cqe: &Option<iou::CQE>) -> bool {
-    cqe.as_ref()
-        .is_none_or(|c| c.raw_flags() & IORING_CQE_F_MORE == 0)
+/// Whether a completion ends its request: not one of a multishot request
+/// that stays armed.
+fn is_final(cqe: &iou::CQE) -> bool {
+    !cqe.flags().contains(iou::cqe::CompletionFlags::MORE)
 }
 
 type SourceMap = FreeList<Pin<Rc<RefCell<InnerSource>>>>;
@@ -888,7 +881,7 @@ impl UringCommon for PollRing {
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
         let cqe = self.ring.peek_for_cqe();
-        let last = is_final(&cqe);
+        let last = cqe.as_ref().is_none_or(is_final);
         process_one_event(
             cqe,
             |_| None,
@@ -1236,7 +1229,7 @@ impl UringCommon for SleepableRing {
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
         let cqe = self.ring.peek_for_cqe();
-        let last = is_final(&cqe);
+        let last = cqe.as_ref().is_none_or(is_final);
         process_one_event(
             cqe,
             |source| match source.source_type {
@@ -1914,7 +1907,6 @@ impl Reactor {
         // of its time to run is kept instead: cancelling and re-arming it on
         // every turn of the loop costs two requests and a kernel entry per
         // turn, and a task queue still gets at least half its time slice.
-        let now = Instant::now();
         let keep_latency = match (
             self.latency_preemption_timeout_src.take(),
             self.latency_preemption_deadline.get(),
@@ -1925,7 +1917,7 @@ impl Reactor {
             (Some(src), Some(deadline), Some(preempt))
                 if src.result().is_none()
                     && (preempt / 2..=preempt)
-                        .contains(&deadline.saturating_duration_since(now)) =>
+                        .contains(&deadline.saturating_duration_since(Instant::now())) =>
             {
                 self.latency_preemption_timeout_src.set(Some(src));
                 true
