@@ -5,6 +5,11 @@
 //! event (ns/event); throughput is request bytes/s. The per-stage benches
 //! (parse, decode, merge, encode, ids) are in bench/stages.rs.
 //!
+//! Two groups: `to_envelope` stops at the envelope bytes in the core's
+//! outbox (issue 5's "request bytes in → envelope bytes out": head parse,
+//! route, decode, merge, ids, envelope, response; the outbox is dropped
+//! instead of sent), `pipeline` goes on through the hand-off to ZeroMQ.
+//!
 //! As in the server, events reach ZeroMQ in batches: the core's flusher
 //! task hands its outbox over once the connections that were ready together
 //! have run, so here the outbox is flushed every [`BATCH`] events. The
@@ -76,6 +81,26 @@ fn pipeline(c: &mut Criterion) {
         });
         shard.flush_outbox();
         conn.waits.clear();
+    }
+    group.finish();
+
+    // The same path up to the envelope bytes in the core's outbox (issue
+    // 5's "request bytes in → envelope bytes out"): everything above but
+    // the hand-off to ZeroMQ, whose outbox is dropped instead of sent.
+    let mut group = c.benchmark_group("to_envelope");
+    for s in samples::all() {
+        group.throughput(Throughput::Bytes(s.raw.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(s.name), s.raw, |b, raw| {
+            b.iter(|| {
+                conn.feed(raw);
+                conn.process(&mut shard);
+                assert_eq!(shard.fanout.discard_outbox(), 1, "one envelope per request");
+                conn.waits.clear();
+                let len = conn.out.len();
+                conn.out.clear();
+                len
+            })
+        });
     }
     group.finish();
     shard.fanout.waiting();

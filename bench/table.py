@@ -15,7 +15,7 @@ import os
 import sys
 
 ORDER = ["http_parse", "query_decode", "form_decode", "json_decode", "decode_merge",
-         "envelope_encode", "transport", "id_gen", "pipeline", "metrics"]
+         "envelope_encode", "transport", "id_gen", "to_envelope", "pipeline", "metrics"]
 
 root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.environ.get("CARGO_TARGET_DIR", "target"), "criterion")

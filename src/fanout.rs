@@ -173,6 +173,17 @@ impl Fanout {
         spool.tickets.take()
     }
 
+    /// Drops the outbox without handing it to ZeroMQ and returns how many
+    /// route entries it held. Only for benchmarks that measure the
+    /// pipeline up to the envelope bytes (`bench/pipeline.rs`); the server
+    /// never calls it.
+    #[doc(hidden)]
+    pub fn discard_outbox(&mut self) -> usize {
+        let n = self.outbox.entries.len();
+        self.outbox.clear();
+        n
+    }
+
     /// Events waiting in the outbox for the next [`Self::flush_outbox`].
     pub fn outbox_events(&self) -> usize {
         self.outbox.events
