@@ -24,8 +24,11 @@ pub struct Head<'a> {
     pub name: &'a str,
     pub project_id: u64,
     pub uid: Uid<'a>,
-    pub id: u64,
-    pub time: u64,
+    /// The id's and the time's decimal text: the id also goes into the
+    /// 200's body, and the time is the same for every event of a
+    /// millisecond ([`crate::id::MsText`]), so each is formatted once.
+    pub id: &'a str,
+    pub time: &'a str,
 }
 
 /// A sender-supplied uid (already validated digits) or a generated one.
@@ -96,9 +99,9 @@ pub fn encode(
     out.extend_from_slice(b"},\"data\":{");
     data(out);
     out.extend_from_slice(b"},\"id\":\"");
-    write_u64(out, head.id);
+    out.extend_from_slice(head.id.as_bytes());
     out.extend_from_slice(b"\",\"time\":");
-    write_u64(out, head.time);
+    out.extend_from_slice(head.time.as_bytes());
     out.push(b'}');
 }
 
@@ -119,24 +122,19 @@ pub fn write_u64(out: &mut Vec<u8>, n: u64) {
 
 fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
-        // Most senders are IPv4: digits into a stack buffer, one append,
+        // Most senders are IPv4: each octet's digits and a dot from a table
+        // (one 4-byte store per octet) into a stack buffer, one append,
         // instead of the formatter.
         IpAddr::V4(v4) => {
-            let mut text = [0u8; 15];
+            let mut text = [0u8; 16];
             let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[n] = b'.';
-                    n += 1;
-                }
-                let digits = [octet / 100, octet / 10 % 10, octet % 10];
-                let skip = usize::from(octet < 100) + usize::from(octet < 10);
-                for &d in &digits[skip..] {
-                    text[n] = b'0' + d;
-                    n += 1;
-                }
+            for octet in v4.octets() {
+                let (digits, len) = OCTETS[usize::from(octet)];
+                text[n..n + 4].copy_from_slice(&digits);
+                n += usize::from(len);
             }
-            out.extend_from_slice(&text[..n]);
+            // Without the last octet's dot.
+            out.extend_from_slice(&text[..n - 1]);
         }
         IpAddr::V6(v6) => {
             use std::io::Write;
@@ -145,6 +143,23 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
         }
     }
 }
+
+/// Each octet's decimal digits followed by a dot (`b"7.\0\0"`, `b"255."`),
+/// and how many of the four bytes that is.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut table = [([0u8; 4], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let (h, t, o) = ((i / 100) as u8, (i / 10 % 10) as u8, (i % 10) as u8);
+        table[i] = match i {
+            0..=9 => ([b'0' + o, b'.', 0, 0], 2),
+            10..=99 => ([b'0' + t, b'0' + o, b'.', 0], 3),
+            _ => ([b'0' + h, b'0' + t, b'0' + o, b'.'], 4),
+        };
+        i += 1;
+    }
+    table
+};
 
 /// Writes a JSON string (with quotes) for text known to be UTF-8.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -356,8 +371,8 @@ mod tests {
             name: "call",
             project_id: 0,
             uid: Uid::Generated(6462464730849083392),
-            id: 6462464730849083393,
-            time: 1540771658623,
+            id: "6462464730849083393",
+            time: "1540771658623",
         };
         let td = Transport {
             ip: Some("109.252.93.158".parse().unwrap()),

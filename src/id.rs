@@ -35,6 +35,64 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Wall-clock Unix time in nanoseconds.
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Wall-clock milliseconds from a core's TSC readings
+/// ([`quanta::Clock::raw`]), so a reading the handler takes anyway (for
+/// its decode timing) also dates the event, instead of a second clock call
+/// per request. The wall clock itself is read once per 100 ms and the TSC
+/// counts from there: at NTP's ±500 ppm slew that drifts ≤ 50 µs before
+/// the next reading, a stepped clock is followed within 100 ms, and
+/// [`IdGen`] keeps ids unique and ordered across a step back.
+#[derive(Debug, Default)]
+pub struct WallClock {
+    raw: u64,
+    unix_ns: u64,
+}
+
+impl WallClock {
+    const REBASE_NS: u64 = 100_000_000;
+
+    /// Unix milliseconds at the TSC reading `raw` (taken on this core).
+    pub fn ms(&mut self, clock: &quanta::Clock, raw: u64) -> u64 {
+        let since = clock.delta_as_nanos(self.raw, raw);
+        if self.unix_ns == 0 || since >= Self::REBASE_NS {
+            (self.raw, self.unix_ns) = (raw, now_ns());
+            return self.unix_ns / 1_000_000;
+        }
+        (self.unix_ns + since) / 1_000_000
+    }
+}
+
+/// The decimal text of a millisecond, formatted again only when the
+/// millisecond changes: every envelope carries its `time`, and a core
+/// writes many per millisecond under load.
+#[derive(Debug, Default)]
+pub struct MsText {
+    ms: u64,
+    len: usize,
+    text: [u8; 20],
+}
+
+impl MsText {
+    pub fn get(&mut self, ms: u64) -> &str {
+        if ms != self.ms || self.len == 0 {
+            let mut buf = itoa::Buffer::new();
+            let digits = buf.format(ms).as_bytes();
+            self.text[..digits.len()].copy_from_slice(digits);
+            (self.ms, self.len) = (ms, digits.len());
+        }
+        // SAFETY: `text[..len]` holds the ASCII digits written above.
+        unsafe { std::str::from_utf8_unchecked(&self.text[..self.len]) }
+    }
+}
+
 /// The millisecond part of an id.
 pub fn time_of(id: u64) -> u64 {
     id >> (SEQ_BITS + 10)
@@ -78,6 +136,37 @@ impl IdGen {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn wall_clock_counts_from_the_tsc_and_rereads_the_wall_clock() {
+        let (clock, mock) = quanta::Clock::mock();
+        let mut wall = WallClock::default();
+        let before = now_ms();
+        let first = wall.ms(&clock, clock.raw());
+        assert!(before <= first && first <= now_ms());
+        // Within the window: the TSC's count, exactly.
+        mock.increment(std::time::Duration::from_millis(5));
+        assert_eq!(wall.ms(&clock, clock.raw()), first + 5);
+        mock.increment(std::time::Duration::from_millis(90));
+        assert_eq!(wall.ms(&clock, clock.raw()), first + 95);
+        // Past it: the wall clock again (the mock's TSC ran ahead of it).
+        mock.increment(std::time::Duration::from_millis(10_000));
+        let before = now_ms();
+        let again = wall.ms(&clock, clock.raw());
+        assert!(before <= again && again <= now_ms());
+        assert!(again < first + 10_000);
+    }
+
+    #[test]
+    fn ms_text_follows_the_millisecond() {
+        let mut t = MsText::default();
+        assert_eq!(t.get(0), "0");
+        assert_eq!(t.get(1_700_000_000_123), "1700000000123");
+        assert_eq!(t.get(1_700_000_000_123), "1700000000123");
+        assert_eq!(t.get(1_700_000_000_124), "1700000000124");
+        assert_eq!(t.get(u64::MAX), "18446744073709551615");
+        assert_eq!(t.get(7), "7");
+    }
 
     #[test]
     fn layout_matches_the_contract() {

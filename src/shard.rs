@@ -11,7 +11,7 @@ use crate::fanout::{Fanout, Refused};
 use crate::http::request::Method;
 use crate::http::response::{self, DateCache, Persist};
 use crate::http::Status;
-use crate::id::{self, IdGen};
+use crate::id::{self, IdGen, MsText, WallClock};
 use crate::ingest::route::{self, Path};
 use crate::ingest::{self, Ingest, Refusal, Request};
 use crate::metrics::Metrics;
@@ -59,6 +59,8 @@ pub struct Shard {
     pub core: usize,
     settings: Arc<Settings>,
     ids: IdGen,
+    wall: WallClock,
+    time_text: MsText,
     date: DateCache,
     ingest: Ingest,
     key: Vec<u8>,
@@ -84,6 +86,8 @@ impl Shard {
         Ok(Self {
             core,
             ids: IdGen::new(id::worker_id(settings.node_id, core)),
+            wall: WallClock::default(),
+            time_text: MsText::default(),
             date: DateCache::default(),
             ingest: Ingest::default(),
             key: Vec::with_capacity(160),
@@ -133,8 +137,16 @@ impl Shard {
     }
 
     pub fn date(&mut self) -> &DateCache {
-        self.date.update(id::now_ms());
+        self.stamp(self.clock.raw());
         &self.date
+    }
+
+    /// Unix milliseconds at the TSC reading `raw`, with the Date header's
+    /// cache brought up to them.
+    fn stamp(&mut self, raw: u64) -> u64 {
+        let now = self.wall.ms(&self.clock, raw);
+        self.date.update(now);
+        now
     }
 
     /// Answers one complete request, appending the response to `out`.
@@ -146,8 +158,6 @@ impl Shard {
         persist: Persist,
         out: &mut Vec<u8>,
     ) -> Option<u64> {
-        let now = id::now_ms();
-        self.date.update(now);
         let method = req.head.method();
         let target = match method {
             Method::Options => {
@@ -179,7 +189,7 @@ impl Shard {
             }
             Ok(Path::Event(target)) => target,
         };
-        match self.accept(req, target, now, out, persist) {
+        match self.accept(req, target, out, persist) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 self.refuse(&refusal, retry_after(&refusal), persist, true, out);
@@ -193,7 +203,6 @@ impl Shard {
         &mut self,
         req: &Request<'_>,
         target: route::Target,
-        now: u64,
         out: &mut Vec<u8>,
         persist: Persist,
     ) -> Result<Option<u64>, Refusal> {
@@ -202,6 +211,8 @@ impl Shard {
         let decoded = self.clock.raw();
         self.metrics.decode.record_raw(&self.clock, decode, decoded);
         let fields = fields?;
+        // The event's time (and the Date header's) from the same reading.
+        let now = self.stamp(decoded);
 
         // The key holds the service and name the envelope borrows.
         self.key.clear();
@@ -220,7 +231,10 @@ impl Shard {
             None => 0,
         };
 
-        let key = std::str::from_utf8(&self.key).expect("key is ASCII");
+        debug_assert!(self.key.is_ascii());
+        // SAFETY: `in.gen.`, `.` and a service and name that `prepare`
+        // validated to [A-Za-z0-9_-]: ASCII.
+        let key = unsafe { std::str::from_utf8_unchecked(&self.key) };
         let routes = self.fanout.admit(key).map_err(|r| match r {
             Refused::NoRoute => NO_ROUTE,
             Refused::SpoolFull => SPOOL_FULL,
@@ -231,13 +245,15 @@ impl Shard {
             n => Uid::Given(std::str::from_utf8(&uid_digits[..n]).expect("digits")),
         };
         let id = self.ids.next(now);
+        let mut id_text = itoa::Buffer::new();
+        let id_text = id_text.format(id);
         let head = envelope::Head {
             service: &key[7..7 + service_len],
             name: &key[8 + service_len..8 + service_len + name_len],
             project_id: fields.project_id,
             uid,
-            id,
-            time: id::time_of(id),
+            id: id_text,
+            time: self.time_text.get(id::time_of(id)),
         };
         let td = ingest::transport(req, &self.settings.trusted_proxies);
         let ingest = &mut self.ingest;
@@ -255,7 +271,7 @@ impl Shard {
         self.metrics.counters.events_accepted += 1;
 
         self.body.clear();
-        response::accepted_body(&mut self.body, &self.key, id);
+        response::accepted_body(&mut self.body, &self.key, id_text);
         self.metrics.counters.response(Status::Ok);
         response::write(out, &self.date, Status::Ok, persist, b"", &self.body, true);
         Ok(ticket)
@@ -270,6 +286,7 @@ impl Shard {
         send_body: bool,
         out: &mut Vec<u8>,
     ) {
+        self.stamp(self.clock.raw());
         self.metrics.counters.response(refusal.status);
         self.metrics.counters.refusal(refusal.code);
         if refusal.status == Status::ServiceUnavailable {
@@ -289,6 +306,7 @@ impl Shard {
     }
 
     fn probe(&mut self, persist: Persist, send_body: bool, out: &mut Vec<u8>) {
+        self.stamp(self.clock.raw());
         self.metrics.counters.response(Status::Ok);
         response::write(
             out,
@@ -303,6 +321,7 @@ impl Shard {
 
     /// CORS preflight: any origin may POST events.
     fn preflight(&mut self, req: &Request<'_>, persist: Persist, out: &mut Vec<u8>) {
+        self.stamp(self.clock.raw());
         self.metrics.counters.response(Status::NoContent);
         self.headers.clear();
         self.headers.extend_from_slice(

@@ -102,11 +102,11 @@ pub fn error_body(out: &mut Vec<u8>, code: &str, message: &str, at: Option<usize
 }
 
 /// `{"key":"in.gen.<service>.<name>","id":"<id>"}`
-pub fn accepted_body(out: &mut Vec<u8>, key: &[u8], id: u64) {
+pub fn accepted_body(out: &mut Vec<u8>, key: &[u8], id: &str) {
     out.extend_from_slice(b"{\"key\":\"");
     out.extend_from_slice(key);
     out.extend_from_slice(b"\",\"id\":\"");
-    crate::envelope::write_u64(out, id);
+    out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(b"\"}");
 }
 

@@ -273,12 +273,15 @@ impl Params {
             false => memchr::memchr(b'&', rest),
         }
         .map_or(input.len(), |p| plain + p);
-        // Decoded text is never longer than its input: room for all of it,
-        // written through a local index, then cut to what was written.
+        // Decoded text is never longer than its input: room for all of it
+        // (not zero-filled: written through a local index, then the length
+        // set to what was written).
         let start = self.arena.len();
-        self.arena.resize(start + (end - from), 0);
-        let out = &mut self.arena[start..];
-        out[..plain - from].copy_from_slice(&input[from..plain]);
+        self.arena.reserve(end - from);
+        let out = &mut self.arena.spare_capacity_mut()[..end - from];
+        for (d, &b) in out.iter_mut().zip(&input[from..plain]) {
+            d.write(b);
+        }
         // What the decoded bytes held: SEEN_HIGH (a byte >= 0x80: only such
         // text can be invalid UTF-8), SEEN_ESCAPE (a byte JSON escapes).
         let mut seen = 0u8;
@@ -303,12 +306,14 @@ impl Params {
             // Anything else (`=` inside a value, a raw byte >= 0x80, one
             // JSON escapes) as it is.
             seen |= SEEN[usize::from(byte)];
-            dst[o] = byte;
+            dst[o].write(byte);
             o += 1;
         }
         let (i, o) = (plain + i, plain - from + o);
         let (high, mut escape) = (seen & SEEN_HIGH != 0, seen & SEEN_ESCAPE != 0);
-        self.arena.truncate(start + o);
+        // SAFETY: `out[..o]`, the first `o` bytes of the spare capacity, were
+        // all written above (the plain prefix, then one byte per step).
+        unsafe { self.arena.set_len(start + o) };
         if high && std::str::from_utf8(&self.arena[start..]).is_err() {
             self.arena.truncate(start);
             for chunk in input[from..i].utf8_chunks() {
