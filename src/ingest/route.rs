@@ -27,13 +27,15 @@ pub fn parse(buf: &[u8], path: &Span) -> Result<Path, Refusal> {
     if rest.is_empty() {
         return Ok(Path::Root);
     }
-    let mut segments = rest.split(|&b| b == b'/');
-    let base = path.start + (bytes.len() - rest.len()) as u32;
-    let mut offset = base;
+    // The segments one `memchr` each (a path has at most three that count).
+    let mut rest = Some(rest);
+    let mut offset = path.start + (bytes.len() - rest.map_or(0, <[u8]>::len)) as u32;
     let mut next = || {
-        let seg = segments.next()?;
-        let span = offset..offset + seg.len() as u32;
-        offset += seg.len() as u32 + 1;
+        let seg = rest?;
+        let len = memchr::memchr(b'/', seg).unwrap_or(seg.len());
+        rest = seg.get(len + 1..);
+        let span = offset..offset + len as u32;
+        offset += len as u32 + 1;
         Some(span).filter(|s| !s.is_empty())
     };
     let service = next().ok_or(INVALID_SERVICE)?;
@@ -51,10 +53,20 @@ pub fn parse(buf: &[u8], path: &Span) -> Result<Path, Refusal> {
 
 /// A service or event name: 1–64 of `[A-Za-z0-9_-]` (so also ASCII).
 pub fn valid_name(s: &[u8]) -> bool {
-    (1..=64).contains(&s.len())
-        && s.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&s.len()) && s.iter().all(|&b| NAME_BYTE[usize::from(b)])
 }
+
+/// The bytes of [`valid_name`].
+const NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    table
+};
 
 /// `^[0-9]{10,22}$`
 pub fn valid_uid(s: &[u8]) -> bool {
