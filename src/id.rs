@@ -60,9 +60,11 @@ impl WallClock {
     const REBASE_NS: u64 = 100_000_000;
 
     /// Unix milliseconds at the TSC reading `raw` (taken on this core).
+    /// A reading before the base (a TSC reset, say) reads the wall clock
+    /// again rather than stay at the base.
     pub fn ms(&mut self, clock: &quanta::Clock, raw: u64) -> u64 {
         let since = clock.delta_as_nanos(self.raw, raw);
-        if self.unix_ns == 0 || since >= Self::REBASE_NS {
+        if self.unix_ns == 0 || since >= Self::REBASE_NS || raw < self.raw {
             (self.raw, self.unix_ns) = (raw, now_ns());
             return self.unix_ns / 1_000_000;
         }
@@ -155,6 +157,13 @@ mod tests {
         let again = wall.ms(&clock, clock.raw());
         assert!(before <= again && again <= now_ms());
         assert!(again < first + 10_000);
+        // A TSC that went back: the wall clock again, not the stale base
+        // (which is at least 5 ms old by then).
+        mock.decrement(std::time::Duration::from_millis(5_000));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let before = now_ms();
+        let back = wall.ms(&clock, clock.raw());
+        assert!(before <= back && back <= now_ms());
     }
 
     #[test]

@@ -211,8 +211,9 @@ impl Shard {
         let decoded = self.clock.raw();
         self.metrics.decode.record_raw(&self.clock, decode, decoded);
         let fields = fields?;
-        // The event's time (and the Date header's) from the same reading.
-        let now = self.stamp(decoded);
+        // The event's time (and the Date header's) from the reading taken
+        // before decoding: the request is complete by then.
+        let now = self.stamp(decode);
 
         // The key holds the service and name the envelope borrows.
         self.key.clear();
