@@ -412,7 +412,6 @@ for s in servers:
     print(f"| {label} | {med(rps)} | {med(cpu)} | {each(rps)} | {each(cpu)} |")
 # Issue 5's targets for the GET postback at 64 connections, read off the
 # interleaved rounds above (reported, not enforced: only a lost event fails).
-hw_rounds = [by[("hookwire", n)] for n in rounds if ("hookwire", n) in by]
 def pair_median(anchor, key, server="hookwire"):
     xs = [by[(server, n)][key] / by[(anchor, n)][key] for n in rounds
           if (server, n) in by and (anchor, n) in by and by[(anchor, n)][key]]

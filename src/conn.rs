@@ -263,7 +263,6 @@ impl Conn {
             message,
             at: None,
         };
-        shard.date();
         shard.refuse(&refusal, b"", Persist::Close, true, &mut self.out);
         self.start = self.end;
         self.head = None;

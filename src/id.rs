@@ -29,10 +29,7 @@ pub fn worker_id(node_id: u16, core: usize) -> u16 {
 
 /// Wall-clock Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    now_ns() / 1_000_000
 }
 
 /// Wall-clock Unix time in nanoseconds.

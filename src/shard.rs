@@ -136,17 +136,18 @@ impl Shard {
         &self.settings
     }
 
-    pub fn date(&mut self) -> &DateCache {
-        self.stamp(self.clock.raw());
-        &self.date
-    }
-
     /// Unix milliseconds at the TSC reading `raw`, with the Date header's
     /// cache brought up to them.
     fn stamp(&mut self, raw: u64) -> u64 {
         let now = self.wall.ms(&self.clock, raw);
         self.date.update(now);
         now
+    }
+
+    /// [`Self::stamp`] at a fresh reading: for responses written without
+    /// decoding an event.
+    fn stamp_now(&mut self) {
+        self.stamp(self.clock.raw());
     }
 
     /// Answers one complete request, appending the response to `out`.
@@ -287,7 +288,7 @@ impl Shard {
         send_body: bool,
         out: &mut Vec<u8>,
     ) {
-        self.stamp(self.clock.raw());
+        self.stamp_now();
         self.metrics.counters.response(refusal.status);
         self.metrics.counters.refusal(refusal.code);
         if refusal.status == Status::ServiceUnavailable {
@@ -307,7 +308,7 @@ impl Shard {
     }
 
     fn probe(&mut self, persist: Persist, send_body: bool, out: &mut Vec<u8>) {
-        self.stamp(self.clock.raw());
+        self.stamp_now();
         self.metrics.counters.response(Status::Ok);
         response::write(
             out,
@@ -322,7 +323,7 @@ impl Shard {
 
     /// CORS preflight: any origin may POST events.
     fn preflight(&mut self, req: &Request<'_>, persist: Persist, out: &mut Vec<u8>) {
-        self.stamp(self.clock.raw());
+        self.stamp_now();
         self.metrics.counters.response(Status::NoContent);
         self.headers.clear();
         self.headers.extend_from_slice(
