@@ -232,22 +232,24 @@ fn sort_runs<'a>(order: &mut [u32], runs: &mut Vec<Run>, key: impl Fn(u32) -> &'
 }
 
 impl Grouper {
-    /// Writes the members of `which` (`self.query` or `self.body`), leaving
-    /// out top-level keys for which `skip` is true.
+    /// Writes the members of `self.body` (`body`) or `self.query`, leaving
+    /// out top-level keys that `overridden` (the query's, for the body's
+    /// members) contains.
     pub fn write(
         &mut self,
         out: &mut Vec<u8>,
         params: &Params,
         body: bool,
         first: &mut bool,
-        skip: impl Fn(&str) -> bool,
+        overridden: Option<&Sorted>,
     ) {
+        let skip = |key: &str| overridden.is_some_and(|o| o.contains(params, key));
         let sorted = if body { &self.body } else { &self.query };
         if sorted.singles {
             // The common case: each parameter is a member of its own.
             let mut comma = !*first;
             for p in &params.list[sorted.range.clone()] {
-                if !skip(params.text(&p.top)) {
+                if overridden.is_none() || !skip(params.text(&p.top)) {
                     params.write_pair(out, p, comma);
                     comma = true;
                 }
@@ -366,7 +368,7 @@ mod tests {
         g.query.build(&params, 0..params.list.len());
         let mut out = Vec::new();
         let mut first = true;
-        g.write(&mut out, &params, false, &mut first, |_| false);
+        g.write(&mut out, &params, false, &mut first, None);
         String::from_utf8(out).unwrap()
     }
 

@@ -136,7 +136,7 @@ impl Params {
         let value = p.value.start as usize..p.value.end as usize;
         out.reserve(key.len() + value.len() + 6 + 2 * BLOCK);
         // SAFETY: the reserve covers the 6 bytes of punctuation, both texts
-        // and the up to BLOCK - 1 bytes each block copy writes past its text
+        // and the up to BLOCK bytes each block copy writes past its text
         // (all in the spare capacity, overwritten or left past `len`); the
         // ranges lie in the arena (checked in `copy_blocks`), and `len` is
         // set to what was written.
@@ -168,6 +168,26 @@ impl Params {
         while i < input.len() {
             if input[i] == b'&' {
                 i += 1;
+                continue;
+            }
+            if let Some((key_end, end)) = stops.clean_pair(i) {
+                // The common case: text of the copy as it is. Without `=`
+                // (key_end == end) the value is empty.
+                let (key, value_start) = (
+                    base + i..base + key_end,
+                    (base + key_end + 1).min(base + end),
+                );
+                let key = key.start as u32..key.end as u32;
+                self.list.push(Param {
+                    top: key.clone(),
+                    key,
+                    sub: 0..0,
+                    kind: Kind::Plain,
+                    value: value_start as u32..(base + end) as u32,
+                    key_clean: true,
+                    value_clean: true,
+                });
+                i = end + 1;
                 continue;
             }
             let (at, key) = self.field(input, &mut stops, base, i, true);
@@ -440,25 +460,77 @@ impl<'a> Stops<'a> {
         }
     }
 
+    /// Computes the masks of `block` unless they are the current ones.
+    #[inline(always)]
+    fn load(&mut self, block: usize) {
+        if block == self.block {
+            return;
+        }
+        let bytes = &self.input[block * 64..];
+        (self.key, self.value) = match bytes.get(..64) {
+            Some(whole) => masks(whole.try_into().unwrap_or(&[0; 64])),
+            None => {
+                // The last, short block: padded with a plain byte.
+                let mut padded = [b'a'; 64];
+                padded[..bytes.len()].copy_from_slice(bytes);
+                masks(&padded)
+            }
+        };
+        self.block = block;
+    }
+
+    /// The first stop of `mask` (the current block's key or value mask) at
+    /// or after bit `skip`, if the block has one or is the input's last
+    /// (then the end of the input).
+    #[inline(always)]
+    fn in_block(&self, mask: u64, skip: usize) -> Option<usize> {
+        let bits = mask & (u64::MAX << skip);
+        let base = self.block * 64;
+        if bits != 0 {
+            Some(base + bits.trailing_zeros() as usize)
+        } else if base + 64 >= self.input.len() {
+            Some(self.input.len())
+        } else {
+            None
+        }
+    }
+
+    /// For a pair starting at `from` (not `&`, inside the input) that lies
+    /// in one 64-byte block and has nothing to decode, escape or classify
+    /// (no `%`, `+`, byte from 0x80 up, JSON escape, or `[` in the key):
+    /// where its key ends (at `=`, or at the pair's end when it has none)
+    /// and where the pair ends (`&` or the end of the input). `None` for
+    /// any other pair: the caller then goes field by field.
+    #[inline(always)]
+    fn clean_pair(&mut self, from: usize) -> Option<(usize, usize)> {
+        let block = from / 64;
+        self.load(block);
+        let key_end = self.in_block(self.key, from % 64)?;
+        match self.input.get(key_end) {
+            None | Some(b'&') => Some((key_end, key_end)),
+            Some(b'=') => {
+                let value = key_end + 1;
+                let end = match value {
+                    v if v == self.input.len() => v,
+                    v if v / 64 == block => self.in_block(self.value, v % 64)?,
+                    _ => return None,
+                };
+                match self.input.get(end) {
+                    None | Some(b'&') => Some((key_end, end)),
+                    Some(_) => None,
+                }
+            }
+            Some(_) => None,
+        }
+    }
+
     /// The first byte at or after `from` that ends a key's (`key`) or a
     /// value's run, or the end of the input.
     #[inline(always)]
     fn next(&mut self, from: usize, key: bool) -> usize {
         let (mut block, mut skip) = (from / 64, from % 64);
         while block * 64 < self.input.len() {
-            if block != self.block {
-                let bytes = &self.input[block * 64..];
-                (self.key, self.value) = match bytes.get(..64) {
-                    Some(whole) => masks(whole.try_into().unwrap_or(&[0; 64])),
-                    None => {
-                        // The last, short block: padded with a plain byte.
-                        let mut padded = [b'a'; 64];
-                        padded[..bytes.len()].copy_from_slice(bytes);
-                        masks(&padded)
-                    }
-                };
-                self.block = block;
-            }
+            self.load(block);
             let stops = if key { self.key } else { self.value } & (u64::MAX << skip);
             if stops != 0 {
                 return block * 64 + stops.trailing_zeros() as usize;
@@ -522,25 +594,29 @@ fn masks_by_table(block: &[u8; 64]) -> (u64, u64) {
 const BLOCK: usize = 16;
 
 /// Copies `src[r]` to `to` and returns the end of the copy: in whole
-/// [`BLOCK`]s (no call to `memcpy`) where `src` has the bytes, so up to
-/// `BLOCK - 1` bytes past the end are written too.
+/// [`BLOCK`]s (no call to `memcpy`; at least one) where `src` has the bytes
+/// and `BLOCK` more, so up to `BLOCK` bytes past the end are written too.
 ///
 /// # Safety
-/// `to` must be valid for `r.len() + BLOCK - 1` bytes of writes and must not
+/// `to` must be valid for `r.len() + BLOCK` bytes of writes and must not
 /// overlap `src`.
 #[inline(always)]
 unsafe fn copy_blocks(to: *mut u8, src: &[u8], r: Range<usize>) -> *mut u8 {
     let len = r.len();
-    assert!(r.start <= r.end && r.end <= src.len());
-    let from = src.as_ptr().add(r.start);
-    if r.start + len.next_multiple_of(BLOCK) <= src.len() {
+    if r.start <= r.end && r.end + BLOCK <= src.len() {
+        // The blocks end before `r.start + len + BLOCK`: inside `src`.
+        let from = src.as_ptr().add(r.start);
         let mut i = 0;
-        while i < len {
+        loop {
             std::ptr::copy_nonoverlapping(from.add(i), to.add(i), BLOCK);
             i += BLOCK;
+            if i >= len {
+                break;
+            }
         }
     } else {
-        std::ptr::copy_nonoverlapping(from, to, len);
+        let text = &src[r];
+        std::ptr::copy_nonoverlapping(text.as_ptr(), to, len);
     }
     to.add(len)
 }

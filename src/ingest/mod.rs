@@ -204,9 +204,8 @@ impl Ingest {
             Body::Form => {
                 // `contains` looks at the query's sort, `write` at the body's.
                 let query = std::mem::take(&mut grouper.query);
-                grouper.write(out, params, true, &mut first, |k| {
-                    fields.query_len > 0 && query.contains(params, k)
-                });
+                let overridden = (fields.query_len > 0).then_some(&query);
+                grouper.write(out, params, true, &mut first, overridden);
                 grouper.query = query;
             }
             Body::JsonObject => {
@@ -231,7 +230,7 @@ impl Ingest {
                 }
             }
         }
-        grouper.write(out, params, false, &mut first, |_| false);
+        grouper.write(out, params, false, &mut first, None);
     }
 
     fn decode_body(&mut self, req: &Request<'_>) -> Result<Body, Refusal> {
