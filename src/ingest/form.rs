@@ -438,8 +438,8 @@ static SEEN: [u8; 256] = {
 /// Where the plain runs of one input end, found 64 bytes at a time and
 /// handed out in order: a key's run ends at `&`, `=`, `[`, `%`, `+`, any
 /// byte from 0x80 up or one JSON escapes (`"`, `\\`, controls, DEL), a value's at the
-/// same bytes but `=` and `[`. One pass of 16-byte compares per block
-/// (SSE2 on x86_64, a table elsewhere) replaces a test per byte.
+/// same bytes but `=` and `[`. One SIMD pass per block (AVX2 or SSE2 on
+/// x86_64, a table elsewhere) replaces a test per byte.
 struct Stops<'a> {
     input: &'a [u8],
     /// The block the masks are for (`usize::MAX`: none yet).
@@ -541,10 +541,107 @@ impl<'a> Stops<'a> {
     }
 }
 
-/// The key and value stop masks of one 64-byte block (see [`Stops`]).
+/// The key and value stop masks of one 64-byte block (see [`Stops`]):
+/// with AVX2 where the CPU has it (nearly every x86_64 server), else with
+/// the SSE2 every x86_64 has.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn masks(block: &[u8; 64]) -> (u64, u64) {
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { masks_avx2(block) }
+    } else {
+        masks_sse2(block)
+    }
+}
+
+/// Nibble classes for [`masks_avx2`]: a byte is a stop when the entry of
+/// its low nibble in [`LOW_NIBBLE`] and that of its high nibble in
+/// [`HIGH_NIBBLE`] share a bit. Each bit stands for one row of the byte
+/// table (one high nibble) and the columns (low nibbles) that stop in it.
+mod nibble {
+    /// Rows 0x0_, 0x1_ (controls) and 0x8_ to 0xF_: every column.
+    pub const ALL: u8 = 1;
+    /// Row 0x2_: `"` `%` `&` `+`.
+    pub const ROW2: u8 = 2;
+    /// Row 0x5_: `\\`.
+    pub const BACKSLASH: u8 = 4;
+    /// Row 0x7_: DEL.
+    pub const DEL: u8 = 8;
+    /// Row 0x3_: `=` (keys only).
+    pub const EQ: u8 = 16;
+    /// Row 0x5_: `[` (keys only).
+    pub const OPEN: u8 = 32;
+    /// The bits that stop a value; a key stops at any bit.
+    pub const VALUE: u8 = ALL | ROW2 | BACKSLASH | DEL;
+}
+
+/// See [`nibble`]: the classes of each low nibble (column).
+const LOW_NIBBLE: [u8; 16] = {
+    use nibble::*;
+    let mut t = [ALL; 16];
+    t[0x2] |= ROW2;
+    t[0x5] |= ROW2;
+    t[0x6] |= ROW2;
+    t[0xB] |= ROW2 | OPEN;
+    t[0xC] |= BACKSLASH;
+    t[0xD] |= EQ;
+    t[0xF] |= DEL;
+    t
+};
+
+/// See [`nibble`]: the classes of each high nibble (row).
+const HIGH_NIBBLE: [u8; 16] = {
+    use nibble::*;
+    let mut t = [ALL; 16];
+    t[0x2] = ROW2;
+    t[0x3] = EQ;
+    t[0x4] = 0;
+    t[0x5] = BACKSLASH | OPEN;
+    t[0x6] = 0;
+    t[0x7] = DEL;
+    t
+};
+
+/// [`masks`] 32 bytes at a time: two nibble lookups (`vpshufb`) classify
+/// every byte at once, where SSE2 takes nine compares per 16 bytes.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn masks_avx2(block: &[u8; 64]) -> (u64, u64) {
+    use std::arch::x86_64::*;
+    let table = |t: &[u8; 16]| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()));
+    let (low_table, high_table) = (table(&LOW_NIBBLE), table(&HIGH_NIBBLE));
+    let nibble = _mm256_set1_epi8(0x0f);
+    let (zero, value_bits) = (
+        _mm256_setzero_si256(),
+        _mm256_set1_epi8(nibble::VALUE as i8),
+    );
+    let (mut key, mut value) = (0u64, 0u64);
+    for half in 0..2 {
+        // The load reads 32 bytes of the 64-byte block (half < 2), unaligned.
+        let b = _mm256_loadu_si256(block.as_ptr().add(32 * half).cast());
+        let low = _mm256_and_si256(b, nibble);
+        let high = _mm256_and_si256(_mm256_srli_epi16::<4>(b), nibble);
+        let classes = _mm256_and_si256(
+            _mm256_shuffle_epi8(low_table, low),
+            _mm256_shuffle_epi8(high_table, high),
+        );
+        // Bytes with no class (no stop), then inverted.
+        let plain_key = _mm256_cmpeq_epi8(classes, zero);
+        let plain_value = _mm256_cmpeq_epi8(_mm256_and_si256(classes, value_bits), zero);
+        key |= u64::from(!(_mm256_movemask_epi8(plain_key) as u32)) << (32 * half);
+        value |= u64::from(!(_mm256_movemask_epi8(plain_value) as u32)) << (32 * half);
+    }
+    (key, value)
+}
+
+/// [`masks`] with SSE2 compares, 16 bytes at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn masks_sse2(block: &[u8; 64]) -> (u64, u64) {
     use std::arch::x86_64::*;
     let (mut key, mut value) = (0u64, 0u64);
     for lane in 0..4 {
@@ -578,7 +675,7 @@ fn masks(block: &[u8; 64]) -> (u64, u64) {
 }
 
 /// [`masks`] a byte at a time, from [`CLASS`]: the portable version, and
-/// the reference the SSE2 one is tested against.
+/// the reference the SIMD ones are tested against.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn masks_by_table(block: &[u8; 64]) -> (u64, u64) {
     let (mut key, mut value) = (0u64, 0u64);
@@ -667,27 +764,47 @@ mod tests {
             .collect()
     }
 
+    /// A block-mask implementation.
+    type Masks = fn(&[u8; 64]) -> (u64, u64);
+
+    /// Every block-mask implementation this CPU can run, by name.
+    fn mask_impls() -> Vec<(&'static str, Masks)> {
+        let mut impls: Vec<(&'static str, Masks)> = vec![("masks", masks)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            impls.push(("sse2", masks_sse2));
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: only pushed when the CPU has AVX2.
+                impls.push(("avx2", |b| unsafe { masks_avx2(b) }));
+            }
+        }
+        impls
+    }
+
     #[test]
     fn block_masks_match_the_byte_table() {
         // Every byte value in every lane of a plain block, then blocks of
         // pseudo-random bytes.
-        for b in 0..=255u8 {
-            for at in 0..64 {
-                let mut block = [b'a'; 64];
-                block[at] = b;
-                assert_eq!(masks(&block), masks_by_table(&block), "byte {b:#x} at {at}");
+        for (name, masks) in mask_impls() {
+            for b in 0..=255u8 {
+                for at in 0..64 {
+                    let mut block = [b'a'; 64];
+                    block[at] = b;
+                    let want = masks_by_table(&block);
+                    assert_eq!(masks(&block), want, "{name}: byte {b:#x} at {at}");
+                }
             }
-        }
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for _ in 0..2_000 {
-            let mut block = [0u8; 64];
-            for b in block.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            for _ in 0..2_000 {
+                let mut block = [0u8; 64];
+                for b in block.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+                assert_eq!(masks(&block), masks_by_table(&block), "{name}: {block:?}");
             }
-            assert_eq!(masks(&block), masks_by_table(&block), "{block:?}");
         }
     }
 
