@@ -270,7 +270,11 @@ impl Params {
     pub fn first(&self, within: Range<usize>, name: &str) -> Option<Range<u32>> {
         self.list[within]
             .iter()
-            .find(|p| p.kind == Kind::Plain && self.text(&p.key) == name)
+            .find(|p| {
+                // The length first: most keys differ in it.
+                let len = (p.key.end - p.key.start) as usize;
+                p.kind == Kind::Plain && len == name.len() && self.text(&p.key) == name
+            })
             .map(|p| p.value.clone())
     }
 
