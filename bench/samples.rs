@@ -4,7 +4,7 @@
 //!   curl examples (README "A five-minute tour"), pipelined in one file;
 //!   each becomes its own sample (`seed_get_path`, `seed_get_query`,
 //!   `seed_json`, `seed_form`).
-//! - `affise_get.http`: an Affise-style GET postback with 16 query
+//! - `affise_get.http`: an Affise-style GET postback with 15 query
 //!   parameters (percent-encoded Cyrillic, `+`, an empty value).
 //! - `amocrm_form.http`: a 1 KiB AmoCRM-style form POST (`leads[status][0][id]`…).
 //! - `webhook_json.http`: a 4 KiB nested JSON webhook (AppsFlyer-like).

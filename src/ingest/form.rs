@@ -132,9 +132,7 @@ impl Params {
             self.write_name(out, &mut !comma, &p.top, p.key_clean);
             return self.write_json(out, &p.value, p.value_clean);
         }
-        let key = p.top.start as usize..p.top.end as usize;
-        let value = p.value.start as usize..p.value.end as usize;
-        out.reserve(key.len() + value.len() + 6 + 2 * BLOCK);
+        out.reserve(p.top.len() + p.value.len() + 6 + 2 * BLOCK);
         // SAFETY: the reserve covers the 6 bytes of punctuation, both texts
         // and the up to BLOCK bytes each block copy writes past its text
         // (all in the spare capacity, overwritten or left past `len`); the
@@ -146,9 +144,9 @@ impl Params {
             at.write(b',');
             at = at.add(usize::from(comma));
             at.write(b'"');
-            at = copy_blocks(at.add(1), &self.arena, key);
+            at = copy_blocks(at.add(1), &self.arena, p.top.clone());
             at.cast::<[u8; 3]>().write_unaligned(*b"\":\"");
-            at = copy_blocks(at.add(3), &self.arena, value);
+            at = copy_blocks(at.add(3), &self.arena, p.value.clone());
             at.write(b'"');
             out.set_len(at.add(1).offset_from(base) as usize);
         }
@@ -702,11 +700,13 @@ const BLOCK: usize = 16;
 /// `to` must be valid for `r.len() + BLOCK` bytes of writes and must not
 /// overlap `src`.
 #[inline(always)]
-unsafe fn copy_blocks(to: *mut u8, src: &[u8], r: Range<usize>) -> *mut u8 {
-    let len = r.len();
-    if r.start <= r.end && r.end + BLOCK <= src.len() {
-        // The blocks end before `r.start + len + BLOCK`: inside `src`.
-        let from = src.as_ptr().add(r.start);
+unsafe fn copy_blocks(to: *mut u8, src: &[u8], r: Range<u32>) -> *mut u8 {
+    let (start, end) = (r.start as usize, r.end as usize);
+    let len = end.saturating_sub(start);
+    // In u64, a u32 end plus a block cannot overflow.
+    if start <= end && u64::from(r.end) + BLOCK as u64 <= src.len() as u64 {
+        // The blocks end before `end + BLOCK`: inside `src`.
+        let from = src.as_ptr().add(start);
         let mut i = 0;
         loop {
             std::ptr::copy_nonoverlapping(from.add(i), to.add(i), BLOCK);
@@ -716,7 +716,7 @@ unsafe fn copy_blocks(to: *mut u8, src: &[u8], r: Range<usize>) -> *mut u8 {
             }
         }
     } else {
-        let text = &src[r];
+        let text = &src[start..end];
         std::ptr::copy_nonoverlapping(text.as_ptr(), to, len);
     }
     to.add(len)
