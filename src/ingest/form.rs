@@ -925,6 +925,95 @@ mod tests {
             .collect()
     }
 
+    /// Decodes `input` (after a short query when `after_query`, as a form
+    /// body follows the query in the arena) and checks every pair against
+    /// [`reference`]: text, clean flags, JSON output and classification.
+    fn check_against_reference(p: &mut Params, input: &[u8], after_query: bool) {
+        p.clear();
+        if after_query {
+            p.parse(b"q=1&r%5B%5D=2");
+        }
+        let skip = p.list.len();
+        p.parse(input);
+        for q in &p.list[skip..] {
+            let (key, value) = (p.text(&q.key), p.text(&q.value));
+            let clean = |t: &str| crate::envelope::next_escape(t.as_bytes(), 0).is_none();
+            assert_eq!(q.key_clean, clean(key), "{key:?}");
+            assert_eq!(q.value_clean, clean(value), "{value:?}");
+            let mut written = Vec::new();
+            p.write_json(&mut written, &q.value, q.value_clean);
+            let mut expected = Vec::new();
+            write_str(&mut expected, value);
+            assert_eq!(written, expected);
+            // Classified as a fresh decoder would classify the key.
+            let mut fresh = Params::default();
+            let k = fresh.arena.len() as u32;
+            fresh.arena.extend_from_slice(key.as_bytes());
+            let (kind, top, sub) = fresh.classify(&(k..fresh.arena.len() as u32));
+            assert_eq!(
+                (q.kind, p.text(&q.top), p.text(&q.sub)),
+                (kind, fresh.text(&top), fresh.text(&sub)),
+                "{key:?}"
+            );
+        }
+        let got: Vec<_> = p.list[skip..]
+            .iter()
+            .map(|q| {
+                (
+                    p.text(&q.key).as_bytes().to_vec(),
+                    p.text(&q.value).as_bytes().to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            reference(input),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    #[test]
+    fn pairs_at_block_boundaries_match_the_reference() {
+        // Each shape of pair shifted byte by byte across the first two
+        // 64-byte block boundaries and the input's end: a filler pair of
+        // `shift` bytes in front, so every separator of the shape lands on
+        // bytes 62-66 and 126-130 for some shift, and once as the input's
+        // last byte.
+        let shapes: [&[u8]; 14] = [
+            b"a=1",
+            b"key=value",
+            b"a=",
+            b"a",
+            b"=v",
+            b"a==b",
+            b"k=v=w",
+            b"a[b]=1",
+            b"a[]=2",
+            b"sub2=adset%2077",
+            b"x+y=p%D0%BFq",
+            b"k=bad%FF",
+            b"&&",
+            b"long_key_name_here=and_a_value_that_spans_more_than_sixteen_bytes",
+        ];
+        let mut p = Params::default();
+        for shape in shapes {
+            for shift in 0..140 {
+                let mut input = b"f=".to_vec();
+                input.resize(shift.max(2), b'v');
+                input.truncate(shift);
+                for tail in [&b""[..], b"&z=1"] {
+                    let mut whole = input.clone();
+                    whole.push(b'&');
+                    whole.extend_from_slice(shape);
+                    whole.extend_from_slice(tail);
+                    check_against_reference(&mut p, &whole, false);
+                    check_against_reference(&mut p, &whole, true);
+                }
+            }
+        }
+    }
+
     #[test]
     fn one_pass_decoder_matches_the_reference() {
         // Inputs built from the bytes that matter, from a fixed xorshift
@@ -975,50 +1064,7 @@ mod tests {
                 let piece = pieces[((x >> (5 * n + 4)) % 32) as usize];
                 input.extend_from_slice(piece);
             }
-            p.clear();
-            // Sometimes after another input, as for a form body after the
-            // query (the arena then holds both).
-            if x % 3 == 0 {
-                p.parse(b"q=1&r%5B%5D=2");
-            }
-            let skip = p.list.len();
-            p.parse(&input);
-            for q in &p.list[skip..] {
-                let (key, value) = (p.text(&q.key), p.text(&q.value));
-                let clean = |t: &str| crate::envelope::next_escape(t.as_bytes(), 0).is_none();
-                assert_eq!(q.key_clean, clean(key), "{key:?}");
-                assert_eq!(q.value_clean, clean(value), "{value:?}");
-                let mut written = Vec::new();
-                p.write_json(&mut written, &q.value, q.value_clean);
-                let mut expected = Vec::new();
-                write_str(&mut expected, value);
-                assert_eq!(written, expected);
-                // Classified as a fresh decoder would classify the key.
-                let mut fresh = Params::default();
-                let k = fresh.arena.len() as u32;
-                fresh.arena.extend_from_slice(key.as_bytes());
-                let (kind, top, sub) = fresh.classify(&(k..fresh.arena.len() as u32));
-                assert_eq!(
-                    (q.kind, p.text(&q.top), p.text(&q.sub)),
-                    (kind, fresh.text(&top), fresh.text(&sub)),
-                    "{key:?}"
-                );
-            }
-            let got: Vec<_> = p.list[skip..]
-                .iter()
-                .map(|q| {
-                    (
-                        p.text(&q.key).as_bytes().to_vec(),
-                        p.text(&q.value).as_bytes().to_vec(),
-                    )
-                })
-                .collect();
-            assert_eq!(
-                got,
-                reference(&input),
-                "{:?}",
-                String::from_utf8_lossy(&input)
-            );
+            check_against_reference(&mut p, &input, x % 3 == 0);
         }
     }
 }
