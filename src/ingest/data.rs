@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use super::form::{Kind, Params};
+use super::form::{Kind, Param, Params};
 
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -243,13 +243,14 @@ impl Grouper {
         first: &mut bool,
         overridden: Option<&Sorted>,
     ) {
-        let skip = |key: &str| overridden.is_some_and(|o| o.contains(params, key));
+        // The key's text only when there is something to look it up in.
+        let skip = |p: &Param| overridden.is_some_and(|o| o.contains(params, params.text(&p.top)));
         let sorted = if body { &self.body } else { &self.query };
         if sorted.singles {
             // The common case: each parameter is a member of its own.
             let mut comma = !*first;
             for p in &params.list[sorted.range.clone()] {
-                if overridden.is_none() || !skip(params.text(&p.top)) {
+                if !skip(p) {
                     params.write_pair(out, p, comma);
                     comma = true;
                 }
@@ -261,8 +262,7 @@ impl Grouper {
             let run = sorted.runs[r as usize];
             let entries = &sorted.order[run.start as usize..(run.start + run.len) as usize];
             let head = &params.list[entries[0] as usize];
-            let top = params.text(&head.top);
-            if skip(top) {
+            if skip(head) {
                 continue;
             }
             if run.len == 1 && head.kind == Kind::Plain {
@@ -309,7 +309,7 @@ impl Grouper {
 fn write_values<'a>(
     out: &mut Vec<u8>,
     params: &Params,
-    values: impl Iterator<Item = &'a super::form::Param>,
+    values: impl Iterator<Item = &'a Param>,
     array: bool,
 ) {
     if array {

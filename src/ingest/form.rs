@@ -171,11 +171,8 @@ impl Params {
             if let Some((key_end, end)) = stops.clean_pair(i) {
                 // The common case: text of the copy as it is. Without `=`
                 // (key_end == end) the value is empty.
-                let (key, value_start) = (
-                    base + i..base + key_end,
-                    (base + key_end + 1).min(base + end),
-                );
-                let key = key.start as u32..key.end as u32;
+                let key = (base + i) as u32..(base + key_end) as u32;
+                let value_start = (base + key_end + 1).min(base + end);
                 self.list.push(Param {
                     top: key.clone(),
                     key,
@@ -268,10 +265,9 @@ impl Params {
     pub fn first(&self, within: Range<usize>, name: &str) -> Option<Range<u32>> {
         self.list[within]
             .iter()
+            // The length first: most keys differ in it.
             .find(|p| {
-                // The length first: most keys differ in it.
-                let len = (p.key.end - p.key.start) as usize;
-                p.kind == Kind::Plain && len == name.len() && self.text(&p.key) == name
+                p.kind == Kind::Plain && p.key.len() == name.len() && self.text(&p.key) == name
             })
             .map(|p| p.value.clone())
     }
