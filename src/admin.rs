@@ -356,6 +356,12 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     );
     counter(
         &mut out,
+        "handoffs_total",
+        "Accepted mode: hand-offs of a core's batch of events to ZeroMQ (or the spool).",
+        &|c| c.handoffs,
+    );
+    counter(
+        &mut out,
         "bytes_in_total",
         "Bytes read from senders.",
         &|c| c.bytes_in,
@@ -516,12 +522,13 @@ fn metrics_json(m: &Metrics, routes: &[RouteStatus], open: usize) -> String {
         })
         .collect();
     format!(
-        r#"{{{},"requests":{{{}}},"refusals":{{{}}},"events":{{"accepted":{},"refused":{}}},"bytes":{{"in":{},"out":{}}},"connections":{{"accepted":{},"closed":{},"open":{open}}},"routes":[{}]}}"#,
+        r#"{{{},"requests":{{{}}},"refusals":{{{}}},"events":{{"accepted":{},"refused":{}}},"handoffs":{},"bytes":{{"in":{},"out":{}}},"connections":{{"accepted":{},"closed":{},"open":{open}}},"routes":[{}]}}"#,
         hists.join(","),
         statuses.join(","),
         refusals.join(","),
         c.events_accepted,
         c.events_refused,
+        c.handoffs,
         c.bytes_in,
         c.bytes_out,
         c.connections_accepted,

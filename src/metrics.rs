@@ -139,6 +139,9 @@ pub struct Counters {
     pub refusals: [u64; REFUSAL_CODES.len() + 1],
     pub events_accepted: u64,
     pub events_refused: u64,
+    /// Accepted mode: times the core handed its outbox (one or more
+    /// events) to ZeroMQ; events accepted ÷ hand-offs is the batch size.
+    pub handoffs: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connections_accepted: u64,
@@ -173,6 +176,7 @@ impl Counters {
         }
         self.events_accepted += o.events_accepted;
         self.events_refused += o.events_refused;
+        self.handoffs += o.handoffs;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.connections_accepted += o.connections_accepted;

@@ -129,6 +129,7 @@ impl Shard {
         if n > 0 {
             let each = self.clock.delta(start, self.clock.raw()) / n as u32;
             self.metrics.handoff.record_n(each, n as u64);
+            self.metrics.counters.handoffs += 1;
         }
     }
 

@@ -186,43 +186,93 @@ fn full_spool_refuses_with_503_and_recovers() {
     );
 }
 
+fn stats(server: &Server) -> serde_json::Value {
+    let (status, body) = admin_get(server.admin.unwrap(), "/stats");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Hand-offs to ZeroMQ so far (`/stats`, all cores).
+fn handoffs(server: &Server) -> u64 {
+    stats(server)["merged"]["handoffs"]
+        .as_u64()
+        .expect("merged.handoffs")
+}
+
 /// `--flush-interval`: a lone request is answered without waiting for the
-/// interval, and events held back while several wait are all delivered,
-/// in order.
+/// interval; while several events wait, a core hands them to ZeroMQ at
+/// most once per interval (fewer, larger batches); everything held back is
+/// delivered, in order.
 #[test]
 fn flush_interval_holds_batches_not_lone_requests() {
     const INTERVAL: Duration = Duration::from_millis(10);
     let (server, sink) = server_and_sink(&["--cores", "1", "--flush-interval", "10ms"]);
-    // Held, every request would take the whole interval; not held, at
-    // least one of ten is quicker even on a loaded machine.
-    let quickest = (0..10)
-        .map(|_| {
-            let started = Instant::now();
-            server.get("/s/lone?x=1").assert_accepted("in.gen.s.lone");
-            started.elapsed()
-        })
-        .min()
-        .unwrap();
-    assert!(quickest < INTERVAL, "a lone request waited {quickest:?}");
+    // One after the other, each request comes a millisecond or so after
+    // the previous hand-off: held, it would wait most of the interval for
+    // the next. The server's own latency (first byte read to response
+    // written) shows it without the client's scheduling in it.
+    let before = handoffs(&server);
+    for _ in 0..10 {
+        server.get("/s/lone?x=1").assert_accepted("in.gen.s.lone");
+    }
     let lone = sink.recv_raw(10, Duration::from_secs(10));
     assert_eq!(lone.len(), 10);
+    let stats = stats(&server);
+    let request = &stats["merged"]["request_us"];
+    assert_eq!(request["count"], 10);
+    let p50 = request["p50"].as_f64().unwrap();
+    assert!(
+        p50 < INTERVAL.as_micros() as f64 / 2.0,
+        "lone requests waited: p50 {p50} µs with a {INTERVAL:?} interval"
+    );
+    assert_eq!(
+        stats["merged"]["handoffs"].as_u64().unwrap() - before,
+        10,
+        "one hand-off per lone request"
+    );
 
-    // 300 pipelined requests: several events wait at once, so they go to
-    // ZeroMQ in held batches; every 200 is delivered, in order.
-    let batch: Vec<u8> = (0..300)
-        .flat_map(|i| format!("GET /s/batch?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes())
+    // 300 pipelined requests in 30 writes 2 ms apart: without the interval
+    // each write's events would go to ZeroMQ on their own (about 30
+    // hand-offs in about 60 ms); held, there is at most one hand-off per
+    // interval (plus the first, which has nothing before it to wait for).
+    const CHUNKS: usize = 30;
+    let before = handoffs(&server);
+    let mut stream = server.connect();
+    let mut reader = ResponseReader::new(stream.try_clone().unwrap());
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        for c in 0..CHUNKS {
+            let chunk: Vec<u8> = (c * 10..c * 10 + 10)
+                .flat_map(|i| {
+                    format!("GET /s/batch?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+                })
+                .collect();
+            stream.write_all(&chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let answered: Vec<u64> = (0..CHUNKS * 10)
+        .map(|_| {
+            reader
+                .next()
+                .expect("a response")
+                .assert_accepted("in.gen.s.batch")
+        })
         .collect();
-    let answered: Vec<u64> = server
-        .exchange(&batch, 300)
-        .iter()
-        .map(|r| r.assert_accepted("in.gen.s.batch"))
-        .collect();
+    let took = started.elapsed();
+    writer.join().unwrap();
     let delivered: Vec<u64> = sink
-        .recv_raw(300, Duration::from_secs(10))
+        .recv_raw(CHUNKS * 10, Duration::from_secs(10))
         .iter()
         .map(|e| envelope_id(e))
         .collect();
     assert_eq!(delivered, answered);
+    let batches = handoffs(&server) - before;
+    let allowed = took.as_millis() / INTERVAL.as_millis() + 2;
+    assert!(
+        batches as u128 <= allowed,
+        "{batches} hand-offs in {took:?}: more than one per {INTERVAL:?}"
+    );
 }
 
 #[test]
