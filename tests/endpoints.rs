@@ -1354,6 +1354,21 @@ fn trusted_proxy_headers_are_used_from_loopback() {
         t["ip"], "203.0.113.9",
         "trusted hops on the right are skipped"
     );
+    // A hop that is not an address stops the walk: what a client wrote to
+    // its left must not become its address.
+    let t = td(&[("X-Forwarded-For", b"6.6.6.6, unknown")]);
+    assert_eq!(t["ip"], "127.0.0.1", "an unreadable last hop: the peer");
+    let t = td(&[("X-Forwarded-For", b"6.6.6.6, garbage, 127.0.0.2")]);
+    assert_eq!(t["ip"], "127.0.0.2", "the nearest hop read before it");
+    // Hops with a port, and IPv4-mapped IPv6, as some proxies write them.
+    let t = td(&[("X-Forwarded-For", b"6.6.6.6, 203.0.113.9:5678")]);
+    assert_eq!(t["ip"], "203.0.113.9");
+    let t = td(&[("X-Forwarded-For", b"6.6.6.6, [2001:db8::7]:443")]);
+    assert_eq!(t["ip"], "2001:db8::7");
+    let t = td(&[("X-Forwarded-For", b"203.0.113.9, ::ffff:127.0.0.1")]);
+    assert_eq!(t["ip"], "203.0.113.9", "a mapped loopback hop is trusted");
+    let t = td(&[("X-Real-IP", b"::ffff:203.0.113.7")]);
+    assert_eq!(t["ip"], "203.0.113.7");
 
     let t = td(&[
         ("Host", b"internal:8080"),

@@ -357,6 +357,18 @@ fn media_type(ct: &[u8]) -> Media {
     }
 }
 
+/// An address as proxies write it in `X-Real-IP` and `X-Forwarded-For`:
+/// `1.2.3.4`, `2001:db8::1`, and with a port, `1.2.3.4:5678` or
+/// `[2001:db8::1]:5678`; IPv4-mapped IPv6 as IPv4.
+fn hop_ip(b: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(trim(b)).ok()?;
+    let ip = match text.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => text.parse::<std::net::SocketAddr>().ok()?.ip(),
+    };
+    Some(ip.to_canonical())
+}
+
 /// The `td` of the envelope. `X-Real-IP` and `X-Forwarded-For` count only
 /// when the TCP peer is a trusted proxy.
 pub fn transport<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Transport<'a> {
@@ -364,25 +376,23 @@ pub fn transport<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Transport<'a> {
     let peer = req.peer.to_canonical();
     let via_proxy = is_trusted(&peer);
     let header = |s: &Option<_>| s.as_ref().map(|s| at(req.buf, s));
-    let parse_ip = |b: &[u8]| -> Option<IpAddr> { std::str::from_utf8(trim(b)).ok()?.parse().ok() };
     let mut ip = peer;
     let mut host = header(&req.head.host);
     if via_proxy {
-        if let Some(real) = header(&req.head.real_ip).and_then(parse_ip) {
+        if let Some(real) = header(&req.head.real_ip).and_then(hop_ip) {
             ip = real;
         } else if let Some(xff) = header(&req.head.forwarded_for) {
-            // The last hop that is not a trusted proxy is the client; when
-            // every hop is trusted, the first one.
-            let hops = xff.rsplit(|&b| b == b',').filter_map(parse_ip);
-            let mut last = None;
-            for hop in hops {
-                last = Some(hop);
+            // From the right: the first hop that is not a trusted proxy is
+            // the client; when every hop is trusted, the first one. A hop
+            // that is not an address (`unknown`, garbage) ends the walk at
+            // the nearest hop read so far: what lies left of it was written
+            // by no proxy we trust, so it cannot name the client.
+            for hop in xff.rsplit(|&b| b == b',') {
+                let Some(hop) = hop_ip(hop) else { break };
+                ip = hop;
                 if !is_trusted(&hop) {
                     break;
                 }
-            }
-            if let Some(hop) = last {
-                ip = hop;
             }
         }
         if let Some(fh) = header(&req.head.forwarded_host) {
