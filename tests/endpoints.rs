@@ -863,6 +863,11 @@ fn text_plain_and_missing_type_are_sniffed() {
     assert_eq!(*env.data(), json!({"x": "{1}"}));
     let env = data(Some("text/plain"), b"hello world");
     assert_eq!(*env.data(), json!({"hello world": ""}));
+    // An empty Content-Type header is a missing one.
+    let env = data(Some(""), br#"{"c":true}"#);
+    assert_eq!(env.raw_data(), r#"{"c":true}"#);
+    let env = data(Some(" "), b"x=1");
+    assert_eq!(*env.data(), json!({"x": "1"}));
 }
 
 /// An empty body adds nothing to `data`, whatever its Content-Type says.
@@ -882,6 +887,22 @@ fn empty_body_adds_no_data_whatever_the_type() {
         assert_eq!(env.raw_data(), "{}", "Content-Type: {ct:?}");
         let env = accepted(&sink, &server.post("/web/ping?q=1", ct, b""), key);
         assert_eq!(env.raw_data(), r#"{"q":"1"}"#, "Content-Type: {ct:?}");
+    }
+    // Nor does a body of only blanks, in any type hookwire reads.
+    for ct in [
+        None,
+        Some("application/json"),
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+    ] {
+        for body in [&b"\r\n"[..], b"  ", b" \t\n "] {
+            let env = accepted(&sink, &server.post("/web/ping?q=1", ct, body), key);
+            assert_eq!(
+                env.raw_data(),
+                r#"{"q":"1"}"#,
+                "Content-Type: {ct:?}, body {body:?}"
+            );
+        }
     }
 }
 

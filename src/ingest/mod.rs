@@ -246,7 +246,10 @@ impl Ingest {
             .head
             .content_type
             .as_ref()
-            .map(|ct| media_type(at(req.buf, ct)))
+            .map(|ct| at(req.buf, ct))
+            // An empty `Content-Type:` says no more than a missing one.
+            .filter(|ct| !trim(ct).is_empty())
+            .map(media_type)
         {
             Some(Media::Json) => true,
             Some(Media::Form) => false,
@@ -256,12 +259,14 @@ impl Ingest {
             }
             Some(Media::Other) => return Err(UNSUPPORTED_TYPE),
         };
+        // A body of only blanks (a sender's trailing newline) adds nothing,
+        // whatever its type says.
+        if req.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body::None);
+        }
         if !json {
             self.params.parse(req.body);
             return Ok(Body::Form);
-        }
-        if req.body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Body::None);
         }
         match self.json.parse(req.body) {
             Ok(Shape::Object) => Ok(Body::JsonObject),
