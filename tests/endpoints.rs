@@ -676,33 +676,47 @@ fn invalid_json_is_refused_with_the_byte_offset() {
     // (Each case is refused with 400 and none reaches a consumer.)
     let (server, sink) = server_and_sink(&[]);
 
-    let cases: [(Option<&str>, &[u8]); 10] = [
+    // (Content-Type, body, where the offset may be: from the start of the
+    // bad token to the byte that breaks it)
+    let json = Some("application/json");
+    let cases: [(Option<&str>, &[u8], std::ops::RangeInclusive<usize>); 15] = [
         // Malformed numbers that simd-json alone lets through: the envelope
         // copies values verbatim, so they must be refused, not forwarded.
-        (Some("application/json"), b"{\"a\":1\x00}"),
-        (
-            Some("application/json"),
-            br#"{"a":12345678901234567890123\4567890}"#,
-        ),
-        (
-            Some("application/json"),
-            br#"{"a":[99999999999999999999-5]}"#,
-        ),
-        (Some("application/json"), br#"{"a":01}"#),
-        (Some("application/json"), br#"{"a":}"#),
-        (Some("application/json"), br#"{"a":1"#),
-        (Some("application/json"), b"[1,2,"),
-        (Some("application/json"), b"{\"a\":\"\xff\"}"),
-        (Some("text/plain"), br#"{"a":"1" "b":2}"#),
-        (None, b"  [1 2]"),
+        (json, b"{\"a\":1\x00}", 5..=6),
+        (json, br#"{"a":12345678901234567890123\4567890}"#, 5..=28),
+        (json, br#"{"a":[99999999999999999999-5]}"#, 6..=26),
+        (json, br#"{"a":01}"#, 5..=6),
+        (json, br#"{"a":}"#, 5..=5),
+        (json, br#"{"a":1"#, 5..=6),
+        (json, b"[1,2,", 4..=5),
+        (json, b"{\"a\":\"\xff\"}", 6..=6),
+        (Some("text/plain"), br#"{"a":"1" "b":2}"#, 8..=9),
+        (None, b"  [1 2]", 4..=5),
+        // Errors inside strings, which simd-json reports at byte 0.
+        (json, br#"{"a":"\x"}"#, 6..=7),
+        (json, b"{\"a\":\"x\x01y\"}", 7..=7),
+        (json, br#"{"aaaaaaaaa":"x"#, 13..=15),
+        // Half a surrogate pair: grammatical, but many consumers' parsers
+        // reject it, and simd-json turned it into U+0000 in a key.
+        (json, br#"{"a":"\ud800"}"#, 6..=6),
+        (json, br#"{"\ud800":"x"}"#, 2..=2),
     ];
-    for (ct, body) in cases {
+    for (ct, body, want) in cases {
+        let shown = String::from_utf8_lossy(body);
         let message = refused(&server.post("/crm/lead", ct, body), 400, "invalid_json");
-        let after = message
-            .split("byte ")
+        let at: usize = message
+            .split("(at byte ")
             .nth(1)
-            .unwrap_or_else(|| panic!("message should give the byte offset: {message}"));
-        assert!(after.starts_with(|c: char| c.is_ascii_digit()), "{message}");
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{shown}: no byte offset at the end of {message}"))
+            .parse()
+            .unwrap();
+        assert!(want.contains(&at), "{shown}: at byte {at}, not in {want:?}");
+        assert_eq!(
+            message.contains("surrogate"),
+            shown.contains("\\ud8"),
+            "{shown}: {message}"
+        );
     }
 
     assert_only_marker_arrives(&server, &sink);
@@ -1257,6 +1271,20 @@ fn uid_comes_from_query_body_or_cookie() {
         "1234567890123456789012",
         "22 digits is still a uid"
     );
+    // A JSON number too: past 64 bits (20-22 digits) its digits as sent.
+    for digits in [
+        "1234567890123",
+        "123456789012345678901",
+        "1234567890123456789012",
+    ] {
+        let body = format!(r#"{{"uid":{digits}}}"#);
+        assert_eq!(
+            uid("/app/install", None, Some((json, body.as_bytes()))).v["uid"],
+            digits,
+            "a numeric body uid of {} digits",
+            digits.len()
+        );
+    }
 
     // Precedence: query, then body, then cookie; invalid ones are skipped.
     let all = Some("uid=3333333333");

@@ -19,7 +19,20 @@ use super::layout::Layout;
 pub struct Invalid {
     /// Byte offset of the first error.
     pub at: usize,
+    /// What is wrong there, when more can be said than "not JSON".
+    pub why: Option<&'static str>,
 }
+
+impl Invalid {
+    fn at(at: usize) -> Self {
+        Self { at, why: None }
+    }
+}
+
+/// The message for [`lone_surrogate`]'s refusals.
+pub const LONE_SURROGATE: &str = "the body has a \\u escape of half a UTF-16 surrogate pair \
+     (\\uD800-\\uDFFF without its other half), which many consumers' JSON parsers reject; \
+     send the character as UTF-8 or as a complete pair";
 
 /// What the body's top level was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +139,8 @@ impl JsonBody {
             .reset();
         let parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
         let shape = match parsed
-            .map_err(|e| Invalid { at: e.index() })
+            .map_err(|e| refused(body, e.index()))
+            .and_then(|()| lone_surrogate(body))
             .and_then(|()| {
                 self.layout.build(body);
                 scan(body, &self.layout, &mut self.spans)
@@ -143,7 +157,7 @@ impl JsonBody {
         if matches!(shape, Ok(Shape::Object)) {
             // Routing fields: values of the top-level members.
             let mut at = 1;
-            for _ in 0..self.members.len() {
+            for i in 0..self.members.len() {
                 let key = match tape.0[at] {
                     Node::String(k) => k,
                     _ => unreachable!("object keys are strings"),
@@ -158,7 +172,9 @@ impl JsonBody {
                 // With a key given twice, the last one counts, as it does
                 // for the JSON parsers consumers use.
                 if let Some(slot) = slot {
-                    *slot = field(value, &mut self.text);
+                    let v = &self.members[i].value;
+                    let raw = &body[v.start as usize..v.end as usize];
+                    *slot = field(value, raw, &mut self.text);
                 }
                 at += 1 + nodes(value);
             }
@@ -175,7 +191,10 @@ fn nodes(n: &Node<'_>) -> usize {
     }
 }
 
-fn field(value: &Node<'_>, text: &mut Vec<u8>) -> Field {
+/// A routing field's text from its tape node, or from `raw` (its value as
+/// sent) for an integer too wide for 64 bits, which simd-json reads as a
+/// float (a 20–22-digit `uid`).
+fn field(value: &Node<'_>, raw: &[u8], text: &mut Vec<u8>) -> Field {
     let start = text.len() as u32;
     match value {
         Node::String(s) => text.extend_from_slice(s.as_bytes()),
@@ -184,6 +203,9 @@ fn field(value: &Node<'_>, text: &mut Vec<u8>) -> Field {
         }
         Node::Static(StaticNode::I64(n)) if *n >= 0 => {
             text.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes())
+        }
+        Node::Static(StaticNode::F64(_)) if raw.iter().all(u8::is_ascii_digit) => {
+            text.extend_from_slice(raw)
         }
         _ => return Field::Invalid,
     }
@@ -229,7 +251,115 @@ fn read_members(
 fn scan(raw: &[u8], layout: &Layout, spans: &mut Vec<(Range<u32>, bool)>) -> Result<(), Invalid> {
     layout
         .members(raw, spans, valid_scalar)
-        .map_err(|at| Invalid { at })
+        .map_err(Invalid::at)
+}
+
+/// Refuses a `\uXXXX` escape of half a surrogate pair in a document
+/// simd-json has accepted. The grammar lets one through, but the envelope
+/// copies values verbatim and many consumers' parsers (serde_json, Go's
+/// strict decoders) reject it; simd-json itself turns a lone high half in
+/// a key into U+0000. Bodies without `\u` pay one `memmem` search.
+fn lone_surrogate(body: &[u8]) -> Result<(), Invalid> {
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = body.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut from = 0;
+    while let Some(found) = memchr::memmem::find(&body[from..], b"\\u") {
+        let at = from + found;
+        from = at + 2;
+        // An escape only if the backslash is not itself escaped: an odd
+        // run of backslashes ends at `at` (outside strings there are none
+        // in a document simd-json accepted).
+        let run = body[..=at]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if run % 2 == 0 {
+            continue;
+        }
+        let Some(unit) = hex4(at + 2) else { continue };
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (body.get(at + 6..at + 8) == Some(b"\\u"))
+                    .then(|| hex4(at + 8))
+                    .flatten();
+                if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                    return Err(Invalid {
+                        at,
+                        why: Some(LONE_SURROGATE),
+                    });
+                }
+                from = at + 12;
+            }
+            0xDC00..=0xDFFF => {
+                return Err(Invalid {
+                    at,
+                    why: Some(LONE_SURROGATE),
+                })
+            }
+            _ => from = at + 6,
+        }
+    }
+    Ok(())
+}
+
+/// Where a body simd-json refused (at `reported`) goes wrong. simd-json
+/// reports some errors (bytes that are not UTF-8, a bad escape or half a
+/// surrogate pair, a control character or the end of the input inside a
+/// string) at offset 0; this finds the first of those itself (an error
+/// path: plain byte loops) and takes the earlier.
+fn refused(body: &[u8], reported: usize) -> Invalid {
+    let candidates = [
+        std::str::from_utf8(body)
+            .err()
+            .map(|e| Invalid::at(e.valid_up_to())),
+        first_string_error(body).map(Invalid::at),
+        lone_surrogate(body).err(),
+    ];
+    match candidates.into_iter().flatten().min_by_key(|e| e.at) {
+        Some(e) if reported == 0 || e.at < reported => e,
+        _ => Invalid::at(reported),
+    }
+}
+
+/// The offset of the first byte that cannot be in a JSON string where it
+/// is (a control character, a bad escape), or of the opening quote of a
+/// string the body never closes.
+fn first_string_error(body: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let open = i;
+        i += 1;
+        loop {
+            match body.get(i) {
+                None => return Some(open),
+                Some(b'"') => break,
+                Some(b'\\') => match body.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        let Some(hex) = body.get(i + 2..i + 6) else {
+                            return Some(open);
+                        };
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return Some(i);
+                        }
+                        i += 6;
+                    }
+                    _ => return Some(i),
+                },
+                Some(&b) if b < 0x20 => return Some(i),
+                Some(_) => i += 1,
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// `true`, `false`, `null` or `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
@@ -391,7 +521,7 @@ mod tests {
                         .position(|&b| CLASS[usize::from(b)] != SCALAR)
                         .map_or(raw.len(), |p| i + p);
                     if !valid_scalar(&raw[i..end]) {
-                        return Err(Invalid { at: i });
+                        return Err(Invalid::at(i));
                     }
                     i = end;
                 }
@@ -508,6 +638,77 @@ mod tests {
         assert_eq!(j.parse(good).unwrap(), Shape::Other);
         // the reused tape still works after an error
         assert_eq!(members(r#"{"k":true}"#), [("k".into(), "true".into())]);
+    }
+
+    /// Each refusal names a byte inside the token that is wrong: the
+    /// offset lies between where that token starts and the byte that
+    /// breaks it (simd-json reports some string errors at 0 by itself).
+    #[test]
+    fn errors_point_at_the_bad_token() {
+        let mut j = JsonBody::default();
+        // (body, where the offset may be, refused as half a surrogate pair)
+        let cases: [(&[u8], std::ops::RangeInclusive<usize>, bool); 18] = [
+            (b"{\"a\":1\x00}", 5..=6, false),
+            (br#"{"a":12345678901234567890123\4567890}"#, 5..=28, false),
+            (br#"{"a":[99999999999999999999-5]}"#, 6..=26, false),
+            (br#"{"a":01}"#, 5..=6, false),
+            (br#"{"a":}"#, 5..=5, false),
+            (br#"{"a":1"#, 5..=6, false),
+            (b"[1,2,", 4..=5, false),
+            (b"{\"a\":\"\xff\"}", 6..=6, false),
+            (br#"{"a":"1" "b":2}"#, 8..=9, false),
+            (b"  [1 2]", 4..=5, false),
+            (br#"{"a":"\x"}"#, 6..=7, false),
+            (b"{\"a\":\"x\x01y\"}", 7..=7, false),
+            (br#"{"aaaaaaaaa":"x"#, 13..=15, false),
+            (br#"{"a":"\u12"}"#, 6..=9, false),
+            (br#"{"a":"\ud800"}"#, 6..=6, true),
+            (br#"{"\ud800":"x"}"#, 2..=2, true),
+            (br#"{"a":"\udc00 "}"#, 6..=6, true),
+            (br#"{"a":"\ud800\u0041"}"#, 6..=6, true),
+        ];
+        for (body, want, surrogate) in cases {
+            let e = j.parse(body).expect_err(&String::from_utf8_lossy(body));
+            assert!(
+                want.contains(&e.at),
+                "{}: at {} not in {want:?}",
+                String::from_utf8_lossy(body),
+                e.at
+            );
+            assert_eq!(
+                e.why == Some(LONE_SURROGATE),
+                surrogate,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // A complete pair, and an escaped backslash before `u`, are fine.
+        for good in [
+            &br#"{"a":"\ud83d\ude00","\uD83D\uDE00":1}"#[..],
+            br#"{"a":"\\ud800"}"#,
+            br#"{"a":"\\\ud83d\ude00 \u00e9"}"#,
+        ] {
+            assert_eq!(
+                j.parse(good),
+                Ok(Shape::Object),
+                "{}",
+                String::from_utf8_lossy(good)
+            );
+        }
+        let key = members(r#"{"\ud83d\ude00":1}"#);
+        assert_eq!(key, [("\u{1F600}".to_owned(), "1".to_owned())]);
+    }
+
+    #[test]
+    fn wide_integer_uid_keeps_its_digits() {
+        let mut j = JsonBody::default();
+        j.parse(br#"{"uid":123456789012345678901,"projectId":1e3}"#)
+            .unwrap();
+        let Field::Text(r) = &j.uid else {
+            panic!("{:?}", j.uid)
+        };
+        assert_eq!(j.text(r), "123456789012345678901");
+        assert_eq!(j.project_id, Field::Invalid, "a float is not an integer");
     }
 
     /// A small random JSON generator: values with strings (spaces, escaped

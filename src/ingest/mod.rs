@@ -273,6 +273,7 @@ impl Ingest {
             Ok(Shape::Other) => Ok(Body::JsonOther(self.json.trimmed())),
             Err(e) => Err(Refusal {
                 at: Some(e.at),
+                message: e.why.unwrap_or(INVALID_JSON.message),
                 ..INVALID_JSON
             }),
         }
