@@ -80,7 +80,9 @@ impl Conn {
             peer,
             max_header: settings.max_header,
             max_body: settings.max_body,
-            // A chunked body carries size lines on top of its data.
+            // A chunked body carries size lines on top of its data: room
+            // for a full body in chunks of 8 bytes or more, or a third of
+            // one in 1-byte chunks (5 bytes of framing each).
             max_wire: settings.max_header + settings.max_body * 2 + 4096,
         }
     }
@@ -171,8 +173,10 @@ impl Conn {
                     match chunked::measure(body, &mut self.chunks, self.max_body, self.max_header) {
                         Err(e) => return self.fail(shard, e),
                         Ok(None) => {
+                            // The data so far is within --max-body (measure
+                            // checks it); what outgrew the buffer is framing.
                             if pending.len() >= self.max_wire {
-                                return self.fail(shard, Error::BodyTooLarge);
+                                return self.fail(shard, Error::ChunksTooSmall);
                             }
                             self.want = 0;
                             self.expect_continue(&head);

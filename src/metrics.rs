@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use crate::http::Status;
 
 /// Every refusal code hookwire answers with, for per-code counters.
-pub const REFUSAL_CODES: [&str; 21] = [
+pub const REFUSAL_CODES: [&str; 22] = [
     "malformed_request",
     "unsupported_http_version",
     "headers_too_large",
@@ -19,6 +19,7 @@ pub const REFUSAL_CODES: [&str; 21] = [
     "unsupported_transfer_encoding",
     "bad_chunk",
     "body_too_large",
+    "chunks_too_small",
     "request_timeout",
     "method_not_allowed",
     "missing_service",

@@ -734,6 +734,36 @@ fn body_limit_with_chunked_body() {
         .request(&chunked_request("/big/chunked", "", wire.as_bytes()))
         .assert_accepted("in.gen.big.chunked");
     assert_eq!(sink.recv()["data"]["b"].as_str().map(str::len), Some(400));
+
+    // 1-byte chunks (five bytes of framing each) for a body under the
+    // limit are fine.
+    let body = format!("a={}", "x".repeat(998));
+    let wire: String = body.chars().map(|c| chunk(&c.to_string(), "")).collect();
+    server
+        .request(&chunked_request(
+            "/big/chunked",
+            "",
+            format!("{wire}0\r\n\r\n").as_bytes(),
+        ))
+        .assert_accepted("in.gen.big.chunked");
+    assert_eq!(sink.recv()["data"]["a"].as_str().map(str::len), Some(998));
+
+    // Framing that outgrows any body under the limit (600 one-byte chunks
+    // with 40-byte extensions: 27 KB for 600 bytes) gets its own 413.
+    let ext = format!(";e={}", "x".repeat(37));
+    let wire: String = (0..600).map(|_| chunk("a", &ext)).collect();
+    let mut stream = server.connect();
+    stream
+        .write_all(&chunked_request(
+            "/big/chunked",
+            "",
+            format!("{wire}0\r\n\r\n").as_bytes(),
+        ))
+        .unwrap();
+    let mut reader = ResponseReader::new(stream);
+    let message = next_then_closed(&mut reader).assert_error(413, "chunks_too_small");
+    assert!(message.contains("larger chunks"), "{message}");
+    assert_marker_is_next(&server, &sink, "tiny-chunks");
 }
 
 #[test]

@@ -17,6 +17,9 @@ pub enum Error {
     TransferEncoding,
     BadChunk,
     BodyTooLarge,
+    /// A chunked body whose framing (size lines, extensions, CRLFs)
+    /// outgrows what its data could need under the body limit.
+    ChunksTooSmall,
     Timeout,
 }
 
@@ -69,6 +72,12 @@ impl Error {
                 PayloadTooLarge,
                 "body_too_large",
                 "the body exceeds the size limit (--max-body); send a smaller body",
+            ),
+            Error::ChunksTooSmall => (
+                PayloadTooLarge,
+                "chunks_too_small",
+                "the chunked body's framing (size lines and CRLFs) outgrew what a body under the \
+                 size limit (--max-body) needs; send larger chunks or a Content-Length",
             ),
             Error::Timeout => (
                 RequestTimeout,
