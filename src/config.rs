@@ -676,6 +676,22 @@ mod tests {
     }
 
     #[test]
+    fn flush_interval_units() {
+        let interval = |v: &str| settings(&["--flush-interval", v]).unwrap().flush_interval;
+        assert_eq!(
+            settings(&[]).unwrap().flush_interval,
+            Duration::ZERO,
+            "off by default"
+        );
+        for zero in ["0", "0ms", "0s", "0us"] {
+            assert_eq!(interval(zero), Duration::ZERO, "{zero}");
+        }
+        assert_eq!(interval("200us"), Duration::from_micros(200));
+        assert_eq!(interval("10ms"), Duration::from_millis(10));
+        assert!(settings(&["--flush-interval", "11ms"]).is_err());
+    }
+
+    #[test]
     fn push_and_routes() {
         let s = settings(&[
             "--push",

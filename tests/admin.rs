@@ -405,6 +405,7 @@ fn a_request_stalled_during_the_drain_gets_its_408_at_its_own_timeout() {
     let (mut server, _sink) =
         server_and_sink(&["--request-timeout", "300ms", "--drain-timeout", "10s"]);
     let mut stream = server.connect();
+    let first_byte = Instant::now();
     stream
         .write_all(b"GET /slow/drain?x=1 HTTP/1.1\r\nHost: test\r\n")
         .unwrap();
@@ -416,6 +417,13 @@ fn a_request_stalled_during_the_drain_gets_its_408_at_its_own_timeout() {
         .next()
         .expect("a response")
         .assert_error(408, "request_timeout");
+    // Not at the signal: at the request's own timeout, which the server
+    // started when it read the first bytes (after `first_byte`).
+    assert!(
+        first_byte.elapsed() >= Duration::from_millis(290),
+        "408 after {:?}, before the request's 300 ms timeout",
+        first_byte.elapsed()
+    );
     assert!(
         signalled.elapsed() < Duration::from_secs(3),
         "408 only after {:?}, the drain waited for the stalled request",

@@ -62,8 +62,10 @@ fn bad_options_are_refused_naming_the_option() {
     assert!(String::from_utf8_lossy(&stderr.stderr).contains("--cores"));
 }
 
+/// The binary starts with each (the values themselves: config's unit test
+/// `flush_interval_units`).
 #[test]
-fn a_zero_flush_interval_in_any_unit_turns_coalescing_off() {
+fn a_zero_flush_interval_in_any_unit_is_accepted_at_start() {
     for zero in ["0", "0ms", "0s"] {
         let server = Server::start(&["--flush-interval", zero]);
         server.get("/s/n?x=1").assert_accepted("in.gen.s.n");
