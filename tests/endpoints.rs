@@ -131,6 +131,9 @@ fn refused(resp: &Response, status: u16, code: &str) -> String {
 
 /// Proves that no refused request emitted an envelope: a marker request's
 /// envelope must be the first to arrive, and nothing may come after it.
+/// The server must run one core (`--cores 1`): the marker then leaves
+/// through the same PUSH socket as anything a refused request could have
+/// emitted, so "first" means "nothing before it".
 fn assert_only_marker_arrives(server: &Server, sink: &Sink) {
     let resp = server.get("/marker/check?marker=1");
     let id = resp.assert_accepted("in.gen.marker.check");
@@ -436,7 +439,7 @@ fn project_id_comes_from_path_then_query_then_body() {
 /// other methods get 405.
 #[test]
 fn probes_and_preflight_emit_nothing() {
-    let (server, sink) = server_and_sink(&[]);
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
 
     let resp = server.get("/");
     assert_eq!(resp.status, 200, "{resp:?}");
@@ -492,7 +495,7 @@ fn probes_and_preflight_emit_nothing() {
 
 #[test]
 fn missing_service_and_missing_name_are_refused() {
-    let (server, sink) = server_and_sink(&[]);
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
     let json = Some("application/json");
     let form = Some("application/x-www-form-urlencoded");
 
@@ -537,7 +540,7 @@ fn missing_service_and_missing_name_are_refused() {
 
 #[test]
 fn invalid_service_and_name_are_refused() {
-    let (server, sink) = server_and_sink(&[]);
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
 
     for target in [
         "/a.b/call".to_owned(),
@@ -583,7 +586,7 @@ fn invalid_service_and_name_are_refused() {
 
 #[test]
 fn invalid_project_id_is_refused_wherever_it_comes_from() {
-    let (server, sink) = server_and_sink(&[]);
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
     let bad = ["-1", "1.5", "abc", "18446744073709551616"];
 
     for v in bad {
@@ -640,7 +643,7 @@ fn invalid_project_id_is_refused_wherever_it_comes_from() {
 
 #[test]
 fn unsupported_content_type_and_encoding_get_415() {
-    let (server, sink) = server_and_sink(&[]);
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
 
     for ct in [
         "text/html",
@@ -674,7 +677,7 @@ fn unsupported_content_type_and_encoding_get_415() {
 #[test]
 fn invalid_json_is_refused_with_the_byte_offset() {
     // (Each case is refused with 400 and none reaches a consumer.)
-    let (server, sink) = server_and_sink(&[]);
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
 
     // (Content-Type, body, where the offset may be: from the start of the
     // bad token to the byte that breaks it)

@@ -72,8 +72,10 @@ fn a_route_balances_across_its_endpoints() {
         "--push",
         &format!("{},{}", one.endpoint, two.endpoint),
     ]);
-    // Let both connections come up so PUSH can balance over them.
-    std::thread::sleep(Duration::from_millis(300));
+    // Both connections up, so PUSH can balance over them.
+    eventually(Duration::from_secs(10), "both consumers connected", || {
+        stats(&server)["merged"]["routes"][0]["connected"] == 2
+    });
     for _ in 0..20 {
         server.get("/s/n").assert_accepted("in.gen.s.n");
     }
