@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -206,9 +206,28 @@ fn tap_prints_one_json_line_per_envelope_and_stops_after_count() {
         );
         ids.push(r.assert_accepted("in.gen.crm.lead").to_string());
     }
-    let out = tap.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    // It exits by itself after the third; a missing event must fail the
+    // test, not hang it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = tap.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = tap.kill();
+            let _ = tap.wait();
+            panic!("tap --count 3 did not exit within 20 s of the third event");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut stdout = String::new();
+    tap.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
     let mut got: Vec<String> = lines
         .iter()
