@@ -344,6 +344,11 @@ mod tests {
     fn clean_ascii_is_copied_as_it_is() {
         assert_eq!(lossless(b"Affise Postback/1.0"), "\"Affise Postback/1.0\"");
         assert_eq!(lossless(b""), "\"\"");
+        // Clean runs of every length take the copying path.
+        let printable: Vec<u8> = (0x20..0x7f).filter(|b| !b"\"\\".contains(b)).collect();
+        for len in 0..=printable.len() {
+            assert!(clean_ascii(&printable[..len]), "{len} clean bytes");
+        }
         // Anything to escape or any byte >= 0x80, in every position of a
         // 1-20 byte run, takes the escaping path.
         for bad in [b'"', b'\\', b'\n', 0x7f, 0xc3] {

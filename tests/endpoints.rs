@@ -956,17 +956,16 @@ fn query_and_form_decoding_rules() {
         "bad": "caf%E9",
         "e": "",
     });
+    // First occurrence of each top-level name; a name's plain value before
+    // its kept `name[k]` entries.
     let order = [
         "q", "my key", "stray", "z", "flag", "rep", "arr", "one", "obj", "deep", "mix", "mix[b]",
+        "late", "late[k]", "num", "cyr", "bad", "e",
     ];
 
     let from_query = get_data(&server, &sink, &format!("/amo/lead?{input}"), key);
     assert_eq!(from_query, expected, "query");
-    assert_eq!(
-        keys(&from_query)[..order.len()],
-        order,
-        "query member order"
-    );
+    assert_eq!(keys(&from_query), order, "query member order");
 
     let env = accepted(
         &sink,
@@ -978,7 +977,7 @@ fn query_and_form_decoding_rules() {
         key,
     );
     assert_eq!(*env.data(), expected, "form body");
-    assert_eq!(keys(env.data())[..order.len()], order, "form member order");
+    assert_eq!(keys(env.data()), order, "form member order");
 }
 
 /// A value that is not UTF-8 after percent-decoding is kept exactly as sent
