@@ -497,7 +497,9 @@ fn connection_close_is_answered_then_closed() {
 
 /// Sends `raw` whole once, then split at every byte on fresh connections
 /// (first part, flush, pause, rest); every split must be accepted with the
-/// same `data` as the whole request.
+/// same `data` as the whole request. Over TCP the kernel may still join
+/// the two parts into one read; `tests/split.rs` feeds the connection
+/// handler the two parts directly, so there every split is two reads.
 fn accepted_at_every_split(server: &Server, sink: &Sink, raw: &[u8], key: &str) {
     let whole_id = server.request(raw).assert_accepted(key);
     let whole = sink.recv();

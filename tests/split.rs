@@ -1,0 +1,117 @@
+//! A request split in two at every byte boundary, fed to the server's real
+//! connection handler ([`Conn::feed`] / [`Conn::process`] →
+//! [`Shard::handle`]) in two parts, with a real ZeroMQ consumer: the first
+//! part never completes a request, and after the second the envelope is
+//! the one the whole request gives. In process, so every split really is
+//! two reads (`tests/http.rs` does the same over TCP, where the kernel may
+//! join the parts).
+
+use std::sync::Arc;
+
+use hookwire::config::Settings;
+use hookwire::conn::{Conn, Step};
+use hookwire::shard::Shard;
+
+fn post(target: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+fn chunked(target: &str, headers: &str, wire: &str) -> Vec<u8> {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Transfer-Encoding: chunked\r\n\r\n{wire}"
+    )
+    .into_bytes()
+}
+
+/// An envelope without what differs from one request to the next (`id`,
+/// `time`, and `uid`, which is generated from the id when none is sent).
+fn stable(raw: &[u8]) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(raw).expect("envelope is JSON");
+    let o = v.as_object_mut().unwrap();
+    for k in ["id", "time", "uid"] {
+        assert!(o.remove(k).is_some(), "envelope has {k}");
+    }
+    v
+}
+
+#[test]
+fn every_split_into_two_reads_gives_the_whole_request_s_envelope() {
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.set_rcvhwm(0).unwrap();
+    pull.set_rcvtimeo(20_000).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    let settings = Arc::new(Settings::standalone(&endpoint));
+    let mut shard = Shard::standalone(settings.clone()).unwrap();
+
+    let json = br#"{"order":"A-17","amount":12.5,"tags":["x","y"],"ok":true}"#;
+    let requests = [
+        post(
+            "/split/json/42?src=q",
+            "User-Agent: split-test/1.0\r\nContent-Type: application/json\r\n",
+            json,
+        ),
+        post(
+            "/split/form/42",
+            "Content-Type: application/x-www-form-urlencoded\r\n",
+            b"a=1&b=%D0%BF&c[d]=2&c[e]=3",
+        ),
+        chunked(
+            "/split/chunked/42?src=q",
+            "Content-Type: application/json\r\n",
+            "15;ext=1\r\n{\"order\":\"A-17\",\"amou\r\n1a\r\nnt\":12.5,\"tags\":[\"x\",\"y\"]}\r\n0\r\nX-Trailer: yes\r\n\r\n",
+        ),
+        b"GET /split/get/7?clickid=abc&payout=1.50&sub=%D0%BF+x HTTP/1.1\r\nHost: test\r\n\r\n"
+            .to_vec(),
+    ];
+
+    // One request on a fresh connection: its response and envelope.
+    let mut run = |parts: &[&[u8]]| -> (Vec<Step>, Vec<u8>, serde_json::Value) {
+        let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
+        let steps = parts
+            .iter()
+            .map(|part| {
+                conn.feed(part);
+                conn.process(&mut shard)
+            })
+            .collect();
+        shard.flush_outbox();
+        conn.waits.clear();
+        assert!(
+            conn.out.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{parts:?}: {}",
+            String::from_utf8_lossy(&conn.out)
+        );
+        let envelope = pull.recv_bytes(0).expect("an envelope");
+        (steps, std::mem::take(&mut conn.out), stable(&envelope))
+    };
+
+    for raw in &requests {
+        let (steps, out, whole) = run(&[raw]);
+        assert_eq!(steps, [Step::More { completed: 1 }]);
+        assert!(
+            out.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        for k in 1..raw.len() {
+            let (steps, out, envelope) = run(&[&raw[..k], &raw[k..]]);
+            assert_eq!(
+                steps,
+                [Step::More { completed: 0 }, Step::More { completed: 1 }],
+                "split at {k} of {}",
+                String::from_utf8_lossy(raw)
+            );
+            assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"), "split at {k}");
+            assert_eq!(envelope, whole, "split at {k}");
+        }
+    }
+    assert_eq!(shard.fanout.waiting(), 0, "every event went to ZeroMQ");
+}
