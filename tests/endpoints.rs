@@ -1069,6 +1069,19 @@ fn body_and_query_merge_with_the_query_winning() {
         r#"{"a":"1","z":"9","b":"3","arr":["y"],"o":{"y":"2"}}"#
     );
 
+    // A JSON key written `a[b]` is under `a`, as in a form: the query's `c`
+    // (which keeps its own `c[x]`) overrides it, so no name repeats.
+    let env = accepted(
+        &sink,
+        &server.post(
+            "/crm/update?c=2&c[x]=1",
+            Some("application/json"),
+            br#"{"c[x]":"body","c":"body","d[y]":"kept"}"#,
+        ),
+        key,
+    );
+    assert_eq!(env.raw_data(), r#"{"d[y]":"kept","c":"2","c[x]":"1"}"#);
+
     // A non-object body is the member `body`; a query `body` replaces it.
     let env = accepted(
         &sink,

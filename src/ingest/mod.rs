@@ -211,7 +211,15 @@ impl Ingest {
             Body::JsonObject => {
                 for m in &json.members {
                     let key = json.text(&m.key);
-                    if in_query(key) {
+                    // A key written `a[b]` counts as under `a`, as it does
+                    // in a form: the query's `a` overrides it (and a query
+                    // that keeps its own `a[b]` entries cannot then repeat
+                    // the member name).
+                    let top = match memchr::memchr(b'[', key.as_bytes()) {
+                        Some(p) if p > 0 => &key[..p],
+                        _ => key,
+                    };
+                    if in_query(key) || (top.len() < key.len() && in_query(top)) {
                         continue;
                     }
                     member(out, &mut first, key);
