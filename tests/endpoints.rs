@@ -1301,6 +1301,14 @@ fn uid_comes_from_query_body_or_cookie() {
         );
     }
 
+    // Several Cookie headers (as proxies from HTTP/2 send them): all of
+    // them are searched, in order.
+    let raw = b"GET /app/install HTTP/1.1\r\nHost: test\r\nCookie: a=1; uid=12\r\nCookie: b=2; uid=1234567890125\r\nCookie: uid=1234567890126\r\n\r\n";
+    let id = server.request(raw).assert_accepted(key);
+    let env = recv_envelope(&sink);
+    assert_eq!(env.v["id"], id.to_string());
+    assert_eq!(env.v["uid"], "1234567890125");
+
     // Precedence: query, then body, then cookie; invalid ones are skipped.
     let all = Some("uid=3333333333");
     let body: Option<(&str, &[u8])> = Some((json, br#"{"uid":"2222222222"}"#));

@@ -51,7 +51,9 @@ pub struct Head {
     pub forwarded_host: Option<Span>,
     pub real_ip: Option<Span>,
     pub forwarded_for: Option<Span>,
-    pub cookie: Option<Span>,
+    /// Every `Cookie` header, in order (HTTP/2-to-1.1 proxies may split
+    /// one into several).
+    pub cookies: smallvec::SmallVec<[Span; 2]>,
     pub request_headers: Option<Span>,
 }
 
@@ -156,9 +158,7 @@ fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
         let lower = |n: &[u8]| name.eq_ignore_ascii_case(n);
         match name.len() {
             4 if lower(b"host") => head.host = Some(span(value)),
-            6 if lower(b"cookie") => {
-                head.cookie.get_or_insert(span(value));
-            }
+            6 if lower(b"cookie") => head.cookies.push(span(value)),
             6 if lower(b"expect") => {
                 head.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
             }

@@ -333,9 +333,13 @@ impl Ingest {
             .filter(valid)
             .or_else(|| from_body.filter(valid))
             .or_else(|| {
-                let cookie = req.head.cookie.as_ref()?;
                 let base = req.buf.as_ptr() as usize;
-                at(req.buf, cookie).split(|&b| b == b';').find_map(|pair| {
+                let mut pairs = req
+                    .head
+                    .cookies
+                    .iter()
+                    .flat_map(|c| at(req.buf, c).split(|&b| b == b';'));
+                pairs.find_map(|pair| {
                     let pair = trim(pair);
                     let value = pair.strip_prefix(b"uid=")?;
                     let start = (value.as_ptr() as usize - base) as u32;
