@@ -721,6 +721,17 @@ fn invalid_json_is_refused_with_the_byte_offset() {
             "{shown}: {message}"
         );
     }
+    // Nesting past 64 levels: refused at the bracket one too deep.
+    let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let message = refused(
+        &server.post("/crm/lead", json, deep.as_bytes()),
+        400,
+        "invalid_json",
+    );
+    assert!(
+        message.contains("64 levels deep") && message.ends_with("(at byte 64)"),
+        "{message}"
+    );
 
     assert_only_marker_arrives(&server, &sink);
 }

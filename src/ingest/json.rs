@@ -29,6 +29,11 @@ impl Invalid {
     }
 }
 
+/// The message for bodies nested deeper than [`super::layout::MAX_DEPTH`].
+pub const TOO_DEEP: &str = "the body nests objects and arrays more than 64 levels deep, \
+     which consumers' JSON parsers may refuse; send a flatter document";
+const _: () = assert!(super::layout::MAX_DEPTH == 64, "TOO_DEEP names the limit");
+
 /// The message for [`lone_surrogate`]'s refusals.
 pub const LONE_SURROGATE: &str = "the body has a \\u escape of half a UTF-16 surrogate pair \
      (\\uD800-\\uDFFF without its other half), which many consumers' JSON parsers reject; \
@@ -251,7 +256,11 @@ fn read_members(
 fn scan(raw: &[u8], layout: &Layout, spans: &mut Vec<(Range<u32>, bool)>) -> Result<(), Invalid> {
     layout
         .members(raw, spans, valid_scalar)
-        .map_err(Invalid::at)
+        .map_err(|at| Invalid {
+            at,
+            // Scalars start with neither: a bracket is one nesting too deep.
+            why: matches!(raw[at], b'{' | b'[').then_some(TOO_DEEP),
+        })
 }
 
 /// Refuses a `\uXXXX` escape of half a surrogate pair in a document
@@ -697,6 +706,32 @@ mod tests {
         }
         let key = members(r#"{"\ud83d\ude00":1}"#);
         assert_eq!(key, [("\u{1F600}".to_owned(), "1".to_owned())]);
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused() {
+        let mut j = JsonBody::default();
+        let nested = |depth: usize, open: &str, close: &str| {
+            let mut s = open.repeat(depth);
+            s.push('1');
+            s.push_str(&close.repeat(depth));
+            s
+        };
+        let max = super::super::layout::MAX_DEPTH;
+        assert_eq!(j.parse(nested(max, "[", "]").as_bytes()), Ok(Shape::Other));
+        let e = j.parse(nested(max + 1, "[", "]").as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.at, e.why),
+            (max, Some(TOO_DEEP)),
+            "the bracket one too deep"
+        );
+        let objects = format!(r#"{{"a":{}}}"#, nested(max, r#"{"b":"#, "}"));
+        let e = j.parse(objects.as_bytes()).unwrap_err();
+        assert_eq!(e.why, Some(TOO_DEEP));
+        assert_eq!(&objects[e.at..e.at + 5], r#"{"b":"#);
+        // 300 000 levels: refused, not a stack overflow.
+        let e = j.parse(nested(300_000, "[", "]").as_bytes()).unwrap_err();
+        assert_eq!(e.at, max);
     }
 
     #[test]

@@ -18,6 +18,13 @@ use std::ops::Range;
 
 use crate::envelope::append_short;
 
+/// The deepest nesting of objects and arrays a body may have. The
+/// envelope puts a body one level deeper (an object's members are `data`'s)
+/// or two (any other value is `data.body`), and consumers' parsers stop
+/// somewhere (serde_json at 128 levels, Python's recursion
+/// limit near 1000); real webhooks nest a handful of levels.
+pub const MAX_DEPTH: usize = 64;
+
 /// The masks of one document (reused across requests). Bit `k` of word `w`
 /// is byte `64 * w + k`; bits past the end of the document are clear.
 #[derive(Debug, Default)]
@@ -127,7 +134,12 @@ impl Layout {
                     continue;
                 }
                 match raw[at] {
-                    b'{' | b'[' => depth += 1,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        if depth > MAX_DEPTH {
+                            return Err(at);
+                        }
+                    }
                     b':' => value = Some(self.skip_ws(at + 1)),
                     close_or_comma => {
                         if depth == 1 {
