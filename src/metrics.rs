@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use crate::http::Status;
 
 /// Every refusal code hookwire answers with, for per-code counters.
-pub const REFUSAL_CODES: [&str; 22] = [
+pub const REFUSAL_CODES: [&str; 23] = [
     "malformed_request",
     "unsupported_http_version",
     "headers_too_large",
@@ -29,6 +29,7 @@ pub const REFUSAL_CODES: [&str; 22] = [
     "invalid_project_id",
     "invalid_json",
     "unsupported_content_type",
+    "unsupported_charset",
     "unsupported_content_encoding",
     "spool_full",
     "spool_error",

@@ -671,6 +671,31 @@ fn unsupported_content_type_and_encoding_get_415() {
         refused(&resp, 415, "unsupported_content_encoding");
     }
 
+    let message = refused(
+        &server.post(
+            "/crm/lead",
+            Some("application/json; charset=x-martian"),
+            b"{}",
+        ),
+        415,
+        "unsupported_charset",
+    );
+    assert!(message.contains("charset"), "{message}");
+    // A byte sequence the charset does not define (a Shift_JIS lead byte
+    // followed by a space) is refused where it starts, not replaced.
+    let message = refused(
+        &server.post(
+            "/crm/lead",
+            Some("application/json; charset=shift_jis"),
+            b"{\"a\":\"\x82\xa0\x81 \"}",
+        ),
+        400,
+        "invalid_json",
+    );
+    assert!(
+        message.contains("charset") && message.ends_with("(at byte 8)"),
+        "{message}"
+    );
     assert_only_marker_arrives(&server, &sink);
 }
 
@@ -794,6 +819,39 @@ fn json_object_members_are_copied_verbatim() {
             r#"{"amount":1.10,"ids":[1,2]}"#,
             "Content-Type: {ct}"
         );
+    }
+
+    // A declared charset other than UTF-8 is decoded: "Привет" in
+    // windows-1251 and in koi8-r (quoted) arrives as UTF-8.
+    for (ct, body) in [
+        (
+            "application/json; charset=windows-1251",
+            &b"{\"name\":\"\xcf\xf0\xe8\xe2\xe5\xf2\", \"n\": 1}"[..],
+        ),
+        (
+            "application/json; charset=\"KOI8-R\"",
+            b"{\"name\":\"\xf0\xd2\xc9\xd7\xc5\xd4\", \"n\": 1}",
+        ),
+        (
+            "text/plain; charset=cp1251",
+            b"{\"name\":\"\xcf\xf0\xe8\xe2\xe5\xf2\", \"n\": 1}",
+        ),
+    ] {
+        let env = accepted(&sink, &server.post("/crm/deal", Some(ct), body), key);
+        assert_eq!(
+            env.raw_data(),
+            r#"{"name":"Привет","n":1}"#,
+            "Content-Type: {ct}"
+        );
+    }
+    // A UTF-8 byte-order mark is skipped, declared or sniffed.
+    for ct in [Some("application/json"), None] {
+        let env = accepted(
+            &sink,
+            &server.post("/crm/deal", ct, b"\xef\xbb\xbf{\"a\": \"\xc3\xa9\"}"),
+            key,
+        );
+        assert_eq!(env.raw_data(), r#"{"a":"é"}"#, "Content-Type: {ct:?}");
     }
 
     let env = accepted(

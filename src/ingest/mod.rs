@@ -22,7 +22,7 @@ use crate::http::request::{at, trim, Head};
 use crate::http::Status;
 use data::Grouper;
 use form::Params;
-use json::{Field, JsonBody, Shape};
+use json::{Field, Invalid, JsonBody, Shape};
 
 /// Why a well-formed HTTP request is not accepted as an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,14 @@ pub const INVALID_JSON: Refusal = Refusal::new(
     "invalid_json",
     "the body is not valid UTF-8 JSON; fix it or send it as application/x-www-form-urlencoded",
 );
+pub const UNSUPPORTED_CHARSET: Refusal = Refusal::new(
+    Status::UnsupportedMediaType,
+    "unsupported_charset",
+    "the Content-Type's charset is not one hookwire knows (the WHATWG Encoding \
+     Standard's labels: utf-8, windows-1251, koi8-r…); send UTF-8 or name a known charset",
+);
+const NOT_IN_CHARSET: &str = "the body has bytes its declared charset does not define; \
+     send it in the charset the Content-Type names (or as UTF-8)";
 pub const UNSUPPORTED_TYPE: Refusal = Refusal::new(
     Status::UnsupportedMediaType,
     "unsupported_content_type",
@@ -126,12 +134,28 @@ enum Body {
     JsonOther(Range<usize>),
 }
 
+/// What a JSON body's spans index.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The body as sent.
+    #[default]
+    Body,
+    /// The body past its UTF-8 byte-order mark.
+    PastBom,
+    /// [`Ingest::transcoded`]: the body decoded from its declared charset.
+    Transcoded,
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// One core's reused decoding scratch.
 #[derive(Debug, Default)]
 pub struct Ingest {
     params: Params,
     grouper: Grouper,
     json: JsonBody,
+    source: Source,
+    transcoded: Vec<u8>,
 }
 
 impl Ingest {
@@ -196,7 +220,14 @@ impl Ingest {
             params,
             grouper,
             json,
+            source,
+            transcoded,
         } = self;
+        let doc = match source {
+            Source::Body => req.body,
+            Source::PastBom => &req.body[BOM.len()..],
+            Source::Transcoded => &transcoded[..],
+        };
         let mut first = true;
         let in_query = |k: &str| fields.query_len > 0 && grouper.query.contains(params, k);
         match &fields.body {
@@ -225,16 +256,16 @@ impl Ingest {
                     member(out, &mut first, key);
                     let value = m.value.start as usize..m.value.end as usize;
                     if m.compact {
-                        out.extend_from_slice(&req.body[value]);
+                        out.extend_from_slice(&doc[value]);
                     } else {
-                        json.write_minified(out, req.body, value);
+                        json.write_minified(out, doc, value);
                     }
                 }
             }
             Body::JsonOther(span) => {
                 if !in_query("body") {
                     member(out, &mut first, "body");
-                    json.write_minified(out, req.body, span.clone());
+                    json.write_minified(out, doc, span.clone());
                 }
             }
         }
@@ -250,19 +281,16 @@ impl Ingest {
                 return Err(UNSUPPORTED_ENCODING);
             }
         }
-        let json = match req
-            .head
-            .content_type
-            .as_ref()
+        let content_type = (req.head.content_type.as_ref())
             .map(|ct| at(req.buf, ct))
             // An empty `Content-Type:` says no more than a missing one.
-            .filter(|ct| !trim(ct).is_empty())
-            .map(media_type)
-        {
+            .filter(|ct| !trim(ct).is_empty());
+        let json = match content_type.map(media_type) {
             Some(Media::Json) => true,
             Some(Media::Form) => false,
             Some(Media::Text) | None => {
-                let first = req.body.iter().find(|b| !b.is_ascii_whitespace());
+                let text = req.body.strip_prefix(BOM).unwrap_or(req.body);
+                let first = text.iter().find(|b| !b.is_ascii_whitespace());
                 matches!(first, Some(b'{') | Some(b'['))
             }
             Some(Media::Other) => return Err(UNSUPPORTED_TYPE),
@@ -276,7 +304,31 @@ impl Ingest {
             self.params.parse(req.body);
             return Ok(Body::Form);
         }
-        match self.json.parse(req.body) {
+        let charset = content_type.and_then(charset);
+        let parsed = match charset.map(|c| (c, encoding_rs::Encoding::for_label(c))) {
+            Some((_, None)) => return Err(UNSUPPORTED_CHARSET),
+            Some((_, Some(enc))) if enc != encoding_rs::UTF_8 => {
+                self.source = Source::Transcoded;
+                transcode(enc, req.body, &mut self.transcoded)?;
+                self.json.parse(&self.transcoded)
+            }
+            // UTF-8, declared or not. A byte-order mark, which RFC 8259
+            // lets a parser ignore, is skipped (offsets still count it).
+            _ => match req.body.strip_prefix(BOM) {
+                Some(rest) => {
+                    self.source = Source::PastBom;
+                    self.json.parse(rest).map_err(|e| Invalid {
+                        at: e.at + BOM.len(),
+                        ..e
+                    })
+                }
+                None => {
+                    self.source = Source::Body;
+                    self.json.parse(req.body)
+                }
+            },
+        };
+        match parsed {
             Ok(Shape::Object) => Ok(Body::JsonObject),
             Ok(Shape::Other) => Ok(Body::JsonOther(self.json.trimmed())),
             Err(e) => Err(Refusal {
@@ -354,6 +406,57 @@ enum Media {
     Form,
     Text,
     Other,
+}
+
+/// The `charset` parameter of a Content-Type, unquoted.
+fn charset(ct: &[u8]) -> Option<&[u8]> {
+    ct.split(|&b| b == b';').skip(1).find_map(|param| {
+        let param = trim(param);
+        let eq = memchr::memchr(b'=', param)?;
+        let (name, value) = (trim(&param[..eq]), trim(&param[eq + 1..]));
+        if !name.eq_ignore_ascii_case(b"charset") {
+            return None;
+        }
+        Some(
+            value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value),
+        )
+    })
+}
+
+/// Decodes `body` from `enc` into `out` (reused). A byte sequence the
+/// charset does not define is refused, not replaced: nothing the sender
+/// sent is silently changed.
+fn transcode(
+    enc: &'static encoding_rs::Encoding,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Refusal> {
+    let mut decoder = enc.new_decoder_without_bom_handling();
+    let Some(room) = decoder.max_utf8_buffer_length_without_replacement(body.len()) else {
+        return Err(Refusal {
+            message: "the body is too large to decode from its charset; send it as UTF-8",
+            ..INVALID_JSON
+        });
+    };
+    out.clear();
+    out.resize(room, 0);
+    let (result, read, written) = decoder.decode_to_utf8_without_replacement(body, out, true);
+    out.truncate(written);
+    match result {
+        encoding_rs::DecoderResult::InputEmpty => Ok(()),
+        // `read` counts the bad bytes and any read past them.
+        encoding_rs::DecoderResult::Malformed(bad, past) => Err(Refusal {
+            at: Some(read - usize::from(bad) - usize::from(past)),
+            message: NOT_IN_CHARSET,
+            ..INVALID_JSON
+        }),
+        encoding_rs::DecoderResult::OutputFull => {
+            unreachable!("room for the worst case was made")
+        }
+    }
 }
 
 fn media_type(ct: &[u8]) -> Media {
