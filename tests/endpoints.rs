@@ -580,6 +580,17 @@ fn invalid_service_and_name_are_refused() {
         400,
         "invalid_name",
     );
+    // A body `name` must be a string: a number is not an event name.
+    for body in [
+        &br#"{"name":123}"#[..],
+        br#"{"name":12345678901234567890123}"#,
+    ] {
+        refused(
+            &server.post("/calltrack", Some("application/json"), body),
+            400,
+            "invalid_name",
+        );
+    }
 
     assert_only_marker_arrives(&server, &sink);
 }
@@ -844,7 +855,8 @@ fn json_object_members_are_copied_verbatim() {
             "Content-Type: {ct}"
         );
     }
-    // A UTF-8 byte-order mark is skipped, declared or sniffed.
+    // A UTF-8 byte-order mark is skipped, declared or sniffed; alone or
+    // with blanks it is an empty body.
     for ct in [Some("application/json"), None] {
         let env = accepted(
             &sink,
@@ -852,6 +864,45 @@ fn json_object_members_are_copied_verbatim() {
             key,
         );
         assert_eq!(env.raw_data(), r#"{"a":"é"}"#, "Content-Type: {ct:?}");
+        for blank in [&b"\xef\xbb\xbf"[..], b"\xef\xbb\xbf \r\n"] {
+            let env = accepted(&sink, &server.post("/crm/deal", ct, blank), key);
+            assert_eq!(env.raw_data(), "{}", "Content-Type: {ct:?}, body {blank:?}");
+        }
+    }
+    let env = accepted(
+        &sink,
+        &server.post("/crm/deal", None, b"\xef\xbb\xbfa=1"),
+        key,
+    );
+    assert_eq!(
+        env.raw_data(),
+        r#"{"a":"1"}"#,
+        "a form body's BOM is no part of its first key"
+    );
+    // UTF-16 in either byte order, told by its BOM as browsers read it.
+    let utf16 = |big: bool| -> Vec<u8> {
+        let mut out = if big {
+            vec![0xfe, 0xff]
+        } else {
+            vec![0xff, 0xfe]
+        };
+        for unit in r#"{"name":"Привет"}"#.encode_utf16() {
+            out.extend(if big {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            });
+        }
+        out
+    };
+    for big in [false, true] {
+        let body = utf16(big);
+        let env = accepted(
+            &sink,
+            &server.post("/crm/deal", Some("application/json; charset=utf-16"), &body),
+            key,
+        );
+        assert_eq!(env.raw_data(), r#"{"name":"Привет"}"#, "big-endian: {big}");
     }
 
     let env = accepted(
@@ -954,6 +1005,57 @@ fn text_plain_and_missing_type_are_sniffed() {
     assert_eq!(env.raw_data(), r#"{"c":true}"#);
     let env = data(Some(" "), b"x=1");
     assert_eq!(*env.data(), json!({"x": "1"}));
+}
+
+/// What one request's body leaves in the core's reused decoding state
+/// (a JSON body past a byte-order mark, one transcoded from its charset)
+/// does not reach the next request's: pipelined on one connection and on
+/// new ones, each gets its own data.
+#[test]
+fn one_body_s_decoding_state_does_not_reach_the_next_request() {
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
+    let post = |path: &str, ct: &str, body: &[u8]| -> Vec<u8> {
+        let mut raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    };
+    let bom_json = post("/s/bom", "application/json", b"\xef\xbb\xbf{\"a\":\"1\"}");
+    let cp1251 = post(
+        "/s/cp",
+        "application/json; charset=windows-1251",
+        b"{\"b\":\"\xcf\xf0\xe8\"}",
+    );
+    let get = b"GET /s/get?c=1 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+    let form = post("/s/form", "application/x-www-form-urlencoded", b"d");
+    let plain = post("/s/plain", "application/json", b"{\"e\":\"2\"}");
+    let expected = [
+        ("in.gen.s.bom", json!({"a": "1"})),
+        ("in.gen.s.get", json!({"c": "1"})),
+        ("in.gen.s.form", json!({"d": ""})),
+        ("in.gen.s.cp", json!({"b": "При"})),
+        ("in.gen.s.plain", json!({"e": "2"})),
+        ("in.gen.s.get", json!({"c": "1"})),
+    ];
+    let requests = [&bom_json, &get, &form, &cp1251, &plain, &get];
+    let pipelined: Vec<u8> = requests.iter().flat_map(|r| r.iter().copied()).collect();
+    let responses = server.exchange(&pipelined, requests.len());
+    for (resp, (key, _)) in responses.iter().zip(&expected) {
+        resp.assert_accepted(key);
+    }
+    for (key, data) in &expected {
+        let env = recv_envelope(&sink);
+        assert_eq!(env.v["key"], *key);
+        assert_eq!(*env.data(), *data, "{key}");
+    }
+    // And one request per connection, in the same order.
+    for (raw, (key, data)) in requests.iter().zip(&expected) {
+        server.request(raw).assert_accepted(key);
+        assert_eq!(*recv_envelope(&sink).data(), *data, "{key}");
+    }
 }
 
 /// An empty body adds nothing to `data`, whatever its Content-Type says.
@@ -1501,6 +1603,11 @@ fn trusted_proxy_headers_are_used_from_loopback() {
     assert_eq!(t["ip"], "127.0.0.1", "an unreadable last hop: the peer");
     let t = td(&[("X-Forwarded-For", b"6.6.6.6, garbage, 127.0.0.2")]);
     assert_eq!(t["ip"], "127.0.0.2", "the nearest hop read before it");
+    // Empty hops (a doubled or trailing comma) are formatting, skipped.
+    let t = td(&[("X-Forwarded-For", b"6.6.6.6, 203.0.113.9,")]);
+    assert_eq!(t["ip"], "203.0.113.9");
+    let t = td(&[("X-Forwarded-For", b"203.0.113.9, , 127.0.0.2")]);
+    assert_eq!(t["ip"], "203.0.113.9");
     // Hops with a port, and IPv4-mapped IPv6, as some proxies write them.
     let t = td(&[("X-Forwarded-For", b"6.6.6.6, 203.0.113.9:5678")]);
     assert_eq!(t["ip"], "203.0.113.9");

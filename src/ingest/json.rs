@@ -179,7 +179,13 @@ impl JsonBody {
                 if let Some(slot) = slot {
                     let v = &self.members[i].value;
                     let raw = &body[v.start as usize..v.end as usize];
-                    *slot = field(value, raw, &mut self.text);
+                    *slot = match (key, value) {
+                        // The event name is text: a number is not one.
+                        ("name", Node::String(_)) | ("projectId" | "uid", _) => {
+                            field(value, raw, &mut self.text)
+                        }
+                        _ => Field::Invalid,
+                    };
                 }
                 at += 1 + nodes(value);
             }
@@ -320,16 +326,49 @@ fn lone_surrogate(body: &[u8]) -> Result<(), Invalid> {
 /// string) at offset 0; this finds the first of those itself (an error
 /// path: plain byte loops) and takes the earlier.
 fn refused(body: &[u8], reported: usize) -> Invalid {
+    // A document that does not start with a value goes wrong right there
+    // (and then simd-json's 0 is the truth).
+    let first = body
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    match first.map(|i| (i, body[i])) {
+        None => return Invalid::at(body.len()),
+        Some((_, b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')) => {}
+        Some((i, _)) => return Invalid::at(i),
+    }
+    let utf8 = std::str::from_utf8(body).err().map(|e| e.valid_up_to());
+    // simd-json checks UTF-8 before the structure and then says 0: a
+    // structural error before the first bad byte shows in a copy with the
+    // bad bytes made ASCII.
+    let structural = match (reported, utf8) {
+        (0, Some(_)) => structural_error(body),
+        (0, None) => None,
+        (at, _) => Some(at),
+    };
     let candidates = [
-        std::str::from_utf8(body)
-            .err()
-            .map(|e| Invalid::at(e.valid_up_to())),
+        structural.map(Invalid::at),
+        utf8.map(Invalid::at),
         first_string_error(body).map(Invalid::at),
         lone_surrogate(body).err(),
     ];
-    match candidates.into_iter().flatten().min_by_key(|e| e.at) {
-        Some(e) if reported == 0 || e.at < reported => e,
-        _ => Invalid::at(reported),
+    let first = candidates.into_iter().flatten().min_by_key(|e| e.at);
+    first.unwrap_or(Invalid::at(reported))
+}
+
+/// simd-json's error offset for `body` with every byte that is not UTF-8
+/// replaced by `x` (an error path: allocates), when it is not 0.
+fn structural_error(body: &[u8]) -> Option<usize> {
+    let mut copy = body.to_vec();
+    let mut at = 0;
+    while let Err(e) = std::str::from_utf8(&copy[at..]) {
+        let bad = at + e.valid_up_to();
+        let len = e.error_len().unwrap_or(copy.len() - bad);
+        copy[bad..bad + len].fill(b'x');
+        at = bad + len;
+    }
+    match simd_json::to_tape(&mut copy) {
+        Err(e) if e.index() > 0 => Some(e.index()),
+        _ => None,
     }
 }
 
@@ -656,7 +695,7 @@ mod tests {
     fn errors_point_at_the_bad_token() {
         let mut j = JsonBody::default();
         // (body, where the offset may be, refused as half a surrogate pair)
-        let cases: [(&[u8], std::ops::RangeInclusive<usize>, bool); 18] = [
+        let cases: [(&[u8], std::ops::RangeInclusive<usize>, bool); 21] = [
             (b"{\"a\":1\x00}", 5..=6, false),
             (br#"{"a":12345678901234567890123\4567890}"#, 5..=28, false),
             (br#"{"a":[99999999999999999999-5]}"#, 6..=26, false),
@@ -675,6 +714,10 @@ mod tests {
             (br#"{"\ud800":"x"}"#, 2..=2, true),
             (br#"{"a":"\udc00 "}"#, 6..=6, true),
             (br#"{"a":"\ud800\u0041"}"#, 6..=6, true),
+            // simd-json says 0 for these; the first error is elsewhere.
+            (b"] \"\x01\"", 0..=0, false),
+            (br#"x "a\q""#, 0..=0, false),
+            (b"{\"a\":1,,\"b\":\"\xff\"}", 7..=7, false),
         ];
         for (body, want, surrogate) in cases {
             let e = j.parse(body).expect_err(&String::from_utf8_lossy(body));

@@ -223,9 +223,10 @@ impl Ingest {
             source,
             transcoded,
         } = self;
+        // What the JSON spans index (set by `decode_body` for this request).
         let doc = match source {
             Source::Body => req.body,
-            Source::PastBom => &req.body[BOM.len()..],
+            Source::PastBom => req.body.get(BOM.len()..).unwrap_or_default(),
             Source::Transcoded => &transcoded[..],
         };
         let mut first = true;
@@ -273,6 +274,12 @@ impl Ingest {
     }
 
     fn decode_body(&mut self, req: &Request<'_>) -> Result<Body, Refusal> {
+        // Nothing of a previous request's JSON body may carry over.
+        self.source = Source::Body;
+        if self.transcoded.capacity() > 1 << 20 {
+            // One large transcoded body does not pin megabytes per core.
+            self.transcoded = Vec::new();
+        }
         if req.body.is_empty() {
             return Ok(Body::None);
         }
@@ -285,23 +292,25 @@ impl Ingest {
             .map(|ct| at(req.buf, ct))
             // An empty `Content-Type:` says no more than a missing one.
             .filter(|ct| !trim(ct).is_empty());
+        // The body past a UTF-8 byte-order mark (RFC 8259 lets a JSON parser
+        // ignore one; a form body gets no member named after it either).
+        let text = req.body.strip_prefix(BOM).unwrap_or(req.body);
         let json = match content_type.map(media_type) {
             Some(Media::Json) => true,
             Some(Media::Form) => false,
             Some(Media::Text) | None => {
-                let text = req.body.strip_prefix(BOM).unwrap_or(req.body);
                 let first = text.iter().find(|b| !b.is_ascii_whitespace());
                 matches!(first, Some(b'{') | Some(b'['))
             }
             Some(Media::Other) => return Err(UNSUPPORTED_TYPE),
         };
-        // A body of only blanks (a sender's trailing newline) adds nothing,
-        // whatever its type says.
-        if req.body.iter().all(u8::is_ascii_whitespace) {
+        // A body of only blanks (a sender's trailing newline), with or
+        // without a byte-order mark, adds nothing, whatever its type says.
+        if text.iter().all(u8::is_ascii_whitespace) {
             return Ok(Body::None);
         }
         if !json {
-            self.params.parse(req.body);
+            self.params.parse(text);
             return Ok(Body::Form);
         }
         let charset = content_type.and_then(charset);
@@ -434,7 +443,9 @@ fn transcode(
     body: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), Refusal> {
-    let mut decoder = enc.new_decoder_without_bom_handling();
+    // With BOM sniffing, as browsers decode: a UTF-16 body's BOM says its
+    // byte order, and a UTF-8 BOM overrides a wrong label.
+    let mut decoder = enc.new_decoder();
     let Some(room) = decoder.max_utf8_buffer_length_without_replacement(body.len()) else {
         return Err(Refusal {
             message: "the body is too large to decode from its charset; send it as UTF-8",
@@ -509,6 +520,9 @@ pub fn transport<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Transport<'a> {
             // the nearest hop read so far: what lies left of it was written
             // by no proxy we trust, so it cannot name the client.
             for hop in xff.rsplit(|&b| b == b',') {
+                if trim(hop).is_empty() {
+                    continue; // `a, , b` or a trailing comma: formatting
+                }
                 let Some(hop) = hop_ip(hop) else { break };
                 ip = hop;
                 if !is_trusted(&hop) {
