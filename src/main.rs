@@ -18,6 +18,37 @@ fn main() {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard limit: each spool
+/// file keeps one open while it holds undelivered events, so a long
+/// consumer outage (a new durable journal file every half replay window)
+/// can need far more than the usual soft limit of 1024, and a core whose
+/// spool cannot be opened does not start. The hard limit is the
+/// operator's (`ulimit -Hn`, systemd's `LimitNOFILE`).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                eprintln!(
+                    "hookwire: could not raise the open-files limit from {} to {}: {}",
+                    limit.rlim_cur,
+                    limit.rlim_max,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Arc::new(Settings::from_args(args)?);
     hookwire::spool::check_dir(&settings.spool_dir)
@@ -29,6 +60,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: setting a signal's disposition to "ignore" is async-signal-safe
     // and done before any other thread starts.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    raise_open_files_limit();
     let running = hookwire::server::start(settings.clone())?;
     let admin = match settings.admin {
         Some(addr) => Some(

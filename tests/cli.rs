@@ -302,3 +302,61 @@ fn zmq_threads_run_sched_batch_unless_told_otherwise() {
         server.get("/s/n?x=1").assert_accepted("in.gen.s.n");
     }
 }
+
+/// Spool files each hold a descriptor while they wait: at start hookwire
+/// raises its soft open-files limit to the hard one.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) },
+        0
+    );
+    assert!(
+        hard.rlim_max > 256,
+        "hard limit {} leaves nothing to raise",
+        hard.rlim_max
+    );
+    let max = hard.rlim_max;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--admin", "off", "--cores", "1"])
+        .arg("--spool-dir")
+        .arg(temp_dir("nofile"))
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit(2) between fork and exec touches only this child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let low = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &low) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    };
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(
+        err.by_ref().map_while(Result::ok).any(|l| l == "ready"),
+        "hookwire did not start"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "soft = hard: {line}");
+    assert_eq!(fields[4], max.to_string(), "{line}");
+}
