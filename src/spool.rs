@@ -77,6 +77,9 @@ pub struct RouteSpool {
     /// Delivered segments kept for the replay window (durable mode), with
     /// when they were delivered.
     retired: VecDeque<(Segment, Instant)>,
+    /// Looking for the next good record after damage that began at this
+    /// logical offset (of the front segment).
+    resync: Option<u64>,
 }
 
 impl RouteSpool {
@@ -91,6 +94,7 @@ impl RouteSpool {
             writing: false,
             in_flight: 0,
             retired: VecDeque::new(),
+            resync: None,
         }
     }
 
@@ -150,6 +154,7 @@ impl RouteSpool {
         while let Some((seg, _)) = self.retired.pop_back() {
             self.segments.push_front(seg);
         }
+        self.resync = None;
         let start = self.segments.front().map_or(self.head, |s| s.start);
         let replay = self.head - start;
         self.head = start;
@@ -172,36 +177,86 @@ impl RouteSpool {
         });
     }
 
-    /// The next complete record at `head` in the chunk read from disk:
-    /// `Ok(Some((key, envelope, len)))`, `Ok(None)` when more must be read,
-    /// `Err(skip)` for a damaged record (`skip`: bytes to jump, or 0 to drop
-    /// the rest of the file).
-    fn record_at_head(&self) -> Parsed<'_> {
+    /// The next complete record at `head` in the chunk read from disk,
+    /// with `remaining` bytes of the file's data from `head` on: see
+    /// [`parse_record`].
+    fn record_at_head(&self, remaining: u64) -> Parsed<'_> {
         let Some((at, bytes)) = &self.chunk else {
             return Ok(None);
         };
         let Some(off) = self.head.checked_sub(*at).map(|o| o as usize) else {
             return Ok(None);
         };
-        parse_record(&bytes[off.min(bytes.len())..])
+        let b = &bytes[off.min(bytes.len())..];
+        if self.resync.is_some() {
+            // Looking for the next record among damaged bytes: every key
+            // starts `in.gen.`, so most offsets are passed over without
+            // reading a length's worth of bytes or computing a CRC.
+            const PREFIX: &[u8] = b"in.gen.";
+            let probe = HEADER + 2 + PREFIX.len();
+            if remaining >= probe as u64 {
+                if b.len() < probe {
+                    return Ok(None);
+                }
+                if &b[HEADER + 2..probe] != PREFIX {
+                    return Err(Damage::Length);
+                }
+            }
+        }
+        parse_record(b, remaining)
     }
 }
 
-/// A parsed record (key, envelope, bytes on disk), `None` when more bytes
-/// are needed, or the bytes to skip past a damaged record (0: the rest).
-type Parsed<'a> = Result<Option<(&'a [u8], &'a [u8], u64)>, u64>;
+/// What is wrong at an offset that holds no good record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// Zeros: the padding after the file's last record (nothing follows
+    /// in its last block), so the end of its data.
+    End,
+    /// The length runs past the end of the file: a torn last write, or a
+    /// damaged length.
+    Truncated,
+    /// A length no record has (0 before the last block, 1, over 1 GiB).
+    Length,
+    /// The length fits but the CRC (or the key length) does not.
+    Crc,
+}
 
-/// Parses one record at the start of `b`: see [`RouteSpool::record_at_head`].
-fn parse_record(b: &[u8]) -> Parsed<'_> {
+/// A parsed record (key, envelope, bytes on disk), `None` when more bytes
+/// are needed, or what is wrong at this offset.
+type Parsed<'a> = Result<Option<(&'a [u8], &'a [u8], u64)>, Damage>;
+
+/// Parses one record at the start of `b`, the file holding `remaining`
+/// bytes of data from there on. Nothing past `remaining` is asked for, so
+/// a damaged length never makes the reader wait for bytes that will not
+/// come; the caller looks for the next good record byte by byte after a
+/// damaged one (a CRC32C match by chance: 1 in 2^32 per offset).
+fn parse_record(b: &[u8], remaining: u64) -> Parsed<'_> {
+    if remaining < HEADER as u64 {
+        // A few bytes of a header: a torn write, or padding.
+        return match b.iter().take(remaining as usize).all(|&x| x == 0) {
+            true if b.len() as u64 >= remaining => Err(Damage::End),
+            true => Ok(None),
+            false => Err(Damage::Truncated),
+        };
+    }
     if b.len() < HEADER {
         return Ok(None);
     }
     let len = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
     if len == 0 {
-        return Err(0); // zero padding: the end of this file's data
+        // The writer pads only the file's last block.
+        return Err(if remaining < ALIGN {
+            Damage::End
+        } else {
+            Damage::Length
+        });
     }
     if !(2..=(1 << 30)).contains(&len) {
-        return Err(0);
+        return Err(Damage::Length);
+    }
+    if (HEADER + len) as u64 > remaining {
+        return Err(Damage::Truncated);
     }
     if b.len() < HEADER + len {
         return Ok(None);
@@ -209,11 +264,11 @@ fn parse_record(b: &[u8]) -> Parsed<'_> {
     let crc = u32::from_le_bytes(b[4..8].try_into().unwrap());
     let payload = &b[HEADER..HEADER + len];
     if crc32c::crc32c_append(crc32c::crc32c(&b[0..4]), payload) != crc {
-        return Err((HEADER + len) as u64);
+        return Err(Damage::Crc);
     }
     let key_len = u16::from_le_bytes([payload[0], payload[1]]) as usize;
     if 2 + key_len > len {
-        return Err((HEADER + len) as u64);
+        return Err(Damage::Crc);
     }
     Ok(Some((
         &payload[2..2 + key_len],
@@ -709,6 +764,13 @@ pub fn deliver(
                 break;
             }
             let seg = spool.segments.pop_front().expect("front");
+            if let Some(from) = spool.resync.take() {
+                eprintln!(
+                    "spool: {}: no good record after the damage at offset {}; skipped the rest of the file",
+                    seg.path.display(),
+                    from - seg.start
+                );
+            }
             if spool.segments.is_empty() {
                 spool.head = seg.end();
             }
@@ -728,11 +790,22 @@ pub fn deliver(
         if spool.head >= seg.end() {
             return Next::Idle; // waiting for the flusher
         }
-        match spool.record_at_head() {
+        let remaining = seg.end() - spool.head;
+        match spool.record_at_head(remaining) {
             Ok(Some((key, envelope, len))) => {
+                if let Some(from) = spool.resync {
+                    let path = seg.path.display();
+                    let at = spool.head - seg.start;
+                    eprintln!(
+                        "spool: {path}: {} damaged bytes from offset {} skipped; records resume at offset {at}",
+                        spool.head - from,
+                        from - seg.start
+                    );
+                }
                 if !send(key, envelope) {
                     return Next::Idle;
                 }
+                spool.resync = None;
                 spool.head += len;
             }
             Ok(None) => {
@@ -754,6 +827,7 @@ pub fn deliver(
                         "spool: {}: truncated record at offset {at}; skipped",
                         seg.path.display()
                     );
+                    spool.resync = None;
                     spool.head = seg.end();
                     continue;
                 }
@@ -769,29 +843,37 @@ pub fn deliver(
                 spool.chunk = None;
                 return Next::Idle;
             }
-            Err(skip) => {
+            Err(damage) => {
                 let at = spool.head - seg.start;
-                let path = seg.path.display().to_string();
-                let end = seg.end();
-                if skip == 0 {
-                    if at + HEADER as u64 <= seg.written && !is_zero_len(&spool.chunk, spool.head) {
-                        eprintln!("spool: {path}: damaged or truncated record at offset {at}; skipping the rest of the file");
+                let path = seg.path.display();
+                match (damage, spool.resync) {
+                    (Damage::End, None) => spool.head = seg.end(),
+                    (Damage::End, Some(from)) => {
+                        eprintln!(
+                            "spool: {path}: no good record after the damage at offset {}; skipped the rest of the file",
+                            from - seg.start
+                        );
+                        spool.resync = None;
+                        spool.head = seg.end();
                     }
-                    spool.head = end;
-                } else {
-                    eprintln!("spool: {path}: record at offset {at} fails its CRC; skipped");
-                    spool.head += skip;
+                    // Still looking: one byte on.
+                    (_, Some(_)) => spool.head += 1,
+                    (damage, None) => {
+                        let what = match damage {
+                            Damage::Crc => format!("record at offset {at} fails its CRC"),
+                            Damage::Truncated => format!("truncated record at offset {at}"),
+                            _ => format!("damaged record length at offset {at}"),
+                        };
+                        eprintln!(
+                            "spool: {path}: {what}; skipped, looking for the next good record"
+                        );
+                        spool.resync = Some(spool.head);
+                        spool.head += 1;
+                    }
                 }
             }
         }
     }
-}
-
-fn is_zero_len(chunk: &Option<(u64, ReadResult)>, head: u64) -> bool {
-    chunk.as_ref().is_some_and(|(at, b)| {
-        let off = (head - at) as usize;
-        b.len() >= off + 4 && b[off..off + 4] == [0; 4]
-    })
 }
 
 /// Bytes needed to hold the whole record at `head`, if its header is known.
@@ -855,30 +937,53 @@ mod tests {
         r.append(b"in.gen.a.b", b"{\"x\":1}");
         r.append(b"k", b"{}");
         let bytes = r.pending.clone();
-        let (key, env, len) = parse_record(&bytes).unwrap().unwrap();
+        let all = bytes.len() as u64;
+        let (key, env, len) = parse_record(&bytes, all).unwrap().unwrap();
         assert_eq!((key, env), (&b"in.gen.a.b"[..], &b"{\"x\":1}"[..]));
-        let (key, env, _) = parse_record(&bytes[len as usize..]).unwrap().unwrap();
+        let (key, env, _) = parse_record(&bytes[len as usize..], all - len)
+            .unwrap()
+            .unwrap();
         assert_eq!((key, env), (&b"k"[..], &b"{}"[..]));
         assert_eq!(
-            parse_record(&bytes[..len as usize - 1]),
+            parse_record(&bytes[..len as usize - 1], all),
             Ok(None),
-            "truncated: need more"
+            "not all read yet: need more"
+        );
+        assert_eq!(
+            parse_record(&bytes[..len as usize - 1], len - 1),
+            Err(Damage::Truncated),
+            "the file ends inside the record"
         );
 
         let mut flipped = bytes.clone();
         flipped[12] ^= 0x40;
         assert_eq!(
-            parse_record(&flipped),
-            Err(len),
+            parse_record(&flipped, all),
+            Err(Damage::Crc),
             "a flipped payload byte fails the CRC"
         );
         let mut bad_len = bytes.clone();
         bad_len[0] ^= 0x01;
         assert!(
-            parse_record(&bad_len).is_err(),
+            parse_record(&bad_len, all).is_err(),
             "a flipped length byte fails too"
         );
-        assert_eq!(parse_record(&[0u8; 16]), Err(0), "zeros end the data");
+        assert_eq!(
+            parse_record(&[0u8; 16], 16),
+            Err(Damage::End),
+            "zeros end the data"
+        );
+        assert_eq!(
+            parse_record(&[0u8; 16], ALIGN + 16),
+            Err(Damage::Length),
+            "zeros before the last block are damage, not padding"
+        );
+        assert_eq!(
+            parse_record(&[0u8; 5], 5),
+            Err(Damage::End),
+            "padding shorter than a header"
+        );
+        assert_eq!(parse_record(&[1, 0, 0], 3), Err(Damage::Truncated));
     }
 
     #[test]

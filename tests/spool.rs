@@ -311,18 +311,43 @@ fn damaged_spool_files_deliver_the_good_records_and_report_the_bad() {
     }
     std::fs::write(dir.join("seg-0000000000000001.log"), &two).unwrap();
 
+    // File 3: seven records, the second with a flipped bit in its length:
+    // the records after it are found again (not the rest of the file lost).
+    let mut three = Vec::new();
+    for i in 20..27 {
+        let mut r = record(b"in.gen.s.n", &envelope(base + i));
+        if i == 21 {
+            r[0] ^= 0x01;
+        }
+        three.extend(r);
+    }
+    std::fs::write(dir.join("seg-0000000000000002.log"), &three).unwrap();
+
+    // File 4: two records, a 4 KiB run of zeros (not padding: records
+    // follow), two more.
+    let mut four = Vec::new();
+    for i in 30..32 {
+        four.extend(record(b"in.gen.s.n", &envelope(base + i)));
+    }
+    let zeros_at = four.len();
+    four.extend([0u8; 4096]);
+    for i in 32..34 {
+        four.extend(record(b"in.gen.s.n", &envelope(base + i)));
+    }
+    std::fs::write(dir.join("seg-0000000000000003.log"), &four).unwrap();
+    let want: Vec<u64> = [0, 1, 2, 10, 12, 20, 22, 23, 24, 25, 26, 30, 31, 32, 33]
+        .iter()
+        .map(|i| base + i)
+        .collect();
+
     let sink = Sink::bind();
     let server = spool_server(&spool, &sink.endpoint, &["--cores", "1"]);
     let got: Vec<u64> = sink
-        .recv_raw(5, Duration::from_secs(10))
+        .recv_raw(want.len(), Duration::from_secs(10))
         .iter()
         .map(|e| id_of(e))
         .collect();
-    assert_eq!(
-        got,
-        [base, base + 1, base + 2, base + 10, base + 12],
-        "good records, in order"
-    );
+    assert_eq!(got, want, "good records, in order");
     sink.assert_quiet(Duration::from_millis(300));
     // New events follow the replayed ones.
     let id = server.get("/s/n").assert_accepted("in.gen.s.n");
@@ -333,6 +358,8 @@ fn damaged_spool_files_deliver_the_good_records_and_report_the_bad() {
     // run again to capture it directly).
     std::fs::write(dir.join("seg-0000000000000000.log"), &one).unwrap();
     std::fs::write(dir.join("seg-0000000000000001.log"), &two).unwrap();
+    std::fs::write(dir.join("seg-0000000000000002.log"), &three).unwrap();
+    std::fs::write(dir.join("seg-0000000000000003.log"), &four).unwrap();
     let out = std::process::Command::new(BIN)
         .args([
             "--listen",
@@ -350,16 +377,25 @@ fn damaged_spool_files_deliver_the_good_records_and_report_the_bad() {
         .spawn()
         .unwrap();
     let pid = out.id();
-    let _ = sink.recv_raw(5, Duration::from_secs(10));
+    let _ = sink.recv_raw(want.len(), Duration::from_secs(10));
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let out = out.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("seg-0000000000000000.log: truncated record at offset")
-            || stderr.contains("seg-0000000000000000.log: damaged or truncated record at offset"),
+        stderr.contains("seg-0000000000000000.log: truncated record at offset"),
         "{stderr}"
     );
+    let second = record(b"in.gen.s.n", &envelope(base + 20)).len();
+    let third = second + record(b"in.gen.s.n", &envelope(base + 21)).len();
+    for line in [
+        format!("seg-0000000000000002.log: record at offset {second} fails its CRC"),
+        format!("seg-0000000000000002.log: {} damaged bytes from offset {second} skipped; records resume at offset {third}", third - second),
+        format!("seg-0000000000000003.log: damaged record length at offset {zeros_at}"),
+        format!("seg-0000000000000003.log: 4096 damaged bytes from offset {zeros_at} skipped; records resume at offset {}", zeros_at + 4096),
+    ] {
+        assert!(stderr.contains(&line), "{line}\n{stderr}");
+    }
     assert!(
         stderr.contains(&format!(
             "seg-0000000000000001.log: record at offset {bad_at} fails its CRC"
