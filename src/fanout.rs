@@ -303,6 +303,32 @@ impl Fanout {
     }
 
     /// Sets how long closing the sockets may wait for queued messages.
+    /// Accepted mode, at the end of a drain: the last `n` events handed to
+    /// each route with a connected consumer are appended to the spool
+    /// again. libzmq may still queue up to SNDHWM of them for a consumer
+    /// that is slow or stalled, and drops what it has not sent when its
+    /// linger runs out; the spool keeps them for the next start (consumers
+    /// drop the repeats of those it did send by `id`). Returns how many.
+    pub fn respool_recent(&mut self, n: usize) -> u64 {
+        let mut spool = self.spool.borrow_mut();
+        let mut count = 0;
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            if route.connected == 0 {
+                continue;
+            }
+            route.recent.drain_last(n, |key, envelope| {
+                if !spool.full() {
+                    spool.routes[i].append(key, envelope);
+                    count += 1;
+                }
+            });
+        }
+        if count > 0 {
+            spool.tickets.take(); // nobody waits for these
+        }
+        count
+    }
+
     pub fn set_linger(&self, ms: i32) {
         for route in &self.routes {
             let _ = route.socket.set_linger(ms);
@@ -384,9 +410,9 @@ impl Recent {
         self.new.extend_from_slice(envelope);
     }
 
-    /// Hands every kept event to `f`, oldest first, and forgets them.
-    fn drain(&mut self, mut f: impl FnMut(&[u8], &[u8])) {
-        for buf in [&mut self.old, &mut self.new] {
+    /// Hands every kept event to `f`, oldest first.
+    fn each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        for buf in [&self.old, &self.new] {
             let mut at = 0;
             while at + 8 <= buf.len() {
                 let word =
@@ -396,8 +422,29 @@ impl Recent {
                 f(&buf[key.clone()], &buf[key.end..key.end + e]);
                 at = key.end + e;
             }
-            buf.clear();
         }
+    }
+
+    /// Hands every kept event to `f`, oldest first, and forgets them.
+    fn drain(&mut self, f: impl FnMut(&[u8], &[u8])) {
+        self.each(f);
+        self.old.clear();
+        self.new.clear();
+    }
+
+    /// Hands the last `n` kept events to `f`, oldest first, and forgets all.
+    fn drain_last(&mut self, n: usize, mut f: impl FnMut(&[u8], &[u8])) {
+        let mut kept = 0usize;
+        self.each(|_, _| kept += 1);
+        let mut at = 0;
+        self.each(|key, envelope| {
+            if at >= kept.saturating_sub(n) {
+                f(key, envelope);
+            }
+            at += 1;
+        });
+        self.old.clear();
+        self.new.clear();
     }
 }
 

@@ -319,6 +319,16 @@ async fn run_core(
     }
     shard.borrow_mut().flush_outbox();
     spool::flush(&spool).await;
+    if !settings.durable {
+        let n = settings.sndhwm.max(0) as usize;
+        let kept = shard.borrow_mut().fanout.respool_recent(n);
+        if kept > 0 {
+            spool::flush(&spool).await;
+            eprintln!(
+                "core {core}: the last {kept} events handed to connected consumers are also kept in the spool: libzmq drops what it still queues when it closes (the next start sends them again; consumers drop repeats by id)"
+            );
+        }
+    }
     let shard = shard.borrow();
     let waiting = shard.fanout.waiting();
     if waiting > 0 {

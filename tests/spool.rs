@@ -743,3 +743,69 @@ fn a_failing_disk_gives_503_never_a_200_for_an_unstored_event() {
     );
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+/// Accepted mode: a consumer that is connected but stalled when hookwire
+/// drains. libzmq still queues up to SNDHWM events for it and drops them
+/// when it closes; the drain keeps the last SNDHWM events of each route
+/// with a connected consumer in the spool as well, so the next start sends
+/// them again: every event that got a 200 arrives (some twice).
+#[test]
+fn a_drain_with_a_stalled_consumer_loses_nothing_that_got_a_200() {
+    let spool = temp_dir("stalled");
+    let context = zmq::Context::new();
+    let stalled = context.socket(zmq::PULL).unwrap();
+    // Read nothing, buffer little: hookwire's queue for it fills.
+    stalled.set_rcvhwm(1).unwrap();
+    stalled.set_rcvbuf(64 << 10).unwrap();
+    stalled.set_linger(0).unwrap();
+    stalled.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = stalled.get_last_endpoint().unwrap().unwrap();
+    let args = ["--cores", "1", "--sndhwm", "100", "--drain-timeout", "1s"];
+    let mut server = spool_server(&spool, &endpoint, &args);
+    eventually(Duration::from_secs(10), "the consumer to connect", || {
+        admin_stats(&server).1["merged"]["routes"][0]["connected"] == 1
+    });
+    let body = format!("pad={}", "x".repeat(10_000));
+    let answered: Vec<u64> = (0..1500)
+        .map(|_| {
+            server
+                .post(
+                    "/s/n",
+                    Some("application/x-www-form-urlencoded"),
+                    body.as_bytes(),
+                )
+                .assert_accepted("in.gen.s.n")
+        })
+        .collect();
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert!(server.child.wait().unwrap().success());
+    drop(server);
+
+    // The stalled consumer reads what reached it; then a restart on the
+    // same spool sends the rest.
+    let mut got = HashSet::new();
+    stalled.set_rcvtimeo(500).unwrap();
+    while let Ok(frame) = stalled.recv_bytes(0) {
+        got.insert(id_of(&frame));
+    }
+    let before_restart = got.len();
+    let _server = spool_server(&spool, &endpoint, &["--cores", "1"]);
+    stalled.set_rcvtimeo(2_000).unwrap();
+    while let Ok(frame) = stalled.recv_bytes(0) {
+        got.insert(id_of(&frame));
+    }
+    let missing: Vec<&u64> = answered.iter().filter(|id| !got.contains(id)).collect();
+    eprintln!(
+        "stalled consumer at drain: {} answered 200, {before_restart} received before the restart, {} after it in all, {} missing",
+        answered.len(),
+        got.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} ids that got a 200 never arrived",
+        missing.len()
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}
