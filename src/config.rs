@@ -415,8 +415,10 @@ impl Settings {
             args.max_body.or(file.max_body.map(Size::text)),
             "1MiB",
         )?;
-        if !(1..=1 << 30).contains(&max_body) {
-            return Err(bad("max-body", "must be between 1 byte and 1GiB"));
+        // An envelope can be six times its body (a control byte is written
+        // `\u00XX`) and a spool record holds at most 1 GiB.
+        if !(1..=128 << 20).contains(&max_body) {
+            return Err(bad("max-body", "must be between 1 byte and 128MiB"));
         }
         let max_header = size(
             "max-header",
@@ -716,6 +718,7 @@ mod tests {
             (&["--node-id", "16"], "--node-id"),
             (&["--trusted-proxy", "10.0.0.0/33"], "--trusted-proxy"),
             (&["--max-body", "lots"], "--max-body"),
+            (&["--max-body", "129MiB"], "--max-body"),
             (&["--listen", "nowhere"], "--listen"),
             (&["--idle-timeout", "0s"], "--idle-timeout"),
             (&["--admin", "nowhere"], "--admin"),
