@@ -664,14 +664,19 @@ pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
             // What was appended since the jobs were taken is dropped too.
             // In durable mode those are events whose senders wait on the
             // next ticket: it fails as well (they get 503s). In accepted
-            // mode they are only re-sends nobody waits for, and the next
-            // ticket belongs to events still in the outbox, which the next
-            // flush hands over: only this flush's ticket fails.
+            // mode they may be events ZeroMQ refused while this write was
+            // in flight (the drain hands the outbox over beside the
+            // flusher), waiting on the next ticket too: it fails as well
+            // (events of that ticket ZeroMQ did take then get a 503 they
+            // did not need; the sender's retry is a repeat, never a loss).
+            // With nothing appended, the next ticket belongs to events
+            // still in the outbox, which the next flush hands over.
+            let appended = c.routes.iter().any(|r| !r.pending.is_empty());
             for r in &mut c.routes {
                 r.pending.clear();
                 r.head = r.head.min(r.written_end());
             }
-            let upto = if durable {
+            let upto = if durable || appended {
                 let upto = c.tickets.next.get();
                 c.tickets.next.set(upto + 1);
                 upto
