@@ -406,7 +406,18 @@ async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>) -> 
                     spool::store_chunk(&mut spool.borrow_mut().routes[route], offset, bytes);
                     read = true;
                 }
-                Err(e) => eprintln!("spool: read failed: {e}"),
+                Err(e) => {
+                    // Kept, and tried again: at most once per 100 ms, and
+                    // said at most once per 10 s (a disk that keeps failing
+                    // must not flood the log or spin the core).
+                    thread_local!(static SAID: Cell<Option<Instant>> = const { Cell::new(None) });
+                    let now = Instant::now();
+                    if SAID.get().is_none_or(|t| now - t >= Duration::from_secs(10)) {
+                        SAID.set(Some(now));
+                        eprintln!("spool: read failed (retrying every 100 ms): {e}");
+                    }
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     }
