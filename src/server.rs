@@ -412,7 +412,10 @@ async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>) -> 
                     // must not flood the log or spin the core).
                     thread_local!(static SAID: Cell<Option<Instant>> = const { Cell::new(None) });
                     let now = Instant::now();
-                    if SAID.get().is_none_or(|t| now - t >= Duration::from_secs(10)) {
+                    if SAID
+                        .get()
+                        .is_none_or(|t| now - t >= Duration::from_secs(10))
+                    {
                         SAID.set(Some(now));
                         eprintln!("spool: read failed (retrying every 100 ms): {e}");
                     }
