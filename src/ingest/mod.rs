@@ -134,18 +134,6 @@ enum Body {
     JsonOther(Range<usize>),
 }
 
-/// What a JSON body's spans index.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// The body as sent.
-    #[default]
-    Body,
-    /// The body past its UTF-8 byte-order mark.
-    PastBom,
-    /// [`Ingest::transcoded`]: the body decoded from its declared charset.
-    Transcoded,
-}
-
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One core's reused decoding scratch.
@@ -154,7 +142,10 @@ pub struct Ingest {
     params: Params,
     grouper: Grouper,
     json: JsonBody,
-    source: Source,
+    /// This request's JSON body was decoded from its charset into
+    /// `transcoded`, which its spans then index (else the body past any
+    /// byte-order mark).
+    is_transcoded: bool,
     transcoded: Vec<u8>,
 }
 
@@ -220,14 +211,13 @@ impl Ingest {
             params,
             grouper,
             json,
-            source,
+            is_transcoded,
             transcoded,
         } = self;
-        // What the JSON spans index (set by `decode_body` for this request).
-        let doc = match source {
-            Source::Body => req.body,
-            Source::PastBom => req.body.get(BOM.len()..).unwrap_or_default(),
-            Source::Transcoded => &transcoded[..],
+        // What the JSON spans index (as `decode_body` parsed it).
+        let doc = match is_transcoded {
+            true => &transcoded[..],
+            false => req.body.strip_prefix(BOM).unwrap_or(req.body),
         };
         let mut first = true;
         let in_query = |k: &str| fields.query_len > 0 && grouper.query.contains(params, k);
@@ -247,11 +237,11 @@ impl Ingest {
                     // in a form: the query's `a` overrides it (and a query
                     // that keeps its own `a[b]` entries cannot then repeat
                     // the member name).
-                    let top = match memchr::memchr(b'[', key.as_bytes()) {
-                        Some(p) if p > 0 => &key[..p],
-                        _ => key,
-                    };
-                    if in_query(key) || (top.len() < key.len() && in_query(top)) {
+                    let under = |p: usize| p > 0 && in_query(&key[..p]);
+                    if fields.query_len > 0
+                        && (in_query(key)
+                            || memchr::memchr(b'[', key.as_bytes()).is_some_and(under))
+                    {
                         continue;
                     }
                     member(out, &mut first, key);
@@ -275,7 +265,7 @@ impl Ingest {
 
     fn decode_body(&mut self, req: &Request<'_>) -> Result<Body, Refusal> {
         // Nothing of a previous request's JSON body may carry over.
-        self.source = Source::Body;
+        self.is_transcoded = false;
         if self.transcoded.capacity() > 1 << 20 {
             // One large transcoded body does not pin megabytes per core.
             self.transcoded = Vec::new();
@@ -317,25 +307,16 @@ impl Ingest {
         let parsed = match charset.map(|c| (c, encoding_rs::Encoding::for_label(c))) {
             Some((_, None)) => return Err(UNSUPPORTED_CHARSET),
             Some((_, Some(enc))) if enc != encoding_rs::UTF_8 => {
-                self.source = Source::Transcoded;
+                self.is_transcoded = true;
                 transcode(enc, req.body, &mut self.transcoded)?;
                 self.json.parse(&self.transcoded)
             }
             // UTF-8, declared or not. A byte-order mark, which RFC 8259
             // lets a parser ignore, is skipped (offsets still count it).
-            _ => match req.body.strip_prefix(BOM) {
-                Some(rest) => {
-                    self.source = Source::PastBom;
-                    self.json.parse(rest).map_err(|e| Invalid {
-                        at: e.at + BOM.len(),
-                        ..e
-                    })
-                }
-                None => {
-                    self.source = Source::Body;
-                    self.json.parse(req.body)
-                }
-            },
+            _ => self.json.parse(text).map_err(|e| Invalid {
+                at: e.at + (req.body.len() - text.len()),
+                ..e
+            }),
         };
         match parsed {
             Ok(Shape::Object) => Ok(Body::JsonObject),
