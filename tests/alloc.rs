@@ -14,14 +14,16 @@
 //! Only the async read/write around `process` is left out (that is
 //! glommio's, not the request path's).
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use hookwire::config::Settings;
 use hookwire::conn::{Conn, Step};
 use hookwire::shard::Shard;
+
+use common::{in_process, InProcess};
 
 struct Counting;
 
@@ -83,18 +85,14 @@ fn json_post() -> Vec<u8> {
 
 #[test]
 fn steady_state_hot_path_does_not_allocate() {
-    let context = zmq::Context::new();
-    let pull = context.socket(zmq::PULL).unwrap();
-    pull.set_rcvhwm(0).unwrap();
-    // A missing envelope fails the test instead of hanging it.
-    pull.set_rcvtimeo(20_000).unwrap();
-    pull.bind("tcp://127.0.0.1:*").unwrap();
-    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
-
     // A send queue deep enough that ZeroMQ takes every event directly: the
     // backlog path (which copies the event) is not the steady state.
-    let settings = Arc::new(Settings::standalone(&endpoint));
-    let mut shard = Shard::standalone(settings.clone()).unwrap();
+    let InProcess {
+        pull,
+        settings,
+        mut shard,
+        context: _context,
+    } = in_process();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
     let post = json_post();
 

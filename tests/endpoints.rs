@@ -1014,14 +1014,8 @@ fn text_plain_and_missing_type_are_sniffed() {
 #[test]
 fn one_body_s_decoding_state_does_not_reach_the_next_request() {
     let (server, sink) = server_and_sink(&["--cores", "1"]);
-    let post = |path: &str, ct: &str, body: &[u8]| -> Vec<u8> {
-        let mut raw = format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(body);
-        raw
+    let post = |path: &str, ct: &str, body: &[u8]| {
+        post_request(path, &format!("Content-Type: {ct}\r\n"), body)
     };
     let bom_json = post("/s/bom", "application/json", b"\xef\xbb\xbf{\"a\":\"1\"}");
     let cp1251 = post(
@@ -1585,36 +1579,67 @@ fn trusted_proxy_headers_are_used_from_loopback() {
     assert_eq!(t["ip"], "203.0.113.7");
     let t = td(&[("X-Real-IP", b"2001:db8::1")]);
     assert_eq!(t["ip"], "2001:db8::1");
-    let t = td(&[("X-Forwarded-For", b"198.51.100.23")]);
-    assert_eq!(t["ip"], "198.51.100.23");
-    let t = td(&[("X-Forwarded-For", b"198.51.100.1, 203.0.113.9")]);
-    assert_eq!(t["ip"], "203.0.113.9", "the rightmost untrusted hop");
-    let t = td(&[(
-        "x-forwarded-for",
-        b"198.51.100.1, 203.0.113.9, 127.0.0.1,127.0.0.5",
-    )]);
-    assert_eq!(
-        t["ip"], "203.0.113.9",
-        "trusted hops on the right are skipped"
-    );
-    // A hop that is not an address stops the walk: what a client wrote to
-    // its left must not become its address.
-    let t = td(&[("X-Forwarded-For", b"6.6.6.6, unknown")]);
-    assert_eq!(t["ip"], "127.0.0.1", "an unreadable last hop: the peer");
-    let t = td(&[("X-Forwarded-For", b"6.6.6.6, garbage, 127.0.0.2")]);
-    assert_eq!(t["ip"], "127.0.0.2", "the nearest hop read before it");
-    // Empty hops (a doubled or trailing comma) are formatting, skipped.
-    let t = td(&[("X-Forwarded-For", b"6.6.6.6, 203.0.113.9,")]);
-    assert_eq!(t["ip"], "203.0.113.9");
-    let t = td(&[("X-Forwarded-For", b"203.0.113.9, , 127.0.0.2")]);
-    assert_eq!(t["ip"], "203.0.113.9");
-    // Hops with a port, and IPv4-mapped IPv6, as some proxies write them.
-    let t = td(&[("X-Forwarded-For", b"6.6.6.6, 203.0.113.9:5678")]);
-    assert_eq!(t["ip"], "203.0.113.9");
-    let t = td(&[("X-Forwarded-For", b"6.6.6.6, [2001:db8::7]:443")]);
-    assert_eq!(t["ip"], "2001:db8::7");
-    let t = td(&[("X-Forwarded-For", b"203.0.113.9, ::ffff:127.0.0.1")]);
-    assert_eq!(t["ip"], "203.0.113.9", "a mapped loopback hop is trusted");
+    // (X-Forwarded-For, the client's address, why)
+    let xff = "X-Forwarded-For";
+    let cases: [(&str, &[u8], &str, &str); 10] = [
+        (xff, b"198.51.100.23", "198.51.100.23", "one hop"),
+        (
+            xff,
+            b"198.51.100.1, 203.0.113.9",
+            "203.0.113.9",
+            "the rightmost untrusted hop",
+        ),
+        (
+            "x-forwarded-for",
+            b"198.51.100.1, 203.0.113.9, 127.0.0.1,127.0.0.5",
+            "203.0.113.9",
+            "trusted hops on the right are skipped",
+        ),
+        // A hop that is not an address stops the walk: what a client wrote
+        // to its left must not become its address.
+        (
+            xff,
+            b"6.6.6.6, unknown",
+            "127.0.0.1",
+            "an unreadable last hop: the peer",
+        ),
+        (
+            xff,
+            b"6.6.6.6, garbage, 127.0.0.2",
+            "127.0.0.2",
+            "the nearest hop read before it",
+        ),
+        // Empty hops (a doubled or trailing comma) are formatting, skipped.
+        (
+            xff,
+            b"6.6.6.6, 203.0.113.9,",
+            "203.0.113.9",
+            "a trailing comma",
+        ),
+        (
+            xff,
+            b"203.0.113.9, , 127.0.0.2",
+            "203.0.113.9",
+            "an empty hop",
+        ),
+        // Hops with a port, and IPv4-mapped IPv6, as some proxies write them.
+        (xff, b"6.6.6.6, 203.0.113.9:5678", "203.0.113.9", "a port"),
+        (
+            xff,
+            b"6.6.6.6, [2001:db8::7]:443",
+            "2001:db8::7",
+            "an IPv6 hop with a port",
+        ),
+        (
+            xff,
+            b"203.0.113.9, ::ffff:127.0.0.1",
+            "203.0.113.9",
+            "a mapped loopback hop is trusted",
+        ),
+    ];
+    for (header, value, ip, why) in cases {
+        assert_eq!(td(&[(header, value)])["ip"], ip, "{why}");
+    }
     let t = td(&[("X-Real-IP", b"::ffff:203.0.113.7")]);
     assert_eq!(t["ip"], "203.0.113.7");
 

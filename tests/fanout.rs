@@ -188,12 +188,6 @@ fn full_spool_refuses_with_503_and_recovers() {
     );
 }
 
-fn stats(server: &Server) -> serde_json::Value {
-    let (status, body) = admin_get(server.admin.unwrap(), "/stats");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 /// Hand-offs to ZeroMQ so far (`/stats`, all cores).
 fn handoffs(server: &Server) -> u64 {
     stats(server)["merged"]["handoffs"]

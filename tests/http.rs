@@ -20,28 +20,6 @@ use serde_json::{json, Value};
 // Helpers: building requests, reading raw bytes, checking for a closed socket.
 // ---------------------------------------------------------------------------
 
-/// A POST with a `Content-Length` body; `headers` are extra header lines,
-/// each ending in CRLF.
-fn post_request(target: &str, headers: &str, body: &[u8]) -> Vec<u8> {
-    let mut raw = format!(
-        "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    raw
-}
-
-/// A POST whose body is already chunk-encoded (`wire`).
-fn chunked_request(target: &str, headers: &str, wire: &[u8]) -> Vec<u8> {
-    let mut raw = format!(
-        "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Transfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    raw.extend_from_slice(wire);
-    raw
-}
-
 /// One chunk: lowercase hex size, optional `;extension`, data, CRLF.
 fn chunk(data: &str, extension: &str) -> String {
     format!("{:x}{extension}\r\n{data}\r\n", data.len())

@@ -6,28 +6,10 @@
 //! two reads (`tests/http.rs` does the same over TCP, where the kernel may
 //! join the parts).
 
-use std::sync::Arc;
+mod common;
 
-use hookwire::config::Settings;
+use common::{chunked_request, in_process, post_request, InProcess};
 use hookwire::conn::{Conn, Step};
-use hookwire::shard::Shard;
-
-fn post(target: &str, headers: &str, body: &[u8]) -> Vec<u8> {
-    let mut raw = format!(
-        "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(body);
-    raw
-}
-
-fn chunked(target: &str, headers: &str, wire: &str) -> Vec<u8> {
-    format!(
-        "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Transfer-Encoding: chunked\r\n\r\n{wire}"
-    )
-    .into_bytes()
-}
 
 /// An envelope without what differs from one request to the next (`id`,
 /// `time`, and `uid`, which is generated from the id when none is sent).
@@ -42,31 +24,29 @@ fn stable(raw: &[u8]) -> serde_json::Value {
 
 #[test]
 fn every_split_into_two_reads_gives_the_whole_request_s_envelope() {
-    let context = zmq::Context::new();
-    let pull = context.socket(zmq::PULL).unwrap();
-    pull.set_rcvhwm(0).unwrap();
-    pull.set_rcvtimeo(20_000).unwrap();
-    pull.bind("tcp://127.0.0.1:*").unwrap();
-    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
-    let settings = Arc::new(Settings::standalone(&endpoint));
-    let mut shard = Shard::standalone(settings.clone()).unwrap();
+    let InProcess {
+        pull,
+        settings,
+        mut shard,
+        context: _context,
+    } = in_process();
 
     let json = br#"{"order":"A-17","amount":12.5,"tags":["x","y"],"ok":true}"#;
     let requests = [
-        post(
+        post_request(
             "/split/json/42?src=q",
             "User-Agent: split-test/1.0\r\nContent-Type: application/json\r\n",
             json,
         ),
-        post(
+        post_request(
             "/split/form/42",
             "Content-Type: application/x-www-form-urlencoded\r\n",
             b"a=1&b=%D0%BF&c[d]=2&c[e]=3",
         ),
-        chunked(
+        chunked_request(
             "/split/chunked/42?src=q",
             "Content-Type: application/json\r\n",
-            "15;ext=1\r\n{\"order\":\"A-17\",\"amou\r\n1a\r\nnt\":12.5,\"tags\":[\"x\",\"y\"]}\r\n0\r\nX-Trailer: yes\r\n\r\n",
+            "15;ext=1\r\n{\"order\":\"A-17\",\"amou\r\n1a\r\nnt\":12.5,\"tags\":[\"x\",\"y\"]}\r\n0\r\nX-Trailer: yes\r\n\r\n".as_bytes(),
         ),
         b"GET /split/get/7?clickid=abc&payout=1.50&sub=%D0%BF+x HTTP/1.1\r\nHost: test\r\n\r\n"
             .to_vec(),

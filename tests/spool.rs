@@ -213,7 +213,7 @@ fn durable_replay_after_a_crash_covers_the_window_not_the_whole_file() {
     let first = collector(endpoint.clone());
     let mut server = spool_server(&spool, &endpoint, &args);
     eventually(Duration::from_secs(10), "the consumer to connect", || {
-        admin_stats(&server).1["merged"]["routes"][0]["connected"] == 1
+        stats(&server)["merged"]["routes"][0]["connected"] == 1
     });
     let mut answered = Vec::new();
     for _ in 0..EVENTS {
@@ -268,17 +268,6 @@ fn durable_replay_after_a_crash_covers_the_window_not_the_whole_file() {
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&spool);
-}
-
-fn admin_stats(server: &Server) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(server.admin.unwrap()).unwrap();
-    s.write_all(b"GET /stats HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
-    let mut raw = String::new();
-    std::io::Read::read_to_string(&mut s, &mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap())
 }
 
 #[test]
@@ -763,7 +752,7 @@ fn a_drain_with_a_stalled_consumer_loses_nothing_that_got_a_200() {
     let args = ["--cores", "1", "--sndhwm", "100", "--drain-timeout", "1s"];
     let mut server = spool_server(&spool, &endpoint, &args);
     eventually(Duration::from_secs(10), "the consumer to connect", || {
-        admin_stats(&server).1["merged"]["routes"][0]["connected"] == 1
+        stats(&server)["merged"]["routes"][0]["connected"] == 1
     });
     let body = format!("pad={}", "x".repeat(10_000));
     let answered: Vec<u64> = (0..1500)

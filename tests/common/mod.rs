@@ -9,6 +9,28 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookwire");
 
+/// A POST with a `Content-Length` body; `headers` are extra header lines,
+/// each ending in CRLF.
+pub fn post_request(target: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// A POST whose body is already chunk-encoded (`wire`).
+pub fn chunked_request(target: &str, headers: &str, wire: &[u8]) -> Vec<u8> {
+    let mut raw = format!(
+        "POST {target} HTTP/1.1\r\nHost: test\r\n{headers}Transfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    raw.extend_from_slice(wire);
+    raw
+}
+
 /// GET on the admin listener: (status, body).
 pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -20,6 +42,13 @@ pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, body.to_owned())
+}
+
+/// `GET /stats` on the server's admin listener, which must answer 200.
+pub fn stats(server: &Server) -> serde_json::Value {
+    let (status, body) = admin_get(server.admin.unwrap(), "/stats");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 /// A running `hookwire serve`, killed (by its own PID) when dropped.
@@ -131,17 +160,8 @@ impl Server {
     }
 
     pub fn post(&self, target: &str, content_type: Option<&str>, body: &[u8]) -> Response {
-        let mut raw = format!(
-            "POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(ct) = content_type {
-            raw.push_str(&format!("Content-Type: {ct}\r\n"));
-        }
-        raw.push_str("\r\n");
-        let mut raw = raw.into_bytes();
-        raw.extend_from_slice(body);
-        self.request(&raw)
+        let headers = content_type.map_or(String::new(), |ct| format!("Content-Type: {ct}\r\n"));
+        self.request(&post_request(target, &headers, body))
     }
 }
 
@@ -358,4 +378,34 @@ pub fn server_and_sink(extra: &[&str]) -> (Server, Sink) {
     args.extend_from_slice(extra);
     let server = Server::start(&args);
     (server, sink)
+}
+
+/// The server's connection handler and core state in this process, with a
+/// real ZeroMQ PULL consumer bound on loopback (a missing envelope fails
+/// its `recv` after 20 s instead of hanging). The shard's queue is deep
+/// enough that ZeroMQ takes every event directly.
+pub struct InProcess {
+    pub pull: zmq::Socket,
+    pub settings: std::sync::Arc<hookwire::config::Settings>,
+    pub shard: hookwire::shard::Shard,
+    /// After the socket: it closes before the context terminates. Keep it
+    /// bound (`context: _context`) while the socket is in use.
+    pub context: zmq::Context,
+}
+
+pub fn in_process() -> InProcess {
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.set_rcvhwm(0).unwrap();
+    pull.set_rcvtimeo(20_000).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    let settings = std::sync::Arc::new(hookwire::config::Settings::standalone(&endpoint));
+    let shard = hookwire::shard::Shard::standalone(settings.clone()).unwrap();
+    InProcess {
+        pull,
+        settings,
+        shard,
+        context,
+    }
 }
