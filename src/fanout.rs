@@ -221,7 +221,7 @@ impl Fanout {
     }
 
     /// Hands spooled records to ZeroMQ, oldest first, while it takes them;
-    /// returns the disk reads needed to go on.
+    /// returns the files to open and the disk reads needed to go on.
     pub fn deliver_spooled(&mut self) -> Vec<spool::Next> {
         let mut spool = self.spool.borrow_mut();
         let (durable, window) = (spool.durable, spool.replay_window);
@@ -236,7 +236,7 @@ impl Fanout {
                 }
                 sent
             });
-            if let spool::Next::Read(..) = next {
+            if !matches!(next, spool::Next::Idle) {
                 reads.push(next);
             }
         }

@@ -18,12 +18,10 @@ fn main() {
     }
 }
 
-/// Raises the soft limit on open descriptors to the hard limit: each spool
-/// file keeps one open while it holds undelivered events, so a long
-/// consumer outage (a new durable journal file every half replay window)
-/// can need far more than the usual soft limit of 1024, and a core whose
-/// spool cannot be opened does not start. The hard limit is the
-/// operator's (`ulimit -Hn`, systemd's `LimitNOFILE`).
+/// Raises the soft limit on open descriptors to the hard limit: one per
+/// connection, so a burst of senders is not refused at the usual soft
+/// limit of 1024. The hard limit is the operator's (`ulimit -Hn`,
+/// systemd's `LimitNOFILE`).
 fn raise_open_files_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -400,27 +400,36 @@ async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>) -> 
     let reads = shard.borrow_mut().fanout.deliver_spooled();
     let mut read = false;
     for next in reads {
-        if let spool::Next::Read(route, file, offset, len) = next {
-            match spool::read(file, offset, len).await {
-                Ok(bytes) => {
-                    spool::store_chunk(&mut spool.borrow_mut().routes[route], offset, bytes);
-                    read = true;
+        let outcome = match next {
+            spool::Next::Read(route, file, offset, len) => {
+                spool::read(file, offset, len).await.map(|bytes| {
+                    spool::store_chunk(&mut spool.borrow_mut().routes[route], offset, bytes)
+                })
+            }
+            spool::Next::Open(route, path) => {
+                let file = glommio::io::DmaFile::open(&path)
+                    .await
+                    .map_err(std::io::Error::from);
+                spool::opened(&mut spool.borrow_mut().routes[route], &path, file)
+            }
+            spool::Next::Idle => continue,
+        };
+        match outcome {
+            Ok(()) => read = true,
+            Err(e) => {
+                // Kept, and tried again: at most once per 100 ms, and
+                // said at most once per 10 s (a disk that keeps failing
+                // must not flood the log or spin the core).
+                thread_local!(static SAID: Cell<Option<Instant>> = const { Cell::new(None) });
+                let now = Instant::now();
+                if SAID
+                    .get()
+                    .is_none_or(|t| now - t >= Duration::from_secs(10))
+                {
+                    SAID.set(Some(now));
+                    eprintln!("spool: cannot read a spool file (retrying every 100 ms): {e}");
                 }
-                Err(e) => {
-                    // Kept, and tried again: at most once per 100 ms, and
-                    // said at most once per 10 s (a disk that keeps failing
-                    // must not flood the log or spin the core).
-                    thread_local!(static SAID: Cell<Option<Instant>> = const { Cell::new(None) });
-                    let now = Instant::now();
-                    if SAID
-                        .get()
-                        .is_none_or(|t| now - t >= Duration::from_secs(10))
-                    {
-                        SAID.set(Some(now));
-                        eprintln!("spool: read failed (retrying every 100 ms): {e}");
-                    }
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                }
+                glommio::timer::sleep(Duration::from_millis(100)).await;
             }
         }
     }

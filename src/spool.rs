@@ -502,12 +502,14 @@ impl CoreSpool {
                         let _ = std::fs::remove_file(&path);
                         continue;
                     }
-                    let file = Rc::new(DmaFile::open(&path).await?);
+                    // Opened when its turn to be read comes ([`Next::Open`]):
+                    // a spool of thousands of files holds two descriptors
+                    // per route, not one per file.
                     spool.segments.push_back(Segment {
                         path,
                         start: offset,
                         written: size,
-                        file: Some(file),
+                        file: None,
                         sealed: true,
                         tail: Vec::new(),
                         opened: Instant::now(),
@@ -637,15 +639,18 @@ pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
             let r = &mut c.routes[job.route];
             r.writing = false;
             r.in_flight = 0;
-            let Some(seg) = r.segments.iter_mut().rev().find(|s| s.path == job.path) else {
+            let Some(at) = r.segments.iter().rposition(|s| s.path == job.path) else {
                 continue;
             };
+            let seg = &mut r.segments[at];
             match outcome {
                 Ok(file) => {
-                    seg.file = Some(file);
                     let keep_from = (job.new_written / ALIGN * ALIGN - job.block_start) as usize;
                     seg.written = job.new_written;
                     seg.tail = job.data[keep_from..].to_vec();
+                    // A sealed file queued behind another is closed until
+                    // its turn to be read comes.
+                    seg.file = (!job.seal_after || at == 0).then_some(file);
                     if job.seal_after {
                         seg.sealed = true;
                         seg.tail = Vec::new();
@@ -740,6 +745,9 @@ pub enum Next {
     Idle,
     /// Read this much from this file at this (file) offset.
     Read(usize, Rc<DmaFile>, u64, usize),
+    /// Open the route's front file (closed while it waited its turn), then
+    /// hand the result to [`opened`].
+    Open(usize, PathBuf),
 }
 
 /// Hands records at the head of `route` to `send` until it refuses or the
@@ -780,6 +788,10 @@ pub fn deliver(
                 spool.head = seg.end();
             }
             if durable {
+                // Kept closed: read again only if a consumer disconnects
+                // ([`RouteSpool::rewind`]).
+                let mut seg = seg;
+                seg.file = None;
                 spool.retired.push_back((seg, now));
             } else {
                 let _ = std::fs::remove_file(&seg.path);
@@ -814,8 +826,10 @@ pub fn deliver(
                 spool.head += len;
             }
             Ok(None) => {
+                // Data is on disk (head < end), so the file exists: one
+                // without a handle was closed while it waited its turn.
                 let Some(file) = seg.file.clone() else {
-                    return Next::Idle;
+                    return Next::Open(route, seg.path.clone());
                 };
                 let chunk_end = spool
                     .chunk
@@ -898,6 +912,38 @@ pub async fn read(file: Rc<DmaFile>, offset: u64, len: usize) -> std::io::Result
     file.read_at(offset, len)
         .await
         .map_err(std::io::Error::from)
+}
+
+/// Takes the outcome of a [`Next::Open`] of `path`. A file that is gone
+/// (deleted by hand) cannot be read again: its records are skipped with a
+/// warning that says how many bytes were lost, and delivery goes on with
+/// the next file. Any other error is returned, to be retried.
+pub fn opened(
+    spool: &mut RouteSpool,
+    path: &Path,
+    outcome: std::io::Result<DmaFile>,
+) -> std::io::Result<()> {
+    let Some(seg) = spool.segments.front_mut().filter(|s| s.path == path) else {
+        return Ok(()); // no longer the front file: nothing to do
+    };
+    match outcome {
+        Ok(file) => {
+            seg.file = Some(Rc::new(file));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && seg.sealed => {
+            eprintln!(
+                "spool: {} is gone: {} bytes of records in it skipped",
+                path.display(),
+                seg.end() - spool.head.max(seg.start)
+            );
+            spool.head = seg.end();
+            spool.resync = None;
+            spool.chunk = None;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Stores a chunk read at `file_offset` of the route's first segment.
