@@ -88,6 +88,12 @@ pub struct ServeArgs {
     /// A started request must arrive completely within this [default: 10s]
     #[arg(long, env = "HOOKWIRE_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub request_timeout: Option<String>,
+    /// Also listen when another hookwire of this user already listens on
+    /// the address (SO_REUSEPORT; the kernel splits new connections between
+    /// them): for a restart without a gap, start the new process with this,
+    /// then SIGTERM the old. Without it an address in use is refused
+    #[arg(long, env = "HOOKWIRE_SHARE_PORT")]
+    pub share_port: bool,
     /// Directory of the on-disk spool (one sub-directory per route and core) [default: ./spool]
     #[arg(long, env = "HOOKWIRE_SPOOL_DIR", value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
@@ -153,47 +159,51 @@ struct FileConfig {
     #[serde(default, alias = "trusted_proxy")]
     trusted_proxy: Vec<String>,
     #[serde(alias = "max_body")]
-    max_body: Option<Size>,
+    max_body: Option<Value>,
     #[serde(alias = "max_header")]
-    max_header: Option<Size>,
+    max_header: Option<Value>,
     #[serde(alias = "idle_timeout")]
-    idle_timeout: Option<String>,
+    idle_timeout: Option<Value>,
     #[serde(alias = "request_timeout")]
-    request_timeout: Option<String>,
+    request_timeout: Option<Value>,
+    #[serde(alias = "share_port")]
+    share_port: Option<bool>,
     #[serde(alias = "spool_dir")]
     spool_dir: Option<PathBuf>,
     #[serde(alias = "spool_max_bytes")]
-    spool_max_bytes: Option<Size>,
+    spool_max_bytes: Option<Value>,
     ack: Option<String>,
     #[serde(alias = "sync_interval")]
-    sync_interval: Option<String>,
+    sync_interval: Option<Value>,
     #[serde(alias = "flush_interval")]
-    flush_interval: Option<String>,
+    flush_interval: Option<Value>,
     #[serde(alias = "replay_window")]
-    replay_window: Option<String>,
+    replay_window: Option<Value>,
     #[serde(alias = "zmq_sched")]
     zmq_sched: Option<String>,
     sndhwm: Option<i32>,
     #[serde(alias = "resend_buffer")]
-    resend_buffer: Option<Size>,
+    resend_buffer: Option<Value>,
     admin: Option<String>,
     #[serde(alias = "drain_timeout")]
-    drain_timeout: Option<String>,
+    drain_timeout: Option<Value>,
 }
 
-/// A size in the file: a number of bytes or a string like `"1MiB"`.
+/// A size or a duration in the file: a number (bytes; for a duration only
+/// `0`, "off", means anything without a unit) or a string like `"1MiB"`,
+/// `"10s"`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum Size {
-    Bytes(u64),
+enum Value {
+    Number(u64),
     Text(String),
 }
 
-impl Size {
+impl Value {
     fn text(self) -> String {
         match self {
-            Size::Bytes(n) => n.to_string(),
-            Size::Text(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Text(s) => s,
         }
     }
 }
@@ -227,6 +237,8 @@ pub struct RouteSpec {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Join a port another process listens on (`--share-port`).
+    pub share_port: bool,
     pub routes: Vec<RouteSpec>,
     pub frames: Frames,
     pub cores: usize,
@@ -337,6 +349,8 @@ impl Settings {
                 )
             })?;
 
+        let share_port = args.share_port || file.share_port.unwrap_or(false);
+
         let push = pick(args.push, file.push);
         let route = pick(args.route, file.route);
         let mut routes = Vec::new();
@@ -412,7 +426,7 @@ impl Settings {
 
         let max_body = size(
             "max-body",
-            args.max_body.or(file.max_body.map(Size::text)),
+            args.max_body.or(file.max_body.map(Value::text)),
             "1MiB",
         )?;
         // An envelope can be six times its body (a control byte is written
@@ -422,7 +436,7 @@ impl Settings {
         }
         let max_header = size(
             "max-header",
-            args.max_header.or(file.max_header.map(Size::text)),
+            args.max_header.or(file.max_header.map(Value::text)),
             "16KiB",
         )?;
         if !(1024..=1 << 20).contains(&max_header) {
@@ -430,12 +444,13 @@ impl Settings {
         }
         let idle_timeout = duration(
             "idle-timeout",
-            args.idle_timeout.or(file.idle_timeout),
+            args.idle_timeout.or(file.idle_timeout.map(Value::text)),
             "60s",
         )?;
         let request_timeout = duration(
             "request-timeout",
-            args.request_timeout.or(file.request_timeout),
+            args.request_timeout
+                .or(file.request_timeout.map(Value::text)),
             "10s",
         )?;
         let spool_dir = args
@@ -445,7 +460,7 @@ impl Settings {
         let spool_max_bytes = size(
             "spool-max-bytes",
             args.spool_max_bytes
-                .or(file.spool_max_bytes.map(Size::text)),
+                .or(file.spool_max_bytes.map(Value::text)),
             "1GiB",
         )? as u64;
         if spool_max_bytes < 4096 {
@@ -458,12 +473,12 @@ impl Settings {
         )?;
         let sync_interval = duration(
             "sync-interval",
-            args.sync_interval.or(file.sync_interval),
+            args.sync_interval.or(file.sync_interval.map(Value::text)),
             "2ms",
         )?;
         let flush_interval = duration_or_zero(
             "flush-interval",
-            args.flush_interval.or(file.flush_interval),
+            args.flush_interval.or(file.flush_interval.map(Value::text)),
             "0",
         )?;
         if flush_interval > Duration::from_millis(10) {
@@ -479,14 +494,26 @@ impl Settings {
         )?;
         let replay_window = duration(
             "replay-window",
-            args.replay_window.or(file.replay_window),
+            args.replay_window.or(file.replay_window.map(Value::text)),
             "10s",
         )?;
         let resend_buffer = size(
             "resend-buffer",
-            args.resend_buffer.or(file.resend_buffer.map(Size::text)),
+            args.resend_buffer.or(file.resend_buffer.map(Value::text)),
             "64MiB",
         )? as u64;
+        // Held in memory (each core and route keeps up to its share): more
+        // than the machine has could only end in an allocation failure.
+        let memory = physical_memory();
+        if resend_buffer > memory {
+            return Err(bad(
+                "resend-buffer",
+                format!(
+                    "must be at most this machine's memory ({})",
+                    bytesize::ByteSize(memory).to_string_as(true)
+                ),
+            ));
+        }
         let sndhwm = args.sndhwm.or(file.sndhwm).unwrap_or(1_000);
         if sndhwm < 0 {
             return Err(bad("sndhwm", "must be 0 (no limit) or more"));
@@ -511,12 +538,13 @@ impl Settings {
         };
         let drain_timeout = duration(
             "drain-timeout",
-            args.drain_timeout.or(file.drain_timeout),
+            args.drain_timeout.or(file.drain_timeout.map(Value::text)),
             "10s",
         )?;
 
         Ok(Settings {
             listen,
+            share_port,
             routes,
             frames,
             cores,
@@ -538,6 +566,21 @@ impl Settings {
             admin,
             drain_timeout,
         })
+    }
+}
+
+/// Bytes of RAM (`u64::MAX` when the system does not say).
+fn physical_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    match (u64::try_from(pages), u64::try_from(page)) {
+        (Ok(pages), Ok(page)) if pages > 0 && page > 0 => pages.saturating_mul(page),
+        _ => u64::MAX,
     }
 }
 
@@ -727,6 +770,7 @@ mod tests {
             (&["--spool-max-bytes", "12"], "--spool-max-bytes"),
             (&["--resend-buffer", "much"], "--resend-buffer"),
             (&["--zmq-sched", "fifo"], "--zmq-sched"),
+            (&["--resend-buffer", "1PiB"], "--resend-buffer"),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.starts_with(option), "{args:?}: {err}");
@@ -753,7 +797,8 @@ mod tests {
 
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nmax-body = 65536\nnode-id = 3\nresend-buffer = \"8MiB\"\n",
+            "listen = \"127.0.0.1:9000\"\nmax-body = 65536\nnode-id = 3\nresend-buffer = \"8MiB\"\n\
+             flush-interval = 0\nshare-port = true\n",
         )
         .unwrap();
         let s = settings(&["--config", path.to_str().unwrap(), "--node-id", "4"]).unwrap();
@@ -761,6 +806,16 @@ mod tests {
         assert_eq!(s.max_body, 65536);
         assert_eq!(s.node_id, 4);
         assert_eq!(s.resend_buffer, 8 << 20);
+        assert_eq!(s.flush_interval, Duration::ZERO);
+        assert!(s.share_port);
+        assert!(!settings(&[]).unwrap().share_port);
+
+        // A duration as a bare number other than 0 has no unit to go by.
+        std::fs::write(&path, "idle-timeout = 30\n").unwrap();
+        let err = settings(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--idle-timeout") && err.contains("'30'"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -30,8 +30,32 @@ const LISTEN_BACKLOG: i32 = 4096;
 const TICK: Duration = Duration::from_millis(10);
 
 /// Binds one SO_REUSEPORT listener per core on the same address.
+///
+/// SO_REUSEPORT would also let a second process of the same user bind an
+/// address that is in use, and the kernel would then split the senders'
+/// connections between the two (a second hookwire started by mistake would
+/// take a share of the traffic to its own consumers). A probe bound first
+/// without it is refused if anything listens there, unless `--share-port`
+/// asks for exactly that (a restart without a gap).
 pub fn bind(settings: &Settings) -> std::io::Result<Vec<StdListener>> {
     let mut addr = settings.listen;
+    if addr.port() != 0 && !settings.share_port {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?; // a restart is not held up by TIME_WAIT
+        if addr.is_ipv6() {
+            probe.set_only_v6(false)?;
+        }
+        probe.bind(&addr.into()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("{e}: another process listens there (is hookwire already running? --share-port joins it)"),
+                )
+            } else {
+                e
+            }
+        })?;
+    }
     let mut listeners = Vec::with_capacity(settings.cores);
     for _ in 0..settings.cores {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

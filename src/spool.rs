@@ -502,9 +502,14 @@ impl CoreSpool {
                         let _ = std::fs::remove_file(&path);
                         continue;
                     }
-                    // Opened when its turn to be read comes ([`Next::Open`]):
+                    // Opened for reading when its turn comes ([`Next::Open`]):
                     // a spool of thousands of files holds two descriptors
-                    // per route, not one per file.
+                    // per route, not one per file. One that cannot be
+                    // opened stops the start now, with its name, rather
+                    // than its route's delivery later.
+                    std::fs::File::open(&path).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?;
                     spool.segments.push_back(Segment {
                         path,
                         start: offset,

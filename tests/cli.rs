@@ -83,6 +83,89 @@ fn a_busy_port_is_refused_at_start() {
     );
 }
 
+/// A second hookwire on the address of a running one: SO_REUSEPORT would
+/// let it share the port (and take part of the senders' connections), so
+/// it must refuse to start, within a bound, and the first keeps serving.
+#[test]
+fn a_port_a_running_hookwire_listens_on_is_refused() {
+    let first = Server::start(&[]);
+    let addr = first.addr.to_string();
+    let spool = temp_dir("second-spool");
+    let mut second = Command::new(BIN)
+        .args(["--listen", &addr, "--admin", "off", "--cores", "1"])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            second.kill().unwrap();
+            second.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "a second hookwire on {addr} started: {stderr}"
+    );
+    assert!(
+        stderr.contains("--listen") && stderr.contains("already running"),
+        "{stderr}"
+    );
+    first.get("/s/n?x=1").assert_accepted("in.gen.s.n");
+
+    // Asked to (`--share-port`, for a restart without a gap), it joins:
+    // new connections are split between the two processes.
+    let mut joined = Command::new(BIN)
+        .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--cores", "1"])
+        .arg("--spool-dir")
+        .arg(&spool)
+        .env("HOOKWIRE_SHARE_PORT", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut admin = None;
+    for line in BufReader::new(joined.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("admin http://") {
+            admin = Some(rest.trim().parse().unwrap());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    let admin = admin.expect("the joining hookwire started");
+    for _ in 0..40 {
+        first.get("/s/n?x=1").assert_accepted("in.gen.s.n"); // a new connection each
+    }
+    let (status, body) = admin_get(admin, "/stats");
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let served = stats["merged"]["connections"]["accepted"].as_u64().unwrap();
+    assert!(
+        served > 0,
+        "the joining hookwire got none of 40 connections"
+    );
+    joined.kill().unwrap();
+    joined.wait().unwrap();
+}
+
 #[test]
 fn start_up_prints_listener_routes_then_ready() {
     let (server, sink) = server_and_sink(&["--route", "in.gen.x.*=tcp://127.0.0.1:5999"]);
