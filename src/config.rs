@@ -815,7 +815,10 @@ mod tests {
         let err = settings(&["--config", path.to_str().unwrap()])
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("--idle-timeout") && err.contains("'30'"), "{err}");
+        assert!(
+            err.starts_with("--idle-timeout") && err.contains("'30'"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -435,6 +435,37 @@ fn project_id_comes_from_path_then_query_then_body() {
     assert_eq!(*env.data(), json!({"projectId": "4", "v": 1}));
 }
 
+/// The absolute form of a target (`GET http://host/path`, as sent to
+/// proxies) is the path after the authority; with no path at all it is `/`.
+#[test]
+fn absolute_form_targets_are_their_path() {
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
+    for target in [
+        "http://example.com",
+        "HTTPS://example.com:8080",
+        "http://h?x=1",
+    ] {
+        let resp = server.get(target);
+        assert_eq!(resp.status, 200, "GET {target}: {resp:?}");
+        let raw = raw_until_close(
+            &server,
+            format!("HEAD {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(raw.starts_with(b"HTTP/1.1 200"), "HEAD {target}");
+        server
+            .post(target, Some("application/x-www-form-urlencoded"), b"a=1")
+            .assert_error(400, "missing_service");
+    }
+    sink.assert_quiet(Duration::from_millis(200));
+    let id = server
+        .get("http://example.com/s/n/7?x=1")
+        .assert_accepted("in.gen.s.n");
+    let env = sink.recv();
+    assert_eq!(env["id"], id.to_string());
+    assert_eq!(env["projectId"], 7);
+    assert_eq!(env["data"]["x"], "1");
+}
+
 /// `GET /`, `HEAD` anything and `OPTIONS` are answered without an event;
 /// other methods get 405.
 #[test]

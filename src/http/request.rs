@@ -134,7 +134,8 @@ fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
         "OPTIONS" => Method::Options,
         _ => Method::Other,
     };
-    let target = req.path.unwrap_or("/").as_bytes();
+    // A complete parse always has a target.
+    let target = req.path.ok_or(Error::Malformed)?.as_bytes();
     let target = strip_authority(target);
     let (path, query) = match memchr::memchr(b'?', target) {
         Some(q) => (span(&target[..q]), Some(span(&target[q + 1..]))),
@@ -212,10 +213,10 @@ fn strip_authority(target: &[u8]) -> &[u8] {
     for scheme in [&b"http://"[..], b"https://"] {
         if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
             let rest = &target[scheme.len()..];
-            return match memchr::memchr2(b'/', b'?', rest) {
-                Some(p) => &rest[p..],
-                None => b"/",
-            };
+            // No path (`http://host`): an empty one, taken from the
+            // request itself (spans are offsets into the request buffer).
+            let p = memchr::memchr2(b'/', b'?', rest).unwrap_or(rest.len());
+            return &rest[p..];
         }
     }
     target
@@ -292,6 +293,11 @@ mod tests {
             let h = r.unwrap().unwrap();
             assert_eq!(at(b, &h.path), b"");
             assert_eq!(at(b, h.query.as_ref().unwrap()), b"x=1");
+        };
+        absolute_form_without_path: b"GET http://example.com HTTP/1.1\r\n\r\n" => |b, r| {
+            let h = r.unwrap().unwrap();
+            assert_eq!(at(b, &h.path), b"");
+            assert!(h.query.is_none());
         };
         garbage: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" => |_, r| assert_eq!(r.unwrap_err(), Error::Malformed);
         bad_version: b"GET / HTTP/2.0\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::Version);
