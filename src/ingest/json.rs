@@ -142,7 +142,26 @@ impl JsonBody {
             .take()
             .unwrap_or_else(|| Tape(Vec::with_capacity(256)))
             .reset();
-        let parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
+        let mut parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape);
+        if parsed
+            .as_ref()
+            .is_err_and(|e| *e.error() == simd_json::ErrorType::InvalidNumber)
+        {
+            // simd-json 0.15 refuses a negative integer below i64::MIN that
+            // still fits 64 bits of magnitude (-9223372036854775809 to
+            // -18446744073709551615; wider ones it reads as floats). Such a
+            // number is valid JSON: the parse is tried again on a copy where
+            // each is written as a float of the same length. Only the
+            // structure comes from the tape; the envelope copies the value
+            // from the body as sent.
+            let mut retry = tape.reset();
+            self.scratch.clear();
+            self.scratch.extend_from_slice(body);
+            if float_wide_negatives(&mut self.scratch) {
+                parsed = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut retry);
+            }
+            tape = retry;
+        }
         let shape = match parsed
             .map_err(|e| refused(body, e.index()))
             .and_then(|()| lone_surrogate(body))
@@ -193,6 +212,49 @@ impl JsonBody {
         self.tape = Some(tape.reset());
         shape
     }
+}
+
+/// Rewrites, outside strings, each integer from -9223372036854775809 to
+/// -18446744073709551615 as `-1e000…` of the same length (a float simd-json
+/// reads). Returns whether it rewrote any. An error path: a plain byte loop.
+fn float_wide_negatives(doc: &mut [u8]) -> bool {
+    const I64_MIN_MAGNITUDE: u64 = 1 << 63;
+    let (mut i, mut any) = (0, false);
+    while i < doc.len() {
+        match doc[i] {
+            b'"' => {
+                // Past the string (its escapes included).
+                i += 1;
+                while i < doc.len() && doc[i] != b'"' {
+                    i += if doc[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' => {
+                let digits = doc[i + 1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                let end = i + 1 + digits;
+                let integer = !matches!(doc.get(end), Some(b'.' | b'e' | b'E'));
+                let magnitude = std::str::from_utf8(&doc[i + 1..end])
+                    .ok()
+                    .and_then(|d| d.parse::<u64>().ok());
+                // (No leading zero: `parse` would take one, JSON does not.)
+                if integer && magnitude.is_some_and(|m| m > I64_MIN_MAGNITUDE) && doc[i + 1] != b'0'
+                {
+                    // 19 or 20 digits: `-1e` and 17 or more zeros.
+                    doc[i + 1] = b'1';
+                    doc[i + 2] = b'e';
+                    doc[i + 3..end].fill(b'0');
+                    any = true;
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    any
 }
 
 fn nodes(n: &Node<'_>) -> usize {
@@ -632,6 +694,50 @@ mod tests {
                 ("e".into(), "[]".into()),
             ]
         );
+    }
+
+    /// Every integer is valid JSON, however wide: the ones simd-json
+    /// refuses by itself (negative, below i64::MIN, 19–20 digits) too, kept
+    /// digit for digit; as a routing field a negative one is invalid.
+    #[test]
+    fn negative_integers_of_any_width() {
+        for n in [
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "-10000000000000000000",
+            "-18446744073709551615",
+            "-18446744073709551616",
+            "-99999999999999999999",
+            "-123456789012345678901234567890",
+        ] {
+            let body =
+                format!(r#"{{"a":{n},"b":[{n}, "{n}", "-9223372036854775809"],"c":{{"d":{n}}}}}"#);
+            let m = members(&body);
+            assert_eq!(m[0], ("a".into(), n.into()));
+            assert_eq!(
+                m[1],
+                (
+                    "b".into(),
+                    format!(r#"[{n}, "{n}", "-9223372036854775809"]"#)
+                )
+            );
+            assert_eq!(m[2], ("c".into(), format!(r#"{{"d":{n}}}"#)));
+            let mut j = JsonBody::default();
+            j.parse(format!(r#"{{"projectId":{n},"uid":{n}}}"#).as_bytes())
+                .unwrap();
+            assert_eq!((&j.project_id, &j.uid), (&Field::Invalid, &Field::Invalid));
+        }
+        let mut j = JsonBody::default();
+        // Still refused: not numbers, or not JSON's grammar.
+        for bad in [
+            &br#"[-09223372036854775809]"#[..],
+            br#"[-9223372036854775809x]"#,
+            br#"[--9223372036854775809]"#,
+            br#"[-]"#,
+            br#"{"a":-9223372036854775809"#,
+        ] {
+            assert!(j.parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
