@@ -7,6 +7,9 @@
 
 use super::Error;
 
+/// The longest chunk-size line (size, extensions, CRLF) accepted.
+const MAX_SIZE_LINE: usize = 1024;
+
 /// The size of a complete chunked body on the wire and decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Measured {
@@ -38,10 +41,14 @@ pub fn measure(
     let Progress { mut pos, mut body } = *progress;
     loop {
         let (consumed, size) = match httparse::parse_chunk_size(&buf[pos..]) {
+            // A size line is a few hex digits plus extensions: at most
+            // MAX_SIZE_LINE bytes, however its bytes arrive.
+            Ok(httparse::Status::Complete((consumed, _))) if consumed > MAX_SIZE_LINE => {
+                return Err(Error::BadChunk)
+            }
             Ok(httparse::Status::Complete(c)) => c,
             Ok(httparse::Status::Partial) => {
-                // A size line is a few hex digits plus extensions.
-                return if buf.len() - pos > 1024 {
+                return if buf.len() - pos > MAX_SIZE_LINE {
                     Err(Error::BadChunk)
                 } else {
                     Ok(None)
@@ -184,5 +191,26 @@ mod tests {
         assert_eq!(decode(b"4\r\nWikiXX0\r\n\r\n"), Err(Error::BadChunk));
         assert_eq!(decode(b"FFFFFFFFFFFFFFFFFF\r\n"), Err(Error::BadChunk));
         assert_eq!(decode(b"200000\r\n"), Err(Error::BodyTooLarge));
+    }
+
+    /// A size line longer than the limit is refused whether it arrives
+    /// whole or in pieces; one at the limit is read.
+    #[test]
+    fn size_line_limit_holds_however_it_arrives() {
+        let wire = |ext: usize| {
+            let mut w = b"3;".to_vec();
+            w.resize(2 + ext, b'x');
+            w.extend_from_slice(b"\r\na=1\r\n0\r\n\r\n");
+            w
+        };
+        let at_limit = wire(MAX_SIZE_LINE - 4); // 3 ; ext… CR LF
+        assert_eq!(decode(&at_limit).unwrap().unwrap().0, b"a=1");
+        let over = wire(MAX_SIZE_LINE - 3);
+        assert_eq!(decode(&over), Err(Error::BadChunk), "whole");
+        let mut progress = Progress::default();
+        let refused = (1..=over.len())
+            .map(|cut| measure(&over[..cut], &mut progress, 1 << 20, 8192))
+            .find(Result::is_err);
+        assert_eq!(refused, Some(Err(Error::BadChunk)), "in pieces");
     }
 }
