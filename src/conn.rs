@@ -60,6 +60,9 @@ pub struct Conn {
     chunks: chunked::Progress,
     continued: bool,
     peer: IpAddr,
+    /// The core is draining: the last request in the buffer is answered
+    /// with `Connection: close`, and the connection ends after it.
+    pub closing: bool,
     max_header: usize,
     max_body: usize,
     max_wire: usize,
@@ -78,6 +81,7 @@ impl Conn {
             chunks: chunked::Progress::default(),
             continued: false,
             peer,
+            closing: false,
             max_header: settings.max_header,
             max_body: settings.max_body,
             // A chunked body carries size lines on top of its data: room
@@ -190,8 +194,12 @@ impl Conn {
                     }
                 }
             };
+            // While draining, requests pipelined behind this one are
+            // still answered; the last one read says the connection closes.
+            let last_while_draining = self.closing && total == pending.len();
             let persist = match (head.keep_alive, head.minor) {
                 (false, _) => Persist::Close,
+                _ if last_while_draining => Persist::Close,
                 (true, 0) => Persist::KeepAlive,
                 (true, _) => Persist::Default,
             };
@@ -337,6 +345,7 @@ pub async fn serve(
             Ok(n) => n,
         };
         conn.filled(n);
+        conn.closing = registered.core.draining.get();
         let first = *first_byte.get_or_insert(read_at);
         let step = {
             let mut shard = shard.borrow_mut();

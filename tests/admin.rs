@@ -400,6 +400,48 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(130));
 }
 
+/// A request completed during the drain is answered, with
+/// `Connection: close` on the last response (requests pipelined before it
+/// keep theirs), and the connection then closes.
+#[test]
+fn requests_finished_during_the_drain_are_answered_with_connection_close() {
+    let (mut server, sink) = server_and_sink(&["--drain-timeout", "10s"]);
+    let mut stream = server.connect();
+    let request = b"GET /s/n?x=1 HTTP/1.1\r\nHost: test\r\n\r\n";
+    let mut wire = request.repeat(2);
+    wire.extend_from_slice(b"POST /s/n HTTP/1.1\r\nHost: test\r\nContent-Length: 7\r\n\r\nx=");
+    stream.write_all(&wire).unwrap();
+    let mut reader = ResponseReader::new(stream.try_clone().unwrap());
+    for _ in 0..2 {
+        let r = reader.next().expect("a pipelined 200 before the signal");
+        r.assert_accepted("in.gen.s.n");
+    }
+    let signalled = Instant::now();
+    signal(&server, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    // Two more requests complete now: the body's rest, and one behind it.
+    let mut rest = b"12345".to_vec();
+    rest.extend_from_slice(request);
+    stream.write_all(&rest).unwrap();
+    let body_done = reader.next().expect("the POST's response");
+    body_done.assert_accepted("in.gen.s.n");
+    assert_eq!(body_done.header("connection"), None, "{body_done:?}");
+    let last = reader.next().expect("the last request's response");
+    last.assert_accepted("in.gen.s.n");
+    assert_eq!(last.header("connection"), Some("close"), "{last:?}");
+    assert!(reader.closed(), "the connection closes after it");
+    for _ in 0..4 {
+        sink.recv();
+    }
+    let status = exit_within(
+        &mut server,
+        signalled,
+        Duration::from_secs(5),
+        "did not exit after the drain",
+    );
+    assert!(status.success(), "exit status {status:?}");
+}
+
 #[test]
 fn a_request_stalled_during_the_drain_gets_its_408_at_its_own_timeout() {
     let (mut server, _sink) =
