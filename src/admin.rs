@@ -606,7 +606,7 @@ pub fn summary(snaps: &[CoreSnapshot]) -> String {
     for r in merged_routes(snaps) {
         let _ = writeln!(
             out,
-            "summary: route {} delivered {} events, {} left waiting",
+            "summary: route {} delivered {} events, {} bytes of events left in the spool",
             r.pattern, r.delivered, r.waiting
         );
     }

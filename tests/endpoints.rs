@@ -934,6 +934,19 @@ fn json_object_members_are_copied_verbatim() {
             key,
         );
         assert_eq!(env.raw_data(), r#"{"name":"Привет"}"#, "big-endian: {big}");
+        // The mark also decides without a JSON type (sniffed) or label.
+        for content_type in [
+            None,
+            Some("text/plain; charset=utf-16"),
+            Some("application/json"),
+        ] {
+            let env = accepted(&sink, &server.post("/crm/deal", content_type, &body), key);
+            assert_eq!(
+                env.raw_data(),
+                r#"{"name":"Привет"}"#,
+                "big-endian: {big}, {content_type:?}"
+            );
+        }
     }
 
     let env = accepted(

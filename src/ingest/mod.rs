@@ -285,25 +285,30 @@ impl Ingest {
         // The body past a UTF-8 byte-order mark (RFC 8259 lets a JSON parser
         // ignore one; a form body gets no member named after it either).
         let text = req.body.strip_prefix(BOM).unwrap_or(req.body);
+        // A UTF-16 byte-order mark says the body's charset, whatever the
+        // label says, as browsers decode.
+        let utf16 = matches!(req.body, [0xFE, 0xFF, ..] | [0xFF, 0xFE, ..]);
+        let first = first_non_blank(text, utf16);
         let json = match content_type.map(media_type) {
             Some(Media::Json) => true,
             Some(Media::Form) => false,
-            Some(Media::Text) | None => {
-                let first = text.iter().find(|b| !b.is_ascii_whitespace());
-                matches!(first, Some(b'{') | Some(b'['))
-            }
+            Some(Media::Text) | None => matches!(first, Some(b'{') | Some(b'[')),
             Some(Media::Other) => return Err(UNSUPPORTED_TYPE),
         };
         // A body of only blanks (a sender's trailing newline), with or
         // without a byte-order mark, adds nothing, whatever its type says.
-        if text.iter().all(u8::is_ascii_whitespace) {
+        if first.is_none() {
             return Ok(Body::None);
         }
         if !json {
             self.params.parse(text);
             return Ok(Body::Form);
         }
-        let charset = content_type.and_then(charset);
+        let charset = if utf16 {
+            Some(&b"utf-16"[..]) // the decoder takes the byte order from the mark
+        } else {
+            content_type.and_then(charset)
+        };
         let parsed = match charset.map(|c| (c, encoding_rs::Encoding::for_label(c))) {
             Some((_, None)) => return Err(UNSUPPORTED_CHARSET),
             Some((_, Some(enc))) if enc != encoding_rs::UTF_8 => {
@@ -396,6 +401,28 @@ enum Media {
     Form,
     Text,
     Other,
+}
+
+/// The body's first character that is not ASCII whitespace, if it is
+/// ASCII (else 0xFF); `None` for a blank body. `utf16`: the body starts
+/// with a UTF-16 byte-order mark, whose order its code units follow.
+fn first_non_blank(body: &[u8], utf16: bool) -> Option<u8> {
+    if !utf16 {
+        return body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    }
+    let big_endian = body[0] == 0xFE;
+    body[2..].chunks(2).find_map(|unit| {
+        let (hi, lo) = match *unit {
+            [a, b] if big_endian => (a, b),
+            [a, b] => (b, a),
+            _ => return Some(0xFF), // half a code unit: not blank
+        };
+        match (hi, lo) {
+            (0, c) if c.is_ascii_whitespace() => None,
+            (0, c) if c.is_ascii() => Some(c),
+            _ => Some(0xFF),
+        }
+    })
 }
 
 /// The `charset` parameter of a Content-Type, unquoted.
@@ -520,5 +547,21 @@ pub fn transport<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Transport<'a> {
         ua: header(&req.head.user_agent),
         referer: header(&req.head.referer),
         host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_non_blank;
+
+    #[test]
+    fn first_non_blank_reads_utf16_in_its_byte_order() {
+        assert_eq!(first_non_blank(b" \r\n{", false), Some(b'{'));
+        assert_eq!(first_non_blank(b" \t ", false), None);
+        assert_eq!(first_non_blank(b"\xfe\xff\x00 \x00[", true), Some(b'['));
+        assert_eq!(first_non_blank(b"\xff\xfe \x00{\x00", true), Some(b'{'));
+        assert_eq!(first_non_blank(b"\xff\xfe \x00\n\x00", true), None);
+        assert_eq!(first_non_blank(b"\xfe\xff\x04\x1f", true), Some(0xFF));
+        assert_eq!(first_non_blank(b"\xfe\xff\x00", true), Some(0xFF));
     }
 }
