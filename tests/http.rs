@@ -469,6 +469,39 @@ fn connection_close_is_answered_then_closed() {
     assert_marker_is_next(&server, &sink, "after-close");
 }
 
+/// A sender that shuts its end right after the request (data and FIN in
+/// one burst) gets its response and the connection closes at once, not
+/// after the idle timeout: the end of the stream is noticed even when its
+/// wake-up came together with the request's.
+#[test]
+fn a_half_close_after_the_request_is_answered_and_closed_at_once() {
+    let (server, sink) = server_and_sink(&["--idle-timeout", "30s"]);
+    for i in 0..30 {
+        let mut stream = server.connect();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(format!("GET /half/close?i={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let read = stream.read_to_end(&mut got);
+        assert!(
+            read.is_ok(),
+            "connection {i} not closed within 5 s of the half-close: {read:?}"
+        );
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 "),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(sink.recv()["data"]["i"], i.to_string());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 7. A request split at every byte boundary
 // ---------------------------------------------------------------------------

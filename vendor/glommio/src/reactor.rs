@@ -445,8 +445,11 @@ impl Reactor {
             return self.poll_read_ready(fd);
         }
         let source = self.new_source(fd, SourceType::PollAdd, None);
+        // (hookwire) POLLRDHUP too, so a completion says when the peer has
+        // shut its end: see `NonBufferedStream::rx_closed`.
+        let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
         self.sys
-            .poll_ready_multishot(&source, common_flags() | read_flags());
+            .poll_ready_multishot(&source, common_flags() | read_flags() | rdhup);
         source
     }
 

@@ -227,6 +227,13 @@ pub(crate) struct NonBufferedStream<S> {
     /// The socket may have data without the poll having said so: the last
     /// recv filled the caller's buffer.
     rx_ready: bool,
+    /// (hookwire) A poll completion said the peer shut its end (or the
+    /// socket has an error): every later read tries `recv` at once. The
+    /// completion for the end of the stream can arrive together with the
+    /// one for the data before it and be taken as one; after the recv that
+    /// takes the data, no completion would come for the end, and the read
+    /// would wait for the stream's timeout instead of seeing it.
+    rx_closed: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -277,10 +284,15 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 sys::MULTISHOT_POLL.store(false, std::sync::atomic::Ordering::Relaxed);
                 true
             }
+            Some(Ok(revents)) => {
+                let closed = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+                self.rx_closed |= revents & closed as usize != 0;
+                true
+            }
             Some(_) => true,
             None => false,
         };
-        if fired || self.rx_ready {
+        if fired || self.rx_ready || self.rx_closed {
             self.rx_ready = false;
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
                 self.read_timeout.cancel_timer(reactor);
@@ -288,9 +300,8 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 // completes again when more arrives. An error or the end of
                 // the stream stays readable: the next read sees it again
                 // without waiting for the poll.
-                self.rx_ready = result
-                    .as_ref()
-                    .map_or(true, |&n| n == 0 || n == buf.len());
+                self.rx_ready = self.rx_closed
+                    || result.as_ref().map_or(true, |&n| n == 0 || n == buf.len());
                 return Poll::Ready(result);
             }
         }
@@ -378,6 +389,7 @@ where
             source_tx: None,
             source_rx: None,
             rx_ready: false,
+            rx_closed: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };
