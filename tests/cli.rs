@@ -91,14 +91,16 @@ fn a_port_a_running_hookwire_listens_on_is_refused() {
     let first = Server::start(&[]);
     let addr = first.addr.to_string();
     let spool = temp_dir("second-spool");
-    let mut second = Command::new(BIN)
-        .args(["--listen", &addr, "--admin", "off", "--cores", "1"])
-        .arg("--spool-dir")
-        .arg(&spool)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut second = Guard::new(
+        Command::new(BIN)
+            .args(["--listen", &addr, "--admin", "off", "--cores", "1"])
+            .arg("--spool-dir")
+            .arg(&spool)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let started = Instant::now();
     let status = loop {
         if let Some(status) = second.try_wait().unwrap() {
@@ -131,15 +133,17 @@ fn a_port_a_running_hookwire_listens_on_is_refused() {
 
     // Asked to (`--share-port`, for a restart without a gap), it joins:
     // new connections are split between the two processes.
-    let mut joined = Command::new(BIN)
-        .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--cores", "1"])
-        .arg("--spool-dir")
-        .arg(&spool)
-        .env("HOOKWIRE_SHARE_PORT", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut joined = Guard::new(
+        Command::new(BIN)
+            .args(["--listen", &addr, "--admin", "127.0.0.1:0", "--cores", "1"])
+            .arg("--spool-dir")
+            .arg(&spool)
+            .env("HOOKWIRE_SHARE_PORT", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut admin = None;
     for line in BufReader::new(joined.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -162,8 +166,6 @@ fn a_port_a_running_hookwire_listens_on_is_refused() {
         served > 0,
         "the joining hookwire got none of 40 connections"
     );
-    joined.kill().unwrap();
-    joined.wait().unwrap();
 }
 
 #[test]
@@ -185,24 +187,24 @@ fn start_up_prints_listener_routes_then_ready() {
     assert_eq!(banner.last().unwrap(), "ready");
     // `serve` is also the default with no subcommand.
     let spool = temp_dir("cli-spool");
-    let mut cmd = Command::new(BIN)
-        .arg("--spool-dir")
-        .arg(&spool)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--cores",
-            "1",
-            "--push",
-            &sink.endpoint,
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Guard::new(
+        Command::new(BIN)
+            .arg("--spool-dir")
+            .arg(&spool)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--cores",
+                "1",
+                "--push",
+                &sink.endpoint,
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(cmd.stderr.take().unwrap()).lines();
     assert!(lines.any(|l| l.unwrap() == "ready"));
-    cmd.kill().unwrap();
-    cmd.wait().unwrap();
 }
 
 #[test]
@@ -266,12 +268,14 @@ fn tap_prints_one_json_line_per_envelope_and_stops_after_count() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("tcp://{}", l.local_addr().unwrap())
     };
-    let mut tap = Command::new(BIN)
-        .args(["tap", "--bind", &endpoint, "--count", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tap = Guard::new(
+        Command::new(BIN)
+            .args(["tap", "--bind", &endpoint, "--count", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut err = BufReader::new(tap.stderr.take().unwrap()).lines();
     assert!(err
         .next()
@@ -425,7 +429,7 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
             }
         })
     };
-    let mut child = cmd.spawn().unwrap();
+    let mut child = Guard::new(cmd.spawn().unwrap());
     let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
     assert!(
         err.by_ref().map_while(Result::ok).any(|l| l == "ready"),

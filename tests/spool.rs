@@ -468,11 +468,12 @@ fn damaged_spool_files_deliver_the_good_records_and_report_the_bad() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let out = Guard::new(out);
     let pid = out.id();
     let _ = sink.recv_raw(want.len(), Duration::from_secs(10));
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let out = out.wait_with_output().unwrap();
+    let out = out.take().wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("seg-0000000000000000.log: truncated record at offset"),
@@ -765,7 +766,7 @@ fn a_failing_disk_gives_503_never_a_200_for_an_unstored_event() {
             }
         })
     };
-    let mut child = cmd.spawn().unwrap();
+    let mut child = Guard::new(cmd.spawn().unwrap());
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
     let mut addr = None;
     for line in lines.by_ref() {
