@@ -51,6 +51,9 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Arc::new(Settings::from_args(args)?);
     hookwire::spool::check_dir(&settings.spool_dir)
         .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?;
+    // Held until the process exits.
+    let _spool_lock = hookwire::spool::lock_dir(&settings.spool_dir)
+        .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?;
     // Signals are caught before any core starts, so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     // A spool write past the file-size limit must fail (EFBIG, answered

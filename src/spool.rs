@@ -975,6 +975,34 @@ async fn probe_device(dir: &Path, core: usize) -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
+/// Takes the spool directory for this process: an exclusive `flock` on
+/// `dir/.lock`, held until the returned file is dropped (the process
+/// exits). Two processes on one spool would adopt, deliver and delete each
+/// other's live files and number new ones alike, so a second one is
+/// refused (`WouldBlock`) while the first runs.
+pub fn lock_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))?;
+    // SAFETY: flock(2) on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            std::io::Error::new(
+                e.kind(),
+                "another hookwire uses this spool directory; each running process needs its own \
+                 (with --share-port, start the new one with another --spool-dir)",
+            )
+        } else {
+            e
+        });
+    }
+    Ok(file)
+}
+
 /// Whether `dir` can hold the spool: created if missing, and writable.
 pub fn check_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;

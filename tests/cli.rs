@@ -168,6 +168,44 @@ fn a_port_a_running_hookwire_listens_on_is_refused() {
     );
 }
 
+/// Two processes on one spool directory would adopt and delete each
+/// other's live files: the second is refused, naming the directory, while
+/// the first runs; once it has exited the directory is free again.
+#[test]
+fn a_spool_dir_in_use_by_a_running_hookwire_is_refused() {
+    let spool = temp_dir("shared-spool");
+    let dir = spool.to_str().unwrap();
+    let first = Server::start(&["--spool-dir", dir]);
+    let second = || {
+        Guard::new(
+            Command::new(BIN)
+                .args(["--listen", "127.0.0.1:0", "--admin", "off", "--cores", "1"])
+                .args(["--spool-dir", dir])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let out = second().take().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--spool-dir {dir}")) && stderr.contains("another hookwire"),
+        "{stderr}"
+    );
+    first.get("/s/n?x=1").assert_accepted("in.gen.s.n");
+    drop(first);
+    let mut again = second();
+    let mut lines = BufReader::new(again.stderr.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap() == "ready"),
+        "not started once the first had exited"
+    );
+    drop(again);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
 #[test]
 fn start_up_prints_listener_routes_then_ready() {
     let (server, sink) = server_and_sink(&["--route", "in.gen.x.*=tcp://127.0.0.1:5999"]);
