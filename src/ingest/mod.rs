@@ -287,7 +287,9 @@ impl Ingest {
         let text = req.body.strip_prefix(BOM).unwrap_or(req.body);
         // A UTF-16 byte-order mark says the body's charset, whatever the
         // label says, as browsers decode.
-        let utf16 = matches!(req.body, [0xFE, 0xFF, ..] | [0xFF, 0xFE, ..]);
+        let utf16 = encoding_rs::Encoding::for_bom(req.body)
+            .map(|(enc, _)| enc)
+            .filter(|&enc| enc != encoding_rs::UTF_8);
         let first = first_non_blank(text, utf16);
         let json = match content_type.map(media_type) {
             Some(Media::Json) => true,
@@ -304,14 +306,15 @@ impl Ingest {
             self.params.parse(text);
             return Ok(Body::Form);
         }
-        let charset = if utf16 {
-            Some(&b"utf-16"[..]) // the decoder takes the byte order from the mark
-        } else {
-            content_type.and_then(charset)
+        let enc = match (utf16, content_type.and_then(charset)) {
+            (Some(enc), _) => Some(enc),
+            (None, Some(label)) => {
+                Some(encoding_rs::Encoding::for_label(label).ok_or(UNSUPPORTED_CHARSET)?)
+            }
+            (None, None) => None,
         };
-        let parsed = match charset.map(|c| (c, encoding_rs::Encoding::for_label(c))) {
-            Some((_, None)) => return Err(UNSUPPORTED_CHARSET),
-            Some((_, Some(enc))) if enc != encoding_rs::UTF_8 => {
+        let parsed = match enc {
+            Some(enc) if enc != encoding_rs::UTF_8 => {
                 self.is_transcoded = true;
                 transcode(enc, req.body, &mut self.transcoded)?;
                 self.json.parse(&self.transcoded)
@@ -404,13 +407,14 @@ enum Media {
 }
 
 /// The body's first character that is not ASCII whitespace, if it is
-/// ASCII (else 0xFF); `None` for a blank body. `utf16`: the body starts
-/// with a UTF-16 byte-order mark, whose order its code units follow.
-fn first_non_blank(body: &[u8], utf16: bool) -> Option<u8> {
-    if !utf16 {
+/// ASCII (else 0xFF); `None` for a blank body. `utf16`: the UTF-16 byte
+/// order its byte-order mark says (`Encoding::for_bom`), which it starts
+/// with.
+fn first_non_blank(body: &[u8], utf16: Option<&encoding_rs::Encoding>) -> Option<u8> {
+    let Some(enc) = utf16 else {
         return body.iter().copied().find(|b| !b.is_ascii_whitespace());
-    }
-    let big_endian = body[0] == 0xFE;
+    };
+    let big_endian = enc == encoding_rs::UTF_16BE;
     body[2..].chunks(2).find_map(|unit| {
         let (hi, lo) = match *unit {
             [a, b] if big_endian => (a, b),
@@ -553,15 +557,16 @@ pub fn transport<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Transport<'a> {
 #[cfg(test)]
 mod tests {
     use super::first_non_blank;
+    use encoding_rs::{UTF_16BE as BE, UTF_16LE as LE};
 
     #[test]
     fn first_non_blank_reads_utf16_in_its_byte_order() {
-        assert_eq!(first_non_blank(b" \r\n{", false), Some(b'{'));
-        assert_eq!(first_non_blank(b" \t ", false), None);
-        assert_eq!(first_non_blank(b"\xfe\xff\x00 \x00[", true), Some(b'['));
-        assert_eq!(first_non_blank(b"\xff\xfe \x00{\x00", true), Some(b'{'));
-        assert_eq!(first_non_blank(b"\xff\xfe \x00\n\x00", true), None);
-        assert_eq!(first_non_blank(b"\xfe\xff\x04\x1f", true), Some(0xFF));
-        assert_eq!(first_non_blank(b"\xfe\xff\x00", true), Some(0xFF));
+        assert_eq!(first_non_blank(b" \r\n{", None), Some(b'{'));
+        assert_eq!(first_non_blank(b" \t ", None), None);
+        assert_eq!(first_non_blank(b"\xfe\xff\x00 \x00[", Some(BE)), Some(b'['));
+        assert_eq!(first_non_blank(b"\xff\xfe \x00{\x00", Some(LE)), Some(b'{'));
+        assert_eq!(first_non_blank(b"\xff\xfe \x00\n\x00", Some(LE)), None);
+        assert_eq!(first_non_blank(b"\xfe\xff\x04\x1f", Some(BE)), Some(0xFF));
+        assert_eq!(first_non_blank(b"\xfe\xff\x00", Some(BE)), Some(0xFF));
     }
 }
