@@ -48,12 +48,12 @@ pub fn bind(settings: &Settings) -> std::io::Result<Vec<StdListener>> {
         // A process killed a moment ago can hold its listeners for some
         // milliseconds after it is reaped (io_uring's teardown): a
         // supervisor's immediate restart waits that out, up to 2 s.
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(2);
         let mut bound = probe.bind(&addr.into());
         while bound
             .as_ref()
             .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
-            && std::time::Instant::now() < deadline
+            && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(20));
             bound = probe.bind(&addr.into());
