@@ -6,7 +6,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -131,6 +132,32 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests and queued events may take [default: 10s]
     #[arg(long, env = "HOOKWIRE_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
+    /// Where clap took each given option from (by clap id, `max_body`):
+    /// the command line or the environment, so an error can say which to
+    /// fix.
+    #[arg(skip)]
+    pub sources: Vec<(String, ValueSource)>,
+}
+
+impl Cli {
+    /// Parses the command line and the environment (exiting with clap's
+    /// message on a parse error), noting where each serve option was set.
+    pub fn parse_with_sources() -> Self {
+        let matches = Cli::command()
+            .try_get_matches()
+            .unwrap_or_else(|e| exit_naming_env(e));
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let (serve, args) = match (&mut cli.command, matches.subcommand()) {
+            (Some(Command::Serve(args)), Some(("serve", m))) => (m, &mut **args),
+            (None, _) => (&matches, &mut cli.serve),
+            _ => return cli,
+        };
+        args.sources = serve
+            .ids()
+            .filter_map(|id| Some((id.to_string(), serve.value_source(id.as_str())?)))
+            .collect();
+        cli
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -267,19 +294,83 @@ pub struct Settings {
 }
 
 /// A configuration error, naming the option.
+/// Exits with clap's error; when the value it refuses came from a
+/// `HOOKWIRE_*` variable rather than the command line, says so (clap names
+/// only the flag).
+fn exit_naming_env(error: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) {
+            // "--cores <CORES>"
+            let flag = arg.split(' ').next().unwrap_or("");
+            let name = flag.strip_prefix("--").unwrap_or("");
+            let var = format!("HOOKWIRE_{}", name.replace('-', "_").to_ascii_uppercase());
+            let on_line = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+            if !name.is_empty() && !on_line && std::env::var_os(&var).is_some() {
+                let text = error.render().to_string();
+                let quoted = format!("'{arg}'");
+                eprint!(
+                    "{}",
+                    text.replacen(&quoted, &format!("{quoted} (set by {var})"), 1)
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    error.exit()
+}
+
+/// A refused option: which one, where its value was set when not on the
+/// command line, and what is wrong with it.
 #[derive(Debug)]
-pub struct ConfigError(pub String);
+pub struct ConfigError {
+    pub option: String,
+    pub origin: Option<String>,
+    pub message: String,
+}
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "--{}", self.option)?;
+        if let Some(origin) = &self.origin {
+            write!(f, " (set by {origin})")?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
 impl std::error::Error for ConfigError {}
 
 fn bad(option: &str, msg: impl std::fmt::Display) -> ConfigError {
-    ConfigError(format!("--{option}: {msg}"))
+    ConfigError {
+        option: option.into(),
+        origin: None,
+        message: msg.to_string(),
+    }
+}
+
+/// Where the value of the flag `option` (`max-body`) came from, when not
+/// from the command line: its environment variable, or its key in the
+/// config file.
+fn origin(
+    option: &str,
+    sources: &[(String, ValueSource)],
+    file: Option<(&Path, &[String])>,
+) -> Option<String> {
+    let id = option.replace('-', "_");
+    match sources.iter().find(|(given, _)| *given == id) {
+        Some((_, ValueSource::CommandLine)) => return None,
+        Some((_, ValueSource::EnvVariable)) => {
+            return Some(format!("HOOKWIRE_{}", id.to_ascii_uppercase()))
+        }
+        _ => {}
+    }
+    let (path, keys) = file?;
+    let key = keys.iter().find(|key| key.replace('_', "-") == option)?;
+    Some(format!("{key} in {}", path.display()))
 }
 
 /// One of `choices` by name; the first when the option is not given.
@@ -327,11 +418,26 @@ impl Settings {
     }
 
     /// Merges flags/env (already merged by clap) with the file and defaults.
-    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
-        let file = match &args.config {
-            Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+    /// A refused value is named by where it was set: the flag, its
+    /// environment variable or its key in the file.
+    pub fn from_args(mut args: ServeArgs) -> Result<Self, ConfigError> {
+        let sources = std::mem::take(&mut args.sources);
+        let config = args.config.clone();
+        let (file, keys) = match &config {
+            Some(path) => load_file(path).map_err(|mut e| {
+                e.origin = origin("config", &sources, None);
+                e
+            })?,
+            None => (FileConfig::default(), Vec::new()),
         };
+        Self::merge(args, file).map_err(|mut e| {
+            let file = config.as_deref().map(|path| (path, &keys[..]));
+            e.origin = origin(&e.option, &sources, file);
+            e
+        })
+    }
+
+    fn merge(args: ServeArgs, file: FileConfig) -> Result<Self, ConfigError> {
         let pick = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
 
         let listen_text = args
@@ -584,10 +690,14 @@ fn physical_memory() -> u64 {
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// The file's settings and the keys it sets.
+fn load_file(path: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))
+    let refused = |e: toml::de::Error| bad("config", format!("{}: {e}", path.display()));
+    let table: toml::Table = toml::from_str(&text).map_err(refused)?;
+    let config = FileConfig::deserialize(table.clone()).map_err(refused)?;
+    Ok((config, table.into_iter().map(|(key, _)| key).collect()))
 }
 
 fn size(option: &str, value: Option<String>, default: &str) -> Result<usize, ConfigError> {

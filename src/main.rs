@@ -1,12 +1,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use clap::Parser;
 use hookwire::config::{Cli, Command, ServeArgs, Settings};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_sources();
     let result = match cli.command {
         Some(Command::Tap(args)) => hookwire::tap::run(&args),
         Some(Command::Serve(args)) => serve(*args),

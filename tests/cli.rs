@@ -62,6 +62,53 @@ fn bad_options_are_refused_naming_the_option() {
     assert!(String::from_utf8_lossy(&stderr.stderr).contains("--cores"));
 }
 
+/// A refused value is named by where it was set, so the operator knows
+/// what to fix: the flag, its environment variable, or its key in the file.
+#[test]
+fn a_refused_value_names_where_it_was_set() {
+    let flag = refused(&["--max-body", "lots"], &[]);
+    assert!(flag.starts_with("hookwire: --max-body: 'lots'"), "{flag}");
+
+    let env = refused(&[], &[("HOOKWIRE_MAX_BODY", "lots")]);
+    assert!(
+        env.starts_with("hookwire: --max-body (set by HOOKWIRE_MAX_BODY): 'lots'"),
+        "{env}"
+    );
+    // The flag wins over the variable, so the flag is what is named.
+    let both = refused(&["--max-body", "heaps"], &[("HOOKWIRE_MAX_BODY", "1MiB")]);
+    assert!(both.starts_with("hookwire: --max-body: 'heaps'"), "{both}");
+
+    let dir = temp_dir("cli-origin");
+    let file = dir.join("hookwire.toml");
+    std::fs::write(&file, "max_body = \"lots\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let from_file = refused(&["--config", file], &[]);
+    assert!(
+        from_file.starts_with(&format!(
+            "hookwire: --max-body (set by max_body in {file}): 'lots'"
+        )),
+        "{from_file}"
+    );
+    // The variable wins over the file.
+    let over_file = refused(&["--config", file], &[("HOOKWIRE_MAX_BODY", "lots2")]);
+    assert!(
+        over_file.starts_with("hookwire: --max-body (set by HOOKWIRE_MAX_BODY): 'lots2'"),
+        "{over_file}"
+    );
+
+    // Values clap itself refuses (not a number) say the variable too.
+    let typed = refused(&[], &[("HOOKWIRE_CORES", "many")]);
+    assert!(
+        typed.contains("'--cores <CORES>' (set by HOOKWIRE_CORES)"),
+        "{typed}"
+    );
+    let typed_flag = refused(&["--cores", "several"], &[("HOOKWIRE_CORES", "many")]);
+    assert!(
+        typed_flag.contains("'several'") && !typed_flag.contains("HOOKWIRE_CORES"),
+        "{typed_flag}"
+    );
+}
+
 /// The binary starts with each (the values themselves: config's unit test
 /// `flush_interval_units`).
 #[test]
