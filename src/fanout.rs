@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use wildmatch::WildMatch;
@@ -35,9 +36,10 @@ struct Route {
     socket: zmq::Socket,
     /// Accepted mode: the latest events handed to ZeroMQ.
     recent: Recent,
-    /// Receives the socket's connect/disconnect events.
+    /// Receives the socket's connection events.
     monitor: zmq::Socket,
-    connected: usize,
+    /// Each endpoint's peer, by the endpoint's address.
+    peers: Peers,
     delivered: u64,
     depth: hdrhistogram::Histogram<u64>,
 }
@@ -47,7 +49,7 @@ struct Route {
 pub struct RouteStatus {
     pub pattern: String,
     pub endpoints: Vec<String>,
-    /// Consumers connected to this core's socket.
+    /// Consumers connected to this core's socket (ZeroMQ handshake done).
     pub connected: usize,
     /// Bytes waiting in this core's spool.
     pub waiting: u64,
@@ -248,36 +250,30 @@ impl Fanout {
         self.spool.borrow().stored()
     }
 
-    /// Reads connect/disconnect events and samples spool depths; called
-    /// by the core's retry task on every tick.
+    /// Reads connection events and samples spool depths; called by the
+    /// core's retry task on every tick.
     pub fn tick(&mut self) {
         let mut spool = self.spool.borrow_mut();
         for (i, route) in self.routes.iter_mut().enumerate() {
-            while let Ok(frames) = route.monitor.recv_multipart(zmq::DONTWAIT) {
-                let event = frames
-                    .first()
-                    .filter(|f| f.len() >= 2)
-                    .map(|f| u16::from_ne_bytes([f[0], f[1]]));
-                match event {
-                    Some(e) if e == zmq::SocketEvent::CONNECTED as u16 => route.connected += 1,
-                    Some(e) if e == zmq::SocketEvent::DISCONNECTED as u16 => {
-                        route.connected = route.connected.saturating_sub(1);
-                        let (what, bytes) = if spool.durable {
-                            ("the journal's last", spool.routes[i].rewind())
-                        } else {
-                            ("its last", resend(route, &mut spool, i))
-                        };
-                        let (core, pattern) = (self.core, &self.specs[i].pattern);
-                        if bytes > 0 {
-                            eprintln!(
-                                "core {core}: route {pattern}: a consumer disconnected; re-sending {what} {} (duplicates expected, drop them by id)",
-                                bytesize::ByteSize(bytes)
-                            );
-                        } else {
-                            eprintln!("core {core}: route {pattern}: a consumer disconnected; nothing to re-send");
-                        }
-                    }
-                    _ => {}
+            while let Some(event) = route.peers.read(&route.monitor) {
+                if event != PeerEvent::Lost {
+                    continue;
+                }
+                let (what, bytes) = if spool.durable {
+                    ("the journal's last", spool.routes[i].rewind())
+                } else {
+                    ("its last", resend(route, &mut spool, i))
+                };
+                let (core, pattern) = (self.core, &self.specs[i].pattern);
+                if bytes > 0 {
+                    eprintln!(
+                        "core {core}: route {pattern}: a consumer disconnected; re-sending {what} {} (duplicates expected, drop them by id)",
+                        bytesize::ByteSize(bytes)
+                    );
+                } else {
+                    eprintln!(
+                        "core {core}: route {pattern}: a consumer disconnected; nothing to re-send"
+                    );
                 }
             }
         }
@@ -294,7 +290,7 @@ impl Fanout {
             .map(|(i, (r, spec))| RouteStatus {
                 pattern: spec.pattern.clone(),
                 endpoints: spec.endpoints.clone(),
-                connected: r.connected,
+                connected: r.peers.ready(),
                 waiting: self.spool.borrow().routes[i].stored(),
                 delivered: r.delivered,
                 depth: r.depth.clone(),
@@ -302,37 +298,181 @@ impl Fanout {
             .collect()
     }
 
-    /// Sets how long closing the sockets may wait for queued messages.
-    /// Accepted mode, at the end of a drain: the last `n` events handed to
-    /// each route with a connected consumer are appended to the spool
-    /// again. libzmq may still queue up to SNDHWM of them for a consumer
-    /// that is slow or stalled, and drops what it has not sent when its
-    /// linger runs out; the spool keeps them for the next start (consumers
-    /// drop the repeats of those it did send by `id`). Returns how many.
-    pub fn respool_recent(&mut self, n: usize) -> u64 {
-        let mut spool = self.spool.borrow_mut();
-        let mut count = 0;
-        for (i, route) in self.routes.iter_mut().enumerate() {
-            if route.connected == 0 {
-                continue;
-            }
-            route.recent.drain_last(n, |key, envelope| {
-                if !spool.full() {
-                    spool.routes[i].append(key, envelope);
-                    count += 1;
+    /// Closes every route's socket, letting libzmq send what it still
+    /// queues for `linger` at most; returns what [`close`] needs to learn
+    /// whether it did. The routes are gone afterwards (the spool stays).
+    pub fn close_sockets(&mut self, linger: Duration) -> Vec<Closing> {
+        let ms = linger.as_millis().min(i32::MAX as u128) as i32;
+        let closed_at = Instant::now();
+        std::mem::take(&mut self.routes)
+            .into_iter()
+            .map(|route| {
+                let Route {
+                    socket,
+                    monitor,
+                    mut peers,
+                    recent,
+                    ..
+                } = route;
+                // Events since the last tick, so `ready` is current.
+                while peers.read(&monitor).is_some() {}
+                let _ = socket.set_linger(ms);
+                drop(socket);
+                Closing {
+                    monitor,
+                    ready: peers.ready(),
+                    peers,
+                    recent,
+                    lost: false,
+                    gone: None,
+                    settled: closed_at + linger,
                 }
-            });
+            })
+            .collect()
+    }
+}
+
+/// A route whose socket is closing, with its monitor: libzmq says when the
+/// socket is gone, which is before its linger runs out only when it sent
+/// (to the kernel) every event it queued.
+pub struct Closing {
+    monitor: zmq::Socket,
+    peers: Peers,
+    /// Consumers connected when the socket was closed.
+    ready: usize,
+    recent: Recent,
+    /// A consumer disconnected while the socket closed: what libzmq
+    /// queued for it is gone.
+    lost: bool,
+    /// When the socket was seen gone.
+    gone: Option<Instant>,
+    /// When the linger runs out.
+    settled: Instant,
+}
+
+/// libzmq's TCP engine encodes events into a batch of this many bytes
+/// (`ZMQ_OUT_BATCH_SIZE`'s default) and writes it to the kernel; a batch
+/// it could not write yet when its socket is destroyed is dropped.
+const OUT_BATCH: usize = 8192;
+
+impl Closing {
+    /// Reads the monitor; true once the socket is gone.
+    pub fn poll(&mut self) -> bool {
+        while let Some(event) = self.peers.read(&self.monitor) {
+            match event {
+                PeerEvent::Lost => self.lost = true,
+                PeerEvent::Stopped => self.gone = Some(Instant::now()),
+                PeerEvent::Ready | PeerEvent::Other => {}
+            }
         }
+        self.gone.is_some()
+    }
+
+    /// Accepted mode, once the socket is gone or the drain's time is up:
+    /// appends to the route's spool the latest events handed to ZeroMQ
+    /// that libzmq may have dropped, and returns how many (the next start
+    /// sends them; consumers drop the repeats of those that did arrive by
+    /// `id`). `sndhwm` is libzmq's queue per consumer (0: no limit).
+    ///
+    /// Gone before its linger ran out, with no consumer lost meanwhile:
+    /// libzmq sent every queued event except at most the batch its engine
+    /// was still writing, so only the events of one batch per consumer
+    /// are kept. Otherwise up to SNDHWM events queued per consumer were
+    /// dropped, plus that batch.
+    pub fn respool(mut self, spool: &mut CoreSpool, route: usize, sndhwm: i32) -> usize {
+        self.poll();
+        if self.ready == 0 && !self.lost {
+            // ZMQ_IMMEDIATE: with no consumer connected nothing is queued.
+            return 0;
+        }
+        let consumers = self.ready.max(1);
+        let mut sizes = Vec::new();
+        self.recent
+            .each(|key, envelope| sizes.push(key.len() + envelope.len()));
+        let (mut batch, mut in_batch) = (0usize, 0usize);
+        for &size in sizes.iter().rev() {
+            if batch + size > OUT_BATCH {
+                break;
+            }
+            batch += size;
+            in_batch += 1;
+        }
+        let per_consumer = in_batch + 1;
+        let flushed = !self.lost
+            && self
+                .gone
+                .is_some_and(|t| t + Duration::from_millis(10) < self.settled);
+        let n = match (flushed, sndhwm) {
+            (true, _) => consumers * per_consumer,
+            (false, 0) => usize::MAX,
+            (false, hwm) => consumers * (hwm as usize + per_consumer),
+        };
+        let mut count = 0;
+        self.recent.drain_last(n, |key, envelope| {
+            if !spool.full() {
+                spool.routes[route].append(key, envelope);
+                count += 1;
+            }
+        });
         if count > 0 {
             spool.tickets.take(); // nobody waits for these
         }
         count
     }
+}
 
-    pub fn set_linger(&self, ms: i32) {
-        for route in &self.routes {
-            let _ = route.socket.set_linger(ms);
-        }
+/// What a route socket's monitor said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerEvent {
+    /// A consumer completed the ZeroMQ handshake: it can take events.
+    Ready,
+    /// A consumer that had completed the handshake disconnected.
+    Lost,
+    /// The socket is gone (closed, and done sending or lingering).
+    Stopped,
+    Other,
+}
+
+/// The peer of each of a route's endpoints: a TCP connection alone is not
+/// a consumer (a port scanner, a load balancer with no backends, a peer
+/// that is not ZeroMQ); one that completed the handshake is.
+#[derive(Debug, Default)]
+struct Peers {
+    /// Endpoints whose peer completed the handshake.
+    ready: Vec<Vec<u8>>,
+}
+
+impl Peers {
+    fn ready(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The next event from `monitor`, if one waits.
+    fn read(&mut self, monitor: &zmq::Socket) -> Option<PeerEvent> {
+        let frames = monitor.recv_multipart(zmq::DONTWAIT).ok()?;
+        let event = frames
+            .first()
+            .filter(|f| f.len() >= 2)
+            .map(|f| u16::from_ne_bytes([f[0], f[1]]));
+        let endpoint = frames.get(1).cloned().unwrap_or_default();
+        let known = self.ready.iter().position(|e| *e == endpoint);
+        Some(match event {
+            Some(e) if e == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => {
+                if known.is_none() {
+                    self.ready.push(endpoint);
+                }
+                PeerEvent::Ready
+            }
+            Some(e) if e == zmq::SocketEvent::DISCONNECTED as u16 => match known {
+                Some(i) => {
+                    self.ready.swap_remove(i);
+                    PeerEvent::Lost
+                }
+                None => PeerEvent::Other,
+            },
+            Some(e) if e == zmq::SocketEvent::MONITOR_STOPPED as u16 => PeerEvent::Stopped,
+            _ => PeerEvent::Other,
+        })
     }
 }
 
@@ -529,7 +669,9 @@ fn connect(
     let monitor_endpoint = format!("inproc://hookwire-monitor-{core}-{index}");
     socket.monitor(
         &monitor_endpoint,
-        (zmq::SocketEvent::CONNECTED as i32) | (zmq::SocketEvent::DISCONNECTED as i32),
+        (zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
+            | (zmq::SocketEvent::DISCONNECTED as i32)
+            | (zmq::SocketEvent::MONITOR_STOPPED as i32),
     )?;
     let monitor = context.socket(zmq::PAIR)?;
     monitor.set_linger(0)?;
@@ -542,7 +684,7 @@ fn connect(
         socket,
         recent: Recent::new(resend),
         monitor,
-        connected: 0,
+        peers: Peers::default(),
         delivered: 0,
         depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
     })

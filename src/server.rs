@@ -356,31 +356,62 @@ async fn run_core(
     }
     shard.borrow_mut().flush_outbox();
     spool::flush(&spool).await;
+    let last = CoreSnapshot::of(&shard.borrow(), state.open(), false, started);
+    // Closing the sockets may wait for ZeroMQ to send what it queued, but
+    // not past the deadline.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut closing = shard.borrow_mut().fanout.close_sockets(left);
+    // Every monitor is read each time, so each socket's end is seen when
+    // it comes.
+    let all_gone = |closing: &mut [crate::fanout::Closing]| {
+        let mut gone = true;
+        for c in closing.iter_mut() {
+            gone &= c.poll();
+        }
+        gone
+    };
+    while !all_gone(&mut closing) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
     if !settings.durable {
-        let n = settings.sndhwm.max(0) as usize;
-        let kept = shard.borrow_mut().fanout.respool_recent(n);
+        // What libzmq may have dropped on closing is kept in the spool
+        // (durable mode's journal keeps the replay window instead).
+        let kept: usize = {
+            let mut spool = spool.borrow_mut();
+            closing
+                .into_iter()
+                .enumerate()
+                .map(|(route, c)| c.respool(&mut spool, route, settings.sndhwm))
+                .sum()
+        };
         if kept > 0 {
-            spool::flush(&spool).await;
+            // Written before the executor ends, also when the flusher task
+            // has a write of its own in flight (bounded).
+            let settle = Instant::now() + Duration::from_secs(2);
+            loop {
+                spool::flush(&spool).await;
+                let (writing, pending) = {
+                    let spool = spool.borrow();
+                    (spool.writing(), spool.has_pending())
+                };
+                if !writing && !pending || Instant::now() >= settle {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
             eprintln!(
-                "core {core}: the last {kept} events handed to connected consumers are also kept in the spool: libzmq drops what it still queues when it closes (the next start sends them again; consumers drop repeats by id)"
+                "core {core}: the last {kept} events handed to consumers are also kept in the spool: libzmq may have dropped them on closing (the next start sends them again; consumers drop repeats by id)"
             );
         }
     }
-    let shard = shard.borrow();
-    let waiting = shard.fanout.waiting();
+    let waiting = shard.borrow().fanout.waiting();
     if waiting > 0 {
         eprintln!(
             "core {core}: {waiting} bytes of accepted events stay in the spool ({}) for the next start",
             settings.spool_dir.display()
         );
     }
-    // Closing the sockets may wait for ZeroMQ to send what it queued, but
-    // not past the deadline.
-    let left = deadline.saturating_duration_since(Instant::now());
-    shard
-        .fanout
-        .set_linger(left.as_millis().min(i32::MAX as u128) as i32);
-    Ok(CoreSnapshot::of(&shard, state.open(), false, started))
+    Ok(last)
 }
 
 /// How long the flusher lets a batch grow after the previous hand-off.

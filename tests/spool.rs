@@ -837,26 +837,37 @@ fn a_failing_disk_gives_503_never_a_200_for_an_unstored_event() {
     let _ = std::fs::remove_dir_all(&spool);
 }
 
-/// Accepted mode: a consumer that is connected but stalled when hookwire
-/// drains. libzmq still queues up to SNDHWM events for it and drops them
-/// when it closes; the drain keeps the last SNDHWM events of each route
-/// with a connected consumer in the spool as well, so the next start sends
-/// them again: every event that got a 200 arrives (some twice).
-#[test]
-fn a_drain_with_a_stalled_consumer_loses_nothing_that_got_a_200() {
+/// Accepted mode: consumers that are connected but stalled when hookwire
+/// drains. libzmq still queues up to SNDHWM events for each of them and
+/// drops them when it closes; the drain keeps the last SNDHWM events per
+/// connected consumer of each route (plus the batch libzmq's engine was
+/// writing) in the spool as well, so the next start sends them again:
+/// every event that got a 200 arrives (some twice).
+fn drain_with_stalled_consumers(consumers: usize) {
     let spool = temp_dir("stalled");
     let context = zmq::Context::new();
-    let stalled = context.socket(zmq::PULL).unwrap();
-    // Read nothing, buffer little: hookwire's queue for it fills.
-    stalled.set_rcvhwm(1).unwrap();
-    stalled.set_rcvbuf(64 << 10).unwrap();
-    stalled.set_linger(0).unwrap();
-    stalled.bind("tcp://127.0.0.1:*").unwrap();
-    let endpoint = stalled.get_last_endpoint().unwrap().unwrap();
-    let args = ["--cores", "1", "--sndhwm", "100", "--drain-timeout", "1s"];
-    let mut server = spool_server(&spool, &endpoint, &args);
-    eventually(Duration::from_secs(10), "the consumer to connect", || {
-        stats(&server)["merged"]["routes"][0]["connected"] == 1
+    let stalled: Vec<zmq::Socket> = (0..consumers)
+        .map(|_| {
+            let socket = context.socket(zmq::PULL).unwrap();
+            // Read nothing, buffer little: hookwire's queue for it fills.
+            socket.set_rcvhwm(1).unwrap();
+            socket.set_rcvbuf(64 << 10).unwrap();
+            socket.set_linger(0).unwrap();
+            socket.bind("tcp://127.0.0.1:*").unwrap();
+            socket
+        })
+        .collect();
+    let endpoints: Vec<String> = stalled
+        .iter()
+        .map(|s| s.get_last_endpoint().unwrap().unwrap())
+        .collect();
+    let mut args = vec!["--cores", "1", "--sndhwm", "100", "--drain-timeout", "1s"];
+    for endpoint in &endpoints[1..] {
+        args.extend(["--push", endpoint]);
+    }
+    let mut server = spool_server(&spool, &endpoints[0], &args);
+    eventually(Duration::from_secs(10), "the consumers to connect", || {
+        stats(&server)["merged"]["routes"][0]["connected"] == consumers
     });
     let body = format!("pad={}", "x".repeat(10_000));
     let answered: Vec<u64> = (0..1500)
@@ -875,22 +886,24 @@ fn a_drain_with_a_stalled_consumer_loses_nothing_that_got_a_200() {
     assert!(server.child.wait().unwrap().success());
     drop(server);
 
-    // The stalled consumer reads what reached it; then a restart on the
+    // The stalled consumers read what reached them; then a restart on the
     // same spool sends the rest.
     let mut got = HashSet::new();
-    stalled.set_rcvtimeo(500).unwrap();
-    while let Ok(frame) = stalled.recv_bytes(0) {
-        got.insert(id_of(&frame));
-    }
+    let drain = |got: &mut HashSet<u64>, timeout: i32| {
+        for socket in &stalled {
+            socket.set_rcvtimeo(timeout).unwrap();
+            while let Ok(frame) = socket.recv_bytes(0) {
+                got.insert(id_of(&frame));
+            }
+        }
+    };
+    drain(&mut got, 500);
     let before_restart = got.len();
-    let _server = spool_server(&spool, &endpoint, &["--cores", "1"]);
-    stalled.set_rcvtimeo(2_000).unwrap();
-    while let Ok(frame) = stalled.recv_bytes(0) {
-        got.insert(id_of(&frame));
-    }
+    let _server = spool_server(&spool, &endpoints[0], &args);
+    drain(&mut got, 2_000);
     let missing: Vec<&u64> = answered.iter().filter(|id| !got.contains(id)).collect();
     eprintln!(
-        "stalled consumer at drain: {} answered 200, {before_restart} received before the restart, {} after it in all, {} missing",
+        "{consumers} stalled consumer(s) at drain: {} answered 200, {before_restart} received before the restart, {} after it in all, {} missing",
         answered.len(),
         got.len(),
         missing.len()
@@ -900,5 +913,77 @@ fn a_drain_with_a_stalled_consumer_loses_nothing_that_got_a_200() {
         "{} ids that got a 200 never arrived",
         missing.len()
     );
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[test]
+fn a_drain_with_a_stalled_consumer_loses_nothing_that_got_a_200() {
+    drain_with_stalled_consumers(1);
+}
+
+/// libzmq's queue is per consumer: a route with two stalled consumers can
+/// lose twice SNDHWM events on closing.
+#[test]
+fn a_drain_with_two_stalled_consumers_on_a_route_loses_nothing_that_got_a_200() {
+    drain_with_stalled_consumers(2);
+}
+
+/// A consumer that keeps up: libzmq sends everything before its socket is
+/// gone, so a drain keeps only the last batch libzmq's engine may still
+/// have been writing (≤ 8 KiB of envelopes) for the next start, not the
+/// last SNDHWM events, and restarts with no new traffic do not send the
+/// same events again and again.
+#[test]
+fn a_drain_with_a_consumer_that_keeps_up_keeps_only_the_last_batch() {
+    let spool = temp_dir("clean-drain");
+    let sink = Sink::bind();
+    let endpoint = sink.endpoint.clone();
+    let args = ["--cores", "1", "--sndhwm", "1000", "--drain-timeout", "5s"];
+    let mut server = spool_server(&spool, &endpoint, &args);
+    eventually(Duration::from_secs(10), "the consumer to connect", || {
+        stats(&server)["merged"]["routes"][0]["connected"] == 1
+    });
+    let answered: Vec<u64> = (0..300)
+        .map(|i| {
+            server
+                .get(&format!("/s/n?i={i}"))
+                .assert_accepted("in.gen.s.n")
+        })
+        .collect();
+    let envelopes = sink.recv_raw(300, Duration::from_secs(10));
+    let got: Vec<u64> = envelopes.iter().map(|e| id_of(e)).collect();
+    assert_eq!(got, answered, "every event, in order");
+    // The most envelopes one 8 KiB batch holds, plus the one it ends in.
+    let smallest = envelopes.iter().map(Vec::len).min().unwrap();
+    let batch = 8192 / smallest + 1;
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert!(server.child.wait().unwrap().success());
+    drop(server);
+
+    for restart in 1..=2 {
+        let mut server = spool_server(&spool, &endpoint, &args);
+        let mut again = Vec::new();
+        while let Some(mut frames) = sink.recv_frames(Duration::from_millis(1_000)) {
+            again.push(id_of(&frames.pop().unwrap()));
+        }
+        eprintln!(
+            "restart {restart}: {} events sent again (one batch: at most {batch})",
+            again.len()
+        );
+        assert!(
+            !again.is_empty() && again.len() <= batch,
+            "restart {restart}: {} events sent again, want 1..={batch}",
+            again.len()
+        );
+        assert_eq!(
+            again[..],
+            answered[300 - again.len()..],
+            "only the last events, in order"
+        );
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+        assert!(server.child.wait().unwrap().success());
+    }
     let _ = std::fs::remove_dir_all(&spool);
 }
