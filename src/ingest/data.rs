@@ -389,6 +389,12 @@ mod tests {
             data(b"leads[add][0][id]=7&leads[add][0][name]=Deal"),
             r#""leads":{"add[0][id]":"7","add[0][name]":"Deal"}"#
         );
+        // Keys that are not `a[b]` or `a[b][…]…` stay whole, so two
+        // different keys never give the same member.
+        assert_eq!(
+            data(b"r[b]c=1&r[bc]=2&r[b][c]=3&r[b[c]]=4"),
+            r#""r[b]c":"1","r":{"bc":"2","b[c]":"3"},"r[b[c]]":"4""#
+        );
         // Member names that need escaping, next to ones that do not.
         assert_eq!(
             data(b"a[b%22c]=1&a[d]=2&a[e%5C]=3&x=1&x[y%0A]=4"),

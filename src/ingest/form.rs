@@ -345,9 +345,12 @@ impl Params {
         (i, start as u32..self.arena.len() as u32, !escape)
     }
 
-    /// `a[]` → Array `a`; `a[b]rest` → Nested `a` / `b` + `rest`
-    /// (one level of nesting: deeper brackets stay in the member name,
-    /// `x[y][0][id]` → `x` / `y[0][id]`); anything else → Plain.
+    /// `a[]` → Array `a`; `a[b]` → Nested `a` / `b`, and `a[b][rest]…` →
+    /// Nested `a` / `b[rest]…` (one level of nesting: deeper brackets stay
+    /// in the member name, `x[y][0][id]` → `x` / `y[0][id]`); anything
+    /// else → Plain, so no two different keys give the same member
+    /// (`r[b]c` and `r[b[c]]` stay as they are rather than become `r` /
+    /// `bc` and `r` / `b[c]`, the members of `r[bc]` and `r[b][c]`).
     fn classify(&mut self, key: &Range<u32>) -> (Kind, Range<u32>, Range<u32>) {
         let k = &self.arena[key.start as usize..key.end as usize];
         let plain = (Kind::Plain, key.clone(), 0..0);
@@ -373,6 +376,9 @@ impl Params {
         // by whatever came after them; both are whole UTF-8 runs because
         // they are split at ASCII brackets.
         let (name, rest) = (open + 1..close, close + 1..k.len());
+        if k[name.clone()].contains(&b'[') || !(rest.is_empty() || k[rest.start] == b'[') {
+            return plain;
+        }
         let start = self.arena.len() as u32;
         let base = key.start as usize;
         self.arena
