@@ -33,10 +33,18 @@ pub struct CoreSnapshot {
     pub open_connections: usize,
     pub accepting: bool,
     pub uptime: Duration,
+    /// The spool: bytes held, the limit, and why its last write failed
+    /// (if it did and none has succeeded since).
+    pub spool_stored: u64,
+    /// The process's spool is full, as this core sees it.
+    pub spool_full: bool,
+    pub spool_max: u64,
+    pub spool_error: Option<String>,
 }
 
 impl CoreSnapshot {
     pub fn of(shard: &Shard, open_connections: usize, accepting: bool, started: Instant) -> Self {
+        let spool = shard.fanout.spool.borrow();
         Self {
             core: shard.core,
             metrics: shard.metrics.clone(),
@@ -44,6 +52,10 @@ impl CoreSnapshot {
             open_connections,
             accepting,
             uptime: started.elapsed(),
+            spool_stored: spool.stored(),
+            spool_full: spool.full(),
+            spool_max: spool.max_bytes,
+            spool_error: spool.write_error.clone(),
         }
     }
 
@@ -55,6 +67,10 @@ impl CoreSnapshot {
             open_connections: 0,
             accepting: false,
             uptime: Duration::ZERO,
+            spool_stored: 0,
+            spool_full: false,
+            spool_max: 0,
+            spool_error: None,
         }
     }
 }
@@ -196,7 +212,8 @@ pub fn merged(snaps: &[CoreSnapshot]) -> Metrics {
 }
 
 /// `/ready`: every core answers and accepts, every route has a consumer
-/// connected on every core.
+/// connected on every core, and every core's spool can take events (not
+/// full, its last write did not fail).
 pub fn readiness(snaps: &[Option<CoreSnapshot>]) -> (bool, String) {
     let mut problems = Vec::new();
     for (core, s) in snaps.iter().enumerate() {
@@ -208,6 +225,28 @@ pub fn readiness(snaps: &[Option<CoreSnapshot>]) -> (bool, String) {
                 r#"{{"core":{core},"reason":"the core is not accepting connections (draining)"}}"#
             )),
             _ => {}
+        }
+        let Some(s) = s else { continue };
+        if s.spool_full {
+            let held: u64 = snaps.iter().flatten().map(|s| s.spool_stored).sum();
+            let reason = format!(
+                "the spool is full ({} of --spool-max-bytes {}): events that need it get 503 spool_full; start consumers or raise --spool-max-bytes",
+                bytesize::ByteSize(held).to_string_as(true),
+                bytesize::ByteSize(s.spool_max).to_string_as(true)
+            );
+            problems.push(format!(
+                r#"{{"core":{core},"reason":{}}}"#,
+                json_str(&reason)
+            ));
+        }
+        if let Some(e) = &s.spool_error {
+            let reason = format!(
+                "the spool's last write failed ({e}): events ZeroMQ cannot take now get 503 spool_error until a write succeeds"
+            );
+            problems.push(format!(
+                r#"{{"core":{core},"reason":{}}}"#,
+                json_str(&reason)
+            ));
         }
     }
     let answered: Vec<&CoreSnapshot> = snaps.iter().flatten().collect();

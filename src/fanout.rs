@@ -128,7 +128,21 @@ impl Fanout {
         if set.is_empty() {
             return Err(Refused::NoRoute);
         }
-        if self.spool.borrow().full() {
+        // A full spool refuses only events that would need it (in durable
+        // mode every event is journaled first): for a route
+        // with events waiting in the spool (new ones queue behind them) or
+        // with no consumer. An event whose routes all have a consumer and
+        // nothing waiting goes to ZeroMQ; if ZeroMQ does not take it after
+        // all, it is spooled over the limit, by at most what one hand-off
+        // holds.
+        let spool = self.spool.borrow();
+        if spool.full()
+            && (spool.durable
+                || set.iter().any(|&i| {
+                    let i = usize::from(i);
+                    spool.routes[i].active() || self.routes[i].peers.ready() == 0
+                }))
+        {
             return Err(Refused::SpoolFull);
         }
         Ok(set)
@@ -254,6 +268,7 @@ impl Fanout {
     /// core's retry task on every tick.
     pub fn tick(&mut self) {
         let mut spool = self.spool.borrow_mut();
+        spool.share_usage();
         for (i, route) in self.routes.iter_mut().enumerate() {
             while let Some(event) = route.peers.read(&route.monitor) {
                 if event != PeerEvent::Lost {

@@ -22,7 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::admin::{Ask, CoreSnapshot};
 use crate::config::Settings;
 use crate::shard::Shard;
-use crate::spool::{self, CoreSpool, SpoolConfig, Tickets};
+use crate::spool::{self, CoreSpool, SpoolConfig, SpoolUsage, Tickets};
 
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -106,6 +106,7 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let drain = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let usage = SpoolUsage::new(settings.cores);
     let mut handles = Vec::new();
     let mut cores = Vec::new();
     for (core, listener) in listeners.into_iter().enumerate() {
@@ -113,6 +114,7 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
         let settings = settings.clone();
         let ready = ready_tx.clone();
         let drain = drain.clone();
+        let usage = usage.clone();
         let (ask_tx, ask_rx) = mpsc::channel();
         cores.push(ask_tx);
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
@@ -120,7 +122,7 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
             // DMA buffers for the spool's writes and reads.
             .io_memory(4 << 20)
             .spawn(move || async move {
-                match run_core(core, fd, settings, &ready, ask_rx, drain).await {
+                match run_core(core, fd, settings, &ready, ask_rx, drain, usage).await {
                     Ok(last) => last,
                     Err(e) => {
                         let _ = ready.send(Err(format!("core {core}: {e}")));
@@ -242,11 +244,12 @@ async fn run_core(
     ready: &mpsc::Sender<Result<usize, String>>,
     asks: mpsc::Receiver<Ask>,
     drain: Arc<AtomicBool>,
+    usage: Arc<SpoolUsage>,
 ) -> Result<CoreSnapshot, Box<dyn std::error::Error>> {
     // SAFETY: `fd` is a bound, listening socket whose ownership was given
     // up by `into_raw_fd` for this core alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let spool_config = SpoolConfig::for_core(&settings, core);
+    let spool_config = SpoolConfig::for_core(&settings, core, usage);
     let spool = Rc::new(RefCell::new(
         CoreSpool::recover(&spool_config)
             .await

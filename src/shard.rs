@@ -105,7 +105,8 @@ impl Shard {
     /// recovered on a short-lived executor (the retry and flush tasks do
     /// not run, so events must go straight to ZeroMQ).
     pub fn standalone(settings: Arc<Settings>) -> Result<Self, Box<dyn std::error::Error>> {
-        let config = crate::spool::SpoolConfig::for_core(&settings, 0);
+        let usage = crate::spool::SpoolUsage::new(1);
+        let config = crate::spool::SpoolConfig::for_core(&settings, 0, usage);
         let spool = glommio::LocalExecutor::default().run(CoreSpool::recover(&config))?;
         let mut shard = Self::new(0, settings, Rc::new(RefCell::new(spool)))?;
         // Wait for the consumers, so the first events do not spool.

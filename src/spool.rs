@@ -21,6 +21,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -396,7 +398,14 @@ pub struct CoreSpool {
     pub routes: Vec<RouteSpool>,
     pub tickets: Rc<Tickets>,
     pub durable: bool,
+    /// `--spool-max-bytes`, for the whole process.
     pub max_bytes: u64,
+    usage: Arc<SpoolUsage>,
+    core: usize,
+    /// What the other cores' spools held when last looked at.
+    others: u64,
+    /// The last write failed (and none has succeeded since): why.
+    pub write_error: Option<String>,
     pub sync_interval: Duration,
     pub replay_window: Duration,
 }
@@ -409,14 +418,57 @@ pub struct SpoolConfig {
     pub core: usize,
     pub cores: usize,
     pub durable: bool,
-    pub max_bytes_per_core: u64,
+    /// `--spool-max-bytes`: for the whole process.
+    pub max_bytes: u64,
+    /// What every core's spool holds.
+    pub usage: Arc<SpoolUsage>,
     pub sync_interval: Duration,
     pub replay_window: Duration,
 }
 
+/// Bytes each core's spool holds, published for the others about every
+/// tick of its control loop, so `--spool-max-bytes` limits the whole
+/// process without a shared counter on the request path.
+#[derive(Debug)]
+pub struct SpoolUsage {
+    cores: Box<[Slot]>,
+}
+
+/// One core's figure, on its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot(AtomicU64);
+
+impl SpoolUsage {
+    pub fn new(cores: usize) -> Arc<Self> {
+        Arc::new(Self {
+            cores: (0..cores).map(|_| Slot::default()).collect(),
+        })
+    }
+
+    fn publish(&self, core: usize, bytes: u64) {
+        if let Some(slot) = self.cores.get(core) {
+            slot.0.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// What the cores other than `core` last published.
+    fn others(&self, core: usize) -> u64 {
+        let all = self.cores.iter().enumerate();
+        all.filter(|&(i, _)| i != core)
+            .map(|(_, slot)| slot.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 impl SpoolConfig {
-    /// The spool settings of one core.
-    pub fn for_core(settings: &crate::config::Settings, core: usize) -> Self {
+    /// The spool settings of one core; `usage` is the process's, shared
+    /// by its cores.
+    pub fn for_core(
+        settings: &crate::config::Settings,
+        core: usize,
+        usage: Arc<SpoolUsage>,
+    ) -> Self {
         Self {
             dir: settings.spool_dir.clone(),
             route_dirs: settings
@@ -427,7 +479,8 @@ impl SpoolConfig {
             core,
             cores: settings.cores,
             durable: settings.durable,
-            max_bytes_per_core: settings.spool_max_bytes / settings.cores as u64,
+            max_bytes: settings.spool_max_bytes,
+            usage,
             sync_interval: settings.sync_interval,
             replay_window: settings.replay_window,
         }
@@ -529,7 +582,11 @@ impl CoreSpool {
             routes,
             tickets: Rc::new(Tickets::default()),
             durable: cfg.durable,
-            max_bytes: cfg.max_bytes_per_core,
+            max_bytes: cfg.max_bytes,
+            usage: cfg.usage.clone(),
+            core: cfg.core,
+            others: 0,
+            write_error: None,
             sync_interval: cfg.sync_interval,
             replay_window: cfg.replay_window,
         })
@@ -540,8 +597,17 @@ impl CoreSpool {
         self.routes.iter().map(RouteSpool::stored).sum()
     }
 
+    /// The process's spool holds `--spool-max-bytes` or more: this core's
+    /// bytes now, the others' as of the last [`Self::share_usage`].
     pub fn full(&self) -> bool {
-        self.stored() >= self.max_bytes
+        self.stored() + self.others >= self.max_bytes
+    }
+
+    /// Publishes this core's bytes and reads the other cores' (each core
+    /// calls it every tick of its control loop).
+    pub fn share_usage(&mut self) {
+        self.usage.publish(self.core, self.stored());
+        self.others = self.usage.others(self.core);
     }
 
     /// A write is in flight.
@@ -624,22 +690,30 @@ pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
         (c.take_jobs(), ticket, c.durable, c.tickets.clone())
     };
     let mut ok = true;
+    let mut error = None;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         let outcome = write_job(&job, durable).await;
         ok &= outcome.is_ok();
         if let Err(e) = &outcome {
-            eprintln!(
-                "spool: cannot write {}: {e}",
-                job.create
-                    .as_deref()
-                    .map_or("segment".into(), |p| p.display().to_string())
-            );
+            let what = format!("cannot write {}: {e}", job.path.display());
+            // Said once per kind of failure, not once per flush: a disk
+            // that keeps failing must not flood the log.
+            if core.borrow().write_error.as_deref() != Some(&what) && error.as_ref() != Some(&what)
+            {
+                eprintln!("spool: {what}");
+            }
+            error = Some(what);
         }
         results.push((job, outcome));
     }
     {
         let mut c = core.borrow_mut();
+        if let Some(e) = error.take() {
+            c.write_error = Some(e);
+        } else if c.write_error.take().is_some() {
+            eprintln!("spool: writing again");
+        }
         for (job, outcome) in results {
             let r = &mut c.routes[job.route];
             r.writing = false;

@@ -188,6 +188,106 @@ fn full_spool_refuses_with_503_and_recovers() {
     );
 }
 
+/// `--spool-max-bytes` is for the whole process (not split over cores),
+/// a full spool refuses only events that need it (a route with a
+/// consumer and nothing waiting still takes events), and `/ready` says it
+/// is full.
+#[test]
+fn a_full_spool_refuses_only_events_that_need_it_and_ready_says_so() {
+    let dead = free_endpoint();
+    let live = Sink::bind();
+    let routes = [
+        format!("in.gen.dead.*={dead}"),
+        format!("in.gen.live.*={}", live.endpoint),
+    ];
+    let server = Server::start(&[
+        "--cores",
+        "2",
+        "--spool-max-bytes",
+        "64KiB",
+        "--route",
+        &routes[0],
+        "--route",
+        &routes[1],
+    ]);
+    eventually(
+        Duration::from_secs(10),
+        "the live consumer to connect",
+        || stats(&server)["merged"]["routes"][1]["connected"] == 1,
+    );
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
+    // One keep-alive connection, so one core spools it all: it may fill
+    // the whole process's limit.
+    let conn = server.connect();
+    let mut writer = conn.try_clone().unwrap();
+    let mut reader = ResponseReader::new(conn);
+    let request = post_request(
+        "/dead/x",
+        "Content-Type: application/json\r\n",
+        body.as_bytes(),
+    );
+    let mut accepted = Vec::new();
+    let refused = loop {
+        writer.write_all(&request).unwrap();
+        let r = reader.next().expect("response");
+        if r.status != 200 {
+            break r;
+        }
+        accepted.push(r.assert_accepted("in.gen.dead.x"));
+        assert!(
+            accepted.len() < 100,
+            "64 KiB cannot hold 100 events of 2 KiB"
+        );
+    };
+    refused.assert_error(503, "spool_full");
+    // About 64 KiB of ~2.4 KiB records in all, not 32 KiB per core.
+    assert!(
+        (20..=40).contains(&accepted.len()),
+        "{} accepted",
+        accepted.len()
+    );
+    // The other core knows within a tick of its loop.
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..10 {
+        server
+            .post("/dead/x", Some("application/json"), body.as_bytes())
+            .assert_error(503, "spool_full");
+    }
+    let (status, ready) = admin_get(server.admin.unwrap(), "/ready");
+    assert_eq!(status, 503, "{ready}");
+    assert!(ready.contains("the spool is full"), "{ready}");
+
+    // The live route goes straight to its consumer.
+    let live_ids: Vec<u64> = (0..20)
+        .map(|_| {
+            server
+                .post("/live/y", Some("application/json"), body.as_bytes())
+                .assert_accepted("in.gen.live.y")
+        })
+        .collect();
+    let mut got: Vec<u64> = live
+        .recv_raw(20, Duration::from_secs(10))
+        .iter()
+        .map(|e| envelope_id(e))
+        .collect();
+    got.sort_unstable();
+    let mut want = live_ids;
+    want.sort_unstable();
+    assert_eq!(got, want);
+
+    // The dead route's consumer comes: everything it was given arrives.
+    let sink = Sink::bind_at(&dead);
+    let mut got: Vec<u64> = sink
+        .recv_raw(accepted.len(), Duration::from_secs(10))
+        .iter()
+        .map(|e| envelope_id(e))
+        .collect();
+    sink.assert_quiet(Duration::from_millis(300));
+    got.sort_unstable();
+    accepted.sort_unstable();
+    assert_eq!(got, accepted);
+}
+
 /// Hand-offs to ZeroMQ so far (`/stats`, all cores).
 fn handoffs(server: &Server) -> u64 {
     stats(server)["merged"]["handoffs"]
