@@ -9,7 +9,8 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -96,16 +97,38 @@ pub fn snapshots(cores: &[mpsc::Sender<Ask>]) -> Vec<Option<CoreSnapshot>> {
         .collect()
 }
 
+/// Connections the admin listener serves at once; more are answered 503.
+const ADMIN_CONNECTIONS: usize = 16;
+
 /// Binds the admin listener (so a bad address fails the start) and serves
-/// it on its own thread.
+/// it on its own threads: one per connection, so a scraper that hangs (or
+/// any idle connection) does not hold up a health probe.
 pub fn spawn(addr: SocketAddr, cores: Vec<mpsc::Sender<Ask>>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
+    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("hookwire-admin".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = serve(stream, &cores);
+            for mut stream in listener.incoming().flatten() {
+                if open.fetch_add(1, Ordering::Relaxed) >= ADMIN_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    let body = format!(
+                        r#"{{"error":"busy","message":"the admin listener serves {ADMIN_CONNECTIONS} connections at once; close idle ones and retry"}}"#
+                    );
+                    let _ = respond(&mut stream, 503, "application/json", &body);
+                    continue;
+                }
+                let (cores, done) = (cores.clone(), open.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("hookwire-admin-conn".into())
+                    .spawn(move || {
+                        let _ = serve(stream, &cores);
+                        done.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         })?;
     Ok(local)

@@ -257,6 +257,40 @@ fn health_and_readiness_follow_the_consumer() {
         "{body}"
     );
 
+    // Idle connections to the admin port do not hold up a probe.
+    let idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(admin).unwrap())
+        .collect();
+    let asked = std::time::Instant::now();
+    assert_eq!(admin_get(admin, "/health").0, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "/health waited {:?} behind idle connections",
+        asked.elapsed()
+    );
+    drop(idle);
+
+    // A peer that accepts TCP but is not ZeroMQ is not a consumer.
+    {
+        let addr = endpoint.trim_start_matches("tcp://");
+        let plain = std::net::TcpListener::bind(addr).unwrap();
+        plain.set_nonblocking(true).unwrap();
+        let mut accepted = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < until {
+            if let Ok((stream, _)) = plain.accept() {
+                accepted.push(stream);
+            }
+            let (status, body) = admin_get(admin, "/ready");
+            assert_eq!(status, 503, "a plain TCP listener made /ready say {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !accepted.is_empty(),
+            "hookwire never connected to the plain listener"
+        );
+    }
+
     let sink = Sink::bind_at(&endpoint);
     eventually(Duration::from_secs(10), "ready with a consumer", || {
         admin_get(admin, "/ready").0 == 200
