@@ -762,18 +762,24 @@ fn parse_route(text: &str) -> Result<RouteSpec, ConfigError> {
 
 /// Refuses what ZeroMQ would refuse, at start rather than at first send.
 fn check_endpoint(option: &str, endpoint: &str) -> Result<(), ConfigError> {
-    let hint = "expected tcp://host:port, ipc://path or inproc://name";
+    let hint = "expected tcp://host:port or ipc://path";
     let (scheme, rest) = endpoint.split_once("://").ok_or_else(|| {
         bad(
             option,
             format!("'{endpoint}' is not a ZeroMQ endpoint ({hint})"),
         )
     })?;
+    if scheme == "inproc" {
+        return Err(bad(
+            option,
+            format!("'{endpoint}': inproc:// reaches only sockets inside hookwire itself, never a consumer; use tcp://host:port or ipc://path"),
+        ));
+    }
     let ok = match scheme {
         "tcp" => rest.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
         }),
-        "ipc" | "inproc" => !rest.is_empty(),
+        "ipc" => !rest.is_empty(),
         _ => false,
     };
     if !ok {
@@ -788,7 +794,18 @@ fn check_endpoint(option: &str, endpoint: &str) -> Result<(), ConfigError> {
     socket.set_linger(0).map_err(|e| bad(option, e))?;
     socket
         .connect(endpoint)
-        .map_err(|e| bad(option, format!("'{endpoint}': {e}")))
+        .map_err(|e| bad(option, format!("'{endpoint}': {e}")))?;
+    // A name that does not resolve now may later (libzmq keeps trying):
+    // said, not refused.
+    if let Some(host_port) = endpoint.strip_prefix("tcp://") {
+        let host_port = host_port
+            .rsplit_once(';')
+            .map_or(host_port, |(_, remote)| remote);
+        if std::net::ToSocketAddrs::to_socket_addrs(host_port).is_err() {
+            eprintln!("hookwire: --{option}: '{endpoint}': the host does not resolve now; events for it wait in the spool until it does and a consumer answers");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -865,6 +882,7 @@ mod tests {
         for (args, option) in [
             (&["--push", "nope"][..], "--push"),
             (&["--push", "tcp://127.0.0.1"], "--push"),
+            (&["--push", "inproc://x"], "--push"),
             (&["--route", "x"], "--route"),
             (&["--frames", "xml"], "--frames"),
             (&["--cores", "0"], "--cores"),

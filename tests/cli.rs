@@ -34,6 +34,7 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
 fn bad_options_are_refused_naming_the_option() {
     let cases: &[(&[&str], &str)] = &[
         (&["--push", "localhost:5555"], "--push"),
+        (&["--push", "inproc://consumer"], "--push"),
         (&["--route", "in.gen.*"], "--route"),
         (&["--route", "in.gen.*=tcp://127.0.0.1:0"], "--route"),
         (&["--frames", "xml"], "--frames"),
