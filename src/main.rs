@@ -53,6 +53,19 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Held until the process exits.
     let _spool_lock = hookwire::spool::lock_dir(&settings.spool_dir)
         .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?;
+    let route_dirs: Vec<String> = settings
+        .routes
+        .iter()
+        .map(|r| hookwire::spool::route_dir(&r.pattern))
+        .collect();
+    for (dir, bytes, key) in hookwire::spool::stranded(&settings.spool_dir, &route_dirs) {
+        let like = key.map_or(String::new(), |k| format!(", keys like {k}"));
+        eprintln!(
+            "warning: {} holds {} of events spooled for a route no longer configured{like}: no route delivers them; start hookwire with that route again (its glob is the directory's name before the hash) to deliver them",
+            dir.display(),
+            bytesize::ByteSize(bytes).to_string_as(true)
+        );
+    }
     // Signals are caught before any core starts, so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     // A spool write past the file-size limit must fail (EFBIG, answered

@@ -504,6 +504,68 @@ pub fn route_dir(pattern: &str) -> String {
     format!("{safe}-{:08x}", crc32c::crc32c(pattern.as_bytes()))
 }
 
+/// Spool directories under `dir` that no configured route uses (their
+/// route's glob was changed or removed) and still hold events: each with
+/// its bytes and, from its oldest file's first record, a key of its
+/// events. Nothing delivers them until a route with the old glob returns.
+pub fn stranded(dir: &Path, route_dirs: &[String]) -> Vec<(PathBuf, u64, Option<String>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let known = name
+            .to_str()
+            .is_some_and(|n| route_dirs.iter().any(|r| r == n));
+        if known || !entry.path().is_dir() {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|core| {
+                core.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("core-"))
+            })
+            .flat_map(|core| {
+                std::fs::read_dir(core.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|f| f.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".log"))
+            })
+            .collect();
+        files.sort();
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        if bytes == 0 {
+            continue;
+        }
+        let key = files.first().and_then(|f| {
+            let mut head = vec![0u8; 64 << 10];
+            let n = std::io::Read::read(&mut std::fs::File::open(f).ok()?, &mut head).ok()?;
+            match parse_record(&head[..n], n as u64) {
+                Ok(Some((key, _, _))) => Some(String::from_utf8_lossy(key).into_owned()),
+                _ => None,
+            }
+        });
+        out.push((entry.path(), bytes, key));
+    }
+    out.sort();
+    out
+}
+
 impl CoreSpool {
     /// Finds the segments this core owns (its own directory and those of
     /// cores `k` with `k % cores == core` from runs with more cores) and

@@ -566,6 +566,58 @@ fn a_drain_without_consumers_keeps_events_for_the_next_start() {
     let _ = std::fs::remove_dir_all(&spool);
 }
 
+/// Events spooled for a route whose glob was then changed: no route
+/// delivers them, so the start says where they are and what they are
+/// rather than leaving them silently; the old route brings them back.
+#[test]
+fn a_route_no_longer_configured_is_named_at_start_with_its_spooled_events() {
+    let spool = temp_dir("stranded");
+    let endpoint = free_endpoint();
+    let mut server = spool_server(
+        &spool,
+        &endpoint,
+        &["--cores", "1", "--drain-timeout", "1s"],
+    );
+    let ids: Vec<u64> = (0..5)
+        .map(|i| {
+            server
+                .get(&format!("/s/n?i={i}"))
+                .assert_accepted("in.gen.s.n")
+        })
+        .collect();
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert!(server.child.wait().unwrap().success());
+    drop(server);
+
+    let route = format!("in.gen.*={endpoint}");
+    let dir = spool.to_str().unwrap();
+    let server = Server::start(&["--route", &route, "--spool-dir", dir, "--cores", "1"]);
+    let warning = server
+        .banner
+        .iter()
+        .find(|l| l.starts_with("warning:") && l.contains("no route delivers them"))
+        .unwrap_or_else(|| panic!("no warning at start: {:?}", server.banner));
+    assert!(warning.contains("keys like in.gen.s.n"), "{warning}");
+    drop(server);
+
+    // The old route again: everything arrives.
+    let sink = Sink::bind_at(&endpoint);
+    let server = spool_server(&spool, &endpoint, &["--cores", "1"]);
+    assert!(
+        !server.banner.iter().any(|l| l.starts_with("warning:")),
+        "{:?}",
+        server.banner
+    );
+    let got: Vec<u64> = sink
+        .recv_raw(5, Duration::from_secs(10))
+        .iter()
+        .map(|e| id_of(e))
+        .collect();
+    assert_eq!(got, ids);
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
 #[test]
 fn an_unusable_spool_dir_is_refused_at_start() {
     let out = std::process::Command::new(BIN)
