@@ -37,8 +37,10 @@ pub enum Step {
     /// Write what is in `out`, then close: `completed` requests were
     /// answered, the last one asked to close the connection.
     Done { completed: usize },
-    /// Write what is in `out` (an error response), then close.
-    Close,
+    /// Write what is in `out`, then close: `completed` requests were
+    /// answered, the last with an error after which the stream cannot be
+    /// read on.
+    Close { completed: usize },
 }
 
 /// A connection's buffers and per-request state.
@@ -154,14 +156,14 @@ impl Conn {
                         self.want = 0;
                         return Step::More { completed };
                     }
-                    Err(e) => return self.fail(shard, e),
+                    Err(e) => return self.fail(shard, e, completed),
                 },
             };
             let (body, total) = match head.framing() {
                 Framing::None => (head.len..head.len, head.len),
                 Framing::Length(n) => {
                     if n > self.max_body as u64 {
-                        return self.fail(shard, Error::BodyTooLarge);
+                        return self.fail(shard, Error::BodyTooLarge, completed);
                     }
                     let total = head.len + n as usize;
                     if pending.len() < total {
@@ -175,12 +177,12 @@ impl Conn {
                 Framing::Chunked => {
                     let body = &pending[head.len..];
                     match chunked::measure(body, &mut self.chunks, self.max_body, self.max_header) {
-                        Err(e) => return self.fail(shard, e),
+                        Err(e) => return self.fail(shard, e, completed),
                         Ok(None) => {
                             // The data so far is within --max-body (measure
                             // checks it); what outgrew the buffer is framing.
                             if pending.len() >= self.max_wire {
-                                return self.fail(shard, Error::ChunksTooSmall);
+                                return self.fail(shard, Error::ChunksTooSmall, completed);
                             }
                             self.want = 0;
                             self.expect_continue(&head);
@@ -266,8 +268,9 @@ impl Conn {
     }
 
     /// Answers a request that cannot be read and closes: after a framing
-    /// error the rest of the stream cannot be trusted.
-    pub fn fail(&mut self, shard: &mut Shard, error: Error) -> Step {
+    /// error the rest of the stream cannot be trusted. `completed`: the
+    /// requests answered before it in this pass.
+    pub fn fail(&mut self, shard: &mut Shard, error: Error, completed: usize) -> Step {
         let (status, code, message) = error.describe();
         let refusal = Refusal {
             status,
@@ -278,7 +281,9 @@ impl Conn {
         shard.refuse(&refusal, b"", Persist::Close, true, &mut self.out);
         self.start = self.end;
         self.head = None;
-        Step::Close
+        Step::Close {
+            completed: completed + 1,
+        }
     }
 }
 
@@ -331,8 +336,7 @@ pub async fn serve(
                 // sent nothing closes quietly.
                 _ => {
                     if conn.pending() || matches!(read, Ok(n) if n > 0) {
-                        conn.fail(&mut shard.borrow_mut(), Error::Timeout);
-                        let _ = stream.write_all(&conn.out).await;
+                        time_out(&mut stream, &mut conn, &shard, first_byte).await;
                     }
                     return;
                 }
@@ -365,12 +369,12 @@ pub async fn serve(
             let mut shard = shard.borrow_mut();
             let metrics = &mut shard.metrics;
             metrics.counters.bytes_out += conn.out.len() as u64;
-            if let Step::More { completed } | Step::Done { completed } = step {
-                if completed > 0 {
-                    metrics.request.record(written - first);
-                    for _ in 1..completed {
-                        metrics.request.record(written - read_at);
-                    }
+            let (Step::More { completed } | Step::Done { completed } | Step::Close { completed }) =
+                step;
+            if completed > 0 {
+                metrics.request.record(written - first);
+                for _ in 1..completed {
+                    metrics.request.record(written - read_at);
                 }
             }
             conn.out.clear();
@@ -378,14 +382,13 @@ pub async fn serve(
         if last_round {
             if conn.pending() && matches!(step, Step::More { .. }) {
                 // The rest of a request that can no longer be read.
-                conn.fail(&mut shard.borrow_mut(), Error::Timeout);
-                let _ = stream.write_all(&conn.out).await;
+                time_out(&mut stream, &mut conn, &shard, first_byte).await;
             }
             let _ = stream.close().await;
             return;
         }
         match step {
-            Step::Close | Step::Done { .. } => {
+            Step::Close { .. } | Step::Done { .. } => {
                 let _ = stream.close().await;
                 return;
             }
@@ -398,6 +401,28 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Answers a request that did not arrive in time with its 408; it counts
+/// as answered (latency from its first byte, bytes out).
+async fn time_out(
+    stream: &mut TcpStream,
+    conn: &mut Conn,
+    shard: &RefCell<Shard>,
+    first_byte: Option<Instant>,
+) {
+    conn.fail(&mut shard.borrow_mut(), Error::Timeout, 0);
+    let written = stream.write_all(&conn.out).await.is_ok();
+    let now = Instant::now();
+    let mut shard = shard.borrow_mut();
+    if written {
+        shard.metrics.counters.bytes_out += conn.out.len() as u64;
+    }
+    shard
+        .metrics
+        .request
+        .record(now - first_byte.unwrap_or(now));
+    conn.out.clear();
 }
 
 /// A connection's entry in its core's registry, removed when it ends.

@@ -78,7 +78,7 @@ fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str
 
 #[test]
 fn metrics_count_every_request() {
-    let (server, sink) = server_and_sink(&[]);
+    let (server, sink) = server_and_sink(&["--request-timeout", "300ms", "--max-body", "1KiB"]);
     for i in 0..37 {
         server
             .get(&format!("/crm/lead?i={i}"))
@@ -96,6 +96,19 @@ fn metrics_count_every_request() {
     server
         .post("/a/b", Some("application/json"), b"{nope")
         .assert_error(400, "invalid_json");
+    // Answers that close the connection count too: a framing error, a
+    // body over --max-body, a request that stalls past its timeout.
+    let framing = server.request(
+        b"POST /a/b HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    assert_eq!(framing.status, 400);
+    server
+        .post("/a/b", Some("application/json"), &[b' '; 2048])
+        .assert_error(413, "body_too_large");
+    let mut stalled = server.connect();
+    stalled.write_all(b"GET /a/b HTTP/1.1\r\nHost:").unwrap();
+    let timed_out = ResponseReader::new(stalled).next().expect("a 408");
+    assert_eq!(timed_out.status, 408);
 
     let m = scrape(&server);
     let all = |status: &str| {
@@ -106,8 +119,10 @@ fn metrics_count_every_request() {
         )
     };
     assert_eq!(all("200"), 37.0);
-    assert_eq!(all("400"), 6.0);
+    assert_eq!(all("400"), 7.0);
     assert_eq!(all("405"), 3.0);
+    assert_eq!(all("408"), 1.0);
+    assert_eq!(all("413"), 1.0);
     let per_core: f64 = ["0", "1"]
         .iter()
         .map(|c| {
@@ -147,9 +162,9 @@ fn metrics_count_every_request() {
             "hookwire_connections_accepted_total",
             &[("core", "all")]
         ),
-        46.0
+        49.0
     );
-    assert!(sample(&m, "hookwire_bytes_in_total", &[("core", "all")]) > 46.0 * 30.0);
+    assert!(sample(&m, "hookwire_bytes_in_total", &[("core", "all")]) > 49.0 * 30.0);
 
     // The latency histogram: one sample per answered request, buckets
     // cumulative from 10 µs to 10 s, +Inf equal to the count.
@@ -166,14 +181,14 @@ fn metrics_count_every_request() {
     assert_eq!(buckets.first().unwrap().less_than, 0.00001);
     assert!(buckets.iter().any(|b| b.less_than == 10.0));
     assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
-    assert_eq!(buckets.last().unwrap().count, 46.0);
+    assert_eq!(buckets.last().unwrap().count, 49.0);
     assert_eq!(
         sample(
             &m,
             "hookwire_request_duration_seconds_count",
             &[("core", "all")]
         ),
-        46.0
+        49.0
     );
 }
 
