@@ -1538,6 +1538,20 @@ fn uid_comes_from_query_body_or_cookie() {
         uid("/app/install", all, Some((form, b"uid=4444444444"))).v["uid"],
         "4444444444"
     );
+    // A repeated uid: its first value that looks like an id.
+    assert_eq!(
+        uid(
+            "/app/install?uid=abc&uid=5555555555&uid=6666666666",
+            all,
+            body
+        )
+        .v["uid"],
+        "5555555555"
+    );
+    assert_eq!(
+        uid("/app/install", all, Some((form, b"uid=x&uid=7777777777"))).v["uid"],
+        "7777777777"
+    );
 
     // Nothing valid anywhere: a fresh snowflake; the sent values stay in data.
     let before = now_ms();

@@ -263,11 +263,25 @@ impl Params {
 
     /// The value of the first plain `name=` among `self.list[within]`.
     pub fn first(&self, within: Range<usize>, name: &str) -> Option<Range<u32>> {
+        self.first_where(within, name, |_| true)
+    }
+
+    /// The value of the first plain `name` parameter in `within` that
+    /// `ok` accepts.
+    pub fn first_where(
+        &self,
+        within: Range<usize>,
+        name: &str,
+        ok: impl Fn(&[u8]) -> bool,
+    ) -> Option<Range<u32>> {
         self.list[within]
             .iter()
             // The length first: most keys differ in it.
             .find(|p| {
-                p.kind == Kind::Plain && p.key.len() == name.len() && self.text(&p.key) == name
+                p.kind == Kind::Plain
+                    && p.key.len() == name.len()
+                    && self.text(&p.key) == name
+                    && ok(self.text(&p.value).as_bytes())
             })
             .map(|p| p.value.clone())
     }

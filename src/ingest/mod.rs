@@ -364,14 +364,16 @@ impl Ingest {
     }
 
     /// The first of query `uid`, body `uid`, cookie `uid` that looks like
-    /// an id.
+    /// an id (of a repeated `uid`, the first value that does).
     fn uid(&self, req: &Request<'_>, query_len: usize, body: &Body) -> Option<Text> {
         let params = &self.params;
         let valid = |t: &Text| route::valid_uid(self.bytes(req, t));
-        let from_query = params.first(0..query_len, "uid").map(Text::Params);
+        let from_query = params
+            .first_where(0..query_len, "uid", route::valid_uid)
+            .map(Text::Params);
         let from_body = match body {
             Body::Form => params
-                .first(query_len..params.list.len(), "uid")
+                .first_where(query_len..params.list.len(), "uid", route::valid_uid)
                 .map(Text::Params),
             Body::JsonObject => match &self.json.uid {
                 Field::Text(r) => Some(Text::Json(r.clone())),
