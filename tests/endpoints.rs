@@ -559,11 +559,10 @@ fn missing_service_and_missing_name_are_refused() {
         400,
         "missing_name",
     );
-    refused(
-        &server.post("/calltrack", form, b"a=1&name[x]=y"),
-        400,
-        "missing_name",
-    );
+    // A name given only as an object or array says so.
+    let r = server.post("/calltrack", form, b"a=1&name[x]=y");
+    refused(&r, 400, "invalid_name");
+    assert!(r.json()["message"].as_str().unwrap().contains("name[]"));
     refused(&server.post("/calltrack", None, b""), 400, "missing_name");
 
     assert_only_marker_arrives(&server, &sink);
@@ -665,6 +664,29 @@ fn invalid_project_id_is_refused_wherever_it_comes_from() {
             ),
             400,
             "invalid_project_id",
+        );
+    }
+    // As an array or object in the query or a form body, with no plain
+    // one: refused, not passed over with projectId 0.
+    for q in ["projectId[]=5", "projectId[x]=5"] {
+        refused(
+            &server.get(&format!("/aff/conv?{q}")),
+            400,
+            "invalid_project_id",
+        );
+        refused(
+            &server.post(
+                "/aff/conv",
+                Some("application/x-www-form-urlencoded"),
+                q.as_bytes(),
+            ),
+            400,
+            "invalid_project_id",
+        );
+        refused(
+            &server.get(&format!("/aff?{}", q.replace("projectId", "name"))),
+            400,
+            "invalid_name",
         );
     }
     // As JSON numbers (the `abc` case is the string above).

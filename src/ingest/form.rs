@@ -266,6 +266,14 @@ impl Params {
         self.first_where(within, name, |_| true)
     }
 
+    /// Whether `within` has `name` only in a bracketed form (`name[]`,
+    /// `name[x]`).
+    pub fn bracketed(&self, within: Range<usize>, name: &str) -> bool {
+        self.list[within].iter().any(|p| {
+            p.kind != Kind::Plain && p.top.len() == name.len() && self.text(&p.top) == name
+        })
+    }
+
     /// The value of the first plain `name` parameter in `within` that
     /// `ok` accepts.
     pub fn first_where(

@@ -65,6 +65,16 @@ pub const INVALID_NAME: Refusal = Refusal::new(
     "invalid_name",
     "the event name must be 1-64 characters of A-Z a-z 0-9 _ -",
 );
+pub const BRACKETED_NAME: Refusal = Refusal::new(
+    Status::BadRequest,
+    "invalid_name",
+    "the event name must be one plain value (name=lead), not name[]= or name[…]=",
+);
+pub const BRACKETED_PROJECT_ID: Refusal = Refusal::new(
+    Status::BadRequest,
+    "invalid_project_id",
+    "projectId must be one plain unsigned integer (projectId=7), not projectId[]= or projectId[…]=",
+);
 pub const INVALID_PROJECT_ID: Refusal = Refusal::new(
     Status::BadRequest,
     "invalid_project_id",
@@ -349,10 +359,28 @@ impl Ingest {
         if let Some(p) = params.first(0..query_len, key) {
             return Ok(Some(Text::Params(p)));
         }
-        match body {
-            Body::Form => Ok(params
+        let found = match body {
+            Body::Form => params
                 .first(query_len..params.list.len(), key)
-                .map(Text::Params)),
+                .map(Text::Params),
+            _ => None,
+        };
+        // `name[]=…` or `projectId[x]=…` with no plain one: a routing
+        // field given as an array or object is refused, as in a JSON body,
+        // rather than passed over (projectId would silently be 0).
+        let within = match body {
+            Body::Form => 0..params.list.len(),
+            _ => 0..query_len,
+        };
+        if found.is_none() && params.bracketed(within, key) {
+            return Err(if key == "name" {
+                BRACKETED_NAME
+            } else {
+                BRACKETED_PROJECT_ID
+            });
+        }
+        match body {
+            Body::Form => Ok(found),
             Body::JsonObject => match json_field(&self.json) {
                 Field::Absent => Ok(None),
                 Field::Text(r) => Ok(Some(Text::Json(r.clone()))),
