@@ -135,10 +135,19 @@ pub fn spawn(addr: SocketAddr, cores: Vec<mpsc::Sender<Ask>>) -> std::io::Result
 }
 
 fn serve(mut stream: TcpStream, cores: &[mpsc::Sender<Ask>]) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // A request must arrive within 5 s in all (not per read: a client
+    // that drips a byte at a time does not hold a thread longer), and
+    // the answer must be taken within 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = [0u8; 8192];
     let mut len = 0;
     let path = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf[len..])?;
         if n == 0 {
             return Ok(());

@@ -38,8 +38,11 @@ struct Route {
     recent: Recent,
     /// Receives the socket's connection events.
     monitor: zmq::Socket,
-    /// Each endpoint's peer, by the endpoint's address.
+    /// The consumers that completed the handshake.
     peers: Peers,
+    /// Where the consumers listen, to find this route's connections at a
+    /// drain ([`Fanout::close_sockets`]).
+    addresses: Addresses,
     delivered: u64,
     depth: hdrhistogram::Histogram<u64>,
 }
@@ -314,8 +317,9 @@ impl Fanout {
     }
 
     /// Closes every route's socket, letting libzmq send what it still
-    /// queues for `linger` at most; returns what [`close`] needs to learn
-    /// whether it did. The routes are gone afterwards (the spool stays).
+    /// queues for `linger` at most, and returns each route's [`Closing`]
+    /// to learn whether its consumers got it all. The routes are gone
+    /// afterwards (the spool stays).
     pub fn close_sockets(&mut self, linger: Duration) -> Vec<Closing> {
         let ms = linger.as_millis().min(i32::MAX as u128) as i32;
         let closed_at = Instant::now();
@@ -327,10 +331,19 @@ impl Fanout {
                     monitor,
                     mut peers,
                     recent,
+                    addresses,
                     ..
                 } = route;
-                // Events since the last tick, so `ready` is current.
-                while peers.read(&monitor).is_some() {}
+                // Events since the last tick: a consumer that left then
+                // took what libzmq had queued for it with it.
+                let mut lost = false;
+                while let Some(event) = peers.read(&monitor) {
+                    lost |= event == PeerEvent::Lost;
+                }
+                // Copies of the connections' descriptors keep them open
+                // after libzmq closes its own, so the kernel's queue for
+                // each consumer can be watched until it has all arrived.
+                let connections = addresses.connections();
                 let _ = socket.set_linger(ms);
                 drop(socket);
                 Closing {
@@ -338,40 +351,64 @@ impl Fanout {
                     ready: peers.ready(),
                     peers,
                     recent,
-                    lost: false,
+                    lost,
                     gone: None,
                     settled: closed_at + linger,
+                    connections,
                 }
             })
             .collect()
     }
 }
 
-/// A route whose socket is closing, with its monitor: libzmq says when the
-/// socket is gone, which is before its linger runs out only when it sent
-/// (to the kernel) every event it queued.
+/// A route whose socket is closing, with its monitor and its consumers'
+/// connections.
 pub struct Closing {
     monitor: zmq::Socket,
     peers: Peers,
     /// Consumers connected when the socket was closed.
     ready: usize,
     recent: Recent,
-    /// A consumer disconnected while the socket closed: what libzmq
-    /// queued for it is gone.
+    /// A consumer disconnected since the last tick or while the socket
+    /// closed: what libzmq queued for it is gone.
     lost: bool,
-    /// When the socket was seen gone.
+    /// When the socket was seen gone (libzmq's MONITOR_STOPPED: it has
+    /// written everything it queued to the kernel, or its linger ran out).
     gone: Option<Instant>,
     /// When the linger runs out.
     settled: Instant,
+    connections: Vec<Connection>,
 }
 
-/// libzmq's TCP engine encodes events into a batch of this many bytes
-/// (`ZMQ_OUT_BATCH_SIZE`'s default) and writes it to the kernel; a batch
-/// it could not write yet when its socket is destroyed is dropped.
-const OUT_BATCH: usize = 8192;
+/// A consumer connection at a drain, through a copy of its descriptor.
+struct Connection {
+    fd: std::os::fd::OwnedFd,
+    sndbuf: u64,
+    /// Its kernel send queue was seen over a quarter full: libzmq's engine
+    /// may have been holding a batch it could not write when its socket
+    /// was destroyed (and that batch is dropped).
+    crowded: bool,
+    /// The queue was empty (every byte acknowledged by the consumer's
+    /// kernel) after the socket was gone.
+    delivered: bool,
+}
+
+impl Connection {
+    /// Bytes sent on it that the consumer's kernel has not acknowledged.
+    fn unacknowledged(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int for a socket the
+        // descriptor, owned here, refers to.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        (r == 0).then_some(n.max(0) as u64)
+    }
+}
 
 impl Closing {
-    /// Reads the monitor; true once the socket is gone.
+    /// Reads the monitor and the connections' queues; true once the
+    /// socket is gone and every consumer's kernel has acknowledged all it
+    /// was sent.
     pub fn poll(&mut self) -> bool {
         while let Some(event) = self.peers.read(&self.monitor) {
             match event {
@@ -380,59 +417,131 @@ impl Closing {
                 PeerEvent::Ready | PeerEvent::Other => {}
             }
         }
-        self.gone.is_some()
+        let gone = self.gone.is_some();
+        for c in &mut self.connections {
+            match c.unacknowledged() {
+                Some(n) => {
+                    c.crowded |= n > c.sndbuf / 4;
+                    c.delivered = gone && n == 0;
+                }
+                None => c.delivered = false,
+            }
+        }
+        gone && self.connections.iter().all(|c| c.delivered)
     }
 
-    /// Accepted mode, once the socket is gone or the drain's time is up:
-    /// appends to the route's spool the latest events handed to ZeroMQ
-    /// that libzmq may have dropped, and returns how many (the next start
-    /// sends them; consumers drop the repeats of those that did arrive by
-    /// `id`). `sndhwm` is libzmq's queue per consumer (0: no limit).
+    /// Accepted mode, once [`Self::poll`] said done or the drain's time is
+    /// up: appends to the route's spool the latest events handed to
+    /// ZeroMQ when any of them may not have reached a consumer, and
+    /// returns how many (the next start sends them; consumers drop the
+    /// repeats of those that did arrive by `id`).
     ///
-    /// Gone before its linger ran out, with no consumer lost meanwhile:
-    /// libzmq sent every queued event except at most the batch its engine
-    /// was still writing, so only the events of one batch per consumer
-    /// are kept. Otherwise up to SNDHWM events queued per consumer were
-    /// dropped, plus that batch.
-    pub fn respool(mut self, spool: &mut CoreSpool, route: usize, sndhwm: i32) -> usize {
+    /// Nothing is kept when every consumer got everything: the socket was
+    /// gone before its linger ran out (libzmq wrote all it queued to the
+    /// kernel), no consumer left meanwhile, each consumer's connection was
+    /// found and its kernel acknowledged every byte, and none was ever
+    /// crowded (libzmq drops a batch its engine could not write only when
+    /// the kernel's queue was full). Otherwise the whole resend buffer is
+    /// kept, as after a consumer disconnect: with several consumers, what
+    /// libzmq dropped for a slow one is not the route's latest events.
+    /// The spool's limit does not apply: these events got their 200.
+    pub fn respool(mut self, spool: &mut CoreSpool, route: usize) -> usize {
         self.poll();
         if self.ready == 0 && !self.lost {
             // ZMQ_IMMEDIATE: with no consumer connected nothing is queued.
             return 0;
         }
-        let consumers = self.ready.max(1);
-        let mut sizes = Vec::new();
-        self.recent
-            .each(|key, envelope| sizes.push(key.len() + envelope.len()));
-        let (mut batch, mut in_batch) = (0usize, 0usize);
-        for &size in sizes.iter().rev() {
-            if batch + size > OUT_BATCH {
-                break;
-            }
-            batch += size;
-            in_batch += 1;
+        let in_time = self
+            .gone
+            .is_some_and(|t| t + Duration::from_millis(10) < self.settled);
+        let delivered = !self.lost
+            && in_time
+            && self.connections.len() >= self.ready
+            && self.connections.iter().all(|c| c.delivered && !c.crowded);
+        if delivered {
+            return 0;
         }
-        let per_consumer = in_batch + 1;
-        let flushed = !self.lost
-            && self
-                .gone
-                .is_some_and(|t| t + Duration::from_millis(10) < self.settled);
-        let n = match (flushed, sndhwm) {
-            (true, _) => consumers * per_consumer,
-            (false, 0) => usize::MAX,
-            (false, hwm) => consumers * (hwm as usize + per_consumer),
-        };
         let mut count = 0;
-        self.recent.drain_last(n, |key, envelope| {
-            if !spool.full() {
-                spool.routes[route].append(key, envelope);
-                count += 1;
-            }
+        self.recent.drain(|key, envelope| {
+            spool.routes[route].append(key, envelope);
+            count += 1;
         });
         if count > 0 {
             spool.tickets.take(); // nobody waits for these
         }
         count
+    }
+}
+
+/// Where a route's consumers listen: TCP addresses (resolved at start) and
+/// IPC paths.
+#[derive(Debug, Default)]
+struct Addresses {
+    tcp: Vec<std::net::SocketAddr>,
+    ipc: Vec<std::path::PathBuf>,
+}
+
+impl Addresses {
+    fn of(endpoints: &[String]) -> Self {
+        let mut a = Self::default();
+        for endpoint in endpoints {
+            if let Some(rest) = endpoint.strip_prefix("tcp://") {
+                // `tcp://source;host:port` connects from `source`.
+                let remote = rest.rsplit_once(';').map_or(rest, |(_, r)| r);
+                if let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(remote) {
+                    a.tcp.extend(addrs);
+                }
+            } else if let Some(path) = endpoint.strip_prefix("ipc://") {
+                a.ipc.push(path.into());
+            }
+        }
+        a
+    }
+
+    /// Copies of this process's descriptors of connections to them.
+    fn connections(&self) -> Vec<Connection> {
+        use std::os::fd::BorrowedFd;
+        let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in fds.flatten() {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let is_socket = std::fs::read_link(entry.path())
+                .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+            if !is_socket {
+                continue;
+            }
+            // SAFETY: the number came from /proc/self/fd; it is only
+            // duplicated here (a descriptor closed meanwhile fails the
+            // dup, a reused one is checked by its peer below).
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let Ok(owned) = borrowed.try_clone_to_owned() else {
+                continue;
+            };
+            let sock = socket2::SockRef::from(&owned);
+            let Ok(peer) = sock.peer_addr() else { continue };
+            let ours = peer.as_socket().is_some_and(|a| self.tcp.contains(&a))
+                || peer
+                    .as_pathname()
+                    .is_some_and(|p| self.ipc.iter().any(|q| q == p));
+            if ours {
+                let sndbuf = sock.send_buffer_size().unwrap_or(0) as u64;
+                out.push(Connection {
+                    fd: owned,
+                    sndbuf,
+                    crowded: false,
+                    delivered: false,
+                });
+            }
+        }
+        out
     }
 }
 
@@ -448,12 +557,13 @@ enum PeerEvent {
     Other,
 }
 
-/// The peer of each of a route's endpoints: a TCP connection alone is not
-/// a consumer (a port scanner, a load balancer with no backends, a peer
-/// that is not ZeroMQ); one that completed the handshake is.
+/// A route's consumers: a TCP connection alone is not a consumer (a port
+/// scanner, a load balancer with no backends, a peer that is not ZeroMQ);
+/// one that completed the handshake is.
 #[derive(Debug, Default)]
 struct Peers {
-    /// Endpoints whose peer completed the handshake.
+    /// The endpoint of each connection that completed the handshake (one
+    /// entry per connection: two endpoints may name the same address).
     ready: Vec<Vec<u8>>,
 }
 
@@ -462,7 +572,9 @@ impl Peers {
         self.ready.len()
     }
 
-    /// The next event from `monitor`, if one waits.
+    /// The next event from `monitor`, if one waits. Each connection gives
+    /// one HANDSHAKE_SUCCEEDED and, when it ends, one DISCONNECTED with the
+    /// same endpoint.
     fn read(&mut self, monitor: &zmq::Socket) -> Option<PeerEvent> {
         let frames = monitor.recv_multipart(zmq::DONTWAIT).ok()?;
         let event = frames
@@ -470,21 +582,21 @@ impl Peers {
             .filter(|f| f.len() >= 2)
             .map(|f| u16::from_ne_bytes([f[0], f[1]]));
         let endpoint = frames.get(1).cloned().unwrap_or_default();
-        let known = self.ready.iter().position(|e| *e == endpoint);
         Some(match event {
             Some(e) if e == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => {
-                if known.is_none() {
-                    self.ready.push(endpoint);
-                }
+                self.ready.push(endpoint);
                 PeerEvent::Ready
             }
-            Some(e) if e == zmq::SocketEvent::DISCONNECTED as u16 => match known {
-                Some(i) => {
-                    self.ready.swap_remove(i);
-                    PeerEvent::Lost
+            Some(e) if e == zmq::SocketEvent::DISCONNECTED as u16 => {
+                match self.ready.iter().position(|e| *e == endpoint) {
+                    Some(i) => {
+                        self.ready.swap_remove(i);
+                        PeerEvent::Lost
+                    }
+                    // A connection that never completed the handshake.
+                    None => PeerEvent::Other,
                 }
-                None => PeerEvent::Other,
-            },
+            }
             Some(e) if e == zmq::SocketEvent::MONITOR_STOPPED as u16 => PeerEvent::Stopped,
             _ => PeerEvent::Other,
         })
@@ -586,42 +698,20 @@ impl Recent {
         self.old.clear();
         self.new.clear();
     }
-
-    /// Hands the last `n` kept events to `f`, oldest first, and forgets all.
-    fn drain_last(&mut self, n: usize, mut f: impl FnMut(&[u8], &[u8])) {
-        let mut kept = 0usize;
-        self.each(|_, _| kept += 1);
-        let mut at = 0;
-        self.each(|key, envelope| {
-            if at >= kept.saturating_sub(n) {
-                f(key, envelope);
-            }
-            at += 1;
-        });
-        self.old.clear();
-        self.new.clear();
-    }
 }
 
 /// Re-sends a route's kept events through its spool (behind whatever waits
-/// there), as far as the spool has room; returns the bytes re-sent.
+/// there); returns the bytes re-sent.
 fn resend(route: &mut Route, spool: &mut CoreSpool, i: usize) -> u64 {
-    let (mut bytes, mut skipped) = (0u64, 0u64);
+    // These events got their 200: the spool's limit does not refuse them
+    // (the resend buffer bounds them).
+    let mut bytes = 0u64;
     route.recent.drain(|key, envelope| {
-        if spool.full() {
-            skipped += 1;
-        } else {
-            spool.routes[i].append(key, envelope);
-            bytes += (key.len() + envelope.len()) as u64;
-        }
+        spool.routes[i].append(key, envelope);
+        bytes += (key.len() + envelope.len()) as u64;
     });
     if bytes > 0 {
         spool.tickets.take(); // wakes the flusher; nobody waits for these
-    }
-    if skipped > 0 {
-        eprintln!(
-            "re-send after a disconnect: the spool is full, {skipped} kept event(s) not re-sent"
-        );
     }
     bytes
 }
@@ -700,6 +790,7 @@ fn connect(
         recent: Recent::new(resend),
         monitor,
         peers: Peers::default(),
+        addresses: Addresses::of(&spec.endpoints),
         delivered: 0,
         depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
     })

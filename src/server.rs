@@ -359,32 +359,33 @@ async fn run_core(
     }
     shard.borrow_mut().flush_outbox();
     spool::flush(&spool).await;
-    let last = CoreSnapshot::of(&shard.borrow(), state.open(), false, started);
-    // Closing the sockets may wait for ZeroMQ to send what it queued, but
-    // not past the deadline.
+    let mut last = CoreSnapshot::of(&shard.borrow(), state.open(), false, started);
+    // Closing the sockets may wait for ZeroMQ to send what it queued, and
+    // for the consumers' kernels to acknowledge it, but not past the
+    // deadline.
     let left = deadline.saturating_duration_since(Instant::now());
     let mut closing = shard.borrow_mut().fanout.close_sockets(left);
-    // Every monitor is read each time, so each socket's end is seen when
-    // it comes.
-    let all_gone = |closing: &mut [crate::fanout::Closing]| {
-        let mut gone = true;
+    // Every route is read each time, so each socket's end is seen when it
+    // comes.
+    let all_done = |closing: &mut [crate::fanout::Closing]| {
+        let mut done = true;
         for c in closing.iter_mut() {
-            gone &= c.poll();
+            done &= c.poll();
         }
-        gone
+        done
     };
-    while !all_gone(&mut closing) && Instant::now() < deadline {
+    while !all_done(&mut closing) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     if !settings.durable {
-        // What libzmq may have dropped on closing is kept in the spool
+        // What may not have reached a consumer is kept in the spool
         // (durable mode's journal keeps the replay window instead).
         let kept: usize = {
             let mut spool = spool.borrow_mut();
             closing
                 .into_iter()
                 .enumerate()
-                .map(|(route, c)| c.respool(&mut spool, route, settings.sndhwm))
+                .map(|(route, c)| c.respool(&mut spool, route))
                 .sum()
         };
         if kept > 0 {
@@ -403,10 +404,15 @@ async fn run_core(
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
             eprintln!(
-                "core {core}: the last {kept} events handed to consumers are also kept in the spool: libzmq may have dropped them on closing (the next start sends them again; consumers drop repeats by id)"
+                "core {core}: the last {kept} events handed to consumers are also kept in the spool: not every consumer was seen to get everything before the sockets closed (the next start sends them again; consumers drop repeats by id)"
             );
         }
     }
+    // The summary's spool figures include what was just kept.
+    for (status, log) in last.routes.iter_mut().zip(&spool.borrow().routes) {
+        status.waiting = log.stored();
+    }
+    last.spool_stored = spool.borrow().stored();
     let waiting = shard.borrow().fanout.waiting();
     if waiting > 0 {
         eprintln!(

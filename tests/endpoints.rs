@@ -416,6 +416,22 @@ fn project_id_comes_from_path_then_query_then_body() {
         5
     );
     assert_eq!(project(server.get("/aff/conv")), 0);
+    // A bracketed form beside a plain one anywhere is data; the plain one
+    // counts.
+    assert_eq!(
+        project(server.post("/aff/conv?projectId[]=5", json, br#"{"projectId":7}"#)),
+        7
+    );
+    assert_eq!(
+        project(server.get("/aff/conv?projectId[x]=5&projectId=8")),
+        8
+    );
+    let env = accepted(
+        &sink,
+        &server.post("/aff?name[]=x", json, br#"{"name":"conv"}"#),
+        key,
+    );
+    assert_eq!(env.v["name"], "conv");
 
     let env = accepted(&sink, &server.get("/aff/conv/18446744073709551615"), key);
     assert_eq!(env.v["projectId"].as_u64(), Some(u64::MAX), "{}", env.raw);

@@ -359,36 +359,33 @@ impl Ingest {
         if let Some(p) = params.first(0..query_len, key) {
             return Ok(Some(Text::Params(p)));
         }
-        let found = match body {
+        let from_body = match body {
             Body::Form => params
                 .first(query_len..params.list.len(), key)
                 .map(Text::Params),
+            Body::JsonObject => match json_field(&self.json) {
+                Field::Absent => None,
+                Field::Text(r) => Some(Text::Json(r.clone())),
+                Field::Invalid if key == "name" => return Err(INVALID_NAME),
+                Field::Invalid => return Err(INVALID_PROJECT_ID),
+            },
             _ => None,
         };
-        // `name[]=…` or `projectId[x]=…` with no plain one: a routing
-        // field given as an array or object is refused, as in a JSON body,
-        // rather than passed over (projectId would silently be 0).
-        let within = match body {
-            Body::Form => 0..params.list.len(),
-            _ => 0..query_len,
-        };
-        if found.is_none() && params.bracketed(within, key) {
+        if from_body.is_some() {
+            return Ok(from_body);
+        }
+        // `name[]=…` or `projectId[x]=…` with no plain one anywhere: a
+        // routing field given as an array or object is refused, as in a
+        // JSON body, rather than passed over (projectId would silently be
+        // 0).
+        if params.bracketed(0..params.list.len(), key) {
             return Err(if key == "name" {
                 BRACKETED_NAME
             } else {
                 BRACKETED_PROJECT_ID
             });
         }
-        match body {
-            Body::Form => Ok(found),
-            Body::JsonObject => match json_field(&self.json) {
-                Field::Absent => Ok(None),
-                Field::Text(r) => Ok(Some(Text::Json(r.clone()))),
-                Field::Invalid if key == "name" => Err(INVALID_NAME),
-                Field::Invalid => Err(INVALID_PROJECT_ID),
-            },
-            _ => Ok(None),
-        }
+        Ok(None)
     }
 
     /// The first of query `uid`, body `uid`, cookie `uid` that looks like
