@@ -61,7 +61,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     for (dir, bytes, key) in hookwire::spool::stranded(&settings.spool_dir, &route_dirs) {
         let like = key.map_or(String::new(), |k| format!(", keys like {k}"));
         eprintln!(
-            "warning: {} holds {} of events spooled for a route no longer configured{like}: no route delivers them; start hookwire with that route again (its glob is the directory's name before the hash) to deliver them",
+            "warning: {} holds {} of spool files (undelivered events, and in durable mode the replay window's) for a route no longer configured{like}: no route delivers them; start hookwire with that route again (its glob is the directory's name before the hash) to deliver them",
             dir.display(),
             bytesize::ByteSize(bytes).to_string_as(true)
         );

@@ -255,6 +255,9 @@ async fn run_core(
             .await
             .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?,
     ));
+    // The other cores learn this core's recovered bytes at once, not at
+    // its first tick.
+    spool.borrow_mut().share_usage();
     let recovered = spool.borrow().stored();
     if recovered > 0 {
         eprintln!("core {core}: spool: {recovered} bytes of events from an earlier run are delivered first");
