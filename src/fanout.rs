@@ -38,11 +38,8 @@ struct Route {
     recent: Recent,
     /// Receives the socket's connection events.
     monitor: zmq::Socket,
-    /// The consumers that completed the handshake.
+    /// The socket's connections, and which completed the handshake.
     peers: Peers,
-    /// Where the consumers listen, to find this route's connections at a
-    /// drain ([`Fanout::close_sockets`]).
-    addresses: Addresses,
     delivered: u64,
     depth: hdrhistogram::Histogram<u64>,
 }
@@ -331,7 +328,6 @@ impl Fanout {
                     monitor,
                     mut peers,
                     recent,
-                    addresses,
                     ..
                 } = route;
                 // Events since the last tick: a consumer that left then
@@ -343,12 +339,11 @@ impl Fanout {
                 // Copies of the connections' descriptors keep them open
                 // after libzmq closes its own, so the kernel's queue for
                 // each consumer can be watched until it has all arrived.
-                let connections = addresses.connections();
+                let connections = peers.connections();
                 let _ = socket.set_linger(ms);
                 drop(socket);
                 Closing {
                     monitor,
-                    ready: peers.ready(),
                     peers,
                     recent,
                     lost,
@@ -366,8 +361,6 @@ impl Fanout {
 pub struct Closing {
     monitor: zmq::Socket,
     peers: Peers,
-    /// Consumers connected when the socket was closed.
-    ready: usize,
     recent: Recent,
     /// A consumer disconnected since the last tick or while the socket
     /// closed: what libzmq queued for it is gone.
@@ -391,6 +384,8 @@ struct Connection {
     /// The queue was empty (every byte acknowledged by the consumer's
     /// kernel) after the socket was gone.
     delivered: bool,
+    /// What its queue held when last looked at.
+    unacknowledged: u64,
 }
 
 impl Connection {
@@ -423,6 +418,7 @@ impl Closing {
                 Some(n) => {
                     c.crowded |= n > c.sndbuf / 4;
                     c.delivered = gone && n == 0;
+                    c.unacknowledged = n;
                 }
                 None => c.delivered = false,
             }
@@ -447,101 +443,35 @@ impl Closing {
     /// The spool's limit does not apply: these events got their 200.
     pub fn respool(mut self, spool: &mut CoreSpool, route: usize) -> usize {
         self.poll();
-        if self.ready == 0 && !self.lost {
-            // ZMQ_IMMEDIATE: with no consumer connected nothing is queued.
-            return 0;
-        }
         let in_time = self
             .gone
             .is_some_and(|t| t + Duration::from_millis(10) < self.settled);
+        // Every connection the socket had is watched (none: nothing was
+        // queued, ZMQ_IMMEDIATE).
         let delivered = !self.lost
-            && in_time
-            && self.connections.len() >= self.ready
-            && self.connections.iter().all(|c| c.delivered && !c.crowded);
+            && (self.connections.is_empty()
+                || in_time && self.connections.iter().all(|c| c.delivered && !c.crowded));
         if delivered {
             return 0;
         }
-        let mut count = 0;
+        let (mut count, mut bytes) = (0, 0u64);
         self.recent.drain(|key, envelope| {
             spool.routes[route].append(key, envelope);
             count += 1;
+            bytes += (key.len() + envelope.len()) as u64;
         });
         if count > 0 {
             spool.tickets.take(); // nobody waits for these
         }
+        let unacknowledged: u64 = self.connections.iter().map(|c| c.unacknowledged).sum();
+        if unacknowledged > bytes {
+            eprintln!(
+                "warning: {} sent to consumers was not acknowledged by their kernels when the drain ended, more than the {} the resend buffer kept: events may be lost; raise --resend-buffer or --drain-timeout",
+                bytesize::ByteSize(unacknowledged).to_string_as(true),
+                bytesize::ByteSize(bytes).to_string_as(true)
+            );
+        }
         count
-    }
-}
-
-/// Where a route's consumers listen: TCP addresses (resolved at start) and
-/// IPC paths.
-#[derive(Debug, Default)]
-struct Addresses {
-    tcp: Vec<std::net::SocketAddr>,
-    ipc: Vec<std::path::PathBuf>,
-}
-
-impl Addresses {
-    fn of(endpoints: &[String]) -> Self {
-        let mut a = Self::default();
-        for endpoint in endpoints {
-            if let Some(rest) = endpoint.strip_prefix("tcp://") {
-                // `tcp://source;host:port` connects from `source`.
-                let remote = rest.rsplit_once(';').map_or(rest, |(_, r)| r);
-                if let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(remote) {
-                    a.tcp.extend(addrs);
-                }
-            } else if let Some(path) = endpoint.strip_prefix("ipc://") {
-                a.ipc.push(path.into());
-            }
-        }
-        a
-    }
-
-    /// Copies of this process's descriptors of connections to them.
-    fn connections(&self) -> Vec<Connection> {
-        use std::os::fd::BorrowedFd;
-        let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for entry in fds.flatten() {
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let is_socket = std::fs::read_link(entry.path())
-                .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
-            if !is_socket {
-                continue;
-            }
-            // SAFETY: the number came from /proc/self/fd; it is only
-            // duplicated here (a descriptor closed meanwhile fails the
-            // dup, a reused one is checked by its peer below).
-            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            let Ok(owned) = borrowed.try_clone_to_owned() else {
-                continue;
-            };
-            let sock = socket2::SockRef::from(&owned);
-            let Ok(peer) = sock.peer_addr() else { continue };
-            let ours = peer.as_socket().is_some_and(|a| self.tcp.contains(&a))
-                || peer
-                    .as_pathname()
-                    .is_some_and(|p| self.ipc.iter().any(|q| q == p));
-            if ours {
-                let sndbuf = sock.send_buffer_size().unwrap_or(0) as u64;
-                out.push(Connection {
-                    fd: owned,
-                    sndbuf,
-                    crowded: false,
-                    delivered: false,
-                });
-            }
-        }
-        out
     }
 }
 
@@ -557,49 +487,105 @@ enum PeerEvent {
     Other,
 }
 
-/// A route's consumers: a TCP connection alone is not a consumer (a port
-/// scanner, a load balancer with no backends, a peer that is not ZeroMQ);
-/// one that completed the handshake is.
+/// A route socket's connections, by descriptor (libzmq's monitor gives it
+/// with CONNECTED and DISCONNECTED). A TCP connection alone is not a
+/// consumer (a port scanner, a load balancer with no backends, a peer that
+/// is not ZeroMQ); one that completed the handshake is.
 #[derive(Debug, Default)]
 struct Peers {
-    /// The endpoint of each connection that completed the handshake (one
-    /// entry per connection: two endpoints may name the same address).
-    ready: Vec<Vec<u8>>,
+    connections: Vec<Peer>,
+    /// Handshakes completed so far.
+    handshakes: u64,
+}
+
+#[derive(Debug)]
+struct Peer {
+    fd: std::os::fd::RawFd,
+    ready: bool,
+    /// `handshakes` when it connected.
+    handshakes_before: u64,
 }
 
 impl Peers {
     fn ready(&self) -> usize {
-        self.ready.len()
+        self.connections.iter().filter(|p| p.ready).count()
     }
 
-    /// The next event from `monitor`, if one waits. Each connection gives
-    /// one HANDSHAKE_SUCCEEDED and, when it ends, one DISCONNECTED with the
-    /// same endpoint.
+    /// The next event from `monitor`, if one waits.
+    ///
+    /// HANDSHAKE_SUCCEEDED does not say which connection it is for: it
+    /// marks the oldest connection still waiting. A connection that ends
+    /// counts as a consumer lost when it was marked, or when any handshake
+    /// completed after it connected (so a mismarked one is never taken for
+    /// a non-consumer: at worst a re-send that was not needed).
     fn read(&mut self, monitor: &zmq::Socket) -> Option<PeerEvent> {
         let frames = monitor.recv_multipart(zmq::DONTWAIT).ok()?;
-        let event = frames
-            .first()
-            .filter(|f| f.len() >= 2)
-            .map(|f| u16::from_ne_bytes([f[0], f[1]]));
-        let endpoint = frames.get(1).cloned().unwrap_or_default();
+        let Some(head) = frames.first().filter(|f| f.len() >= 6) else {
+            return Some(PeerEvent::Other);
+        };
+        let event = u16::from_ne_bytes([head[0], head[1]]);
+        let value = u32::from_ne_bytes([head[2], head[3], head[4], head[5]]) as i32;
         Some(match event {
-            Some(e) if e == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => {
-                self.ready.push(endpoint);
+            e if e == zmq::SocketEvent::CONNECTED as u16 => {
+                self.connections.push(Peer {
+                    fd: value,
+                    ready: false,
+                    handshakes_before: self.handshakes,
+                });
+                PeerEvent::Other
+            }
+            e if e == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => {
+                self.handshakes += 1;
+                if let Some(p) = self.connections.iter_mut().find(|p| !p.ready) {
+                    p.ready = true;
+                }
                 PeerEvent::Ready
             }
-            Some(e) if e == zmq::SocketEvent::DISCONNECTED as u16 => {
-                match self.ready.iter().position(|e| *e == endpoint) {
+            e if e == zmq::SocketEvent::DISCONNECTED as u16 => {
+                match self.connections.iter().position(|p| p.fd == value) {
                     Some(i) => {
-                        self.ready.swap_remove(i);
-                        PeerEvent::Lost
+                        let p = self.connections.remove(i);
+                        if p.ready || self.handshakes > p.handshakes_before {
+                            PeerEvent::Lost
+                        } else {
+                            PeerEvent::Other
+                        }
                     }
-                    // A connection that never completed the handshake.
                     None => PeerEvent::Other,
                 }
             }
-            Some(e) if e == zmq::SocketEvent::MONITOR_STOPPED as u16 => PeerEvent::Stopped,
+            e if e == zmq::SocketEvent::MONITOR_STOPPED as u16 => PeerEvent::Stopped,
             _ => PeerEvent::Other,
         })
+    }
+
+    /// Copies of the connections' descriptors (one libzmq closed already
+    /// is left out: its DISCONNECTED follows).
+    fn connections(&self) -> Vec<Connection> {
+        use std::os::fd::BorrowedFd;
+        let mut out = Vec::new();
+        for p in &self.connections {
+            // SAFETY: the descriptor is libzmq's, open unless its
+            // DISCONNECTED is still unread; it is only duplicated here,
+            // and a copy that is not a connected socket is dropped.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(p.fd) };
+            let Ok(fd) = borrowed.try_clone_to_owned() else {
+                continue;
+            };
+            let sock = socket2::SockRef::from(&fd);
+            if sock.peer_addr().is_err() {
+                continue;
+            }
+            let sndbuf = sock.send_buffer_size().unwrap_or(0) as u64;
+            out.push(Connection {
+                fd,
+                sndbuf,
+                crowded: false,
+                delivered: false,
+                unacknowledged: 0,
+            });
+        }
+        out
     }
 }
 
@@ -774,7 +760,8 @@ fn connect(
     let monitor_endpoint = format!("inproc://hookwire-monitor-{core}-{index}");
     socket.monitor(
         &monitor_endpoint,
-        (zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
+        (zmq::SocketEvent::CONNECTED as i32)
+            | (zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
             | (zmq::SocketEvent::DISCONNECTED as i32)
             | (zmq::SocketEvent::MONITOR_STOPPED as i32),
     )?;
@@ -790,7 +777,6 @@ fn connect(
         recent: Recent::new(resend),
         monitor,
         peers: Peers::default(),
-        addresses: Addresses::of(&spec.endpoints),
         delivered: 0,
         depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
     })
