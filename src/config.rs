@@ -792,6 +792,9 @@ fn check_endpoint(option: &str, endpoint: &str) -> Result<(), ConfigError> {
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::PUSH).map_err(|e| bad(option, e))?;
     socket.set_linger(0).map_err(|e| bad(option, e))?;
+    if endpoint.starts_with("tcp://[") {
+        socket.set_ipv6(true).map_err(|e| bad(option, e))?;
+    }
     socket
         .connect(endpoint)
         .map_err(|e| bad(option, format!("'{endpoint}': {e}")))?;

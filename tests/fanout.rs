@@ -188,6 +188,22 @@ fn full_spool_refuses_with_503_and_recovers() {
     );
 }
 
+/// A consumer on an IPv6 address (`tcp://[::1]:port`) gets its events.
+#[test]
+fn an_ipv6_consumer_gets_its_events() {
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.set_ipv6(true).unwrap();
+    pull.set_rcvtimeo(10_000).unwrap();
+    pull.bind("tcp://[::1]:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    assert!(endpoint.starts_with("tcp://[::1]:"), "{endpoint}");
+    let server = Server::start(&["--cores", "1", "--push", &endpoint]);
+    let id = server.get("/v6/x?a=1").assert_accepted("in.gen.v6.x");
+    let got = pull.recv_bytes(0).expect("the envelope within 10 s");
+    assert_eq!(envelope_id(&got), id);
+}
+
 /// `--spool-max-bytes` is for the whole process (not split over cores),
 /// a full spool refuses only events that need it (a route with a
 /// consumer and nothing waiting still takes events), and `/ready` says it
