@@ -264,6 +264,15 @@ impl Fanout {
         self.spool.borrow().stored()
     }
 
+    /// Some route has spooled events and a consumer connected to take them.
+    pub fn deliverable(&self) -> bool {
+        let spool = self.spool.borrow();
+        self.routes
+            .iter()
+            .zip(&spool.routes)
+            .any(|(route, log)| log.active() && route.peers.ready() > 0)
+    }
+
     /// Reads connection events and samples spool depths; called by the
     /// core's retry task on every tick.
     pub fn tick(&mut self) {

@@ -304,7 +304,7 @@ async fn run_core(
     };
     loop {
         let read = deliver(&shard, &spool).await;
-        let waiting = control(&shard, &state, true);
+        control(&shard, &state, true);
         if drain.load(Ordering::Relaxed) {
             break;
         }
@@ -314,7 +314,10 @@ async fn run_core(
             next_sweep = now + sweep_every;
         }
         if !read {
-            let pause = if waiting > 0 {
+            // Spooled events a consumer could take are retried every
+            // millisecond; with no consumer there is nothing to retry
+            // until one connects, which the next tick sees.
+            let pause = if shard.borrow().fanout.deliverable() {
                 Duration::from_millis(1)
             } else {
                 TICK
