@@ -259,25 +259,23 @@ pub fn readiness(snaps: &[Option<CoreSnapshot>]) -> (bool, String) {
             _ => {}
         }
         let Some(s) = s else { continue };
+        let mut spool_problem = |reason: String| {
+            problems.push(format!(
+                r#"{{"core":{core},"reason":{}}}"#,
+                json_str(&reason)
+            ))
+        };
         if s.spool_full {
             let held: u64 = snaps.iter().flatten().map(|s| s.spool_stored).sum();
-            let reason = format!(
+            spool_problem(format!(
                 "the spool is full ({} of --spool-max-bytes {}): events that need it get 503 spool_full; start consumers or raise --spool-max-bytes",
                 bytesize::ByteSize(held).to_string_as(true),
                 bytesize::ByteSize(s.spool_max).to_string_as(true)
-            );
-            problems.push(format!(
-                r#"{{"core":{core},"reason":{}}}"#,
-                json_str(&reason)
             ));
         }
         if let Some(e) = &s.spool_error {
-            let reason = format!(
+            spool_problem(format!(
                 "the spool's last write failed ({e}): events ZeroMQ cannot take now get 503 spool_error until a write succeeds"
-            );
-            problems.push(format!(
-                r#"{{"core":{core},"reason":{}}}"#,
-                json_str(&reason)
             ));
         }
     }

@@ -293,7 +293,6 @@ pub struct Settings {
     pub drain_timeout: Duration,
 }
 
-/// A configuration error, naming the option.
 /// Exits with clap's error; when the value it refuses came from a
 /// `HOOKWIRE_*` variable rather than the command line, says so (clap names
 /// only the flag).
@@ -760,6 +759,14 @@ fn parse_route(text: &str) -> Result<RouteSpec, ConfigError> {
     })
 }
 
+/// A TCP endpoint whose host is an IPv6 literal (`tcp://[::1]:5555`): a
+/// socket connects to it only with ZMQ_IPV6. Other endpoints keep IPv4
+/// resolution, so a name such as `localhost` stays the IPv4 address an
+/// IPv4-only consumer listens on.
+pub fn needs_ipv6(endpoint: &str) -> bool {
+    endpoint.starts_with("tcp://[")
+}
+
 /// Refuses what ZeroMQ would refuse, at start rather than at first send.
 fn check_endpoint(option: &str, endpoint: &str) -> Result<(), ConfigError> {
     let hint = "expected tcp://host:port or ipc://path";
@@ -792,7 +799,7 @@ fn check_endpoint(option: &str, endpoint: &str) -> Result<(), ConfigError> {
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::PUSH).map_err(|e| bad(option, e))?;
     socket.set_linger(0).map_err(|e| bad(option, e))?;
-    if endpoint.starts_with("tcp://[") {
+    if needs_ipv6(endpoint) {
         socket.set_ipv6(true).map_err(|e| bad(option, e))?;
     }
     socket

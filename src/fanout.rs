@@ -763,10 +763,7 @@ fn connect(
 ) -> Result<Route, zmq::Error> {
     let socket = context.socket(zmq::PUSH)?;
     socket.set_immediate(true)?;
-    // An IPv6 literal (`tcp://[::1]:5555`) connects only with ZMQ_IPV6; it
-    // is not set otherwise, so a name such as `localhost` keeps resolving
-    // to the IPv4 address an IPv4-only consumer listens on.
-    if spec.endpoints.iter().any(|e| e.starts_with("tcp://[")) {
+    if spec.endpoints.iter().any(|e| crate::config::needs_ipv6(e)) {
         socket.set_ipv6(true)?;
     }
     socket.set_sndhwm(sndhwm)?;

@@ -53,11 +53,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Held until the process exits.
     let _spool_lock = hookwire::spool::lock_dir(&settings.spool_dir)
         .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?;
-    let route_dirs: Vec<String> = settings
-        .routes
-        .iter()
-        .map(|r| hookwire::spool::route_dir(&r.pattern))
-        .collect();
+    let route_dirs = hookwire::spool::route_dirs(&settings);
     for (dir, bytes, key) in hookwire::spool::stranded(&settings.spool_dir, &route_dirs) {
         let like = key.map_or(String::new(), |k| format!(", keys like {k}"));
         eprintln!(

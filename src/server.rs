@@ -359,12 +359,8 @@ async fn run_core(
         }
     }
     // The last hand-off: after any write still in flight (bounded).
-    let settle = Instant::now() + Duration::from_secs(1);
-    while spool.borrow().writing() && Instant::now() < settle {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
     shard.borrow_mut().flush_outbox();
-    spool::flush(&spool).await;
+    write_out(&spool, Duration::from_secs(1)).await;
     let mut last = CoreSnapshot::of(&shard.borrow(), state.open(), false, started);
     // Closing the sockets may wait for ZeroMQ to send what it queued, and
     // for the consumers' kernels to acknowledge it, but not past the
@@ -395,20 +391,7 @@ async fn run_core(
                 .sum()
         };
         if kept > 0 {
-            // Written before the executor ends, also when the flusher task
-            // has a write of its own in flight (bounded).
-            let settle = Instant::now() + Duration::from_secs(2);
-            loop {
-                spool::flush(&spool).await;
-                let (writing, pending) = {
-                    let spool = spool.borrow();
-                    (spool.writing(), spool.has_pending())
-                };
-                if !writing && !pending || Instant::now() >= settle {
-                    break;
-                }
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
+            write_out(&spool, Duration::from_secs(2)).await;
             eprintln!(
                 "core {core}: the last {kept} events handed to consumers are also kept in the spool: not every consumer was seen to get everything before the sockets closed (the next start sends them again; consumers drop repeats by id)"
             );
@@ -419,7 +402,7 @@ async fn run_core(
         status.waiting = log.stored();
     }
     last.spool_stored = spool.borrow().stored();
-    let waiting = shard.borrow().fanout.waiting();
+    let waiting = last.spool_stored;
     if waiting > 0 {
         eprintln!(
             "core {core}: {waiting} bytes of accepted events stay in the spool ({}) for the next start",
@@ -427,6 +410,24 @@ async fn run_core(
         );
     }
     Ok(last)
+}
+
+/// Writes everything appended to the spool before the executor ends,
+/// also when the flusher task has a write of its own in flight: flushes
+/// until nothing is pending or being written, for `limit` at most.
+async fn write_out(spool: &Rc<RefCell<CoreSpool>>, limit: Duration) {
+    let settle = Instant::now() + limit;
+    loop {
+        spool::flush(spool).await;
+        let busy = {
+            let spool = spool.borrow();
+            spool.writing() || spool.has_pending()
+        };
+        if !busy || Instant::now() >= settle {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// How long the flusher lets a batch grow after the previous hand-off.

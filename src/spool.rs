@@ -471,11 +471,7 @@ impl SpoolConfig {
     ) -> Self {
         Self {
             dir: settings.spool_dir.clone(),
-            route_dirs: settings
-                .routes
-                .iter()
-                .map(|r| route_dir(&r.pattern))
-                .collect(),
+            route_dirs: route_dirs(settings),
             core,
             cores: settings.cores,
             durable: settings.durable,
@@ -485,6 +481,15 @@ impl SpoolConfig {
             replay_window: settings.replay_window,
         }
     }
+}
+
+/// The spool directory name of each configured route, in route order.
+pub fn route_dirs(settings: &crate::config::Settings) -> Vec<String> {
+    settings
+        .routes
+        .iter()
+        .map(|r| route_dir(&r.pattern))
+        .collect()
 }
 
 /// A directory name for a route: its glob made filesystem-safe, plus a

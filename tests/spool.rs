@@ -891,14 +891,18 @@ fn a_failing_disk_gives_503_never_a_200_for_an_unstored_event() {
 
 /// Accepted mode: consumers that are connected but stalled when hookwire
 /// drains. libzmq still queues up to SNDHWM events for each of them and
-/// drops them when it closes; the drain keeps the last SNDHWM events per
-/// connected consumer of each route (plus the batch libzmq's engine was
-/// writing) in the spool as well, so the next start sends them again:
-/// every event that got a 200 arrives (some twice).
-fn drain_with_stalled_consumers(consumers: usize) {
+/// drops them when it closes; since not every consumer got everything,
+/// the drain keeps the resend buffer in the spool, so the next start sends
+/// them again: every event that got a 200 arrives (some twice).
+///
+/// A drain with `stalled` consumers that read nothing (and, with
+/// `reading`, one more that reads all along) on one route, with
+/// `--sndhwm sndhwm`: every event that got a 200 arrives, at them before
+/// the restart or from the spool after it.
+fn drain_with(stalled: usize, reading: bool, sndhwm: &str) {
     let spool = temp_dir("stalled");
     let context = zmq::Context::new();
-    let stalled: Vec<zmq::Socket> = (0..consumers)
+    let stalled: Vec<zmq::Socket> = (0..stalled)
         .map(|_| {
             let socket = context.socket(zmq::PULL).unwrap();
             // Read nothing, buffer little: hookwire's queue for it fills.
@@ -909,11 +913,17 @@ fn drain_with_stalled_consumers(consumers: usize) {
             socket
         })
         .collect();
-    let endpoints: Vec<String> = stalled
+    let mut endpoints: Vec<String> = stalled
         .iter()
         .map(|s| s.get_last_endpoint().unwrap().unwrap())
         .collect();
-    let mut args = vec!["--cores", "1", "--sndhwm", "100", "--drain-timeout", "1s"];
+    let reader = reading.then(|| {
+        let at = free_endpoint();
+        endpoints.push(at.clone());
+        collector(at)
+    });
+    let consumers = endpoints.len();
+    let mut args = vec!["--cores", "1", "--sndhwm", sndhwm, "--drain-timeout", "1s"];
     for endpoint in &endpoints[1..] {
         args.extend(["--push", endpoint]);
     }
@@ -953,16 +963,21 @@ fn drain_with_stalled_consumers(consumers: usize) {
     let before_restart = got.len();
     let _server = spool_server(&spool, &endpoints[0], &args);
     drain(&mut got, 2_000);
+    if let Some(reader) = reader {
+        got.extend(reader.finish());
+    }
     let missing: Vec<&u64> = answered.iter().filter(|id| !got.contains(id)).collect();
     eprintln!(
-        "{consumers} stalled consumer(s) at drain: {} answered 200, {before_restart} received before the restart, {} after it in all, {} missing",
+        "{} stalled consumer(s){} at drain: {} answered 200, {before_restart} received before the restart, {} after it in all, {} missing",
+        stalled.len(),
+        if reading { " and a reading one" } else { "" },
         answered.len(),
         got.len(),
         missing.len()
     );
     assert!(
         missing.is_empty(),
-        "{} ids that got a 200 never arrived",
+        "{} ids that got a 200 never arrived: {missing:?}",
         missing.len()
     );
     let _ = std::fs::remove_dir_all(&spool);
@@ -970,14 +985,14 @@ fn drain_with_stalled_consumers(consumers: usize) {
 
 #[test]
 fn a_drain_with_a_stalled_consumer_loses_nothing_that_got_a_200() {
-    drain_with_stalled_consumers(1);
+    drain_with(1, false, "100");
 }
 
 /// libzmq's queue is per consumer: a route with two stalled consumers can
 /// lose twice SNDHWM events on closing.
 #[test]
 fn a_drain_with_two_stalled_consumers_on_a_route_loses_nothing_that_got_a_200() {
-    drain_with_stalled_consumers(2);
+    drain_with(2, false, "100");
 }
 
 /// A route with a stalled consumer and one that reads: PUSH gives the
@@ -986,65 +1001,7 @@ fn a_drain_with_two_stalled_consumers_on_a_route_loses_nothing_that_got_a_200() 
 /// drain keeps the whole resend buffer then, and nothing is lost.
 #[test]
 fn a_drain_with_a_stalled_and_a_reading_consumer_loses_nothing_that_got_a_200() {
-    let spool = temp_dir("mixed");
-    let context = zmq::Context::new();
-    let stalled = context.socket(zmq::PULL).unwrap();
-    stalled.set_rcvhwm(1).unwrap();
-    stalled.set_rcvbuf(64 << 10).unwrap();
-    stalled.set_linger(0).unwrap();
-    stalled.bind("tcp://127.0.0.1:*").unwrap();
-    let stalled_at = stalled.get_last_endpoint().unwrap().unwrap();
-    let reading_at = free_endpoint();
-    let reading = collector(reading_at.clone());
-    let args = [
-        "--cores",
-        "1",
-        "--sndhwm",
-        "20",
-        "--drain-timeout",
-        "1s",
-        "--push",
-        &reading_at,
-    ];
-    let mut server = spool_server(&spool, &stalled_at, &args);
-    eventually(Duration::from_secs(10), "both consumers to connect", || {
-        stats(&server)["merged"]["routes"][0]["connected"] == 2
-    });
-    let body = format!("pad={}", "x".repeat(10_000));
-    let answered: Vec<u64> = (0..1500)
-        .map(|_| {
-            server
-                .post(
-                    "/s/n",
-                    Some("application/x-www-form-urlencoded"),
-                    body.as_bytes(),
-                )
-                .assert_accepted("in.gen.s.n")
-        })
-        .collect();
-    // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
-    assert!(server.child.wait().unwrap().success());
-    drop(server);
-
-    let mut got = HashSet::new();
-    let read_stalled = |got: &mut HashSet<u64>, timeout: i32| {
-        stalled.set_rcvtimeo(timeout).unwrap();
-        while let Ok(frame) = stalled.recv_bytes(0) {
-            got.insert(id_of(&frame));
-        }
-    };
-    read_stalled(&mut got, 500);
-    let _server = spool_server(&spool, &stalled_at, &args);
-    read_stalled(&mut got, 2_000);
-    got.extend(reading.finish());
-    let missing: Vec<&u64> = answered.iter().filter(|id| !got.contains(id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} ids that got a 200 never arrived: {missing:?}",
-        missing.len()
-    );
-    let _ = std::fs::remove_dir_all(&spool);
+    drain_with(1, true, "20");
 }
 
 /// A consumer that keeps up: libzmq sends everything before its socket is
