@@ -209,7 +209,8 @@ fn mutated_requests_never_crash_hang_or_lose_an_event() {
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ),
-                "no end within 15 s ({e}): {}",
+                "no end within 15 s ({e}), after {:?}: {}",
+                String::from_utf8_lossy(&got),
                 shown()
             );
         }

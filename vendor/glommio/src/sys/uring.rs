@@ -592,9 +592,20 @@ where
 
         let mut woke = false;
         if try_process(src.borrow()).is_none() {
-            let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
+            let res = post_process(src.borrow_mut(), transmute_error(result));
             let mut inner_source = src.borrow_mut();
-            inner_source.wakers.result = res;
+            // (hookwire) A poll's completions that arrive before its
+            // result is taken add up: each reports the events of one
+            // wake-up, and the kernel may post a later wake-up's plain
+            // `POLLIN` after the one that reported the peer's shutdown
+            // (`POLLRDHUP`). Kept as the last one alone, the shutdown was
+            // lost and a half-closed connection waited for its timeout.
+            let poll = matches!(inner_source.source_type, SourceType::PollAdd);
+            let res = match (poll, inner_source.wakers.result.take(), res) {
+                (true, Some(Ok(before)), Ok(now)) => Ok(before | now),
+                (_, _, res) => res,
+            };
+            inner_source.wakers.result = Some(res);
             woke = inner_source.wakers.wake_waiters();
         }
         return Some(woke);
