@@ -297,6 +297,9 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(settings.idle_timeout));
     let Ok(peer) = stream.peer_addr() else {
+        // Reset by the peer before it was served: closed all the same, so
+        // that accepted = open + closed.
+        shard.borrow_mut().metrics.counters.connections_closed += 1;
         return;
     };
     let registered = Registered {

@@ -551,3 +551,39 @@ fn exit_within(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Every accepted connection is counted closed once it ends, also one the
+/// peer resets before the server has looked at it: accepted = open +
+/// closed, so an operator can read a leak from the counters.
+#[test]
+fn connections_reset_at_once_still_add_up() {
+    let (server, _sink) = server_and_sink(&[]);
+    let n = 2_000;
+    for i in 0..n {
+        let stream = server.connect();
+        if i % 2 == 0 {
+            (&stream)
+                .write_all(b"GET /reset/early HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+        }
+        // SO_LINGER 0: the close sends a reset, not a FIN.
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let connections = &stats(&server)["merged"]["connections"];
+        let count = |k: &str| connections[k].as_u64().unwrap();
+        let (accepted, open, closed) = (count("accepted"), count("open"), count("closed"));
+        if accepted == n && open == 0 {
+            assert_eq!(closed, n, "{connections}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every connection ended within 10 s: {connections}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
