@@ -465,30 +465,41 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     }
     let _ = writeln!(out, r#"hookwire_connections_open{{core="all"}} {open}"#);
 
-    let route_metric =
-        |out: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&RouteStatus) -> u64| {
-            let _ = writeln!(
-                out,
-                "# HELP hookwire_{name} {help}\n# TYPE hookwire_{name} {kind}"
-            );
-            let routes = answered.first().map_or(0, |s| s.routes.len());
-            for r in 0..routes {
-                let label = escape_label(&answered[0].routes[r].pattern);
-                let mut total = 0;
-                for s in &answered {
-                    let v = f(&s.routes[r]);
-                    total += v;
-                    let _ = writeln!(
-                        out,
-                        r#"hookwire_{name}{{core="{}",route="{label}"}} {v}"#,
-                        s.core
-                    );
-                }
+    // How a route's per-core values merge into `core="all"`: summed, or
+    // (consumers, largest depth) as `/stats` merges them.
+    let route_metric_as = |out: &mut String,
+                           name: &str,
+                           kind: &str,
+                           help: &str,
+                           f: &dyn Fn(&RouteStatus) -> u64,
+                           merge: fn(u64, u64) -> u64| {
+        let _ = writeln!(
+            out,
+            "# HELP hookwire_{name} {help}\n# TYPE hookwire_{name} {kind}"
+        );
+        let routes = answered.first().map_or(0, |s| s.routes.len());
+        for r in 0..routes {
+            let label = escape_label(&answered[0].routes[r].pattern);
+            let mut total = None;
+            for s in &answered {
+                let v = f(&s.routes[r]);
+                total = Some(total.map_or(v, |t| merge(t, v)));
                 let _ = writeln!(
                     out,
-                    r#"hookwire_{name}{{core="all",route="{label}"}} {total}"#
+                    r#"hookwire_{name}{{core="{}",route="{label}"}} {v}"#,
+                    s.core
                 );
             }
+            let _ = writeln!(
+                out,
+                r#"hookwire_{name}{{core="all",route="{label}"}} {}"#,
+                total.unwrap_or(0)
+            );
+        }
+    };
+    let route_metric =
+        |out: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&RouteStatus) -> u64| {
+            route_metric_as(out, name, kind, help, f, |a, b| a + b)
         };
     route_metric(
         &mut out,
@@ -504,19 +515,23 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
         "Bytes of events waiting in the spool for ZeroMQ, by route.",
         &|r| r.waiting,
     );
-    route_metric(
+    route_metric_as(
         &mut out,
         "spool_bytes_max",
         "gauge",
-        "Largest spool depth seen in bytes, by route.",
+        "Largest spool depth seen in bytes, by route (core=\"all\": the largest of the cores').",
         &|r| r.depth.max(),
+        u64::max,
     );
-    route_metric(
+    // Every core connects its own socket to each consumer, so one consumer
+    // shows on every core; core="all" counts the consumers every core has.
+    route_metric_as(
         &mut out,
         "consumers_connected",
         "gauge",
-        "Consumers connected, by route.",
+        "Consumers connected, by route (each core connects to each consumer; core=\"all\": connected to every core).",
         &|r| r.connected as u64,
+        u64::min,
     );
     let uptime = answered.iter().map(|s| s.uptime).max().unwrap_or_default();
     let _ = writeln!(

@@ -136,6 +136,16 @@ impl Conn {
     pub fn process(&mut self, shard: &mut Shard) -> Step {
         let mut completed = 0;
         loop {
+            if self.head.is_none() {
+                // Empty lines before a request line are ignored (RFC 9112
+                // §2.2; some senders end a body with an extra CRLF): they
+                // neither start a request nor its timeout.
+                let blank = self.buf[self.start..self.end]
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+                self.start += blank;
+            }
             if self.start == self.end {
                 self.start = 0;
                 self.end = 0;
@@ -159,6 +169,7 @@ impl Conn {
                     Err(e) => return self.fail(shard, e, completed),
                 },
             };
+            let chunked = matches!(head.framing(), Framing::Chunked);
             let (body, total) = match head.framing() {
                 Framing::None => (head.len..head.len, head.len),
                 Framing::Length(n) => {
@@ -202,6 +213,10 @@ impl Conn {
             let persist = match (head.keep_alive, head.minor) {
                 (false, _) => Persist::Close,
                 _ if last_while_draining => Persist::Close,
+                // HTTP/1.0 has no chunked framing (RFC 9112 §6.1): the
+                // body is read, then the connection closes, keep-alive
+                // or not.
+                (true, 0) if chunked => Persist::Close,
                 (true, 0) => Persist::KeepAlive,
                 (true, _) => Persist::Default,
             };

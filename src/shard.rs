@@ -182,6 +182,16 @@ impl Shard {
                 self.refuse(&ingest::MISSING_SERVICE, b"", persist, true, out);
                 return None;
             }
+            Ok(Path::Event(target)) if method == Method::Head => {
+                // Checked as its GET would be (name, projectId, uid…), so
+                // a HEAD that GET would refuse gets the same status; no
+                // event either way.
+                match self.ingest.prepare(req, target).map(|_| ()) {
+                    Ok(()) => self.probe(persist, false, out),
+                    Err(refusal) => self.refuse(&refusal, b"", persist, false, out),
+                }
+                return None;
+            }
             Ok(_) if method == Method::Head => {
                 self.probe(persist, false, out);
                 return None;

@@ -310,6 +310,21 @@ fn health_and_readiness_follow_the_consumer() {
     eventually(Duration::from_secs(10), "ready with a consumer", || {
         admin_get(admin, "/ready").0 == 200
     });
+    // One consumer, seen by both cores' sockets: one in /stats and in
+    // /metrics' merge, one on each core.
+    assert_eq!(stats(&server)["merged"]["routes"][0]["connected"], 1);
+    let m = scrape(&server);
+    let consumers = |core: &str| {
+        sample(
+            &m,
+            "hookwire_consumers_connected",
+            &[("core", core), ("route", "*")],
+        )
+    };
+    assert_eq!(
+        (consumers("all"), consumers("0"), consumers("1")),
+        (1.0, 1.0, 1.0)
+    );
 
     // The only consumer goes away.
     drop(sink);

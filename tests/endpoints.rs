@@ -482,8 +482,8 @@ fn absolute_form_targets_are_their_path() {
     assert_eq!(env["data"]["x"], "1");
 }
 
-/// `GET /`, `HEAD` anything and `OPTIONS` are answered without an event;
-/// other methods get 405.
+/// `GET /`, `HEAD` and `OPTIONS` are answered without an event (a HEAD
+/// with the status its GET would get); other methods get 405.
 #[test]
 fn probes_and_preflight_emit_nothing() {
     let (server, sink) = server_and_sink(&["--cores", "1"]);
@@ -491,13 +491,35 @@ fn probes_and_preflight_emit_nothing() {
     let resp = server.get("/");
     assert_eq!(resp.status, 200, "{resp:?}");
 
-    for target in ["/", "/anything", "/calltrack/call/99?param=1"] {
+    for target in ["/", "/calltrack/call", "/calltrack/call/99?param=1"] {
         let raw = raw_until_close(
             &server,
             format!("HEAD {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
         );
         let text = String::from_utf8_lossy(&raw);
         assert!(text.starts_with("HTTP/1.1 200"), "HEAD {target}: {text}");
+        assert!(
+            text.ends_with("\r\n\r\n"),
+            "HEAD {target} must not send a body: {text:?}"
+        );
+    }
+
+    // A HEAD its GET would refuse gets the same status, without a body.
+    for target in [
+        "/anything",
+        "/svc?name=bad.name",
+        "/svc/b.ad",
+        "/svc/ev/abc",
+        "/svc/ev?projectId[]=5",
+    ] {
+        let get = server.get(target);
+        assert_eq!(get.status, 400, "GET {target}: {get:?}");
+        let raw = raw_until_close(
+            &server,
+            format!("HEAD {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 400"), "HEAD {target}: {text}");
         assert!(
             text.ends_with("\r\n\r\n"),
             "HEAD {target} must not send a body: {text:?}"

@@ -449,6 +449,65 @@ fn http10_keep_alive_keeps_the_connection_open() {
     );
 }
 
+/// Empty lines before a request (a sender that ends its body with an
+/// extra CRLF) are ignored (RFC 9112 §2.2): the next request is served,
+/// and an idle connection is not answered with a 408.
+#[test]
+fn blank_lines_before_a_request_are_ignored() {
+    let (server, sink) = server_and_sink(&["--cores", "1", "--request-timeout", "300ms"]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /blank/lines HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\na=1\r\n")
+        .unwrap();
+    let mut reader = ResponseReader::new(stream.try_clone().unwrap());
+    reader
+        .next()
+        .expect("a response")
+        .assert_accepted("in.gen.blank.lines");
+    // Past the request timeout: nothing comes (no 408), the connection
+    // stays open and serves the next request, after more blank lines.
+    std::thread::sleep(Duration::from_millis(700));
+    stream
+        .write_all(b"\r\n\n\r\nGET /blank/lines?a=2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    reader
+        .next()
+        .expect("the next response")
+        .assert_accepted("in.gen.blank.lines");
+    assert_eq!(sink.recv()["data"], json!({"a": "1"}));
+    assert_eq!(sink.recv()["data"], json!({"a": "2"}));
+    let m = stats(&server);
+    assert_eq!(m["merged"]["requests"]["200"], 2, "{}", m["merged"]);
+    assert_eq!(
+        m["merged"]["requests"]["408"],
+        Value::Null,
+        "{}",
+        m["merged"]
+    );
+}
+
+/// HTTP/1.0 has no chunked framing (RFC 9112 §6.1): such a body is read,
+/// answered, and the connection closes even with keep-alive.
+#[test]
+fn http10_chunked_body_closes_even_with_keep_alive() {
+    let (server, sink) = server_and_sink(&["--cores", "1"]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /old/chunked HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\nGET /old/after HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut reader = ResponseReader::new(stream);
+    let resp = next_then_closed(&mut reader);
+    resp.assert_accepted("in.gen.old.chunked");
+    assert_eq!(
+        resp.header("connection")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("close")
+    );
+    assert_eq!(sink.recv()["data"], json!({"a": 1}));
+    assert_marker_is_next(&server, &sink, "after-http10-chunked");
+}
+
 #[test]
 fn connection_close_is_answered_then_closed() {
     let (server, sink) = server_and_sink(&["--cores", "1"]);
@@ -700,6 +759,31 @@ fn framing_errors_are_refused_closed_and_never_emitted() {
         (
             "chunk_data_without_crlf",
             format!("POST /evil/req HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\na=1XX0\r\n\r\n{smuggled}"),
+            "bad_chunk",
+        ),
+        (
+            "chunk_size_line_empty",
+            format!("POST /evil/req HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\r\na=1\r\n0\r\n\r\n{smuggled}"),
+            "bad_chunk",
+        ),
+        (
+            "chunk_size_line_blank",
+            format!("POST /evil/req HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n \r\na=1\r\n0\r\n\r\n{smuggled}"),
+            "bad_chunk",
+        ),
+        (
+            "chunk_size_line_only_extension",
+            format!("POST /evil/req HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n;ext\r\na=1\r\n0\r\n\r\n{smuggled}"),
+            "bad_chunk",
+        ),
+        (
+            "blank_line_between_chunks",
+            format!("POST /evil/req HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nb=2\r\n\r\n3\r\na=1\r\n0\r\n\r\n{smuggled}"),
+            "bad_chunk",
+        ),
+        (
+            "trailer_not_a_field",
+            format!("POST /evil/req HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nb=2\r\n0\r\na=1\r\n\r\n{smuggled}"),
             "bad_chunk",
         ),
         (

@@ -40,6 +40,14 @@ pub fn measure(
 ) -> Result<Option<Measured>, Error> {
     let Progress { mut pos, mut body } = *progress;
     loop {
+        // A size is one or more hex digits (RFC 9112 §7.1); httparse reads
+        // an empty line, blanks or a bare `;ext` as size 0, which would
+        // end the body early and take the rest of it for trailers.
+        match buf.get(pos) {
+            None => return Ok(None),
+            Some(b) if !b.is_ascii_hexdigit() => return Err(Error::BadChunk),
+            Some(_) => {}
+        }
         let (consumed, size) = match httparse::parse_chunk_size(&buf[pos..]) {
             // A size line is a few hex digits plus extensions: at most
             // MAX_SIZE_LINE bytes, however its bytes arrive.
@@ -95,10 +103,23 @@ fn trailers(buf: &[u8], mut pos: usize, max: usize) -> Result<Option<usize>, Err
         if line.is_empty() || line == b"\r" {
             return Ok(Some(pos));
         }
-        if pos - start > max {
+        if pos - start > max || !field_line(line) {
             return Err(Error::BadChunk);
         }
     }
+}
+
+/// A trailer line is a field, `name: value`, with a token for a name
+/// (the head's rule, RFC 9110 §5.1); anything else is not a trailer but
+/// misframed data.
+fn field_line(line: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return false;
+    };
+    colon > 0
+        && line[..colon]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Decodes a body that [`measure`] found complete; the data ends up in
@@ -191,6 +212,20 @@ mod tests {
         assert_eq!(decode(b"4\r\nWikiXX0\r\n\r\n"), Err(Error::BadChunk));
         assert_eq!(decode(b"FFFFFFFFFFFFFFFFFF\r\n"), Err(Error::BadChunk));
         assert_eq!(decode(b"200000\r\n"), Err(Error::BodyTooLarge));
+        // A size line without a size is not the last chunk.
+        for wire in [
+            &b"\r\na=1\r\n0\r\n\r\n"[..],
+            b" \r\na=1\r\n0\r\n\r\n",
+            b";ext\r\na=1\r\n0\r\n\r\n",
+            b"3\r\nb=2\r\n\r\n3\r\na=1\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(decode(wire), Err(Error::BadChunk), "{wire:?}");
+        }
+        // Trailer lines are fields.
+        assert_eq!(decode(b"0\r\na=1\r\n\r\n"), Err(Error::BadChunk));
+        assert_eq!(decode(b"0\r\n: v\r\n\r\n"), Err(Error::BadChunk));
+        assert_eq!(decode(b"0\r\nX T: v\r\n\r\n"), Err(Error::BadChunk));
+        assert!(decode(b"0\r\nX-T: v\r\nY:\r\n\r\n").unwrap().is_some());
     }
 
     /// A size line longer than the limit is refused whether it arrives
