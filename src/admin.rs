@@ -183,34 +183,30 @@ fn serve(mut stream: TcpStream, cores: &[mpsc::Sender<Ask>]) -> std::io::Result<
             r#"{"error":"method_not_allowed"}"#,
         );
     }
-    match path {
-        "/health" => respond(&mut stream, 200, "application/json", r#"{"status":"ok"}"#),
-        "/metrics" => {
-            let body = prometheus(&snapshots(cores));
-            respond(&mut stream, 200, "text/plain; version=0.0.4", &body)
-        }
-        "/stats" => respond(
-            &mut stream,
+    let (status, content_type, body) = match path {
+        "/health" => (200, "application/json", r#"{"status":"ok"}"#.to_owned()),
+        "/metrics" => (
             200,
-            "application/json",
-            &stats(&snapshots(cores)),
+            "text/plain; version=0.0.4",
+            prometheus(&snapshots(cores)),
         ),
+        "/stats" => (200, "application/json", stats(&snapshots(cores))),
         "/ready" => {
             let (ready, body) = readiness(&snapshots(cores));
-            respond(
-                &mut stream,
-                if ready { 200 } else { 503 },
-                "application/json",
-                &body,
-            )
+            (if ready { 200 } else { 503 }, "application/json", body)
         }
-        _ => respond(
-            &mut stream,
+        _ => (
             404,
             "application/json",
-            r#"{"error":"not_found","message":"admin paths: /metrics, /stats, /health, /ready"}"#,
+            r#"{"error":"not_found","message":"admin paths: /metrics, /stats, /health, /ready"}"#
+                .to_owned(),
         ),
+    };
+    if method == "HEAD" {
+        // The GET's status and headers, without its body.
+        return respond_head(&mut stream, status, content_type, body.len());
     }
+    respond(&mut stream, status, content_type, &body)
 }
 
 fn respond(
@@ -218,6 +214,17 @@ fn respond(
     status: u16,
     content_type: &str,
     body: &str,
+) -> std::io::Result<()> {
+    respond_head(stream, status, content_type, body.len())?;
+    stream.write_all(body.as_bytes())
+}
+
+/// Writes a response's status line and headers (all of a HEAD's answer).
+fn respond_head(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    length: usize,
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
@@ -227,11 +234,9 @@ fn respond(
         _ => "Service Unavailable",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+    stream.write_all(head.as_bytes())
 }
 
 /// Every core's metrics merged.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -345,6 +345,21 @@ fn health_and_readiness_follow_the_consumer() {
     server.get("/s/n").assert_accepted("in.gen.s.n");
     sink.recv();
     assert_eq!(admin_get(admin, "/nope").0, 404);
+
+    // HEAD: the GET's status and headers, no body.
+    for (path, status) in [("/stats", "200"), ("/ready", "200"), ("/nope", "404")] {
+        let mut s = std::net::TcpStream::connect(admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "HEAD {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        assert!(
+            raw.starts_with(&format!("HTTP/1.1 {status} ")),
+            "HEAD {path}: {raw}"
+        );
+        assert!(raw.contains("Content-Length: "), "HEAD {path}: {raw}");
+        assert!(raw.ends_with("\r\n\r\n"), "HEAD {path} sent a body: {raw}");
+    }
 }
 
 /// Sends requests on one connection after another until the server stops
