@@ -470,14 +470,14 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     }
     let _ = writeln!(out, r#"hookwire_connections_open{{core="all"}} {open}"#);
 
-    // How a route's per-core values merge into `core="all"`: summed, or
-    // (consumers, largest depth) as `/stats` merges them.
-    let route_metric_as = |out: &mut String,
-                           name: &str,
-                           kind: &str,
-                           help: &str,
-                           f: &dyn Fn(&RouteStatus) -> u64,
-                           merge: fn(u64, u64) -> u64| {
+    // `merge`: how a route's per-core values make `core="all"` (summed,
+    // or as `/stats` merges consumers and the largest depth).
+    let route_metric = |out: &mut String,
+                        name: &str,
+                        kind: &str,
+                        help: &str,
+                        f: &dyn Fn(&RouteStatus) -> u64,
+                        merge: fn(u64, u64) -> u64| {
         let _ = writeln!(
             out,
             "# HELP hookwire_{name} {help}\n# TYPE hookwire_{name} {kind}"
@@ -502,16 +502,13 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
             );
         }
     };
-    let route_metric =
-        |out: &mut String, name: &str, kind: &str, help: &str, f: &dyn Fn(&RouteStatus) -> u64| {
-            route_metric_as(out, name, kind, help, f, |a, b| a + b)
-        };
     route_metric(
         &mut out,
         "events_delivered_total",
         "counter",
         "Events handed to ZeroMQ, by route.",
         &|r| r.delivered,
+        |a, b| a + b,
     );
     route_metric(
         &mut out,
@@ -519,8 +516,9 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
         "gauge",
         "Bytes of events waiting in the spool for ZeroMQ, by route.",
         &|r| r.waiting,
+        |a, b| a + b,
     );
-    route_metric_as(
+    route_metric(
         &mut out,
         "spool_bytes_max",
         "gauge",
@@ -530,7 +528,7 @@ pub fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     );
     // Every core connects its own socket to each consumer, so one consumer
     // shows on every core; core="all" counts the consumers every core has.
-    route_metric_as(
+    route_metric(
         &mut out,
         "consumers_connected",
         "gauge",

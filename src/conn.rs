@@ -169,8 +169,8 @@ impl Conn {
                     Err(e) => return self.fail(shard, e, completed),
                 },
             };
-            let chunked = matches!(head.framing(), Framing::Chunked);
-            let (body, total) = match head.framing() {
+            let framing = head.framing();
+            let (body, total) = match framing {
                 Framing::None => (head.len..head.len, head.len),
                 Framing::Length(n) => {
                     if n > self.max_body as u64 {
@@ -216,7 +216,7 @@ impl Conn {
                 // HTTP/1.0 has no chunked framing (RFC 9112 §6.1): the
                 // body is read, then the connection closes, keep-alive
                 // or not.
-                (true, 0) if chunked => Persist::Close,
+                (true, 0) if framing == Framing::Chunked => Persist::Close,
                 (true, 0) => Persist::KeepAlive,
                 (true, _) => Persist::Default,
             };

@@ -192,12 +192,8 @@ impl Shard {
                 }
                 return None;
             }
-            Ok(_) if method == Method::Head => {
-                self.probe(persist, false, out);
-                return None;
-            }
             Ok(Path::Root) => {
-                self.probe(persist, true, out);
+                self.probe(persist, method != Method::Head, out);
                 return None;
             }
             Ok(Path::Event(target)) => target,
