@@ -56,7 +56,7 @@ fn pipeline(c: &mut Criterion) {
     std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
 
     let settings = Arc::new(Settings::standalone(&endpoint));
-    let mut shard = Shard::standalone(settings.clone()).unwrap();
+    let mut shard = hookwire::testing::shard(settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
     pin(0);
 
@@ -67,7 +67,7 @@ fn pipeline(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(s.name), s.raw, |b, raw| {
             let mut n = 0;
             b.iter(|| {
-                conn.feed(raw);
+                hookwire::testing::feed(&mut conn, raw);
                 conn.process(&mut shard);
                 n += 1;
                 if n % BATCH == 0 {
@@ -96,7 +96,7 @@ fn pipeline(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(s.raw.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(s.name), s.raw, |b, raw| {
             b.iter(|| {
-                conn.feed(raw);
+                hookwire::testing::feed(&mut conn, raw);
                 conn.process(&mut shard);
                 assert_eq!(shard.fanout.discard_outbox(), 1, "one envelope per request");
                 conn.waits.clear();
@@ -112,7 +112,7 @@ fn pipeline(c: &mut Criterion) {
 /// Before timing a sample: one request of it is accepted with a 200 and
 /// one envelope (a sample that is refused would time the error path).
 fn check_one(conn: &mut Conn, shard: &mut Shard, name: &str, raw: &[u8]) {
-    conn.feed(raw);
+    hookwire::testing::feed(conn, raw);
     assert_eq!(conn.process(shard), Step::More { completed: 1 }, "{name}");
     assert!(
         conn.out.starts_with(b"HTTP/1.1 200 OK\r\n"),

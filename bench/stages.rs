@@ -20,13 +20,16 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hookwire::envelope::{self, Uid};
+use hookwire::event::envelope::{self, Transport, Uid};
+use hookwire::event::id::{self, IdGen};
+use hookwire::event::RoutingKey;
+use hookwire::http::client_ip;
 use hookwire::http::request;
-use hookwire::id::{self, IdGen};
+use hookwire::http::request::Request;
 use hookwire::ingest::form::Params;
 use hookwire::ingest::json::JsonBody;
 use hookwire::ingest::route::{self, Path};
-use hookwire::ingest::{self, Ingest, Request};
+use hookwire::ingest::Ingest;
 use ipnet::IpNet;
 use samples::{all, Body, MAX_HEAD};
 
@@ -158,9 +161,13 @@ fn envelope_encode(c: &mut Criterion) {
         let mut data = Vec::new();
         ingest.write_data(&mut data, &req, &fields);
         let text = |t| String::from_utf8(ingest.bytes(&req, t).to_vec()).unwrap();
-        let (service, name) = (text(&fields.service), text(&fields.name));
+        let mut key = RoutingKey::default();
+        key.set(
+            text(&fields.service).as_bytes(),
+            text(&fields.name).as_bytes(),
+        );
         let uid = fields.uid.as_ref().map(text);
-        let td = ingest::transport(&req, &trusted);
+        let td = Transport::of(&req, client_ip::resolve(&req, &trusted));
         let mut ids = IdGen::new(id::worker_id(0, 0));
         let mut time_text = id::MsText::default();
         let now = id::now_ms();
@@ -175,8 +182,7 @@ fn envelope_encode(c: &mut Criterion) {
             let id = ids.next(now);
             let mut id_text = itoa::Buffer::new();
             let h = envelope::Head {
-                service: &service,
-                name: &name,
+                key: &key,
                 project_id: fields.project_id,
                 uid,
                 id: id_text.format(id),
@@ -215,7 +221,12 @@ fn transport(c: &mut Criterion) {
             peer: peer(),
         };
         group.bench_function(BenchmarkId::from_parameter(s.name), |b| {
-            b.iter(|| ingest::transport(black_box(&req), &trusted))
+            b.iter(|| {
+                Transport::of(
+                    black_box(&req),
+                    client_ip::resolve(black_box(&req), &trusted),
+                )
+            })
         });
     }
     group.finish();

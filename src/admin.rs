@@ -17,85 +17,7 @@ use hdrhistogram::Histogram;
 
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Hist, Metrics, BUCKETS, STATUSES};
-use crate::shard::Shard;
-
-/// A request to a core.
-#[derive(Debug)]
-pub enum Ask {
-    Snapshot(mpsc::Sender<CoreSnapshot>),
-}
-
-/// A copy of one core's metrics and route states.
-#[derive(Debug, Clone)]
-pub struct CoreSnapshot {
-    pub core: usize,
-    pub metrics: Metrics,
-    pub routes: Vec<RouteStatus>,
-    pub open_connections: usize,
-    pub accepting: bool,
-    pub uptime: Duration,
-    /// The spool: bytes held, the limit, and why its last write failed
-    /// (if it did and none has succeeded since).
-    pub spool_stored: u64,
-    /// The process's spool is full, as this core sees it.
-    pub spool_full: bool,
-    pub spool_max: u64,
-    pub spool_error: Option<String>,
-}
-
-impl CoreSnapshot {
-    pub fn of(shard: &Shard, open_connections: usize, accepting: bool, started: Instant) -> Self {
-        let spool = shard.fanout.spool.borrow();
-        Self {
-            core: shard.core,
-            metrics: shard.metrics.clone(),
-            routes: shard.fanout.status(),
-            open_connections,
-            accepting,
-            uptime: started.elapsed(),
-            spool_stored: spool.stored(),
-            spool_full: spool.full(),
-            spool_max: spool.max_bytes,
-            spool_error: spool.write_error.clone(),
-        }
-    }
-
-    pub fn empty(core: usize) -> Self {
-        Self {
-            core,
-            metrics: Metrics::default(),
-            routes: Vec::new(),
-            open_connections: 0,
-            accepting: false,
-            uptime: Duration::ZERO,
-            spool_stored: 0,
-            spool_full: false,
-            spool_max: 0,
-            spool_error: None,
-        }
-    }
-}
-
-/// Asks every core for a snapshot; `None` for a core that does not answer
-/// within a second.
-pub fn snapshots(cores: &[mpsc::Sender<Ask>]) -> Vec<Option<CoreSnapshot>> {
-    let replies: Vec<_> = cores
-        .iter()
-        .map(|core| {
-            let (tx, rx) = mpsc::channel();
-            let _ = core.send(Ask::Snapshot(tx));
-            rx
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(1);
-    replies
-        .into_iter()
-        .map(|rx| {
-            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .ok()
-        })
-        .collect()
-}
+use crate::runtime::snapshot::{snapshots, Ask, CoreSnapshot};
 
 /// Connections the admin listener serves at once; more are answered 503.
 const ADMIN_CONNECTIONS: usize = 16;
@@ -327,7 +249,7 @@ pub fn readiness(snaps: &[Option<CoreSnapshot>]) -> (bool, String) {
 
 fn json_str(s: &str) -> String {
     let mut out = Vec::new();
-    crate::envelope::write_str(&mut out, s);
+    crate::jsonw::write_str(&mut out, s);
     String::from_utf8(out).expect("JSON of a str is UTF-8")
 }
 

@@ -11,7 +11,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::id::{MAX_CORES, MAX_NODE_ID};
+use crate::event::id::{MAX_CORES, MAX_NODE_ID};
 
 #[derive(Debug, Parser)]
 #[command(

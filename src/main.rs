@@ -70,7 +70,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // and done before any other thread starts.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     raise_open_files_limit();
-    let running = hookwire::server::start(settings.clone())?;
+    let running = hookwire::runtime::start(settings.clone())?;
     let admin = match settings.admin {
         Some(addr) => Some(
             hookwire::admin::spawn(addr, running.cores.clone())

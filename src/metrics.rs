@@ -7,35 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::http::Status;
-
-/// Every refusal code hookwire answers with, for per-code counters.
-pub const REFUSAL_CODES: [&str; 23] = [
-    "malformed_request",
-    "unsupported_http_version",
-    "headers_too_large",
-    "too_many_headers",
-    "bad_content_length",
-    "ambiguous_framing",
-    "unsupported_transfer_encoding",
-    "bad_chunk",
-    "body_too_large",
-    "chunks_too_small",
-    "request_timeout",
-    "method_not_allowed",
-    "missing_service",
-    "invalid_service",
-    "missing_name",
-    "invalid_name",
-    "invalid_project_id",
-    "invalid_json",
-    "unsupported_content_type",
-    "unsupported_charset",
-    "unsupported_content_encoding",
-    "spool_full",
-    "spool_error",
-];
-/// `no_route` is counted with the others; it is the last slot.
-const NO_ROUTE_SLOT: usize = REFUSAL_CODES.len();
+use crate::reject::Code;
 
 /// Statuses in the order of [`Counters::requests`].
 pub const STATUSES: [Status; 10] = [
@@ -137,8 +109,8 @@ impl Hist {
 pub struct Counters {
     /// Responses by status, indexed like [`STATUSES`].
     pub requests: [u64; STATUSES.len()],
-    /// Refusals by code, indexed like [`REFUSAL_CODES`] plus `no_route`.
-    pub refusals: [u64; REFUSAL_CODES.len() + 1],
+    /// Refusals by code, indexed like [`Code::ALL`].
+    pub refusals: [u64; Code::ALL.len()],
     pub events_accepted: u64,
     pub events_refused: u64,
     /// Accepted mode: times the core handed its outbox (one or more
@@ -156,17 +128,14 @@ impl Counters {
         self.requests[status.index()] += 1;
     }
 
-    /// Counts a refusal by its code (an error path: a short search is fine).
-    pub fn refusal(&mut self, code: &str) {
-        let i = REFUSAL_CODES
-            .iter()
-            .position(|c| *c == code)
-            .unwrap_or(NO_ROUTE_SLOT);
-        self.refusals[i] += 1;
+    #[inline]
+    pub fn refusal(&mut self, code: Code) {
+        self.refusals[code.index()] += 1;
     }
 
+    /// The refusal codes' names, in the order of [`Counters::refusals`].
     pub fn refusal_codes() -> impl Iterator<Item = &'static str> {
-        REFUSAL_CODES.iter().copied().chain(["no_route"])
+        Code::ALL.iter().map(|c| c.as_str())
     }
 
     pub fn merge(&mut self, o: &Counters) {
@@ -248,8 +217,8 @@ mod tests {
         let mut c = Counters::default();
         c.response(Status::Ok);
         c.response(Status::ServiceUnavailable);
-        c.refusal("invalid_json");
-        c.refusal("no_route");
+        c.refusal(Code::InvalidJson);
+        c.refusal(Code::NoRoute);
         assert_eq!(c.requests[0], 1);
         assert_eq!(c.requests[9], 1);
         let codes: Vec<_> = Counters::refusal_codes().collect();

@@ -6,53 +6,20 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::envelope::{self, Uid};
+use crate::event::envelope::{self, Transport, Uid};
+use crate::event::id::{self, IdGen, MsText, WallClock};
+use crate::event::RoutingKey;
 use crate::fanout::{Fanout, Refused};
-use crate::http::request::Method;
+use crate::http::request::{Method, Request};
 use crate::http::response::{self, DateCache, Persist};
-use crate::http::Status;
-use crate::id::{self, IdGen, MsText, WallClock};
+use crate::http::{client_ip, Status};
 use crate::ingest::route::{self, Path};
-use crate::ingest::{self, Ingest, Refusal, Request};
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::spool::CoreSpool;
-
-const NO_ROUTE: Refusal = Refusal {
-    status: Status::ServiceUnavailable,
-    code: "no_route",
-    message: "no route matches this event's key; add --push or a --route whose glob matches it",
-    at: None,
-};
-pub const SPOOL_FULL: Refusal = Refusal {
-    status: Status::ServiceUnavailable,
-    code: "spool_full",
-    message: "the event could not be stored: consumers are not taking events and the spool is full (--spool-max-bytes); retry later",
-    at: None,
-};
-pub const SPOOL_ERROR: Refusal = Refusal {
-    status: Status::ServiceUnavailable,
-    code: "spool_error",
-    message: "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later",
-    at: None,
-};
-const METHOD_NOT_ALLOWED: Refusal = Refusal {
-    status: Status::MethodNotAllowed,
-    code: "method_not_allowed",
-    message: "use GET or POST for events (HEAD and OPTIONS are answered too)",
-    at: None,
-};
-
-/// 503s tell the sender when to retry.
-pub fn retry_after(refusal: &Refusal) -> &'static [u8] {
-    if refusal.status == Status::ServiceUnavailable {
-        b"Retry-After: 1\r\n"
-    } else {
-        b""
-    }
-}
+use crate::reject::{Refusal, ALLOW};
+use crate::spool::{CoreSpool, Tickets};
 
 const PROBE_BODY: &[u8] = b"{\"status\":\"ok\",\"service\":\"hookwire\"}";
-const ALLOW: &[u8] = b"Allow: GET, POST, HEAD, OPTIONS\r\n";
 
 /// One core's reused state.
 pub struct Shard {
@@ -63,7 +30,7 @@ pub struct Shard {
     time_text: MsText,
     date: DateCache,
     ingest: Ingest,
-    key: Vec<u8>,
+    key: RoutingKey,
     body: Vec<u8>,
     headers: Vec<u8>,
     pub fanout: Fanout,
@@ -90,7 +57,7 @@ impl Shard {
             time_text: MsText::default(),
             date: DateCache::default(),
             ingest: Ingest::default(),
-            key: Vec::with_capacity(160),
+            key: RoutingKey::with_capacity(160),
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),
             fanout: Fanout::new(core, &settings, spool)?,
@@ -100,30 +67,10 @@ impl Shard {
         })
     }
 
-    /// Core 0's state outside the server, for benchmarks and tests that
-    /// drive [`crate::conn::Conn::process`] directly: its spool is
-    /// recovered on a short-lived executor (the retry and flush tasks do
-    /// not run, so events must go straight to ZeroMQ).
-    pub fn standalone(settings: Arc<Settings>) -> Result<Self, Box<dyn std::error::Error>> {
-        let usage = crate::spool::SpoolUsage::new(1);
-        let config = crate::spool::SpoolConfig::for_core(&settings, 0, usage);
-        let spool = glommio::LocalExecutor::default().run(CoreSpool::recover(&config))?;
-        let mut shard = Self::new(0, settings, Rc::new(RefCell::new(spool)))?;
-        // Wait for the consumers, so the first events do not spool.
-        let start = std::time::Instant::now();
-        while shard.fanout.status().iter().any(|r| r.connected == 0)
-            && start.elapsed() < std::time::Duration::from_secs(10)
-        {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            shard.fanout.tick();
-        }
-        Ok(shard)
-    }
-
     /// Accepted mode: hands the events of this executor cycle to ZeroMQ
     /// (or the spool); the hand-off histogram gets each event's share of
     /// the batch's time. Run by the core's flusher task, and by benchmarks
-    /// and tests that drive [`crate::conn::Conn::process`] directly.
+    /// and tests that drive a connection directly ([`crate::testing`]).
     pub fn flush_outbox(&mut self) {
         let start = self.clock.raw();
         let n = self.fanout.flush_outbox();
@@ -136,6 +83,11 @@ impl Shard {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The spool's tickets, which 200s that wait for a spool write wait on.
+    pub fn tickets(&self) -> Rc<Tickets> {
+        self.fanout.spool.borrow().tickets.clone()
     }
 
     /// Unix milliseconds at the TSC reading `raw`, with the Date header's
@@ -168,18 +120,18 @@ impl Shard {
                 return None;
             }
             Method::Other => {
-                self.refuse(&METHOD_NOT_ALLOWED, ALLOW, persist, true, out);
+                self.refuse(Refusal::MethodNotAllowed, persist, true, out);
                 return None;
             }
             _ => route::parse(req.buf, &req.head.path),
         };
         let target = match target {
             Err(refusal) => {
-                self.refuse(&refusal, b"", persist, method != Method::Head, out);
+                self.refuse(refusal, persist, method != Method::Head, out);
                 return None;
             }
             Ok(Path::Root) if method == Method::Post => {
-                self.refuse(&ingest::MISSING_SERVICE, b"", persist, true, out);
+                self.refuse(Refusal::MissingService, persist, true, out);
                 return None;
             }
             Ok(Path::Event(target)) if method == Method::Head => {
@@ -188,7 +140,7 @@ impl Shard {
                 // event either way.
                 match self.ingest.prepare(req, target).map(|_| ()) {
                     Ok(()) => self.probe(persist, false, out),
-                    Err(refusal) => self.refuse(&refusal, b"", persist, false, out),
+                    Err(refusal) => self.refuse(refusal, persist, false, out),
                 }
                 return None;
             }
@@ -201,7 +153,7 @@ impl Shard {
         match self.accept(req, target, out, persist) {
             Ok(ticket) => ticket,
             Err(refusal) => {
-                self.refuse(&refusal, retry_after(&refusal), persist, true, out);
+                self.refuse(refusal, persist, true, out);
                 None
             }
         }
@@ -224,13 +176,11 @@ impl Shard {
         // before decoding: the request is complete by then.
         let now = self.stamp(decode);
 
-        // The key holds the service and name the envelope borrows.
-        self.key.clear();
-        // Both validated to [A-Za-z0-9_-] by `prepare`.
+        // The key holds the service and name the envelope borrows; both
+        // validated to [A-Za-z0-9_-] by `prepare`.
         let service = self.ingest.bytes(req, &fields.service);
         let name = self.ingest.bytes(req, &fields.name);
-        let (service_len, name_len) = (service.len(), name.len());
-        envelope::write_key(&mut self.key, service, name);
+        self.key.set(service, name);
         let mut uid_digits = [0u8; 22];
         let uid_len = match &fields.uid {
             Some(t) => {
@@ -241,13 +191,9 @@ impl Shard {
             None => 0,
         };
 
-        debug_assert!(self.key.is_ascii());
-        // SAFETY: `in.gen.`, `.` and a service and name that `prepare`
-        // validated to [A-Za-z0-9_-]: ASCII.
-        let key = unsafe { std::str::from_utf8_unchecked(&self.key) };
-        let routes = self.fanout.admit(key).map_err(|r| match r {
-            Refused::NoRoute => NO_ROUTE,
-            Refused::SpoolFull => SPOOL_FULL,
+        let routes = self.fanout.admit(self.key.as_str()).map_err(|r| match r {
+            Refused::NoRoute => Refusal::NoRoute,
+            Refused::SpoolFull => Refusal::SpoolFull,
         })?;
 
         let uid = match uid_len {
@@ -258,20 +204,20 @@ impl Shard {
         let mut id_text = itoa::Buffer::new();
         let id_text = id_text.format(id);
         let head = envelope::Head {
-            service: &key[7..7 + service_len],
-            name: &key[8 + service_len..8 + service_len + name_len],
+            key: &self.key,
             project_id: fields.project_id,
             uid,
             id: id_text,
             time: self.time_text.get(id::time_of(id)),
         };
-        let td = ingest::transport(req, &self.settings.trusted_proxies);
+        let client = client_ip::resolve(req, &self.settings.trusted_proxies);
+        let td = Transport::of(req, client);
         let ingest = &mut self.ingest;
         let staging = self.fanout.staging();
         let start = staging.len();
         envelope::encode(staging, &head, &td, |o| ingest.write_data(o, req, &fields));
         let handoff = self.clock.raw();
-        let ticket = Some(self.fanout.send(&routes, &self.key, start));
+        let ticket = Some(self.fanout.send(&routes, self.key.as_bytes(), start));
         if self.settings.durable {
             // Accepted mode records it in `flush_outbox`.
             self.metrics
@@ -281,7 +227,7 @@ impl Shard {
         self.metrics.counters.events_accepted += 1;
 
         self.body.clear();
-        response::accepted_body(&mut self.body, &self.key, id_text);
+        response::accepted_body(&mut self.body, self.key.as_bytes(), id_text);
         self.metrics.counters.response(Status::Ok);
         response::write(out, &self.date, Status::Ok, persist, b"", &self.body, true);
         Ok(ticket)
@@ -290,28 +236,24 @@ impl Shard {
     /// Writes a JSON error response (without its body for a HEAD request).
     pub fn refuse(
         &mut self,
-        refusal: &Refusal,
-        extra: &[u8],
+        refusal: Refusal,
         persist: Persist,
         send_body: bool,
         out: &mut Vec<u8>,
     ) {
         self.stamp_now();
-        self.metrics.counters.response(refusal.status);
-        self.metrics.counters.refusal(refusal.code);
-        if refusal.status == Status::ServiceUnavailable {
+        let status = refusal.status();
+        self.metrics.counters.response(status);
+        self.metrics.counters.refusal(refusal.code());
+        if status == Status::ServiceUnavailable {
             self.metrics.counters.events_refused += 1;
         }
         self.body.clear();
-        response::error_body(&mut self.body, refusal.code, refusal.message, refusal.at);
+        let code = refusal.code().as_str();
+        response::error_body(&mut self.body, code, refusal.message(), refusal.at());
+        let extra = refusal.headers();
         response::write(
-            out,
-            &self.date,
-            refusal.status,
-            persist,
-            extra,
-            &self.body,
-            send_body,
+            out, &self.date, status, persist, extra, &self.body, send_body,
         );
     }
 

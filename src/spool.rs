@@ -889,11 +889,17 @@ async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
 pub enum Next {
     /// Nothing waits, or ZeroMQ is not taking more now.
     Idle,
-    /// Read this much from this file at this (file) offset.
-    Read(usize, Rc<DmaFile>, u64, usize),
+    /// Read `len` bytes of `file` at (file) `offset` for `route`, then
+    /// hand them to [`store_chunk`].
+    Read {
+        route: usize,
+        file: Rc<DmaFile>,
+        offset: u64,
+        len: usize,
+    },
     /// Open the route's front file (closed while it waited its turn), then
     /// hand the result to [`opened`].
-    Open(usize, PathBuf),
+    Open { route: usize, path: PathBuf },
 }
 
 /// Hands records at the head of `route` to `send` until it refuses or the
@@ -975,7 +981,10 @@ pub fn deliver(
                 // Data is on disk (head < end), so the file exists: one
                 // without a handle was closed while it waited its turn.
                 let Some(file) = seg.file.clone() else {
-                    return Next::Open(route, seg.path.clone());
+                    return Next::Open {
+                        route,
+                        path: seg.path.clone(),
+                    };
                 };
                 let chunk_end = spool
                     .chunk
@@ -999,7 +1008,12 @@ pub fn deliver(
                 let off = spool.head - seg.start;
                 let want = READ_CHUNK.max(needed(&spool.chunk, spool.head));
                 let len = want.min((seg.written - off) as usize);
-                return Next::Read(route, file, off, len);
+                return Next::Read {
+                    route,
+                    file,
+                    offset: off,
+                    len,
+                };
             }
             Err(_) if !seg.sealed => {
                 // The file still being appended to was written by this run:

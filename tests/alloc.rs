@@ -112,7 +112,7 @@ fn steady_state_hot_path_does_not_allocate() {
     });
 
     let one = |conn: &mut Conn, shard: &mut Shard, raw: &[u8]| {
-        conn.feed(raw);
+        hookwire::testing::feed(conn, raw);
         let step = conn.process(shard);
         // What the core's flusher task does: hand the outbox to ZeroMQ (the
         // ticket the 200 waits for is then decided; nothing waits here).

@@ -58,7 +58,7 @@ fn every_split_into_two_reads_gives_the_whole_request_s_envelope() {
         let steps = parts
             .iter()
             .map(|part| {
-                conn.feed(part);
+                hookwire::testing::feed(&mut conn, part);
                 conn.process(&mut shard)
             })
             .collect();

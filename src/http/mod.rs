@@ -1,11 +1,15 @@
-//! HTTP/1.1, sans-IO: request heads, chunked bodies and responses.
+//! HTTP/1.1, sans-IO: request heads, chunked bodies, media types, the
+//! client's address, and responses.
 
 pub mod chunked;
+pub mod client_ip;
+pub mod media;
 pub mod request;
 pub mod response;
 
 /// Why a request could not be read. Every kind closes the connection: after
-/// a framing error the rest of the stream cannot be trusted.
+/// a framing error the rest of the stream cannot be trusted. Its status,
+/// code and message are [`crate::reject::Refusal::Http`]'s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
     Malformed,
@@ -21,71 +25,6 @@ pub enum Error {
     /// outgrows what its data could need under the body limit.
     ChunksTooSmall,
     Timeout,
-}
-
-impl Error {
-    /// Status line, error code and message for the JSON error body.
-    pub fn describe(self) -> (Status, &'static str, &'static str) {
-        use Status::*;
-        match self {
-            Error::Malformed => (
-                BadRequest,
-                "malformed_request",
-                "the request is not valid HTTP/1.1; send a request line, headers and a blank line",
-            ),
-            Error::Version => (
-                BadRequest,
-                "unsupported_http_version",
-                "only HTTP/1.0 and HTTP/1.1 are accepted",
-            ),
-            Error::HeadTooLarge => (
-                HeadersTooLarge,
-                "headers_too_large",
-                "the request line and headers exceed the size limit; send fewer or shorter headers",
-            ),
-            Error::TooManyHeaders => (
-                HeadersTooLarge,
-                "too_many_headers",
-                "the request has more than 64 headers; send fewer",
-            ),
-            Error::BadLength => (
-                BadRequest,
-                "bad_content_length",
-                "Content-Length must be one decimal number; conflicting values are refused",
-            ),
-            Error::Ambiguous => (
-                BadRequest,
-                "ambiguous_framing",
-                "send either Content-Length or Transfer-Encoding: chunked, not both",
-            ),
-            Error::TransferEncoding => (
-                BadRequest,
-                "unsupported_transfer_encoding",
-                "only Transfer-Encoding: chunked is accepted",
-            ),
-            Error::BadChunk => (
-                BadRequest,
-                "bad_chunk",
-                "the chunked body is malformed: each chunk is a hex size line, CRLF, data, CRLF",
-            ),
-            Error::BodyTooLarge => (
-                PayloadTooLarge,
-                "body_too_large",
-                "the body exceeds the size limit (--max-body); send a smaller body",
-            ),
-            Error::ChunksTooSmall => (
-                PayloadTooLarge,
-                "chunks_too_small",
-                "the chunked body's framing (size lines and CRLFs) outgrew what a body under the \
-                 size limit (--max-body) needs; send larger chunks or a Content-Length",
-            ),
-            Error::Timeout => (
-                RequestTimeout,
-                "request_timeout",
-                "the request did not arrive completely in time; send it without pauses",
-            ),
-        }
-    }
 }
 
 /// The statuses hookwire answers with.

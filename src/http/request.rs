@@ -3,6 +3,7 @@
 //! later rewritten in place when a chunked body is decoded, so nothing may
 //! borrow from it across that step).
 
+use std::net::IpAddr;
 use std::ops::Range;
 
 use super::Error;
@@ -64,6 +65,17 @@ impl Head {
     pub fn framing(&self) -> Framing {
         self.framing.unwrap_or(Framing::None)
     }
+}
+
+/// One complete request: its head and its (decoded) body.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The request head's bytes (spans in `head` index into it).
+    pub buf: &'a [u8],
+    pub head: &'a Head,
+    pub body: &'a [u8],
+    /// The TCP peer.
+    pub peer: IpAddr,
 }
 
 /// Returns the bytes of a span.

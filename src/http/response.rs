@@ -2,7 +2,7 @@
 //! answers to one batch of pipelined requests leave in a single write.
 
 use super::Status;
-use crate::envelope::write_str;
+use crate::jsonw::{write_str, write_u64};
 
 /// The `Date` header value, formatted once per second per core.
 #[derive(Debug, Clone)]
@@ -17,7 +17,8 @@ impl Default for DateCache {
             secs: u64::MAX,
             value: [b' '; 29],
         };
-        d.update(crate::id::now_ms());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        d.update(now.map_or(0, |t| t.as_millis() as u64));
         d
     }
 }
@@ -77,7 +78,7 @@ pub fn write(
     }
     if status != Status::NoContent {
         out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
-        crate::envelope::write_u64(out, body.len() as u64);
+        write_u64(out, body.len() as u64);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -95,7 +96,7 @@ pub fn error_body(out: &mut Vec<u8>, code: &str, message: &str, at: Option<usize
     if let Some(at) = at {
         out.pop();
         out.extend_from_slice(b" (at byte ");
-        crate::envelope::write_u64(out, at as u64);
+        write_u64(out, at as u64);
         out.extend_from_slice(b")\"");
     }
     out.push(b'}');

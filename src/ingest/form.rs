@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use crate::envelope::{append_short, write_str};
+use crate::jsonw::{append_short, write_str};
 
 /// How a key groups with others of the same top-level name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,39 @@ struct Field {
     bracket: bool,
 }
 
+/// A key's tag: its length (saturated) in the top byte, and below it the
+/// key's bytes when it is shorter than eight (equal tags: equal keys), else
+/// a hash of all of them (equal tags: compare the keys). Hashing the long
+/// ones keeps keys that share a prefix (`status[0][id]`, `status[1][id]`)
+/// apart, so they need no string comparison.
+pub fn tag(k: &str) -> u64 {
+    let b = k.as_bytes();
+    let len = (b.len().min(255) as u64) << 56;
+    if b.len() < 8 {
+        // A byte loop: a copy of a variable 0-7 bytes would call memcpy.
+        let mut t = len;
+        for (at, &byte) in b.iter().enumerate() {
+            t |= u64::from(byte) << (8 * at);
+        }
+        return t;
+    }
+    let mut h = 0u64;
+    for chunk in b.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h, u64::from_le_bytes(word));
+    }
+    (h >> 8) | len
+}
+
+/// One step of [`tag`]'s hash: the next eight bytes (zero-padded).
+#[inline(always)]
+fn mix(h: u64, word: u64) -> u64 {
+    (h ^ word)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(23)
+}
+
 impl Params {
     pub fn clear(&mut self) {
         self.arena.clear();
@@ -93,7 +126,7 @@ impl Params {
         out.push(b':');
     }
 
-    /// A range's [`super::data::tag`], from word loads where the arena has
+    /// A range's [`tag`], from word loads where the arena has
     /// the bytes (keys of up to 16 bytes, nearly all).
     #[inline(always)]
     pub fn tag(&self, r: &Range<u32>) -> u64 {
@@ -107,9 +140,9 @@ impl Params {
         let fast = match len {
             0..8 => word(start).map(|w| low(w, len)),
             8..=16 => word(start).zip(word(start + 8)).map(|(w0, w1)| {
-                let h = super::data::mix(0, w0);
+                let h = mix(0, w0);
                 let h = if len > 8 {
-                    super::data::mix(h, if len == 16 { w1 } else { low(w1, len - 8) })
+                    mix(h, if len == 16 { w1 } else { low(w1, len - 8) })
                 } else {
                     h
                 };
@@ -119,7 +152,7 @@ impl Params {
         };
         match fast {
             Some(t) => t | (len as u64) << 56,
-            None => super::data::tag(self.text(r)),
+            None => tag(self.text(r)),
         }
     }
 
@@ -359,10 +392,10 @@ impl Params {
             for chunk in input[from..i].utf8_chunks() {
                 self.arena.extend_from_slice(chunk.valid().as_bytes());
                 for &b in chunk.invalid() {
-                    crate::envelope::percent_byte(&mut self.arena, b);
+                    crate::jsonw::percent_byte(&mut self.arena, b);
                 }
             }
-            escape = crate::envelope::next_escape(&self.arena[start..], 0).is_some();
+            escape = crate::jsonw::next_escape(&self.arena[start..], 0).is_some();
         }
         (i, start as u32..self.arena.len() as u32, !escape)
     }
@@ -934,7 +967,7 @@ mod tests {
             for chunk in raw.utf8_chunks() {
                 kept.extend_from_slice(chunk.valid().as_bytes());
                 for &b in chunk.invalid() {
-                    crate::envelope::percent_byte(&mut kept, b);
+                    crate::jsonw::percent_byte(&mut kept, b);
                 }
             }
             kept
@@ -961,7 +994,7 @@ mod tests {
         p.parse(input);
         for q in &p.list[skip..] {
             let (key, value) = (p.text(&q.key), p.text(&q.value));
-            let clean = |t: &str| crate::envelope::next_escape(t.as_bytes(), 0).is_none();
+            let clean = |t: &str| crate::jsonw::next_escape(t.as_bytes(), 0).is_none();
             assert_eq!(q.key_clean, clean(key), "{key:?}");
             assert_eq!(q.value_clean, clean(value), "{value:?}");
             let mut written = Vec::new();

@@ -16,7 +16,7 @@
 
 use std::ops::Range;
 
-use crate::envelope::append_short;
+use crate::jsonw::append_short;
 
 /// The deepest nesting of objects and arrays a body may have. The
 /// envelope puts a body one level deeper (an object's members are `data`'s)

@@ -1,7 +1,7 @@
 //! The event's routing fields from the path, and their validation.
 
-use super::{Refusal, INVALID_SERVICE};
 use crate::http::request::{at, Span};
+use crate::reject::Refusal;
 
 /// `/<service>[/<name>[/<projectId>]]`: spans into the request buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +38,9 @@ pub fn parse(buf: &[u8], path: &Span) -> Result<Path, Refusal> {
         offset += len as u32 + 1;
         Some(span).filter(|s| !s.is_empty())
     };
-    let service = next().ok_or(INVALID_SERVICE)?;
+    let service = next().ok_or(Refusal::InvalidService)?;
     if !valid_name(at(buf, &service)) {
-        return Err(INVALID_SERVICE);
+        return Err(Refusal::InvalidService);
     }
     let name = next();
     let project_id = next();
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn bad_services() {
         for p in ["/a.b/c", "/a%20b", "//x", "/привет"] {
-            assert_eq!(split(p).unwrap_err(), INVALID_SERVICE, "{p}");
+            assert_eq!(split(p).unwrap_err(), Refusal::InvalidService, "{p}");
         }
         assert!(split(&format!("/{}", "a".repeat(64))).is_ok());
         assert!(split(&format!("/{}", "a".repeat(65))).is_err());

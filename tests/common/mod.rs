@@ -438,7 +438,7 @@ pub fn in_process() -> InProcess {
     pull.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
     let settings = std::sync::Arc::new(hookwire::config::Settings::standalone(&endpoint));
-    let shard = hookwire::shard::Shard::standalone(settings.clone()).unwrap();
+    let shard = hookwire::testing::shard(settings.clone()).unwrap();
     InProcess {
         pull,
         settings,

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use super::form::{Kind, Param, Params};
+use super::form::{tag, Kind, Param, Params};
 
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -174,39 +174,6 @@ fn all_distinct(tags: &[u64]) -> bool {
         }
     }
     true
-}
-
-/// A key's tag: its length (saturated) in the top byte, and below it the
-/// key's bytes when it is shorter than eight (equal tags: equal keys), else
-/// a hash of all of them (equal tags: compare the keys). Hashing the long
-/// ones keeps keys that share a prefix (`status[0][id]`, `status[1][id]`)
-/// apart, so they need no string comparison.
-pub(super) fn tag(k: &str) -> u64 {
-    let b = k.as_bytes();
-    let len = (b.len().min(255) as u64) << 56;
-    if b.len() < 8 {
-        // A byte loop: a copy of a variable 0-7 bytes would call memcpy.
-        let mut t = len;
-        for (at, &byte) in b.iter().enumerate() {
-            t |= u64::from(byte) << (8 * at);
-        }
-        return t;
-    }
-    let mut h = 0u64;
-    for chunk in b.chunks(8) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        h = mix(h, u64::from_le_bytes(word));
-    }
-    (h >> 8) | len
-}
-
-/// One step of [`tag`]'s hash: the next eight bytes (zero-padded).
-#[inline(always)]
-pub(super) fn mix(h: u64, word: u64) -> u64 {
-    (h ^ word)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .rotate_left(23)
 }
 
 /// String equality with the cheap checks first (most keys differ in length).

@@ -1,27 +1,21 @@
-//! One connection: a reused read buffer, pipelining, keep-alive, timeouts
+//! One connection, sans-IO: a reused read buffer, pipelining, keep-alive
 //! and write batching.
 //!
-//! [`Conn::process`] is sans-IO: it answers every complete request in the
-//! buffer (in order, responses appended to one output buffer) and says
-//! whether to read more or close. [`serve`] drives it: read → process →
-//! one write of all responses → read again.
+//! [`Conn::process`] answers every complete request in the buffer (in
+//! order, responses appended to one output buffer) and says whether to read
+//! more or close. [`io::serve`] drives it: read → process → one write of
+//! all responses → read again.
 
-use std::cell::RefCell;
+pub mod io;
+pub mod registry;
+
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Instant;
-
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 
 use crate::config::Settings;
-use crate::http::request::{self, Framing};
+use crate::http::request::{self, Framing, Request};
 use crate::http::response::Persist;
 use crate::http::{chunked, Error};
-use crate::ingest::{Refusal, Request};
-use crate::server::CoreState;
+use crate::reject::Refusal;
 use crate::shard::Shard;
 use crate::spool::{Flushed, Tickets};
 
@@ -43,6 +37,16 @@ pub enum Step {
     Close { completed: usize },
 }
 
+/// A 200 in a connection's output that waits for its event's spool write.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    /// Where the response is in `Conn::out`.
+    pub start: usize,
+    pub end: usize,
+    pub ticket: u64,
+    pub persist: Persist,
+}
+
 /// A connection's buffers and per-request state.
 #[derive(Debug)]
 pub struct Conn {
@@ -52,8 +56,8 @@ pub struct Conn {
     /// Responses waiting to be written, in request order.
     pub out: Vec<u8>,
     /// 200s in `out` that may only be written once their spool ticket is
-    /// stored: (start, end, ticket, persist).
-    pub waits: Vec<(usize, usize, u64, Persist)>,
+    /// stored.
+    pub waits: Vec<Wait>,
     /// Bytes the request at `start` needs in all, when known.
     want: usize,
     /// The head of the request at `start`, while its body is arriving.
@@ -117,19 +121,6 @@ impl Conn {
     /// Records `n` bytes read into [`Conn::spare`].
     pub fn filled(&mut self, n: usize) {
         self.end += n;
-    }
-
-    /// Appends bytes as if they had been read (tests and benches).
-    pub fn feed(&mut self, bytes: &[u8]) {
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let spare = self.spare();
-            let n = spare.len().min(rest.len());
-            assert!(n > 0, "feed beyond the connection's buffer limit");
-            spare[..n].copy_from_slice(&rest[..n]);
-            self.filled(n);
-            rest = &rest[n..];
-        }
     }
 
     /// Answers every complete request in the buffer.
@@ -228,7 +219,12 @@ impl Conn {
             };
             let at = self.out.len();
             if let Some(ticket) = shard.handle(&req, persist, &mut self.out) {
-                self.waits.push((at, self.out.len(), ticket, persist));
+                self.waits.push(Wait {
+                    start: at,
+                    end: self.out.len(),
+                    ticket,
+                    persist,
+                });
             }
             completed += 1;
             self.start += total;
@@ -248,27 +244,20 @@ impl Conn {
         if self
             .waits
             .iter()
-            .all(|w| tickets.state(w.2) == Flushed::Stored)
+            .all(|w| tickets.state(w.ticket) == Flushed::Stored)
         {
             self.waits.clear();
             return;
         }
         let old = std::mem::take(&mut self.out);
         let mut at = 0;
-        for &(start, end, ticket, persist) in &self.waits {
-            if tickets.state(ticket) == Flushed::Stored {
+        for w in &self.waits {
+            if tickets.state(w.ticket) == Flushed::Stored {
                 continue;
             }
-            self.out.extend_from_slice(&old[at..start]);
-            let refusal = crate::shard::SPOOL_ERROR;
-            shard.refuse(
-                &refusal,
-                crate::shard::retry_after(&refusal),
-                persist,
-                true,
-                &mut self.out,
-            );
-            at = end;
+            self.out.extend_from_slice(&old[at..w.start]);
+            shard.refuse(Refusal::SpoolError, w.persist, true, &mut self.out);
+            at = w.end;
         }
         self.out.extend_from_slice(&old[at..]);
         self.waits.clear();
@@ -286,173 +275,11 @@ impl Conn {
     /// error the rest of the stream cannot be trusted. `completed`: the
     /// requests answered before it in this pass.
     pub fn fail(&mut self, shard: &mut Shard, error: Error, completed: usize) -> Step {
-        let (status, code, message) = error.describe();
-        let refusal = Refusal {
-            status,
-            code,
-            message,
-            at: None,
-        };
-        shard.refuse(&refusal, b"", Persist::Close, true, &mut self.out);
+        shard.refuse(Refusal::Http(error), Persist::Close, true, &mut self.out);
         self.start = self.end;
         self.head = None;
         Step::Close {
             completed: completed + 1,
         }
-    }
-}
-
-/// Serves one accepted connection until it closes.
-pub async fn serve(
-    stream: TcpStream,
-    shard: Rc<RefCell<Shard>>,
-    core: Rc<CoreState>,
-    settings: Arc<Settings>,
-) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(settings.idle_timeout));
-    let Ok(peer) = stream.peer_addr() else {
-        // Reset by the peer before it was served: closed all the same, so
-        // that accepted = open + closed.
-        shard.borrow_mut().metrics.counters.connections_closed += 1;
-        return;
-    };
-    let registered = Registered {
-        key: core.register(stream.as_raw_fd()),
-        core,
-        shard: shard.clone(),
-    };
-    let mut stream = stream;
-    let mut conn = Conn::new(peer.ip(), &settings);
-    let tickets = shard.borrow().fanout.spool.borrow().tickets.clone();
-    // When the first byte of the request now at the head of the buffer
-    // was read: starts its timeout and its latency measurement.
-    let mut first_byte: Option<Instant> = None;
-    // The last read or write: the idle timeout runs from it.
-    let mut last_active = Instant::now();
-    loop {
-        let idle = !conn.pending();
-        if idle && registered.core.draining.get() {
-            return;
-        }
-        // The core's sweep ends the read of a connection past its deadline.
-        let deadline = match first_byte {
-            Some(t) => t + settings.request_timeout,
-            None => last_active + settings.idle_timeout,
-        };
-        registered.core.waiting(registered.key, idle, deadline);
-        let read = stream.read(conn.spare()).await;
-        // Once the sweep has timed the connection out its reads are shut:
-        // what this read brought is the last it gets.
-        let mut last_round = false;
-        if registered.core.busy(registered.key) {
-            match read {
-                // The next request arrived as the idle time ran out: it is
-                // served, then the connection closes.
-                Ok(n) if n > 0 && idle => last_round = true,
-                // A request that was late gets a 408; a connection that
-                // sent nothing closes quietly.
-                _ => {
-                    if conn.pending() || matches!(read, Ok(n) if n > 0) {
-                        time_out(&mut stream, &mut conn, &shard, first_byte).await;
-                    }
-                    return;
-                }
-            }
-        }
-        let read_at = Instant::now();
-        last_active = read_at;
-        let n = match read {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        conn.filled(n);
-        conn.closing = registered.core.draining.get();
-        let first = *first_byte.get_or_insert(read_at);
-        let step = {
-            let mut shard = shard.borrow_mut();
-            shard.metrics.counters.bytes_in += n as u64;
-            conn.process(&mut shard)
-        };
-        if let Some(last) = conn.waits.iter().map(|w| w.2).max() {
-            tickets.wait(last).await;
-            conn.settle(&mut shard.borrow_mut(), &tickets);
-        }
-        if !conn.out.is_empty() {
-            if stream.write_all(&conn.out).await.is_err() {
-                return;
-            }
-            let written = Instant::now();
-            last_active = written;
-            let mut shard = shard.borrow_mut();
-            let metrics = &mut shard.metrics;
-            metrics.counters.bytes_out += conn.out.len() as u64;
-            let (Step::More { completed } | Step::Done { completed } | Step::Close { completed }) =
-                step;
-            if completed > 0 {
-                metrics.request.record(written - first);
-                for _ in 1..completed {
-                    metrics.request.record(written - read_at);
-                }
-            }
-            conn.out.clear();
-        }
-        if last_round {
-            if conn.pending() && matches!(step, Step::More { .. }) {
-                // The rest of a request that can no longer be read.
-                time_out(&mut stream, &mut conn, &shard, first_byte).await;
-            }
-            let _ = stream.close().await;
-            return;
-        }
-        match step {
-            Step::Close { .. } | Step::Done { .. } => {
-                let _ = stream.close().await;
-                return;
-            }
-            Step::More { completed } => {
-                if !conn.pending() {
-                    first_byte = None;
-                } else if completed > 0 {
-                    first_byte = Some(read_at);
-                }
-            }
-        }
-    }
-}
-
-/// Answers a request that did not arrive in time with its 408; it counts
-/// as answered (latency from its first byte, bytes out).
-async fn time_out(
-    stream: &mut TcpStream,
-    conn: &mut Conn,
-    shard: &RefCell<Shard>,
-    first_byte: Option<Instant>,
-) {
-    conn.fail(&mut shard.borrow_mut(), Error::Timeout, 0);
-    let written = stream.write_all(&conn.out).await.is_ok();
-    let now = Instant::now();
-    let mut shard = shard.borrow_mut();
-    if written {
-        shard.metrics.counters.bytes_out += conn.out.len() as u64;
-    }
-    shard
-        .metrics
-        .request
-        .record(now - first_byte.unwrap_or(now));
-    conn.out.clear();
-}
-
-/// A connection's entry in its core's registry, removed when it ends.
-struct Registered {
-    key: usize,
-    core: Rc<CoreState>,
-    shard: Rc<RefCell<Shard>>,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.core.unregister(self.key);
-        self.shard.borrow_mut().metrics.counters.connections_closed += 1;
     }
 }

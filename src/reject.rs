@@ -1,0 +1,332 @@
+//! Every refusal hookwire answers with: its status, its error code and a
+//! message that says what to fix. Metrics count refusals by [`Code`].
+
+use crate::http::{Error, Status};
+
+/// The methods hookwire answers.
+pub const ALLOW: &[u8] = b"Allow: GET, POST, HEAD, OPTIONS\r\n";
+
+/// The `error` codes of refusal bodies, in the order of the per-code
+/// counters ([`Code::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    MalformedRequest,
+    UnsupportedHttpVersion,
+    HeadersTooLarge,
+    TooManyHeaders,
+    BadContentLength,
+    AmbiguousFraming,
+    UnsupportedTransferEncoding,
+    BadChunk,
+    BodyTooLarge,
+    ChunksTooSmall,
+    RequestTimeout,
+    MethodNotAllowed,
+    MissingService,
+    InvalidService,
+    MissingName,
+    InvalidName,
+    InvalidProjectId,
+    InvalidJson,
+    UnsupportedContentType,
+    UnsupportedCharset,
+    UnsupportedContentEncoding,
+    SpoolFull,
+    SpoolError,
+    NoRoute,
+}
+
+impl Code {
+    pub const ALL: [Code; 24] = {
+        use Code::*;
+        [
+            MalformedRequest,
+            UnsupportedHttpVersion,
+            HeadersTooLarge,
+            TooManyHeaders,
+            BadContentLength,
+            AmbiguousFraming,
+            UnsupportedTransferEncoding,
+            BadChunk,
+            BodyTooLarge,
+            ChunksTooSmall,
+            RequestTimeout,
+            MethodNotAllowed,
+            MissingService,
+            InvalidService,
+            MissingName,
+            InvalidName,
+            InvalidProjectId,
+            InvalidJson,
+            UnsupportedContentType,
+            UnsupportedCharset,
+            UnsupportedContentEncoding,
+            SpoolFull,
+            SpoolError,
+            NoRoute,
+        ]
+    };
+
+    /// Position in [`Code::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        use Code::*;
+        match self {
+            MalformedRequest => "malformed_request",
+            UnsupportedHttpVersion => "unsupported_http_version",
+            HeadersTooLarge => "headers_too_large",
+            TooManyHeaders => "too_many_headers",
+            BadContentLength => "bad_content_length",
+            AmbiguousFraming => "ambiguous_framing",
+            UnsupportedTransferEncoding => "unsupported_transfer_encoding",
+            BadChunk => "bad_chunk",
+            BodyTooLarge => "body_too_large",
+            ChunksTooSmall => "chunks_too_small",
+            RequestTimeout => "request_timeout",
+            MethodNotAllowed => "method_not_allowed",
+            MissingService => "missing_service",
+            InvalidService => "invalid_service",
+            MissingName => "missing_name",
+            InvalidName => "invalid_name",
+            InvalidProjectId => "invalid_project_id",
+            InvalidJson => "invalid_json",
+            UnsupportedContentType => "unsupported_content_type",
+            UnsupportedCharset => "unsupported_charset",
+            UnsupportedContentEncoding => "unsupported_content_encoding",
+            SpoolFull => "spool_full",
+            SpoolError => "spool_error",
+            NoRoute => "no_route",
+        }
+    }
+
+    pub fn status(self) -> Status {
+        use Code::*;
+        match self {
+            MalformedRequest
+            | UnsupportedHttpVersion
+            | BadContentLength
+            | AmbiguousFraming
+            | UnsupportedTransferEncoding
+            | BadChunk
+            | MissingService
+            | InvalidService
+            | MissingName
+            | InvalidName
+            | InvalidProjectId
+            | InvalidJson => Status::BadRequest,
+            HeadersTooLarge | TooManyHeaders => Status::HeadersTooLarge,
+            BodyTooLarge | ChunksTooSmall => Status::PayloadTooLarge,
+            RequestTimeout => Status::RequestTimeout,
+            MethodNotAllowed => Status::MethodNotAllowed,
+            UnsupportedContentType | UnsupportedCharset | UnsupportedContentEncoding => {
+                Status::UnsupportedMediaType
+            }
+            SpoolFull | SpoolError | NoRoute => Status::ServiceUnavailable,
+        }
+    }
+}
+
+/// Why a request is not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request cannot be read; the connection closes after the answer.
+    Http(Error),
+    MethodNotAllowed,
+    MissingService,
+    InvalidService,
+    MissingName,
+    InvalidName,
+    /// `name[]=` or `name[x]=` with no plain `name`.
+    BracketedName,
+    BracketedProjectId,
+    InvalidProjectId,
+    /// Not JSON: where the parser stopped, and why when it can say more.
+    InvalidJson {
+        at: usize,
+        why: Option<&'static str>,
+    },
+    /// A body with bytes its declared charset does not define, at `at`.
+    NotInCharset {
+        at: usize,
+    },
+    /// Too large to decode from its charset.
+    TooLargeToTranscode,
+    UnsupportedCharset,
+    UnsupportedType,
+    UnsupportedEncoding,
+    NoRoute,
+    SpoolFull,
+    SpoolError,
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Refusal::Http(e)
+    }
+}
+
+impl Refusal {
+    pub fn code(self) -> Code {
+        match self {
+            Refusal::Http(e) => http_code(e),
+            Refusal::MethodNotAllowed => Code::MethodNotAllowed,
+            Refusal::MissingService => Code::MissingService,
+            Refusal::InvalidService => Code::InvalidService,
+            Refusal::MissingName => Code::MissingName,
+            Refusal::InvalidName | Refusal::BracketedName => Code::InvalidName,
+            Refusal::InvalidProjectId | Refusal::BracketedProjectId => Code::InvalidProjectId,
+            Refusal::InvalidJson { .. }
+            | Refusal::NotInCharset { .. }
+            | Refusal::TooLargeToTranscode => Code::InvalidJson,
+            Refusal::UnsupportedCharset => Code::UnsupportedCharset,
+            Refusal::UnsupportedType => Code::UnsupportedContentType,
+            Refusal::UnsupportedEncoding => Code::UnsupportedContentEncoding,
+            Refusal::NoRoute => Code::NoRoute,
+            Refusal::SpoolFull => Code::SpoolFull,
+            Refusal::SpoolError => Code::SpoolError,
+        }
+    }
+
+    pub fn status(self) -> Status {
+        self.code().status()
+    }
+
+    /// Where in the body the problem is, for `invalid_json`.
+    pub fn at(self) -> Option<usize> {
+        match self {
+            Refusal::InvalidJson { at, .. } | Refusal::NotInCharset { at } => Some(at),
+            _ => None,
+        }
+    }
+
+    /// What to fix.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Http(e) => http_message(e),
+            Refusal::MethodNotAllowed => {
+                "use GET or POST for events (HEAD and OPTIONS are answered too)"
+            }
+            Refusal::MissingService => {
+                "no service in the path: send events to /<service>/<name>/<projectId>"
+            }
+            Refusal::InvalidService => {
+                "the service (first path segment) must be 1-64 characters of A-Z a-z 0-9 _ -"
+            }
+            Refusal::MissingName => {
+                "no event name: put it in the path (/<service>/<name>), the query (?name=) or the body (name)"
+            }
+            Refusal::InvalidName => "the event name must be 1-64 characters of A-Z a-z 0-9 _ -",
+            Refusal::BracketedName => {
+                "the event name must be one plain value (name=lead), not name[]= or name[…]="
+            }
+            Refusal::BracketedProjectId => {
+                "projectId must be one plain unsigned integer (projectId=7), not projectId[]= or projectId[…]="
+            }
+            Refusal::InvalidProjectId => {
+                "projectId must be an unsigned integer (0 to 18446744073709551615)"
+            }
+            Refusal::InvalidJson { why: Some(why), .. } => why,
+            Refusal::InvalidJson { why: None, .. } => {
+                "the body is not valid UTF-8 JSON; fix it or send it as application/x-www-form-urlencoded"
+            }
+            Refusal::NotInCharset { .. } => {
+                "the body has bytes its declared charset does not define; \
+                 send it in the charset the Content-Type names (or as UTF-8)"
+            }
+            Refusal::TooLargeToTranscode => {
+                "the body is too large to decode from its charset; send it as UTF-8"
+            }
+            Refusal::UnsupportedCharset => {
+                "the Content-Type's charset is not one hookwire knows (the WHATWG Encoding \
+                 Standard's labels: utf-8, windows-1251, koi8-r…); send UTF-8 or name a known charset"
+            }
+            Refusal::UnsupportedType => {
+                "send application/json, application/x-www-form-urlencoded or text/plain"
+            }
+            Refusal::UnsupportedEncoding => {
+                "compressed bodies are not accepted; send the body without Content-Encoding"
+            }
+            Refusal::NoRoute => {
+                "no route matches this event's key; add --push or a --route whose glob matches it"
+            }
+            Refusal::SpoolFull => {
+                "the event could not be stored: consumers are not taking events and the spool is full (--spool-max-bytes); retry later"
+            }
+            Refusal::SpoolError => {
+                "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later"
+            }
+        }
+    }
+
+    /// Extra headers of the answer: a 503 tells the sender when to retry,
+    /// a 405 which methods to use.
+    pub fn headers(self) -> &'static [u8] {
+        match self.status() {
+            Status::ServiceUnavailable => b"Retry-After: 1\r\n",
+            Status::MethodNotAllowed => ALLOW,
+            _ => b"",
+        }
+    }
+}
+
+fn http_code(e: Error) -> Code {
+    match e {
+        Error::Malformed => Code::MalformedRequest,
+        Error::Version => Code::UnsupportedHttpVersion,
+        Error::HeadTooLarge => Code::HeadersTooLarge,
+        Error::TooManyHeaders => Code::TooManyHeaders,
+        Error::BadLength => Code::BadContentLength,
+        Error::Ambiguous => Code::AmbiguousFraming,
+        Error::TransferEncoding => Code::UnsupportedTransferEncoding,
+        Error::BadChunk => Code::BadChunk,
+        Error::BodyTooLarge => Code::BodyTooLarge,
+        Error::ChunksTooSmall => Code::ChunksTooSmall,
+        Error::Timeout => Code::RequestTimeout,
+    }
+}
+
+fn http_message(e: Error) -> &'static str {
+    match e {
+        Error::Malformed => {
+            "the request is not valid HTTP/1.1; send a request line, headers and a blank line"
+        }
+        Error::Version => "only HTTP/1.0 and HTTP/1.1 are accepted",
+        Error::HeadTooLarge => {
+            "the request line and headers exceed the size limit; send fewer or shorter headers"
+        }
+        Error::TooManyHeaders => "the request has more than 64 headers; send fewer",
+        Error::BadLength => {
+            "Content-Length must be one decimal number; conflicting values are refused"
+        }
+        Error::Ambiguous => "send either Content-Length or Transfer-Encoding: chunked, not both",
+        Error::TransferEncoding => "only Transfer-Encoding: chunked is accepted",
+        Error::BadChunk => {
+            "the chunked body is malformed: each chunk is a hex size line, CRLF, data, CRLF"
+        }
+        Error::BodyTooLarge => "the body exceeds the size limit (--max-body); send a smaller body",
+        Error::ChunksTooSmall => {
+            "the chunked body's framing (size lines and CRLFs) outgrew what a body under the \
+             size limit (--max-body) needs; send larger chunks or a Content-Length"
+        }
+        Error::Timeout => "the request did not arrive completely in time; send it without pauses",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn codes_are_listed_in_index_order_and_distinct() {
+        for (i, code) in Code::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code:?}");
+        }
+        let mut names: Vec<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Code::ALL.len());
+    }
+}

@@ -1,0 +1,154 @@
+//! One core's life: recover its spool, start its tasks, then its control
+//! loop (spool delivery, admin snapshots, timeouts) until the drain.
+
+use std::cell::RefCell;
+use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+
+use super::listener::accept_loop;
+use super::snapshot::{Ask, CoreSnapshot};
+use super::spooling::{deliver, flusher, Pause};
+use crate::config::Settings;
+use crate::conn::registry::Registry;
+use crate::shard::Shard;
+use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
+
+/// How often a core looks at its control channel and spool when idle.
+const TICK: Duration = Duration::from_millis(10);
+
+/// One core's state, as its control loop and drain see it.
+pub(super) struct Core {
+    pub id: usize,
+    pub settings: Arc<Settings>,
+    pub shard: Rc<RefCell<Shard>>,
+    pub spool: Rc<RefCell<CoreSpool>>,
+    pub registry: Rc<Registry>,
+    asks: mpsc::Receiver<Ask>,
+    started: Instant,
+}
+
+/// Runs core `id` on its executor: serves `fd`'s connections until `drain`
+/// is set, then drains; returns the core's last snapshot.
+pub(super) async fn run(
+    id: usize,
+    fd: RawFd,
+    settings: Arc<Settings>,
+    ready: &mpsc::Sender<Result<usize, String>>,
+    asks: mpsc::Receiver<Ask>,
+    drain: Arc<AtomicBool>,
+    usage: Arc<SpoolUsage>,
+) -> Result<CoreSnapshot, Box<dyn std::error::Error>> {
+    // SAFETY: `fd` is a bound, listening socket whose ownership was given
+    // up by `into_raw_fd` for this core alone.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let core = Core::start(id, settings, asks, usage).await?;
+    let accept = glommio::spawn_local(accept_loop(
+        id,
+        listener,
+        core.shard.clone(),
+        core.registry.clone(),
+        core.settings.clone(),
+    ));
+    let _ = ready.send(Ok(id));
+    core.serve(&drain).await;
+    Ok(core.drain(accept).await)
+}
+
+impl Core {
+    /// Recovers the core's spool, builds its state and starts its flusher.
+    async fn start(
+        id: usize,
+        settings: Arc<Settings>,
+        asks: mpsc::Receiver<Ask>,
+        usage: Arc<SpoolUsage>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let spool_config = SpoolConfig::for_core(&settings, id, usage);
+        let spool = Rc::new(RefCell::new(
+            CoreSpool::recover(&spool_config)
+                .await
+                .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?,
+        ));
+        // The other cores learn this core's recovered bytes at once, not at
+        // its first tick.
+        spool.borrow_mut().share_usage();
+        let recovered = spool.borrow().stored();
+        if recovered > 0 {
+            eprintln!("core {id}: spool: {recovered} bytes of events from an earlier run are delivered first");
+        }
+        let shard = Rc::new(RefCell::new(Shard::new(
+            id,
+            settings.clone(),
+            spool.clone(),
+        )?));
+        let tickets = spool.borrow().tickets.clone();
+        let pause = match settings.durable {
+            true => Pause::Always(settings.sync_interval),
+            false => Pause::WhenSeveral(settings.flush_interval),
+        };
+        glommio::spawn_local(flusher(shard.clone(), spool.clone(), tickets, pause)).detach();
+        Ok(Self {
+            id,
+            settings,
+            shard,
+            spool,
+            registry: Rc::new(Registry::default()),
+            asks,
+            started: Instant::now(),
+        })
+    }
+
+    /// Retries ZeroMQ's backlog and answers the admin's asks; returns the
+    /// events still waiting for a consumer.
+    pub fn control(&self, accepting: bool) -> u64 {
+        let mut shard = self.shard.borrow_mut();
+        shard.fanout.tick();
+        while let Ok(Ask::Snapshot(reply)) = self.asks.try_recv() {
+            let _ = reply.send(self.snapshot(&shard, accepting));
+        }
+        shard.fanout.waiting()
+    }
+
+    pub fn snapshot(&self, shard: &Shard, accepting: bool) -> CoreSnapshot {
+        CoreSnapshot::of(shard, self.registry.open(), accepting, self.started)
+    }
+
+    /// The control loop: delivers spooled events, answers the admin, times
+    /// out stalled connections, until `drain` is set.
+    async fn serve(&self, drain: &AtomicBool) {
+        let sweep_every = (self
+            .settings
+            .idle_timeout
+            .min(self.settings.request_timeout)
+            / 20)
+            .clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let mut next_sweep = self.started + sweep_every;
+        loop {
+            let read = deliver(&self.shard, &self.spool).await;
+            self.control(true);
+            if drain.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.registry.expire(now);
+                next_sweep = now + sweep_every;
+            }
+            if !read {
+                // Spooled events a consumer could take are retried every
+                // millisecond; with no consumer there is nothing to retry
+                // until one connects, which the next tick sees.
+                let pause = if self.shard.borrow().fanout.deliverable() {
+                    Duration::from_millis(1)
+                } else {
+                    TICK
+                };
+                glommio::timer::sleep(pause).await;
+            }
+        }
+    }
+}

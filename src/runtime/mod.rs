@@ -1,0 +1,83 @@
+//! Running the server: one glommio executor per core, each with its own
+//! listener, connections, spool tasks and control loop, and the graceful
+//! drain that ends them.
+
+mod core;
+mod drain;
+pub mod listener;
+pub mod snapshot;
+mod spooling;
+
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Settings;
+use crate::spool::SpoolUsage;
+use snapshot::{Ask, CoreSnapshot};
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    /// One per core; each returns the core's final snapshot after a drain.
+    pub handles: Vec<glommio::ExecutorJoinHandle<CoreSnapshot>>,
+    /// Senders of each core's control channel.
+    pub cores: Vec<mpsc::Sender<Ask>>,
+    /// Set to start the graceful drain on every core.
+    pub drain: Arc<AtomicBool>,
+}
+
+/// Starts every core and returns once all of them accept connections.
+pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Error>> {
+    let listeners =
+        listener::bind(&settings).map_err(|e| format!("--listen {}: {e}", settings.listen))?;
+    let addr = listeners[0].local_addr()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let drain = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let usage = SpoolUsage::new(settings.cores);
+    let mut handles = Vec::new();
+    let mut cores = Vec::new();
+    for (core, listener) in listeners.into_iter().enumerate() {
+        let fd = listener.into_raw_fd();
+        let settings = settings.clone();
+        let ready = ready_tx.clone();
+        let drain = drain.clone();
+        let usage = usage.clone();
+        let (ask_tx, ask_rx) = mpsc::channel();
+        cores.push(ask_tx);
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
+            .name(&format!("hookwire-core-{core}"))
+            // DMA buffers for the spool's writes and reads.
+            .io_memory(4 << 20)
+            .spawn(move || async move {
+                match core::run(core, fd, settings, &ready, ask_rx, drain, usage).await {
+                    Ok(last) => last,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("core {core}: {e}")));
+                        CoreSnapshot::empty(core)
+                    }
+                }
+            })
+            .map_err(|e| format!("core {core}: cannot start executor: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..settings.cores {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err("a core stopped while starting".into()),
+        }
+    }
+    Ok(Running {
+        addr,
+        handles,
+        cores,
+        drain,
+    })
+}

@@ -1,0 +1,88 @@
+//! A copy of one core's metrics and route states, taken by the core on
+//! request between connections, so the admin endpoint never touches a
+//! core's state.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::fanout::RouteStatus;
+use crate::metrics::Metrics;
+use crate::shard::Shard;
+
+/// A request to a core.
+#[derive(Debug)]
+pub enum Ask {
+    Snapshot(mpsc::Sender<CoreSnapshot>),
+}
+
+/// A copy of one core's metrics and route states.
+#[derive(Debug, Clone)]
+pub struct CoreSnapshot {
+    pub core: usize,
+    pub metrics: Metrics,
+    pub routes: Vec<RouteStatus>,
+    pub open_connections: usize,
+    pub accepting: bool,
+    pub uptime: Duration,
+    /// The spool: bytes held, the limit, and why its last write failed
+    /// (if it did and none has succeeded since).
+    pub spool_stored: u64,
+    /// The process's spool is full, as this core sees it.
+    pub spool_full: bool,
+    pub spool_max: u64,
+    pub spool_error: Option<String>,
+}
+
+impl CoreSnapshot {
+    pub fn of(shard: &Shard, open_connections: usize, accepting: bool, started: Instant) -> Self {
+        let spool = shard.fanout.spool.borrow();
+        Self {
+            core: shard.core,
+            metrics: shard.metrics.clone(),
+            routes: shard.fanout.status(),
+            open_connections,
+            accepting,
+            uptime: started.elapsed(),
+            spool_stored: spool.stored(),
+            spool_full: spool.full(),
+            spool_max: spool.max_bytes,
+            spool_error: spool.write_error.clone(),
+        }
+    }
+
+    pub fn empty(core: usize) -> Self {
+        Self {
+            core,
+            metrics: Metrics::default(),
+            routes: Vec::new(),
+            open_connections: 0,
+            accepting: false,
+            uptime: Duration::ZERO,
+            spool_stored: 0,
+            spool_full: false,
+            spool_max: 0,
+            spool_error: None,
+        }
+    }
+}
+
+/// Asks every core for a snapshot; `None` for a core that does not answer
+/// within a second.
+pub fn snapshots(cores: &[mpsc::Sender<Ask>]) -> Vec<Option<CoreSnapshot>> {
+    let replies: Vec<_> = cores
+        .iter()
+        .map(|core| {
+            let (tx, rx) = mpsc::channel();
+            let _ = core.send(Ask::Snapshot(tx));
+            rx
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    replies
+        .into_iter()
+        .map(|rx| {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()
+        })
+        .collect()
+}

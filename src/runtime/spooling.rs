@@ -1,0 +1,121 @@
+//! A core's spool tasks: the flusher, which hands each batch of events to
+//! ZeroMQ and writes the spool, and the delivery of spooled events, which
+//! reads spool files back for ZeroMQ.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::shard::Shard;
+use crate::spool::{self, CoreSpool, Tickets};
+
+/// How long the flusher lets a batch grow after the previous hand-off.
+#[derive(Debug, Clone, Copy)]
+pub enum Pause {
+    /// Durable mode: one fdatasync per sync interval.
+    Always(Duration),
+    /// Accepted mode (`--flush-interval`, off by default): only while more
+    /// than one event waits, so a lone request is answered at once. Fewer,
+    /// larger hand-offs mean fewer wake-ups of libzmq's I/O thread; on this
+    /// project's 2-core machine 200 µs roughly halved oha's p99 at 64
+    /// connections but cost 16 connections a quarter of their throughput
+    /// (tuning.md).
+    WhenSeveral(Duration),
+}
+
+/// Decides the tickets connections wait for. Woken by the first event of a
+/// batch, it runs after the connections that were ready with it: accepted
+/// mode hands their outbox to ZeroMQ in one go (when several events wait,
+/// at most once per flush interval), then writes what ZeroMQ did not take
+/// (and, in durable mode, the journal: at most once per sync interval, one
+/// fdatasync covering every event since the last).
+pub async fn flusher(
+    shard: Rc<RefCell<Shard>>,
+    spool: Rc<RefCell<CoreSpool>>,
+    tickets: Rc<Tickets>,
+    pause: Pause,
+) {
+    let mut last = Instant::now();
+    loop {
+        tickets.appended().await;
+        let wait = match pause {
+            Pause::Always(interval) => interval,
+            Pause::WhenSeveral(interval)
+                if !interval.is_zero() && shard.borrow().fanout.outbox_events() > 1 =>
+            {
+                interval
+            }
+            Pause::WhenSeveral(_) => Duration::ZERO,
+        };
+        let since = last.elapsed();
+        if since < wait {
+            glommio::timer::sleep(wait - since).await;
+        }
+        shard.borrow_mut().flush_outbox();
+        spool::flush(&spool).await;
+        last = Instant::now();
+    }
+}
+
+/// Hands spooled events to ZeroMQ and reads more from disk where needed;
+/// true if it read anything (so there may be more to hand over at once).
+pub async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>) -> bool {
+    let reads = shard.borrow_mut().fanout.deliver_spooled();
+    let mut read = false;
+    for next in reads {
+        let outcome = match next {
+            spool::Next::Read {
+                route,
+                file,
+                offset,
+                len,
+            } => spool::read(file, offset, len).await.map(|bytes| {
+                spool::store_chunk(&mut spool.borrow_mut().routes[route], offset, bytes)
+            }),
+            spool::Next::Open { route, path } => {
+                let file = glommio::io::DmaFile::open(&path)
+                    .await
+                    .map_err(std::io::Error::from);
+                spool::opened(&mut spool.borrow_mut().routes[route], &path, file)
+            }
+            spool::Next::Idle => continue,
+        };
+        match outcome {
+            Ok(()) => read = true,
+            Err(e) => {
+                // Kept, and tried again: at most once per 100 ms, and
+                // said at most once per 10 s (a disk that keeps failing
+                // must not flood the log or spin the core).
+                thread_local!(static SAID: Cell<Option<Instant>> = const { Cell::new(None) });
+                let now = Instant::now();
+                if SAID
+                    .get()
+                    .is_none_or(|t| now - t >= Duration::from_secs(10))
+                {
+                    SAID.set(Some(now));
+                    eprintln!("spool: cannot read a spool file (retrying every 100 ms): {e}");
+                }
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    read
+}
+
+/// Writes everything appended to the spool before the executor ends,
+/// also when the flusher task has a write of its own in flight: flushes
+/// until nothing is pending or being written, for `limit` at most.
+pub async fn write_out(spool: &Rc<RefCell<CoreSpool>>, limit: Duration) {
+    let settle = Instant::now() + limit;
+    loop {
+        spool::flush(spool).await;
+        let busy = {
+            let spool = spool.borrow();
+            spool.writing() || spool.has_pending()
+        };
+        if !busy || Instant::now() >= settle {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}

@@ -1,0 +1,46 @@
+//! For benchmarks and tests that drive a connection without the server:
+//! a core's state outside its executor, and bytes fed as if read.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Settings;
+use crate::conn::Conn;
+use crate::shard::Shard;
+use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
+
+/// Core 0's state outside the server: its spool is recovered on a
+/// short-lived executor (the retry and flush tasks do not run, so events
+/// must go straight to ZeroMQ), and its consumers are waited for, so the
+/// first events do not spool.
+pub fn shard(settings: Arc<Settings>) -> Result<Shard, Box<dyn std::error::Error>> {
+    let config = SpoolConfig::for_core(&settings, 0, SpoolUsage::new(1));
+    let spool = glommio::LocalExecutor::default().run(CoreSpool::recover(&config))?;
+    let mut shard = Shard::new(0, settings, Rc::new(RefCell::new(spool)))?;
+    let start = Instant::now();
+    while shard.fanout.status().iter().any(|r| r.connected == 0)
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+        shard.fanout.tick();
+    }
+    Ok(shard)
+}
+
+/// Appends bytes to a connection's buffer as if they had been read.
+///
+/// # Panics
+/// When they do not fit under the connection's buffer limit.
+pub fn feed(conn: &mut Conn, bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let spare = conn.spare();
+        let n = spare.len().min(rest.len());
+        assert!(n > 0, "feed beyond the connection's buffer limit");
+        spare[..n].copy_from_slice(&rest[..n]);
+        conn.filled(n);
+        rest = &rest[n..];
+    }
+}
