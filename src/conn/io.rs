@@ -5,7 +5,6 @@
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -16,13 +15,14 @@ use super::{Conn, Step};
 use crate::config::Settings;
 use crate::http::Error;
 use crate::shard::Shard;
+use crate::spool::Tickets;
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(
     stream: TcpStream,
     shard: Rc<RefCell<Shard>>,
     registry: Rc<Registry>,
-    settings: Arc<Settings>,
+    settings: std::sync::Arc<Settings>,
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(settings.idle_timeout));
@@ -32,130 +32,177 @@ pub async fn serve(
         shard.borrow_mut().metrics.counters.connections_closed += 1;
         return;
     };
-    let registered = Registered {
-        key: registry.register(stream.as_raw_fd()),
-        registry,
-        shard: shard.clone(),
-    };
-    let mut stream = stream;
-    let mut conn = Conn::new(peer.ip(), &settings);
     let tickets = shard.borrow().tickets();
-    // When the first byte of the request now at the head of the buffer
-    // was read: starts its timeout and its latency measurement.
-    let mut first_byte: Option<Instant> = None;
-    // The last read or write: the idle timeout runs from it.
-    let mut last_active = Instant::now();
-    loop {
-        let idle = !conn.pending();
-        if idle && registered.registry.draining.get() {
-            return;
+    let mut session = Session {
+        registered: Registered {
+            key: registry.register(stream.as_raw_fd()),
+            registry,
+            shard: shard.clone(),
+        },
+        conn: Conn::new(peer.ip(), &settings),
+        tickets,
+        shard,
+        stream,
+        first_byte: None,
+        last_active: Instant::now(),
+    };
+    session.run(&settings).await;
+}
+
+/// One connection being served.
+struct Session {
+    /// First, so the registry entry goes before the stream closes.
+    registered: Registered,
+    stream: TcpStream,
+    conn: Conn,
+    shard: Rc<RefCell<Shard>>,
+    tickets: Rc<Tickets>,
+    /// When the first byte of the request now at the head of the buffer
+    /// was read: starts its timeout and its latency measurement.
+    first_byte: Option<Instant>,
+    /// The last read or write: the idle timeout runs from it.
+    last_active: Instant,
+}
+
+/// What a read brought.
+struct Read {
+    n: usize,
+    at: Instant,
+    /// The connection timed out as these bytes came: they are served, then
+    /// the connection closes.
+    last: bool,
+}
+
+impl Session {
+    async fn run(&mut self, settings: &Settings) {
+        loop {
+            let Some(read) = self.read(settings).await else {
+                return;
+            };
+            let Some(step) = self.answer(&read).await else {
+                return;
+            };
+            if read.last {
+                if self.conn.pending() && matches!(step, Step::More { .. }) {
+                    // The rest of a request that can no longer be read.
+                    self.time_out().await;
+                }
+                let _ = self.stream.close().await;
+                return;
+            }
+            match step {
+                Step::Close { .. } | Step::Done { .. } => {
+                    let _ = self.stream.close().await;
+                    return;
+                }
+                Step::More { completed } => {
+                    if !self.conn.pending() {
+                        self.first_byte = None;
+                    } else if completed > 0 {
+                        self.first_byte = Some(read.at);
+                    }
+                }
+            }
         }
-        // The core's sweep ends the read of a connection past its deadline.
-        let deadline = match first_byte {
+    }
+
+    /// Reads into the connection's buffer until its deadline (the core's
+    /// sweep ends the read of a connection past it). `None`: the connection
+    /// ends (closed, failed, drained, or timed out; a late request got its
+    /// 408).
+    async fn read(&mut self, settings: &Settings) -> Option<Read> {
+        let idle = !self.conn.pending();
+        let registry = &self.registered.registry;
+        if idle && registry.draining.get() {
+            return None;
+        }
+        let deadline = match self.first_byte {
             Some(t) => t + settings.request_timeout,
-            None => last_active + settings.idle_timeout,
+            None => self.last_active + settings.idle_timeout,
         };
-        registered.registry.waiting(registered.key, idle, deadline);
-        let read = stream.read(conn.spare()).await;
+        registry.waiting(self.registered.key, idle, deadline);
+        let read = self.stream.read(self.conn.spare()).await;
         // Once the sweep has timed the connection out its reads are shut:
         // what this read brought is the last it gets.
-        let mut last_round = false;
-        if registered.registry.busy(registered.key) {
+        let mut last = false;
+        if self.registered.registry.busy(self.registered.key) {
             match read {
                 // The next request arrived as the idle time ran out: it is
                 // served, then the connection closes.
-                Ok(n) if n > 0 && idle => last_round = true,
+                Ok(n) if n > 0 && idle => last = true,
                 // A request that was late gets a 408; a connection that
                 // sent nothing closes quietly.
                 _ => {
-                    if conn.pending() || matches!(read, Ok(n) if n > 0) {
-                        time_out(&mut stream, &mut conn, &shard, first_byte).await;
+                    if self.conn.pending() || matches!(read, Ok(n) if n > 0) {
+                        self.time_out().await;
                     }
-                    return;
+                    return None;
                 }
             }
         }
-        let read_at = Instant::now();
-        last_active = read_at;
-        let n = match read {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        conn.filled(n);
-        conn.closing = registered.registry.draining.get();
-        let first = *first_byte.get_or_insert(read_at);
-        let step = {
-            let mut shard = shard.borrow_mut();
-            shard.metrics.counters.bytes_in += n as u64;
-            conn.process(&mut shard)
-        };
-        if let Some(last) = conn.waits.iter().map(|w| w.ticket).max() {
-            tickets.wait(last).await;
-            conn.settle(&mut shard.borrow_mut(), &tickets);
-        }
-        if !conn.out.is_empty() {
-            if stream.write_all(&conn.out).await.is_err() {
-                return;
-            }
-            let written = Instant::now();
-            last_active = written;
-            let mut shard = shard.borrow_mut();
-            let metrics = &mut shard.metrics;
-            metrics.counters.bytes_out += conn.out.len() as u64;
-            let (Step::More { completed } | Step::Done { completed } | Step::Close { completed }) =
-                step;
-            if completed > 0 {
-                metrics.request.record(written - first);
-                for _ in 1..completed {
-                    metrics.request.record(written - read_at);
-                }
-            }
-            conn.out.clear();
-        }
-        if last_round {
-            if conn.pending() && matches!(step, Step::More { .. }) {
-                // The rest of a request that can no longer be read.
-                time_out(&mut stream, &mut conn, &shard, first_byte).await;
-            }
-            let _ = stream.close().await;
-            return;
-        }
-        match step {
-            Step::Close { .. } | Step::Done { .. } => {
-                let _ = stream.close().await;
-                return;
-            }
-            Step::More { completed } => {
-                if !conn.pending() {
-                    first_byte = None;
-                } else if completed > 0 {
-                    first_byte = Some(read_at);
-                }
-            }
+        let at = Instant::now();
+        self.last_active = at;
+        match read {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(Read { n, at, last }),
         }
     }
-}
 
-/// Answers a request that did not arrive in time with its 408; it counts
-/// as answered (latency from its first byte, bytes out).
-async fn time_out(
-    stream: &mut TcpStream,
-    conn: &mut Conn,
-    shard: &RefCell<Shard>,
-    first_byte: Option<Instant>,
-) {
-    conn.fail(&mut shard.borrow_mut(), Error::Timeout, 0);
-    let written = stream.write_all(&conn.out).await.is_ok();
-    let now = Instant::now();
-    let mut shard = shard.borrow_mut();
-    if written {
-        shard.metrics.counters.bytes_out += conn.out.len() as u64;
+    /// Answers the complete requests in the buffer, waits for the spool
+    /// writes their 200s depend on, and writes every response at once.
+    /// `None`: the write failed.
+    async fn answer(&mut self, read: &Read) -> Option<Step> {
+        self.conn.filled(read.n);
+        self.conn.closing = self.registered.registry.draining.get();
+        let first = *self.first_byte.get_or_insert(read.at);
+        let step = {
+            let mut shard = self.shard.borrow_mut();
+            shard.metrics.counters.bytes_in += read.n as u64;
+            self.conn.process(&mut shard)
+        };
+        if let Some(last) = self.conn.waits.iter().map(|w| w.ticket).max() {
+            self.tickets.wait(last).await;
+            self.conn
+                .settle(&mut self.shard.borrow_mut(), &self.tickets);
+        }
+        if self.conn.out.is_empty() {
+            return Some(step);
+        }
+        self.stream.write_all(&self.conn.out).await.ok()?;
+        let written = Instant::now();
+        self.last_active = written;
+        let mut shard = self.shard.borrow_mut();
+        let metrics = &mut shard.metrics;
+        metrics.counters.bytes_out += self.conn.out.len() as u64;
+        let (Step::More { completed } | Step::Done { completed } | Step::Close { completed }) =
+            step;
+        if completed > 0 {
+            metrics.request.record(written - first);
+            for _ in 1..completed {
+                metrics.request.record(written - read.at);
+            }
+        }
+        self.conn.out.clear();
+        Some(step)
     }
-    shard
-        .metrics
-        .request
-        .record(now - first_byte.unwrap_or(now));
-    conn.out.clear();
+
+    /// Answers a request that did not arrive in time with its 408; it
+    /// counts as answered (latency from its first byte, bytes out).
+    async fn time_out(&mut self) {
+        self.conn
+            .fail(&mut self.shard.borrow_mut(), Error::Timeout, 0);
+        let written = self.stream.write_all(&self.conn.out).await.is_ok();
+        let now = Instant::now();
+        let mut shard = self.shard.borrow_mut();
+        if written {
+            shard.metrics.counters.bytes_out += self.conn.out.len() as u64;
+        }
+        shard
+            .metrics
+            .request
+            .record(now - self.first_byte.unwrap_or(now));
+        self.conn.out.clear();
+    }
 }
 
 /// A connection's entry in its core's registry, removed when it ends.

@@ -10,6 +10,7 @@ pub mod io;
 pub mod registry;
 
 use std::net::IpAddr;
+use std::ops::Range;
 
 use crate::config::Settings;
 use crate::http::request::{self, Framing, Request};
@@ -35,6 +36,33 @@ pub enum Step {
     /// answered, the last with an error after which the stream cannot be
     /// read on.
     Close { completed: usize },
+}
+
+/// How far the request at the buffer's start has arrived.
+enum Framed {
+    /// Head and body are here: the body's range and the request's length.
+    Complete {
+        body: Range<usize>,
+        total: usize,
+    },
+    /// More is needed: `want` bytes in all, when known (else 0).
+    Partial {
+        want: usize,
+    },
+    Bad(Error),
+}
+
+/// What the response says about the connection.
+fn persist(head: &request::Head, framing: Framing, last_while_draining: bool) -> Persist {
+    match (head.keep_alive, head.minor) {
+        (false, _) => Persist::Close,
+        _ if last_while_draining => Persist::Close,
+        // HTTP/1.0 has no chunked framing (RFC 9112 §6.1): the body is
+        // read, then the connection closes, keep-alive or not.
+        (true, 0) if framing == Framing::Chunked => Persist::Close,
+        (true, 0) => Persist::KeepAlive,
+        (true, _) => Persist::Default,
+    }
 }
 
 /// A 200 in a connection's output that waits for its event's spool write.
@@ -146,7 +174,7 @@ impl Conn {
                 }
                 return Step::More { completed };
             }
-            let pending = &mut self.buf[self.start..self.end];
+            let pending = &self.buf[self.start..self.end];
             // Spans are relative to the request's start, so a head parsed
             // on an earlier read stays valid after the buffer is compacted.
             let head = match self.head.take() {
@@ -161,56 +189,21 @@ impl Conn {
                 },
             };
             let framing = head.framing();
-            let (body, total) = match framing {
-                Framing::None => (head.len..head.len, head.len),
-                Framing::Length(n) => {
-                    if n > self.max_body as u64 {
-                        return self.fail(shard, Error::BodyTooLarge, completed);
-                    }
-                    let total = head.len + n as usize;
-                    if pending.len() < total {
-                        self.want = total;
-                        self.expect_continue(&head);
-                        self.head = Some(head);
-                        return Step::More { completed };
-                    }
-                    (head.len..total, total)
+            let (body, total) = match self.framed(&head) {
+                Framed::Complete { body, total } => (body, total),
+                Framed::Partial { want } => {
+                    self.want = want;
+                    self.expect_continue(&head);
+                    self.head = Some(head);
+                    return Step::More { completed };
                 }
-                Framing::Chunked => {
-                    let body = &pending[head.len..];
-                    match chunked::measure(body, &mut self.chunks, self.max_body, self.max_header) {
-                        Err(e) => return self.fail(shard, e, completed),
-                        Ok(None) => {
-                            // The data so far is within --max-body (measure
-                            // checks it); what outgrew the buffer is framing.
-                            if pending.len() >= self.max_wire {
-                                return self.fail(shard, Error::ChunksTooSmall, completed);
-                            }
-                            self.want = 0;
-                            self.expect_continue(&head);
-                            self.head = Some(head);
-                            return Step::More { completed };
-                        }
-                        Ok(Some(m)) => {
-                            chunked::decode_in_place(&mut pending[head.len..], m);
-                            (head.len..head.len + m.body, head.len + m.wire)
-                        }
-                    }
-                }
+                Framed::Bad(e) => return self.fail(shard, e, completed),
             };
+            let pending = &self.buf[self.start..self.end];
             // While draining, requests pipelined behind this one are
             // still answered; the last one read says the connection closes.
             let last_while_draining = self.closing && total == pending.len();
-            let persist = match (head.keep_alive, head.minor) {
-                (false, _) => Persist::Close,
-                _ if last_while_draining => Persist::Close,
-                // HTTP/1.0 has no chunked framing (RFC 9112 §6.1): the
-                // body is read, then the connection closes, keep-alive
-                // or not.
-                (true, 0) if framing == Framing::Chunked => Persist::Close,
-                (true, 0) => Persist::KeepAlive,
-                (true, _) => Persist::Default,
-            };
+            let persist = persist(&head, framing, last_while_draining);
             let req = Request {
                 buf: &pending[..head.len],
                 head: &head,
@@ -233,6 +226,49 @@ impl Conn {
             self.continued = false;
             if persist == Persist::Close {
                 return Step::Done { completed };
+            }
+        }
+    }
+
+    /// Where the body of the request at `start` ends, once it is all
+    /// here; a chunked body is decoded in place.
+    #[inline(always)]
+    fn framed(&mut self, head: &request::Head) -> Framed {
+        let pending = &mut self.buf[self.start..self.end];
+        match head.framing() {
+            Framing::None => Framed::Complete {
+                body: head.len..head.len,
+                total: head.len,
+            },
+            Framing::Length(n) if n > self.max_body as u64 => Framed::Bad(Error::BodyTooLarge),
+            Framing::Length(n) => {
+                let total = head.len + n as usize;
+                if pending.len() < total {
+                    return Framed::Partial { want: total };
+                }
+                Framed::Complete {
+                    body: head.len..total,
+                    total,
+                }
+            }
+            Framing::Chunked => {
+                let body = &pending[head.len..];
+                match chunked::measure(body, &mut self.chunks, self.max_body, self.max_header) {
+                    Err(e) => Framed::Bad(e),
+                    // The data so far is within --max-body (measure checks
+                    // it); what outgrew the buffer is framing.
+                    Ok(None) if pending.len() >= self.max_wire => {
+                        Framed::Bad(Error::ChunksTooSmall)
+                    }
+                    Ok(None) => Framed::Partial { want: 0 },
+                    Ok(Some(m)) => {
+                        chunked::decode_in_place(&mut pending[head.len..], m);
+                        Framed::Complete {
+                            body: head.len..head.len + m.body,
+                            total: head.len + m.wire,
+                        }
+                    }
+                }
             }
         }
     }

@@ -132,30 +132,17 @@ fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
     if len > max_head {
         return Err(Error::HeadTooLarge);
     }
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| -> Span {
-        let start = (s.as_ptr() as usize - base) as u32;
-        start..start + s.len() as u32
-    };
-
+    let span = Spans(buf.as_ptr() as usize);
     let minor = req.version.unwrap_or(1);
-    let method = match req.method.unwrap_or("") {
-        "GET" => Method::Get,
-        "POST" => Method::Post,
-        "HEAD" => Method::Head,
-        "OPTIONS" => Method::Options,
-        _ => Method::Other,
-    };
     // A complete parse always has a target.
     let target = req.path.ok_or(Error::Malformed)?.as_bytes();
     let target = strip_authority(target);
     let (path, query) = match memchr::memchr(b'?', target) {
-        Some(q) => (span(&target[..q]), Some(span(&target[q + 1..]))),
-        None => (span(target), None),
+        Some(q) => (span.of(&target[..q]), Some(span.of(&target[q + 1..]))),
+        None => (span.of(target), None),
     };
-
     let mut head = Head {
-        method: Some(method),
+        method: Some(method(req.method.unwrap_or(""))),
         minor,
         len,
         path,
@@ -163,32 +150,57 @@ fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
         keep_alive: minor >= 1,
         ..Head::default()
     };
+    head.framing = Some(read_headers(&mut head, req.headers, span)?);
+    Ok(Some(head))
+}
+
+/// Spans of slices of the buffer that starts at this address.
+#[derive(Clone, Copy)]
+struct Spans(usize);
+
+impl Spans {
+    #[inline(always)]
+    fn of(self, s: &[u8]) -> Span {
+        let start = (s.as_ptr() as usize - self.0) as u32;
+        start..start + s.len() as u32
+    }
+}
+
+fn method(m: &str) -> Method {
+    match m {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        _ => Method::Other,
+    }
+}
+
+/// Keeps the headers hookwire reads as spans of `head` and returns the
+/// body's framing.
+#[inline(always)]
+fn read_headers(
+    head: &mut Head,
+    headers: &[httparse::Header<'_>],
+    span: Spans,
+) -> Result<Framing, Error> {
     let mut length: Option<u64> = None;
     let mut chunked = false;
-    for h in req.headers.iter() {
+    for h in headers {
         let name = h.name.as_bytes();
         let value = trim(h.value);
         let lower = |n: &[u8]| name.eq_ignore_ascii_case(n);
         match name.len() {
-            4 if lower(b"host") => head.host = Some(span(value)),
-            6 if lower(b"cookie") => head.cookies.push(span(value)),
+            4 if lower(b"host") => head.host = Some(span.of(value)),
+            6 if lower(b"cookie") => head.cookies.push(span.of(value)),
             6 if lower(b"expect") => {
                 head.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
             }
-            7 if lower(b"referer") => head.referer = Some(span(value)),
-            9 if lower(b"x-real-ip") => head.real_ip = Some(span(value)),
-            10 if lower(b"connection") => {
-                for token in value.split(|&b| b == b',') {
-                    let token = trim(token);
-                    if token.eq_ignore_ascii_case(b"close") {
-                        head.keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        head.keep_alive = true;
-                    }
-                }
-            }
-            10 if lower(b"user-agent") => head.user_agent = Some(span(value)),
-            12 if lower(b"content-type") => head.content_type = Some(span(value)),
+            7 if lower(b"referer") => head.referer = Some(span.of(value)),
+            9 if lower(b"x-real-ip") => head.real_ip = Some(span.of(value)),
+            10 if lower(b"connection") => connection(head, value),
+            10 if lower(b"user-agent") => head.user_agent = Some(span.of(value)),
+            12 if lower(b"content-type") => head.content_type = Some(span.of(value)),
             14 if lower(b"content-length") => {
                 let n = parse_length(value).ok_or(Error::BadLength)?;
                 if length.is_some_and(|l| l != n) {
@@ -196,9 +208,9 @@ fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
                 }
                 length = Some(n);
             }
-            15 if lower(b"x-forwarded-for") => head.forwarded_for = Some(span(value)),
-            16 if lower(b"x-forwarded-host") => head.forwarded_host = Some(span(value)),
-            16 if lower(b"content-encoding") => head.content_encoding = Some(span(value)),
+            15 if lower(b"x-forwarded-for") => head.forwarded_for = Some(span.of(value)),
+            16 if lower(b"x-forwarded-host") => head.forwarded_host = Some(span.of(value)),
+            16 if lower(b"content-encoding") => head.content_encoding = Some(span.of(value)),
             17 if lower(b"transfer-encoding") => {
                 if chunked || !value.eq_ignore_ascii_case(b"chunked") {
                     return Err(Error::TransferEncoding);
@@ -206,18 +218,29 @@ fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
                 chunked = true;
             }
             30 if lower(b"access-control-request-headers") => {
-                head.request_headers = Some(span(value))
+                head.request_headers = Some(span.of(value))
             }
             _ => {}
         }
     }
-    head.framing = Some(match (chunked, length) {
-        (true, Some(_)) => return Err(Error::Ambiguous),
-        (true, None) => Framing::Chunked,
-        (false, Some(0)) | (false, None) => Framing::None,
-        (false, Some(n)) => Framing::Length(n),
-    });
-    Ok(Some(head))
+    match (chunked, length) {
+        (true, Some(_)) => Err(Error::Ambiguous),
+        (true, None) => Ok(Framing::Chunked),
+        (false, Some(0)) | (false, None) => Ok(Framing::None),
+        (false, Some(n)) => Ok(Framing::Length(n)),
+    }
+}
+
+/// `Connection: close` / `keep-alive` tokens.
+fn connection(head: &mut Head, value: &[u8]) {
+    for token in value.split(|&b| b == b',') {
+        let token = trim(token);
+        if token.eq_ignore_ascii_case(b"close") {
+            head.keep_alive = false;
+        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            head.keep_alive = true;
+        }
+    }
 }
 
 /// `http://host/path?q` (absolute form, sent to proxies) → `/path?q`.
