@@ -2,6 +2,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hookwire::config::{Cli, Command, ServeArgs, Settings};
+use hookwire::spool::Stranded;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 fn main() {
@@ -54,7 +55,8 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let _spool_lock = hookwire::spool::lock_dir(&settings.spool_dir)
         .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?;
     let route_dirs = hookwire::spool::route_dirs(&settings);
-    for (dir, bytes, key) in hookwire::spool::stranded(&settings.spool_dir, &route_dirs) {
+    for Stranded { dir, bytes, key } in hookwire::spool::stranded(&settings.spool_dir, &route_dirs)
+    {
         let like = key.map_or(String::new(), |k| format!(", keys like {k}"));
         eprintln!(
             "warning: {} holds {} of spool files (undelivered events, and in durable mode the replay window's) for a route no longer configured{like}: no route delivers them; start hookwire with that route again (its glob is the directory's name before the hash) to deliver them",

@@ -1,0 +1,270 @@
+//! The reader: hands a route's records to ZeroMQ oldest first, asks for
+//! the disk reads and opens it needs, skips damage, and deletes (or, in
+//! durable mode, retires) delivered files.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::io::{DmaFile, ReadResult};
+
+use super::record::{self, Damage, Parsed, Record, HEADER};
+use super::segment::{Chunk, Retired, RouteSpool};
+
+/// Bytes read from a segment at a time.
+const READ_CHUNK: usize = 256 << 10;
+
+/// What the retry task should do for a route after trying its records.
+pub enum Next {
+    /// Nothing waits, or ZeroMQ is not taking more now.
+    Idle,
+    /// Read `len` bytes of `file` at (file) `offset` for `route`, then
+    /// hand them to [`store_chunk`].
+    Read {
+        route: usize,
+        file: Rc<DmaFile>,
+        offset: u64,
+        len: usize,
+    },
+    /// Open the route's front file (closed while it waited its turn), then
+    /// hand the result to [`opened`].
+    Open { route: usize, path: PathBuf },
+}
+
+/// Hands records at the head of `route` to `send` until it refuses or the
+/// chunk in memory runs out. Deletes delivered files.
+pub fn deliver(
+    spool: &mut RouteSpool,
+    route: usize,
+    durable: bool,
+    window: Duration,
+    mut send: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Next {
+    let now = Instant::now();
+    while let Some(retired) = spool.retired.front() {
+        if now.duration_since(retired.since) < window {
+            break;
+        }
+        let _ = std::fs::remove_file(&retired.segment.path);
+        spool.retired.pop_front();
+    }
+    loop {
+        // Drop delivered files (and finished adopted/sealed ones).
+        while let Some(seg) = spool.segments.front() {
+            // The active file is dropped when drained only in accepted mode
+            // (a journal keeps appending to it until it rotates).
+            let drained_active = !durable && spool.pending.is_empty() && !spool.writing;
+            if spool.head < seg.end() || !(seg.sealed || drained_active) {
+                break;
+            }
+            let seg = spool.segments.pop_front().expect("front");
+            if let Some(from) = spool.resync.take() {
+                eprintln!(
+                    "spool: {}: no good record after the damage at offset {}; skipped the rest of the file",
+                    seg.path.display(),
+                    from - seg.start
+                );
+            }
+            if spool.segments.is_empty() {
+                spool.head = seg.end();
+            }
+            if durable {
+                // Kept closed: read again only if a consumer disconnects
+                // ([`RouteSpool::rewind`]).
+                let mut seg = seg;
+                seg.file = None;
+                spool.retired.push_back(Retired {
+                    segment: seg,
+                    since: now,
+                });
+            } else {
+                let _ = std::fs::remove_file(&seg.path);
+            }
+            spool.chunk = None;
+        }
+        let Some(seg) = spool.segments.front() else {
+            return Next::Idle;
+        };
+        if spool.head < seg.start {
+            spool.head = seg.start;
+        }
+        if spool.head >= seg.end() {
+            return Next::Idle; // waiting for the flusher
+        }
+        let remaining = seg.end() - spool.head;
+        match record_at_head(spool, remaining) {
+            Ok(Some(Record { key, envelope, len })) => {
+                if let Some(from) = spool.resync {
+                    let path = seg.path.display();
+                    let at = spool.head - seg.start;
+                    eprintln!(
+                        "spool: {path}: {} damaged bytes from offset {} skipped; records resume at offset {at}",
+                        spool.head - from,
+                        from - seg.start
+                    );
+                }
+                if !send(key, envelope) {
+                    return Next::Idle;
+                }
+                spool.resync = None;
+                spool.head += len;
+            }
+            Ok(None) => {
+                // Data is on disk (head < end), so the file exists: one
+                // without a handle was closed while it waited its turn.
+                let Some(file) = seg.file.clone() else {
+                    return Next::Open {
+                        route,
+                        path: seg.path.clone(),
+                    };
+                };
+                let chunk_end = spool.chunk.as_ref().map_or(0, Chunk::end);
+                let covers = spool.chunk.as_ref().is_some_and(|c| c.at <= spool.head);
+                if covers && chunk_end >= seg.end() {
+                    // The file ends inside this record: a torn last write.
+                    let at = spool.head - seg.start;
+                    eprintln!(
+                        "spool: {}: truncated record at offset {at}; skipped",
+                        seg.path.display()
+                    );
+                    spool.resync = None;
+                    spool.head = seg.end();
+                    continue;
+                }
+                let off = spool.head - seg.start;
+                let want = READ_CHUNK.max(needed(spool.chunk.as_ref(), spool.head));
+                let len = want.min((seg.written - off) as usize);
+                return Next::Read {
+                    route,
+                    file,
+                    offset: off,
+                    len,
+                };
+            }
+            Err(_) if !seg.sealed => {
+                // The file still being appended to was written by this run:
+                // a record that does not parse means the chunk in memory is
+                // stale. Read again.
+                spool.chunk = None;
+                return Next::Idle;
+            }
+            Err(damage) => {
+                let at = spool.head - seg.start;
+                let path = seg.path.display();
+                match (damage, spool.resync) {
+                    (Damage::End, None) => spool.head = seg.end(),
+                    (Damage::End, Some(from)) => {
+                        eprintln!(
+                            "spool: {path}: no good record after the damage at offset {}; skipped the rest of the file",
+                            from - seg.start
+                        );
+                        spool.resync = None;
+                        spool.head = seg.end();
+                    }
+                    // Still looking: one byte on.
+                    (_, Some(_)) => spool.head += 1,
+                    (damage, None) => {
+                        let what = match damage {
+                            Damage::Crc => format!("record at offset {at} fails its CRC"),
+                            Damage::Truncated => format!("truncated record at offset {at}"),
+                            _ => format!("damaged record length at offset {at}"),
+                        };
+                        eprintln!(
+                            "spool: {path}: {what}; skipped, looking for the next good record"
+                        );
+                        spool.resync = Some(spool.head);
+                        spool.head += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes needed to hold the whole record at `head`, if its header is known.
+fn needed(chunk: Option<&Chunk>, head: u64) -> usize {
+    chunk
+        .and_then(|c| {
+            let off = head.checked_sub(c.at)? as usize;
+            record::needed(c.bytes.get(off..)?)
+        })
+        .unwrap_or(0)
+}
+
+/// Reads a chunk for a route that asked for one.
+pub async fn read(file: Rc<DmaFile>, offset: u64, len: usize) -> std::io::Result<ReadResult> {
+    file.read_at(offset, len)
+        .await
+        .map_err(std::io::Error::from)
+}
+
+/// Takes the outcome of a [`Next::Open`] of `path`. A file that is gone
+/// (deleted by hand) cannot be read again: its records are skipped with a
+/// warning that says how many bytes were lost, and delivery goes on with
+/// the next file. Any other error is returned, to be retried.
+pub fn opened(
+    spool: &mut RouteSpool,
+    path: &Path,
+    outcome: std::io::Result<DmaFile>,
+) -> std::io::Result<()> {
+    let Some(seg) = spool.segments.front_mut().filter(|s| s.path == path) else {
+        return Ok(()); // no longer the front file: nothing to do
+    };
+    match outcome {
+        Ok(file) => {
+            seg.file = Some(Rc::new(file));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && seg.sealed => {
+            eprintln!(
+                "spool: {} is gone: {} bytes of records in it skipped",
+                path.display(),
+                seg.end() - spool.head.max(seg.start)
+            );
+            spool.head = seg.end();
+            spool.resync = None;
+            spool.chunk = None;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Stores a chunk read at `file_offset` of the route's first segment.
+pub fn store_chunk(spool: &mut RouteSpool, file_offset: u64, bytes: ReadResult) {
+    if let Some(seg) = spool.segments.front() {
+        spool.chunk = Some(Chunk {
+            at: seg.start + file_offset,
+            bytes,
+        });
+    }
+}
+
+/// The next complete record at `head` in the chunk read from disk, with
+/// `remaining` bytes of the file's data from `head` on: see
+/// [`record::parse_record`].
+fn record_at_head(spool: &RouteSpool, remaining: u64) -> Parsed<'_> {
+    let Some(Chunk { at, bytes }) = &spool.chunk else {
+        return Ok(None);
+    };
+    let Some(off) = spool.head.checked_sub(*at).map(|o| o as usize) else {
+        return Ok(None);
+    };
+    let b = &bytes[off.min(bytes.len())..];
+    if spool.resync.is_some() {
+        // Looking for the next record among damaged bytes: every key
+        // starts `in.gen.`, so most offsets are passed over without
+        // reading a length's worth of bytes or computing a CRC.
+        const PREFIX: &[u8] = b"in.gen.";
+        let probe = HEADER + 2 + PREFIX.len();
+        if remaining >= probe as u64 {
+            if b.len() < probe {
+                return Ok(None);
+            }
+            if &b[HEADER + 2..probe] != PREFIX {
+                return Err(Damage::Length);
+            }
+        }
+    }
+    record::parse_record(b, remaining)
+}

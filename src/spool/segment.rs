@@ -1,0 +1,176 @@
+//! One route's log on one core: its segment files in order, the logical
+//! offsets of what is delivered, written and appended, and the journal's
+//! replay window.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use glommio::io::{DmaFile, ReadResult};
+
+use super::record;
+
+/// One spool file.
+#[derive(Debug)]
+pub(super) struct Segment {
+    pub path: PathBuf,
+    /// Logical offset of the file's first byte in the route's log.
+    pub start: u64,
+    /// Bytes of valid data on disk.
+    pub written: u64,
+    pub file: Option<Rc<DmaFile>>,
+    /// No more appends (rotated, or adopted from an earlier run).
+    pub sealed: bool,
+    /// The written bytes of the file's last partial block, rewritten with
+    /// the next append (O_DIRECT writes whole blocks).
+    pub tail: Vec<u8>,
+    /// When the file was opened (durable mode rotates by age too).
+    pub opened: Instant,
+}
+
+impl Segment {
+    /// A file of an earlier run, `size` bytes, adopted at `start`.
+    pub fn adopted(path: PathBuf, start: u64, size: u64) -> Self {
+        Self {
+            path,
+            start,
+            written: size,
+            file: None,
+            sealed: true,
+            tail: Vec::new(),
+            opened: Instant::now(),
+        }
+    }
+
+    pub fn end(&self) -> u64 {
+        self.start + self.written
+    }
+}
+
+/// A delivered segment kept for the replay window (durable mode).
+#[derive(Debug)]
+pub(super) struct Retired {
+    pub segment: Segment,
+    /// When it was delivered.
+    pub since: Instant,
+}
+
+/// A chunk of the front segment read from disk.
+#[derive(Debug)]
+pub(super) struct Chunk {
+    /// Logical offset of its first byte.
+    pub at: u64,
+    pub bytes: ReadResult,
+}
+
+impl Chunk {
+    /// Logical offset just past its last byte.
+    pub fn end(&self) -> u64 {
+        self.at + self.bytes.len() as u64
+    }
+}
+
+/// One route's log on one core.
+#[derive(Debug)]
+pub struct RouteSpool {
+    pub(super) dir: PathBuf,
+    pub(super) next_seq: u64,
+    pub(super) segments: VecDeque<Segment>,
+    /// Logical offset of the first record not yet handed to ZeroMQ.
+    pub(super) head: u64,
+    /// Appended, not yet written: belongs at the end of the last segment.
+    pub(super) pending: Vec<u8>,
+    pub(super) chunk: Option<Chunk>,
+    /// A write of this route is in flight, of this many appended bytes.
+    pub(super) writing: bool,
+    pub(super) in_flight: u64,
+    /// Delivered segments kept for the replay window (durable mode).
+    pub(super) retired: VecDeque<Retired>,
+    /// Looking for the next good record after damage that began at this
+    /// logical offset (of the front segment).
+    pub(super) resync: Option<u64>,
+}
+
+impl RouteSpool {
+    pub(super) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            next_seq: 0,
+            segments: VecDeque::new(),
+            head: 0,
+            pending: Vec::new(),
+            chunk: None,
+            writing: false,
+            in_flight: 0,
+            retired: VecDeque::new(),
+            resync: None,
+        }
+    }
+
+    pub(super) fn written_end(&self) -> u64 {
+        self.segments.back().map_or(self.head, Segment::end)
+    }
+
+    /// Logical end of everything appended (written, being written, pending).
+    pub fn tail(&self) -> u64 {
+        self.written_end() + self.in_flight + self.pending.len() as u64
+    }
+
+    /// Records wait here: new events must queue behind them.
+    pub fn active(&self) -> bool {
+        self.head < self.tail()
+    }
+
+    /// Bytes held for delivery.
+    pub fn stored(&self) -> u64 {
+        self.tail() - self.head
+    }
+
+    /// Appends one record to `pending`.
+    pub fn append(&mut self, key: &[u8], envelope: &[u8]) {
+        if self.segments.back().is_none_or(|s| s.sealed) {
+            self.open_segment();
+        }
+        record::encode(&mut self.pending, key, envelope);
+    }
+
+    /// Marks everything appended so far as delivered (durable mode: the
+    /// event just journaled went straight to ZeroMQ).
+    pub fn delivered_through_tail(&mut self) {
+        self.head = self.tail();
+    }
+
+    /// Durable mode, when a consumer of this route has disconnected: what
+    /// it had received but not processed died with it, and libzmq dropped
+    /// what it had queued for it, so everything the journal still keeps —
+    /// the files of the replay window and the active file — is handed to
+    /// ZeroMQ again, oldest first, ahead of newer events. Consumers drop
+    /// the repeats by `id`. Returns the bytes to replay.
+    pub fn rewind(&mut self) -> u64 {
+        while let Some(retired) = self.retired.pop_back() {
+            self.segments.push_front(retired.segment);
+        }
+        self.resync = None;
+        let start = self.segments.front().map_or(self.head, |s| s.start);
+        let replay = self.head - start;
+        self.head = start;
+        self.chunk = None;
+        replay
+    }
+
+    pub(super) fn open_segment(&mut self) {
+        let start = self.written_end();
+        let path = self.dir.join(format!("seg-{:016}.log", self.next_seq));
+        self.next_seq += 1;
+        self.segments.push_back(Segment {
+            path,
+            start,
+            written: 0,
+            file: None,
+            sealed: false,
+            tail: Vec::new(),
+            opened: Instant::now(),
+        });
+    }
+}

@@ -1,0 +1,217 @@
+//! The DMA writer: every route's appended bytes written with O_DIRECT
+//! (whole blocks, the last partial one kept in memory and rewritten),
+//! synced in durable mode, and the flush's ticket decided.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::DmaFile;
+
+use super::record::ALIGN;
+use super::{CoreSpool, SEGMENT_BYTES};
+
+/// A write job: one route's pending bytes, aligned.
+struct Job {
+    route: usize,
+    path: PathBuf,
+    file: Option<Rc<DmaFile>>,
+    create: Option<PathBuf>,
+    block_start: u64,
+    data: Vec<u8>,
+    new_written: u64,
+    seal_after: bool,
+}
+
+fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
+    // A journal file also rotates once it is half a replay window old,
+    // so that its delivered events leave the journal about one window
+    // later: at a low event rate a 16 MiB file would otherwise hold
+    // hours of events, all replayed after a crash or a disconnect.
+    let max_age = core.durable.then_some(core.replay_window / 2);
+    let mut jobs = Vec::new();
+    for (i, r) in core.routes.iter_mut().enumerate() {
+        if r.pending.is_empty() || r.writing {
+            continue;
+        }
+        if r.segments.back().is_none_or(|s| s.sealed) {
+            // The last file was sealed (rotated) while these bytes were
+            // appended: they start the next file.
+            r.open_segment();
+        }
+        let seg = r.segments.back_mut().expect("just ensured");
+        let block_start = seg.written / ALIGN * ALIGN;
+        let mut data = std::mem::take(&mut seg.tail);
+        debug_assert_eq!(data.len() as u64, seg.written - block_start);
+        data.extend_from_slice(&r.pending);
+        let new_written = seg.written + r.pending.len() as u64;
+        r.in_flight = r.pending.len() as u64;
+        r.pending.clear();
+        let create = seg.file.is_none().then(|| seg.path.clone());
+        jobs.push(Job {
+            route: i,
+            path: seg.path.clone(),
+            file: seg.file.clone(),
+            create,
+            block_start,
+            data,
+            new_written,
+            seal_after: new_written >= SEGMENT_BYTES
+                || max_age.is_some_and(|age| seg.opened.elapsed() >= age),
+        });
+        r.writing = true;
+    }
+    jobs
+}
+/// Writes every route's pending bytes, syncs in durable mode, decides the
+/// ticket. Returns false when nothing was pending.
+pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
+    let (jobs, ticket, durable, tickets) = {
+        let mut c = core.borrow_mut();
+        if c.writing() {
+            // One flush at a time (the drain path calls this beside the
+            // flusher task): the one in flight decides its own ticket, and
+            // what was appended meanwhile waits for the next call.
+            return false;
+        }
+        if !c.has_pending() {
+            // Nothing to write (and, from the check above, nothing being
+            // written): the tickets taken so far — events ZeroMQ took — are
+            // decided at once.
+            if c.tickets.undecided() {
+                let next = c.tickets.close();
+                let tickets = c.tickets.clone();
+                drop(c);
+                tickets.decide(next, None);
+            }
+            return false;
+        }
+        let ticket = c.tickets.close();
+        (take_jobs(&mut c), ticket, c.durable, c.tickets.clone())
+    };
+    let mut ok = true;
+    let mut error = None;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome = write_job(&job, durable).await;
+        ok &= outcome.is_ok();
+        if let Err(e) = &outcome {
+            let what = format!("cannot write {}: {e}", job.path.display());
+            // Said once per kind of failure, not once per flush: a disk
+            // that keeps failing must not flood the log.
+            if core.borrow().write_error.as_deref() != Some(&what) && error.as_ref() != Some(&what)
+            {
+                eprintln!("spool: {what}");
+            }
+            error = Some(what);
+        }
+        results.push((job, outcome));
+    }
+    {
+        let mut c = core.borrow_mut();
+        if let Some(e) = error.take() {
+            c.write_error = Some(e);
+        } else if c.write_error.take().is_some() {
+            eprintln!("spool: writing again");
+        }
+        for (job, outcome) in results {
+            let r = &mut c.routes[job.route];
+            r.writing = false;
+            r.in_flight = 0;
+            let Some(at) = r.segments.iter().rposition(|s| s.path == job.path) else {
+                continue;
+            };
+            let seg = &mut r.segments[at];
+            match outcome {
+                Ok(file) => {
+                    let keep_from = (job.new_written / ALIGN * ALIGN - job.block_start) as usize;
+                    seg.written = job.new_written;
+                    seg.tail = job.data[keep_from..].to_vec();
+                    // A sealed file queued behind another is closed until
+                    // its turn to be read comes.
+                    seg.file = (!job.seal_after || at == 0).then_some(file);
+                    if job.seal_after {
+                        seg.sealed = true;
+                        seg.tail = Vec::new();
+                    }
+                }
+                Err(_) => {
+                    // Not stored: drop what was taken, and what was appended
+                    // since (its tickets fail below too).
+                    r.pending.clear();
+                    seg.tail = job.data[..(seg.written - job.block_start) as usize].to_vec();
+                    r.head = r.head.min(seg.end());
+                }
+            }
+        }
+        if !ok {
+            // What was appended since the jobs were taken is dropped too.
+            // In durable mode those are events whose senders wait on the
+            // next ticket: it fails as well (they get 503s). In accepted
+            // mode they may be events ZeroMQ refused while this write was
+            // in flight (the drain hands the outbox over beside the
+            // flusher), waiting on the next ticket too: it fails as well
+            // (events of that ticket ZeroMQ did take then get a 503 they
+            // did not need; the sender's retry is a repeat, never a loss).
+            // With nothing appended, the next ticket belongs to events
+            // still in the outbox, which the next flush hands over.
+            let appended = c.routes.iter().any(|r| !r.pending.is_empty());
+            for r in &mut c.routes {
+                r.pending.clear();
+                r.head = r.head.min(r.written_end());
+            }
+            let upto = if durable || appended {
+                c.tickets.close()
+            } else {
+                ticket
+            };
+            tickets.decide(upto, Some(ticket));
+            return true;
+        }
+    }
+    tickets.decide(ticket, None);
+    true
+}
+
+async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
+    let file = match (&job.file, &job.create) {
+        (Some(f), _) => f.clone(),
+        (None, Some(path)) => Rc::new(
+            glommio::io::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .dma_open(path)
+                .await
+                .map_err(std::io::Error::from)?,
+        ),
+        (None, None) => unreachable!("a job has a file or a path"),
+    };
+    let len = file.align_up(job.data.len() as u64) as usize;
+    let mut buf = file.alloc_dma_buffer(len);
+    let bytes = buf.as_bytes_mut();
+    bytes[..job.data.len()].copy_from_slice(&job.data);
+    bytes[job.data.len()..].fill(0);
+    let n = file
+        .write_at(buf, job.block_start)
+        .await
+        .map_err(std::io::Error::from)?;
+    if n < job.data.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "short write",
+        ));
+    }
+    if durable {
+        file.fdatasync().await.map_err(std::io::Error::from)?;
+        if let Some(dir) = job.create.as_deref().and_then(Path::parent) {
+            // A new journal file's name must survive a power loss too.
+            let dir = glommio::io::Directory::open(dir)
+                .await
+                .map_err(std::io::Error::from)?;
+            dir.sync().await.map_err(std::io::Error::from)?;
+        }
+    }
+    Ok(file)
+}
