@@ -34,6 +34,61 @@ pub fn route_dir(pattern: &str) -> String {
     format!("{safe}-{:08x}", crc32c::crc32c(pattern.as_bytes()))
 }
 
+/// The directories under a route's `base` that core `core` of `cores`
+/// adopts: its own and those of cores `k` with `k % cores == core` from
+/// runs with more cores, in core order.
+pub(super) fn core_dirs(base: &Path, core: usize, cores: usize) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<(usize, PathBuf)> = std::fs::read_dir(base)?
+        .flatten()
+        .filter_map(|e| {
+            let k: usize = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("core-")?
+                .parse()
+                .ok()?;
+            (k % cores == core).then(|| (k, e.path()))
+        })
+        .collect();
+    dirs.sort();
+    Ok(dirs.into_iter().map(|(_, dir)| dir).collect())
+}
+
+/// A segment file found in a core's directory.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct SegmentFile {
+    /// The `<seq>` of its name, `seg-<seq>.log`.
+    pub seq: u64,
+    pub path: PathBuf,
+}
+
+/// The path of segment `seq` in `dir`.
+pub(super) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("seg-{seq:016}.log"))
+}
+
+/// The segment files in `dir`, oldest first.
+pub(super) fn segment_files(dir: &Path) -> std::io::Result<Vec<SegmentFile>> {
+    let mut files: Vec<SegmentFile> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name();
+            let seq = n
+                .to_str()?
+                .strip_prefix("seg-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some(SegmentFile {
+                seq,
+                path: e.path(),
+            })
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// A route directory that no configured route uses and that still holds
 /// events.
 #[derive(Debug)]

@@ -19,7 +19,7 @@
 //! # Layout
 //!
 //! Imports point one way: `record`, `tickets` and `usage` use none of the
-//! others; `segment` and `dir` use `record`; [`CoreSpool`], here, holds a
+//! others; `dir` uses `record`, `segment` both; [`CoreSpool`], here, holds a
 //! core's segment logs, tickets and usage; `writer` and `reader` act on
 //! them (this file only re-exports their public items).
 //!
@@ -47,7 +47,6 @@ use std::time::Duration;
 pub use dir::{check_dir, lock_dir, route_dir, route_dirs, stranded, Stranded};
 pub use reader::{deliver, opened, read, store_chunk, Next};
 pub use segment::RouteSpool;
-use segment::Segment;
 pub use tickets::{Flushed, Tickets};
 pub use usage::SpoolUsage;
 pub use writer::flush;
@@ -118,67 +117,11 @@ impl CoreSpool {
     pub async fn recover(cfg: &SpoolConfig) -> std::io::Result<Self> {
         std::fs::create_dir_all(&cfg.dir)?;
         dir::probe_device(&cfg.dir, cfg.core).await?;
-        let mut routes = Vec::new();
-        for name in &cfg.route_dirs {
-            let base = cfg.dir.join(name);
-            let own = base.join(format!("core-{}", cfg.core));
-            std::fs::create_dir_all(&own)?;
-            let mut spool = RouteSpool::new(own.clone());
-            let mut dirs: Vec<(usize, PathBuf)> = std::fs::read_dir(&base)?
-                .flatten()
-                .filter_map(|e| {
-                    let k: usize = e
-                        .file_name()
-                        .to_str()?
-                        .strip_prefix("core-")?
-                        .parse()
-                        .ok()?;
-                    (k % cfg.cores == cfg.core).then(|| (k, e.path()))
-                })
-                .collect();
-            dirs.sort();
-            let mut offset = 0u64;
-            for (_, dir) in dirs {
-                let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)?
-                    .flatten()
-                    .filter_map(|e| {
-                        let n = e.file_name();
-                        let seq = n
-                            .to_str()?
-                            .strip_prefix("seg-")?
-                            .strip_suffix(".log")?
-                            .parse()
-                            .ok()?;
-                        Some((seq, e.path()))
-                    })
-                    .collect();
-                files.sort();
-                for (seq, path) in files {
-                    if dir == own {
-                        spool.next_seq = spool.next_seq.max(seq + 1);
-                    }
-                    let size = std::fs::metadata(&path)?.len();
-                    if size == 0 {
-                        let _ = std::fs::remove_file(&path);
-                        continue;
-                    }
-                    // Opened for reading when its turn comes ([`Next::Open`]):
-                    // a spool of thousands of files holds two descriptors
-                    // per route, not one per file. One that cannot be
-                    // opened stops the start now, with its name, rather
-                    // than its route's delivery later.
-                    std::fs::File::open(&path).map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?;
-                    spool
-                        .segments
-                        .push_back(Segment::adopted(path, offset, size));
-                    offset += size;
-                }
-            }
-            spool.head = spool.segments.front().map_or(0, |s| s.start);
-            routes.push(spool);
-        }
+        let routes = cfg
+            .route_dirs
+            .iter()
+            .map(|name| RouteSpool::adopt(&cfg.dir.join(name), cfg.core, cfg.cores))
+            .collect::<std::io::Result<_>>()?;
         Ok(Self {
             routes,
             tickets: Rc::new(Tickets::default()),

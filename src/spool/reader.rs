@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use glommio::io::{DmaFile, ReadResult};
 
 use super::record::{self, Damage, Parsed, Record, HEADER};
-use super::segment::{Chunk, Retired, RouteSpool};
+use super::segment::{Chunk, Retired, RouteSpool, Segment};
 
 /// Bytes read from a segment at a time.
 const READ_CHUNK: usize = 256 << 10;
@@ -41,47 +41,9 @@ pub fn deliver(
     mut send: impl FnMut(&[u8], &[u8]) -> bool,
 ) -> Next {
     let now = Instant::now();
-    while let Some(retired) = spool.retired.front() {
-        if now.duration_since(retired.since) < window {
-            break;
-        }
-        let _ = std::fs::remove_file(&retired.segment.path);
-        spool.retired.pop_front();
-    }
+    forget_retired(spool, window, now);
     loop {
-        // Drop delivered files (and finished adopted/sealed ones).
-        while let Some(seg) = spool.segments.front() {
-            // The active file is dropped when drained only in accepted mode
-            // (a journal keeps appending to it until it rotates).
-            let drained_active = !durable && spool.pending.is_empty() && !spool.writing;
-            if spool.head < seg.end() || !(seg.sealed || drained_active) {
-                break;
-            }
-            let seg = spool.segments.pop_front().expect("front");
-            if let Some(from) = spool.resync.take() {
-                eprintln!(
-                    "spool: {}: no good record after the damage at offset {}; skipped the rest of the file",
-                    seg.path.display(),
-                    from - seg.start
-                );
-            }
-            if spool.segments.is_empty() {
-                spool.head = seg.end();
-            }
-            if durable {
-                // Kept closed: read again only if a consumer disconnects
-                // ([`RouteSpool::rewind`]).
-                let mut seg = seg;
-                seg.file = None;
-                spool.retired.push_back(Retired {
-                    segment: seg,
-                    since: now,
-                });
-            } else {
-                let _ = std::fs::remove_file(&seg.path);
-            }
-            spool.chunk = None;
-        }
+        drop_delivered(spool, durable, now);
         let Some(seg) = spool.segments.front() else {
             return Next::Idle;
         };
@@ -110,36 +72,9 @@ pub fn deliver(
                 spool.head += len;
             }
             Ok(None) => {
-                // Data is on disk (head < end), so the file exists: one
-                // without a handle was closed while it waited its turn.
-                let Some(file) = seg.file.clone() else {
-                    return Next::Open {
-                        route,
-                        path: seg.path.clone(),
-                    };
-                };
-                let chunk_end = spool.chunk.as_ref().map_or(0, Chunk::end);
-                let covers = spool.chunk.as_ref().is_some_and(|c| c.at <= spool.head);
-                if covers && chunk_end >= seg.end() {
-                    // The file ends inside this record: a torn last write.
-                    let at = spool.head - seg.start;
-                    eprintln!(
-                        "spool: {}: truncated record at offset {at}; skipped",
-                        seg.path.display()
-                    );
-                    spool.resync = None;
-                    spool.head = seg.end();
-                    continue;
+                if let Some(next) = read_more(spool, route) {
+                    return next;
                 }
-                let off = spool.head - seg.start;
-                let want = READ_CHUNK.max(needed(spool.chunk.as_ref(), spool.head));
-                let len = want.min((seg.written - off) as usize);
-                return Next::Read {
-                    route,
-                    file,
-                    offset: off,
-                    len,
-                };
             }
             Err(_) if !seg.sealed => {
                 // The file still being appended to was written by this run:
@@ -148,37 +83,127 @@ pub fn deliver(
                 spool.chunk = None;
                 return Next::Idle;
             }
-            Err(damage) => {
-                let at = spool.head - seg.start;
-                let path = seg.path.display();
-                match (damage, spool.resync) {
-                    (Damage::End, None) => spool.head = seg.end(),
-                    (Damage::End, Some(from)) => {
-                        eprintln!(
-                            "spool: {path}: no good record after the damage at offset {}; skipped the rest of the file",
-                            from - seg.start
-                        );
-                        spool.resync = None;
-                        spool.head = seg.end();
-                    }
-                    // Still looking: one byte on.
-                    (_, Some(_)) => spool.head += 1,
-                    (damage, None) => {
-                        let what = match damage {
-                            Damage::Crc => format!("record at offset {at} fails its CRC"),
-                            Damage::Truncated => format!("truncated record at offset {at}"),
-                            _ => format!("damaged record length at offset {at}"),
-                        };
-                        eprintln!(
-                            "spool: {path}: {what}; skipped, looking for the next good record"
-                        );
-                        spool.resync = Some(spool.head);
-                        spool.head += 1;
-                    }
-                }
-            }
+            Err(damage) => skip_damage(spool, damage),
         }
     }
+}
+
+/// Deletes the retired files whose replay window has passed.
+fn forget_retired(spool: &mut RouteSpool, window: Duration, now: Instant) {
+    while let Some(retired) = spool.retired.front() {
+        if now.duration_since(retired.since) < window {
+            break;
+        }
+        let _ = std::fs::remove_file(&retired.segment.path);
+        spool.retired.pop_front();
+    }
+}
+
+/// Drops delivered files from the front (and finished adopted/sealed
+/// ones): deleted, or in durable mode retired for the replay window.
+fn drop_delivered(spool: &mut RouteSpool, durable: bool, now: Instant) {
+    while let Some(seg) = spool.segments.front() {
+        // The active file is dropped when drained only in accepted mode
+        // (a journal keeps appending to it until it rotates).
+        let drained_active = !durable && spool.pending.is_empty() && !spool.writing;
+        if spool.head < seg.end() || !(seg.sealed || drained_active) {
+            break;
+        }
+        let mut seg = spool.segments.pop_front().expect("front");
+        if let Some(from) = spool.resync.take() {
+            say_no_good_record(&seg, from);
+        }
+        if spool.segments.is_empty() {
+            spool.head = seg.end();
+        }
+        if durable {
+            // Kept closed: read again only if a consumer disconnects
+            // ([`RouteSpool::rewind`]).
+            seg.file = None;
+            spool.retired.push_back(Retired {
+                segment: seg,
+                since: now,
+            });
+        } else {
+            let _ = std::fs::remove_file(&seg.path);
+        }
+        spool.chunk = None;
+    }
+}
+
+/// The record at `head` of the front file is not all in memory: the open
+/// or the read that brings it, or `None` (go on) when the file ends inside
+/// it, a torn last write, which is skipped.
+fn read_more(spool: &mut RouteSpool, route: usize) -> Option<Next> {
+    let seg = spool.segments.front().expect("deliver found it");
+    // Data is on disk (head < end), so the file exists: one
+    // without a handle was closed while it waited its turn.
+    let Some(file) = seg.file.clone() else {
+        return Some(Next::Open {
+            route,
+            path: seg.path.clone(),
+        });
+    };
+    let chunk_end = spool.chunk.as_ref().map_or(0, Chunk::end);
+    let covers = spool.chunk.as_ref().is_some_and(|c| c.at <= spool.head);
+    if covers && chunk_end >= seg.end() {
+        // The file ends inside this record: a torn last write.
+        let at = spool.head - seg.start;
+        eprintln!(
+            "spool: {}: truncated record at offset {at}; skipped",
+            seg.path.display()
+        );
+        spool.resync = None;
+        spool.head = seg.end();
+        return None;
+    }
+    let off = spool.head - seg.start;
+    let want = READ_CHUNK.max(needed(spool.chunk.as_ref(), spool.head));
+    let len = want.min((seg.written - off) as usize);
+    Some(Next::Read {
+        route,
+        file,
+        offset: off,
+        len,
+    })
+}
+
+/// Steps past damage at `head` of the front file (a sealed one): to the
+/// end of its data, or one byte on, looking for the next good record.
+fn skip_damage(spool: &mut RouteSpool, damage: Damage) {
+    let seg = spool.segments.front().expect("deliver found it");
+    let at = spool.head - seg.start;
+    let path = seg.path.display();
+    match (damage, spool.resync) {
+        (Damage::End, None) => spool.head = seg.end(),
+        (Damage::End, Some(from)) => {
+            say_no_good_record(seg, from);
+            spool.resync = None;
+            spool.head = seg.end();
+        }
+        // Still looking: one byte on.
+        (_, Some(_)) => spool.head += 1,
+        (damage, None) => {
+            let what = match damage {
+                Damage::Crc => format!("record at offset {at} fails its CRC"),
+                Damage::Truncated => format!("truncated record at offset {at}"),
+                _ => format!("damaged record length at offset {at}"),
+            };
+            eprintln!("spool: {path}: {what}; skipped, looking for the next good record");
+            spool.resync = Some(spool.head);
+            spool.head += 1;
+        }
+    }
+}
+
+/// The search for a good record after the damage at logical offset `from`
+/// reached the end of `seg`'s data.
+fn say_no_good_record(seg: &Segment, from: u64) {
+    eprintln!(
+        "spool: {}: no good record after the damage at offset {}; skipped the rest of the file",
+        seg.path.display(),
+        from - seg.start
+    );
 }
 
 /// Bytes needed to hold the whole record at `head`, if its header is known.

@@ -3,12 +3,13 @@
 //! replay window.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
 use glommio::io::{DmaFile, ReadResult};
 
+use super::dir::{self, SegmentFile};
 use super::record;
 
 /// One spool file.
@@ -108,6 +109,43 @@ impl RouteSpool {
         }
     }
 
+    /// The log of the route directory `base` on core `core` of `cores`:
+    /// the segment files of the core directories it adopts
+    /// ([`dir::core_dirs`]), oldest first, queued for delivery before
+    /// anything new.
+    pub(super) fn adopt(base: &Path, core: usize, cores: usize) -> std::io::Result<Self> {
+        let own = base.join(format!("core-{core}"));
+        std::fs::create_dir_all(&own)?;
+        let mut spool = RouteSpool::new(own.clone());
+        let mut offset = 0u64;
+        for dir in dir::core_dirs(base, core, cores)? {
+            for SegmentFile { seq, path } in dir::segment_files(&dir)? {
+                if dir == own {
+                    spool.next_seq = spool.next_seq.max(seq + 1);
+                }
+                let size = std::fs::metadata(&path)?.len();
+                if size == 0 {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                // Opened for reading when its turn comes (`Next::Open`):
+                // a spool of thousands of files holds two descriptors
+                // per route, not one per file. One that cannot be
+                // opened stops the start now, with its name, rather
+                // than its route's delivery later.
+                std::fs::File::open(&path).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                })?;
+                spool
+                    .segments
+                    .push_back(Segment::adopted(path, offset, size));
+                offset += size;
+            }
+        }
+        spool.head = spool.segments.front().map_or(0, |s| s.start);
+        Ok(spool)
+    }
+
     pub(super) fn written_end(&self) -> u64 {
         self.segments.back().map_or(self.head, Segment::end)
     }
@@ -161,7 +199,7 @@ impl RouteSpool {
 
     pub(super) fn open_segment(&mut self) {
         let start = self.written_end();
-        let path = self.dir.join(format!("seg-{:016}.log", self.next_seq));
+        let path = dir::segment_path(&self.dir, self.next_seq);
         self.next_seq += 1;
         self.segments.push_back(Segment {
             path,

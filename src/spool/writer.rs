@@ -9,6 +9,8 @@ use std::rc::Rc;
 use glommio::io::DmaFile;
 
 use super::record::ALIGN;
+use super::segment::RouteSpool;
+use super::tickets::Tickets;
 use super::{CoreSpool, SEGMENT_BYTES};
 
 /// A write job: one route's pending bytes, aligned.
@@ -23,6 +25,74 @@ struct Job {
     seal_after: bool,
 }
 
+/// Writes every route's pending bytes, syncs in durable mode, decides the
+/// ticket. Returns false when nothing was pending.
+pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
+    let Some(batch) = take_batch(core) else {
+        return false;
+    };
+    let written = write_jobs(core, batch.jobs, batch.durable).await;
+    let ok = written.iter().all(|w| w.outcome.is_ok());
+    let mut c = core.borrow_mut();
+    for w in written {
+        settle(&mut c.routes[w.job.route], w);
+    }
+    if !ok {
+        let upto = fail_appended(&mut c, batch.durable, batch.ticket);
+        batch.tickets.decide(upto, Some(batch.ticket));
+        return true;
+    }
+    drop(c);
+    batch.tickets.decide(batch.ticket, None);
+    true
+}
+
+/// What one flush writes, and the ticket its outcome decides.
+struct Batch {
+    jobs: Vec<Job>,
+    ticket: u64,
+    durable: bool,
+    tickets: Rc<Tickets>,
+}
+
+/// A job and how its write went.
+struct Written {
+    job: Job,
+    outcome: std::io::Result<Rc<DmaFile>>,
+}
+
+/// Takes every route's pending bytes and closes the ticket their write
+/// decides; `None` while another flush writes, or when nothing is pending.
+fn take_batch(core: &RefCell<CoreSpool>) -> Option<Batch> {
+    let mut c = core.borrow_mut();
+    if c.writing() {
+        // One flush at a time (the drain path calls this beside the
+        // flusher task): the one in flight decides its own ticket, and
+        // what was appended meanwhile waits for the next call.
+        return None;
+    }
+    if !c.has_pending() {
+        // Nothing to write (and, from the check above, nothing being
+        // written): the tickets taken so far — events ZeroMQ took — are
+        // decided at once.
+        if c.tickets.undecided() {
+            let next = c.tickets.close();
+            let tickets = c.tickets.clone();
+            drop(c);
+            tickets.decide(next, None);
+        }
+        return None;
+    }
+    let ticket = c.tickets.close();
+    Some(Batch {
+        jobs: take_jobs(&mut c),
+        ticket,
+        durable: c.durable,
+        tickets: c.tickets.clone(),
+    })
+}
+
+/// Takes every route's pending bytes, aligned, as one job per route.
 fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
     // A journal file also rotates once it is half a replay window old,
     // so that its delivered events leave the journal about one window
@@ -63,38 +133,14 @@ fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
     }
     jobs
 }
-/// Writes every route's pending bytes, syncs in durable mode, decides the
-/// ticket. Returns false when nothing was pending.
-pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
-    let (jobs, ticket, durable, tickets) = {
-        let mut c = core.borrow_mut();
-        if c.writing() {
-            // One flush at a time (the drain path calls this beside the
-            // flusher task): the one in flight decides its own ticket, and
-            // what was appended meanwhile waits for the next call.
-            return false;
-        }
-        if !c.has_pending() {
-            // Nothing to write (and, from the check above, nothing being
-            // written): the tickets taken so far — events ZeroMQ took — are
-            // decided at once.
-            if c.tickets.undecided() {
-                let next = c.tickets.close();
-                let tickets = c.tickets.clone();
-                drop(c);
-                tickets.decide(next, None);
-            }
-            return false;
-        }
-        let ticket = c.tickets.close();
-        (take_jobs(&mut c), ticket, c.durable, c.tickets.clone())
-    };
-    let mut ok = true;
+
+/// Writes the jobs in turn and keeps the core's `write_error` (each kind
+/// of failure is said once).
+async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) -> Vec<Written> {
     let mut error = None;
-    let mut results = Vec::with_capacity(jobs.len());
+    let mut written = Vec::with_capacity(jobs.len());
     for job in jobs {
         let outcome = write_job(&job, durable).await;
-        ok &= outcome.is_ok();
         if let Err(e) = &outcome {
             let what = format!("cannot write {}: {e}", job.path.display());
             // Said once per kind of failure, not once per flush: a disk
@@ -105,74 +151,19 @@ pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
             }
             error = Some(what);
         }
-        results.push((job, outcome));
+        written.push(Written { job, outcome });
     }
-    {
-        let mut c = core.borrow_mut();
-        if let Some(e) = error.take() {
-            c.write_error = Some(e);
-        } else if c.write_error.take().is_some() {
-            eprintln!("spool: writing again");
-        }
-        for (job, outcome) in results {
-            let r = &mut c.routes[job.route];
-            r.writing = false;
-            r.in_flight = 0;
-            let Some(at) = r.segments.iter().rposition(|s| s.path == job.path) else {
-                continue;
-            };
-            let seg = &mut r.segments[at];
-            match outcome {
-                Ok(file) => {
-                    let keep_from = (job.new_written / ALIGN * ALIGN - job.block_start) as usize;
-                    seg.written = job.new_written;
-                    seg.tail = job.data[keep_from..].to_vec();
-                    // A sealed file queued behind another is closed until
-                    // its turn to be read comes.
-                    seg.file = (!job.seal_after || at == 0).then_some(file);
-                    if job.seal_after {
-                        seg.sealed = true;
-                        seg.tail = Vec::new();
-                    }
-                }
-                Err(_) => {
-                    // Not stored: drop what was taken, and what was appended
-                    // since (its tickets fail below too).
-                    r.pending.clear();
-                    seg.tail = job.data[..(seg.written - job.block_start) as usize].to_vec();
-                    r.head = r.head.min(seg.end());
-                }
-            }
-        }
-        if !ok {
-            // What was appended since the jobs were taken is dropped too.
-            // In durable mode those are events whose senders wait on the
-            // next ticket: it fails as well (they get 503s). In accepted
-            // mode they may be events ZeroMQ refused while this write was
-            // in flight (the drain hands the outbox over beside the
-            // flusher), waiting on the next ticket too: it fails as well
-            // (events of that ticket ZeroMQ did take then get a 503 they
-            // did not need; the sender's retry is a repeat, never a loss).
-            // With nothing appended, the next ticket belongs to events
-            // still in the outbox, which the next flush hands over.
-            let appended = c.routes.iter().any(|r| !r.pending.is_empty());
-            for r in &mut c.routes {
-                r.pending.clear();
-                r.head = r.head.min(r.written_end());
-            }
-            let upto = if durable || appended {
-                c.tickets.close()
-            } else {
-                ticket
-            };
-            tickets.decide(upto, Some(ticket));
-            return true;
-        }
+    let mut c = core.borrow_mut();
+    if let Some(e) = error {
+        c.write_error = Some(e);
+    } else if c.write_error.take().is_some() {
+        eprintln!("spool: writing again");
     }
-    tickets.decide(ticket, None);
-    true
+    written
 }
 
+/// Writes one job's blocks, creating its file if it is new; in durable
+/// mode syncs the file, and a new file's directory.
 async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
     let file = match (&job.file, &job.create) {
         (Some(f), _) => f.clone(),
@@ -214,4 +205,60 @@ async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
         }
     }
     Ok(file)
+}
+
+/// Takes a job's outcome into its route's log: the file's new length and
+/// last partial block, or, when the write failed, drops what it held.
+fn settle(r: &mut RouteSpool, Written { job, outcome }: Written) {
+    r.writing = false;
+    r.in_flight = 0;
+    let Some(at) = r.segments.iter().rposition(|s| s.path == job.path) else {
+        return;
+    };
+    let seg = &mut r.segments[at];
+    match outcome {
+        Ok(file) => {
+            let keep_from = (job.new_written / ALIGN * ALIGN - job.block_start) as usize;
+            seg.written = job.new_written;
+            seg.tail = job.data[keep_from..].to_vec();
+            // A sealed file queued behind another is closed until
+            // its turn to be read comes.
+            seg.file = (!job.seal_after || at == 0).then_some(file);
+            if job.seal_after {
+                seg.sealed = true;
+                seg.tail = Vec::new();
+            }
+        }
+        Err(_) => {
+            // Not stored: drop what was taken, and what was appended
+            // since (its tickets fail below too).
+            r.pending.clear();
+            seg.tail = job.data[..(seg.written - job.block_start) as usize].to_vec();
+            r.head = r.head.min(seg.end());
+        }
+    }
+}
+
+/// After a failed write: drops what was appended since the jobs were
+/// taken, and returns the last ticket that fails.
+fn fail_appended(c: &mut CoreSpool, durable: bool, ticket: u64) -> u64 {
+    // In durable mode those are events whose senders wait on the
+    // next ticket: it fails as well (they get 503s). In accepted
+    // mode they may be events ZeroMQ refused while this write was
+    // in flight (the drain hands the outbox over beside the
+    // flusher), waiting on the next ticket too: it fails as well
+    // (events of that ticket ZeroMQ did take then get a 503 they
+    // did not need; the sender's retry is a repeat, never a loss).
+    // With nothing appended, the next ticket belongs to events
+    // still in the outbox, which the next flush hands over.
+    let appended = c.routes.iter().any(|r| !r.pending.is_empty());
+    for r in &mut c.routes {
+        r.pending.clear();
+        r.head = r.head.min(r.written_end());
+    }
+    if durable || appended {
+        c.tickets.close()
+    } else {
+        ticket
+    }
 }
