@@ -10,6 +10,7 @@ use glommio::io::{DmaFile, ReadResult};
 
 use super::record::{self, Damage, Parsed, Record, HEADER};
 use super::segment::{Chunk, Retired, RouteSpool, Segment};
+use crate::event::KEY_PREFIX;
 
 /// Bytes read from a segment at a time.
 const READ_CHUNK: usize = 256 << 10;
@@ -278,9 +279,9 @@ fn record_at_head(spool: &RouteSpool, remaining: u64) -> Parsed<'_> {
     let b = &bytes[off.min(bytes.len())..];
     if spool.resync.is_some() {
         // Looking for the next record among damaged bytes: every key
-        // starts `in.gen.`, so most offsets are passed over without
-        // reading a length's worth of bytes or computing a CRC.
-        const PREFIX: &[u8] = b"in.gen.";
+        // starts with the routing key's prefix, so most offsets are passed
+        // over without reading a length's worth of bytes or computing a CRC.
+        const PREFIX: &[u8] = KEY_PREFIX.as_bytes();
         let probe = HEADER + 2 + PREFIX.len();
         if remaining >= probe as u64 {
             if b.len() < probe {
