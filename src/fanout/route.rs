@@ -1,0 +1,74 @@
+//! One route on one core: its glob, its PUSH socket, its consumers and
+//! its counters; connecting it, and the non-blocking send.
+
+use wildmatch::WildMatch;
+
+use super::peers::Peers;
+use super::resend::Recent;
+use crate::config::{Frames, RouteSpec};
+
+/// One route of one core.
+pub(super) struct Route {
+    /// `None`: the catch-all `*`, which needs no matching.
+    pub pattern: Option<WildMatch>,
+    pub socket: zmq::Socket,
+    /// Accepted mode: the latest events handed to ZeroMQ.
+    pub recent: Recent,
+    /// The socket's connections, and which completed the handshake.
+    pub peers: Peers,
+    pub delivered: u64,
+    pub depth: hdrhistogram::Histogram<u64>,
+}
+
+impl Route {
+    /// Route `index` of core `core`: its socket, monitored, connected to
+    /// the route's endpoints; a resend ring of `resend` bytes.
+    pub fn connect(
+        context: &zmq::Context,
+        core: usize,
+        index: usize,
+        spec: &RouteSpec,
+        sndhwm: i32,
+        resend: u64,
+    ) -> Result<Self, zmq::Error> {
+        let socket = context.socket(zmq::PUSH)?;
+        socket.set_immediate(true)?;
+        if spec.endpoints.iter().any(|e| crate::config::needs_ipv6(e)) {
+            socket.set_ipv6(true)?;
+        }
+        socket.set_sndhwm(sndhwm)?;
+        socket.set_linger(5_000)?;
+        let peers = Peers::watch(context, &socket, core, index)?;
+        for endpoint in &spec.endpoints {
+            socket.connect(endpoint)?;
+        }
+        Ok(Self {
+            pattern: (!spec.pattern.bytes().all(|b| b == b'*'))
+                .then(|| WildMatch::new(&spec.pattern)),
+            socket,
+            recent: Recent::new(resend),
+            peers,
+            delivered: 0,
+            depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
+        })
+    }
+}
+
+/// One non-blocking send; false when ZeroMQ cannot take the event now.
+#[inline]
+pub(super) fn try_send(socket: &zmq::Socket, frames: Frames, key: &[u8], envelope: &[u8]) -> bool {
+    match frames {
+        Frames::Json => socket.send(envelope, zmq::DONTWAIT).is_ok(),
+        Frames::KeyJson => {
+            if socket.send(key, zmq::DONTWAIT | zmq::SNDMORE).is_err() {
+                return false;
+            }
+            // libzmq admits a multipart message as a whole: once its first
+            // frame is queued the rest is accepted without a high-water
+            // check. If the peer's pipe closes in between, libzmq drops the
+            // partial message and refuses this frame: the event is then not
+            // sent, and is kept and retried whole.
+            socket.send(envelope, zmq::DONTWAIT).is_ok()
+        }
+    }
+}
