@@ -1,84 +1,129 @@
 //! `/health` and `/ready`: whether every core answers and accepts, every
 //! route has a consumer on every core, and the spool can take events.
 
-use std::fmt::Write as _;
+use serde::Serialize;
 
-use super::stats::json_str;
 use crate::runtime::snapshot::CoreSnapshot;
+
+/// The `/health` document: the process answers.
+#[derive(Serialize)]
+pub(super) struct Health {
+    status: &'static str,
+}
+
+pub(super) const HEALTHY: Health = Health { status: "ok" };
+
+/// The `/ready` document; answered 200 when `ready`, else 503.
+#[derive(Serialize)]
+pub(super) struct Readiness {
+    pub ready: bool,
+    routes: Vec<RouteReadiness>,
+    /// Why not ready: the cores' problems first, then the routes'.
+    problems: Vec<Problem>,
+}
+
+/// A route across the cores that answered.
+#[derive(Serialize, Clone)]
+struct RouteReadiness {
+    route: String,
+    /// The route's endpoints, comma-separated.
+    endpoints: String,
+    ready: bool,
+    /// Bytes waiting in the spools of all cores.
+    waiting: u64,
+    /// Why not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Problem {
+    /// `core` is the core's position in the snapshots.
+    Core {
+        core: usize,
+        reason: String,
+    },
+    Route(RouteReadiness),
+}
 
 /// `/ready`: every core answers and accepts, every route has a consumer
 /// connected on every core, and every core's spool can take events (not
 /// full, its last write did not fail).
-pub(super) fn readiness(snaps: &[Option<CoreSnapshot>]) -> (bool, String) {
+pub(super) fn readiness(snaps: &[Option<CoreSnapshot>]) -> Readiness {
+    let answered: Vec<&CoreSnapshot> = snaps.iter().flatten().collect();
+    let routes = route_readiness(&answered);
+    let mut problems = core_problems(snaps);
+    problems.extend(
+        routes
+            .iter()
+            .filter(|r| !r.ready)
+            .cloned()
+            .map(Problem::Route),
+    );
+    Readiness {
+        ready: problems.is_empty(),
+        routes,
+        problems,
+    }
+}
+
+/// Cores that did not answer or do not accept, and spools that cannot take
+/// events, in the cores' order.
+fn core_problems(snaps: &[Option<CoreSnapshot>]) -> Vec<Problem> {
+    let held: u64 = snaps.iter().flatten().map(|s| s.spool_stored).sum();
     let mut problems = Vec::new();
     for (core, s) in snaps.iter().enumerate() {
-        match s {
-            None => problems.push(format!(
-                r#"{{"core":{core},"reason":"the core did not answer within 1 s"}}"#
-            )),
-            Some(s) if !s.accepting => problems.push(format!(
-                r#"{{"core":{core},"reason":"the core is not accepting connections (draining)"}}"#
-            )),
-            _ => {}
-        }
-        let Some(s) = s else { continue };
-        let mut spool_problem = |reason: String| {
-            problems.push(format!(
-                r#"{{"core":{core},"reason":{}}}"#,
-                json_str(&reason)
-            ))
+        let mut problem = |reason: String| problems.push(Problem::Core { core, reason });
+        let Some(s) = s else {
+            problem("the core did not answer within 1 s".into());
+            continue;
         };
+        if !s.accepting {
+            problem("the core is not accepting connections (draining)".into());
+        }
         if s.spool_full {
-            let held: u64 = snaps.iter().flatten().map(|s| s.spool_stored).sum();
-            spool_problem(format!(
+            problem(format!(
                 "the spool is full ({} of --spool-max-bytes {}): events that need it get 503 spool_full; start consumers or raise --spool-max-bytes",
                 bytesize::ByteSize(held).to_string_as(true),
                 bytesize::ByteSize(s.spool_max).to_string_as(true)
             ));
         }
         if let Some(e) = &s.spool_error {
-            spool_problem(format!(
+            problem(format!(
                 "the spool's last write failed ({e}): events ZeroMQ cannot take now get 503 spool_error until a write succeeds"
             ));
         }
     }
-    let answered: Vec<&CoreSnapshot> = snaps.iter().flatten().collect();
-    let routes = answered.first().map_or(0, |s| s.routes.len());
-    let mut route_states = Vec::new();
-    for r in 0..routes {
-        let spec = &answered[0].routes[r];
+    problems
+}
+
+/// Each route (the same on every core): ready when every core that
+/// answered has a consumer connected to it.
+fn route_readiness(answered: &[&CoreSnapshot]) -> Vec<RouteReadiness> {
+    let Some(first) = answered.first() else {
+        return Vec::new();
+    };
+    let mut routes = Vec::new();
+    for (r, spec) in first.routes.iter().enumerate() {
         let missing: Vec<usize> = answered
             .iter()
             .filter(|s| s.routes[r].connected == 0)
             .map(|s| s.core)
             .collect();
-        let waiting: u64 = answered.iter().map(|s| s.routes[r].waiting).sum();
-        let ready = missing.is_empty();
-        let mut state = format!(
-            r#"{{"route":{},"endpoints":{},"ready":{ready},"waiting":{waiting}"#,
-            json_str(&spec.pattern),
-            json_str(&spec.endpoints.join(","))
-        );
-        if !ready {
-            let _ = write!(
-                state,
-                r#","reason":{}"#,
-                json_str(&format!(
-                    "no consumer is connected to {} (from core(s) {:?}); start a consumer that binds PULL there",
-                    spec.endpoints.join(" or "),
-                    missing
-                ))
-            );
-            problems.push(state.clone() + "}");
-        }
-        state.push('}');
-        route_states.push(state);
+        let reason = (!missing.is_empty()).then(|| {
+            format!(
+                "no consumer is connected to {} (from core(s) {missing:?}); start a consumer that binds PULL there",
+                spec.endpoints.join(" or "),
+            )
+        });
+        routes.push(RouteReadiness {
+            route: spec.pattern.clone(),
+            endpoints: spec.endpoints.join(","),
+            ready: reason.is_none(),
+            waiting: answered.iter().map(|s| s.routes[r].waiting).sum(),
+            reason,
+        });
     }
-    let ready = problems.is_empty();
-    let body = format!(
-        r#"{{"ready":{ready},"routes":[{}],"problems":[{}]}}"#,
-        route_states.join(","),
-        problems.join(",")
-    );
-    (ready, body)
+    routes
 }

@@ -1,14 +1,204 @@
 //! `/stats`: every core's metrics and routes as JSON, one object per core
 //! and one merged; the merging of snapshots lives here.
 
-use hdrhistogram::Histogram;
+use serde::{Serialize, Serializer};
 
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Hist, Metrics, STATUSES};
 use crate::runtime::snapshot::CoreSnapshot;
 
+/// The `/stats` document.
+#[derive(Serialize)]
+pub(super) struct Stats {
+    uptime_seconds: f64,
+    cores_answering: usize,
+    cores_total: usize,
+    merged: MetricsStats,
+    cores: Vec<CoreStats>,
+}
+
+/// One core's metrics, with its number first.
+#[derive(Serialize)]
+struct CoreStats {
+    core: usize,
+    #[serde(flatten)]
+    metrics: MetricsStats,
+}
+
+/// Latency percentiles, counters and routes of one core or of all.
+#[derive(Serialize)]
+struct MetricsStats {
+    /// `request_us`, `decode_us`, `handoff_us`.
+    #[serde(flatten)]
+    latencies: Members<String, Latency>,
+    /// Responses by status code, the codes seen only.
+    requests: Members<u16, u64>,
+    /// Refusals by error code, the codes seen only.
+    refusals: Members<&'static str, u64>,
+    events: Events,
+    handoffs: u64,
+    bytes: Bytes,
+    connections: Connections,
+    routes: Vec<RouteStats>,
+}
+
+/// Percentiles of a latency histogram, in microseconds to one decimal.
+#[derive(Serialize)]
+struct Latency {
+    count: u64,
+    mean: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    #[serde(rename = "p99.9")]
+    p99_9: f64,
+    #[serde(rename = "p99.99")]
+    p99_99: f64,
+    max: f64,
+}
+
+#[derive(Serialize)]
+struct Events {
+    accepted: u64,
+    refused: u64,
+}
+
+#[derive(Serialize)]
+struct Bytes {
+    r#in: u64,
+    out: u64,
+}
+
+#[derive(Serialize)]
+struct Connections {
+    accepted: u64,
+    closed: u64,
+    open: usize,
+}
+
+#[derive(Serialize)]
+struct RouteStats {
+    route: String,
+    connected: usize,
+    delivered: u64,
+    waiting: u64,
+    depth: Depth,
+}
+
+/// Spool depth in bytes.
+#[derive(Serialize)]
+struct Depth {
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+/// A JSON object whose members are written in this order.
+struct Members<K, V>(Vec<(K, V)>);
+
+impl<K: Serialize, V: Serialize> Serialize for Members<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// `/stats`: per core and merged; `snaps` holds `None` for a core that
+/// did not answer.
+pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
+    let answered: Vec<&CoreSnapshot> = snaps.iter().flatten().collect();
+    let uptime = answered.iter().map(|s| s.uptime).max().unwrap_or_default();
+    let open = answered.iter().map(|s| s.open_connections).sum();
+    let merged_routes = merged_routes(answered.iter().copied());
+    Stats {
+        uptime_seconds: rounded(uptime.as_secs_f64(), 3),
+        cores_answering: answered.len(),
+        cores_total: snaps.len(),
+        merged: metrics_stats(&merged(answered.iter().copied()), &merged_routes, open),
+        cores: answered
+            .iter()
+            .map(|s| CoreStats {
+                core: s.core,
+                metrics: metrics_stats(&s.metrics, &s.routes, s.open_connections),
+            })
+            .collect(),
+    }
+}
+
+fn metrics_stats(m: &Metrics, routes: &[RouteStatus], open: usize) -> MetricsStats {
+    let c = &m.counters;
+    MetricsStats {
+        latencies: Members(
+            m.histograms()
+                .iter()
+                .map(|(name, h)| (format!("{name}_us"), Latency::of(h)))
+                .collect(),
+        ),
+        requests: seen(STATUSES.iter().map(|s| s.code()).zip(c.requests)),
+        refusals: seen(Counters::refusal_codes().zip(c.refusals)),
+        events: Events {
+            accepted: c.events_accepted,
+            refused: c.events_refused,
+        },
+        handoffs: c.handoffs,
+        bytes: Bytes {
+            r#in: c.bytes_in,
+            out: c.bytes_out,
+        },
+        connections: Connections {
+            accepted: c.connections_accepted,
+            closed: c.connections_closed,
+            open,
+        },
+        routes: routes.iter().map(RouteStats::of).collect(),
+    }
+}
+
+/// The counts above zero, as an object.
+fn seen<K>(counts: impl Iterator<Item = (K, u64)>) -> Members<K, u64> {
+    Members(counts.filter(|(_, n)| *n > 0).collect())
+}
+
+impl Latency {
+    fn of(h: &Hist) -> Self {
+        let us = |ns: u64| rounded(ns as f64 / 1000.0, 1);
+        let q = |p: f64| us(h.h.value_at_quantile(p));
+        Self {
+            count: h.h.len(),
+            mean: rounded(h.h.mean() / 1000.0, 1),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p99_9: q(0.999),
+            p99_99: q(0.9999),
+            max: us(h.h.max()),
+        }
+    }
+}
+
+impl RouteStats {
+    fn of(r: &RouteStatus) -> Self {
+        Self {
+            route: r.pattern.clone(),
+            connected: r.connected,
+            delivered: r.delivered,
+            waiting: r.waiting,
+            depth: Depth {
+                p50: r.depth.value_at_quantile(0.5),
+                p99: r.depth.value_at_quantile(0.99),
+                max: r.depth.max(),
+            },
+        }
+    }
+}
+
+/// `x` rounded to `places` decimals exactly as `{:.places$}` rounds it
+/// (`f64::round` differs on ties, such as 0.15 to one place).
+fn rounded(x: f64, places: usize) -> f64 {
+    format!("{x:.places$}").parse().unwrap_or(x)
+}
+
 /// Every core's metrics merged.
-pub(super) fn merged(snaps: &[CoreSnapshot]) -> Metrics {
+pub(super) fn merged<'a>(snaps: impl IntoIterator<Item = &'a CoreSnapshot>) -> Metrics {
     let mut all = Metrics::default();
     for s in snaps {
         all.merge(&s.metrics);
@@ -16,86 +206,17 @@ pub(super) fn merged(snaps: &[CoreSnapshot]) -> Metrics {
     all
 }
 
-/// Percentiles of a latency histogram, in microseconds.
-fn percentiles_us(h: &Hist) -> String {
-    let us = |ns: u64| ns as f64 / 1000.0;
-    let q = |p: f64| us(h.h.value_at_quantile(p));
-    format!(
-        r#"{{"count":{},"mean":{:.1},"p50":{:.1},"p90":{:.1},"p99":{:.1},"p99.9":{:.1},"p99.99":{:.1},"max":{:.1}}}"#,
-        h.h.len(),
-        h.h.mean() / 1000.0,
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        q(0.999),
-        q(0.9999),
-        us(h.h.max())
-    )
-}
-
-fn depth(h: &Histogram<u64>) -> String {
-    format!(
-        r#"{{"p50":{},"p99":{},"max":{}}}"#,
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.max()
-    )
-}
-
-fn metrics_json(m: &Metrics, routes: &[RouteStatus], open: usize) -> String {
-    let hists: Vec<String> = m
-        .histograms()
-        .iter()
-        .map(|(name, h)| format!(r#""{name}_us":{}"#, percentiles_us(h)))
-        .collect();
-    let c = &m.counters;
-    let statuses: Vec<String> = STATUSES
-        .iter()
-        .zip(c.requests)
-        .filter(|(_, n)| *n > 0)
-        .map(|(s, n)| format!(r#""{}":{n}"#, s.code()))
-        .collect();
-    let refusals: Vec<String> = Counters::refusal_codes()
-        .zip(c.refusals)
-        .filter(|(_, n)| *n > 0)
-        .map(|(code, n)| format!(r#""{code}":{n}"#))
-        .collect();
-    let routes: Vec<String> = routes
-        .iter()
-        .map(|r| {
-            format!(
-                r#"{{"route":{},"connected":{},"delivered":{},"waiting":{},"depth":{}}}"#,
-                json_str(&r.pattern),
-                r.connected,
-                r.delivered,
-                r.waiting,
-                depth(&r.depth)
-            )
-        })
-        .collect();
-    format!(
-        r#"{{{},"requests":{{{}}},"refusals":{{{}}},"events":{{"accepted":{},"refused":{}}},"handoffs":{},"bytes":{{"in":{},"out":{}}},"connections":{{"accepted":{},"closed":{},"open":{open}}},"routes":[{}]}}"#,
-        hists.join(","),
-        statuses.join(","),
-        refusals.join(","),
-        c.events_accepted,
-        c.events_refused,
-        c.handoffs,
-        c.bytes_in,
-        c.bytes_out,
-        c.connections_accepted,
-        c.connections_closed,
-        routes.join(",")
-    )
-}
-
-/// Merges per-route states across cores (same routes on every core).
-pub(super) fn merged_routes(snaps: &[CoreSnapshot]) -> Vec<RouteStatus> {
-    let Some(first) = snaps.first() else {
+/// Merges per-route states across cores (same routes on every core): a
+/// route's consumers are those every core has, the rest is summed.
+pub(super) fn merged_routes<'a>(
+    snaps: impl IntoIterator<Item = &'a CoreSnapshot>,
+) -> Vec<RouteStatus> {
+    let mut snaps = snaps.into_iter();
+    let Some(first) = snaps.next() else {
         return Vec::new();
     };
     let mut routes = first.routes.clone();
-    for s in &snaps[1..] {
+    for s in snaps {
         for (a, b) in routes.iter_mut().zip(&s.routes) {
             a.connected = a.connected.min(b.connected);
             a.delivered += b.delivered;
@@ -104,32 +225,4 @@ pub(super) fn merged_routes(snaps: &[CoreSnapshot]) -> Vec<RouteStatus> {
         }
     }
     routes
-}
-
-/// `/stats`: per core and merged.
-pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> String {
-    let answered: Vec<CoreSnapshot> = snaps.iter().flatten().cloned().collect();
-    let uptime = answered.iter().map(|s| s.uptime).max().unwrap_or_default();
-    let open: usize = answered.iter().map(|s| s.open_connections).sum();
-    let cores: Vec<String> = answered
-        .iter()
-        .map(|s| {
-            let body = metrics_json(&s.metrics, &s.routes, s.open_connections);
-            format!(r#"{{"core":{},{}"#, s.core, &body[1..])
-        })
-        .collect();
-    format!(
-        r#"{{"uptime_seconds":{:.3},"cores_answering":{},"cores_total":{},"merged":{},"cores":[{}]}}"#,
-        uptime.as_secs_f64(),
-        answered.len(),
-        snaps.len(),
-        metrics_json(&merged(&answered), &merged_routes(&answered), open),
-        cores.join(",")
-    )
-}
-
-pub(super) fn json_str(s: &str) -> String {
-    let mut out = Vec::new();
-    crate::jsonw::write_str(&mut out, s);
-    String::from_utf8(out).expect("JSON of a str is UTF-8")
 }
