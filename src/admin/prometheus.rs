@@ -1,229 +1,300 @@
 //! `/metrics`: the Prometheus text exposition, per core (`core="N"`) and
 //! merged (`core="all"`).
 
-use std::fmt::Write as _;
+// Written by hand: the histograms are hdrhistogram copies merged on
+// demand, which a registry crate would need re-recorded into its own.
+
+use std::fmt::{Display, Write as _};
 
 use super::stats::merged;
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Metrics, BUCKETS, STATUSES};
 use crate::runtime::snapshot::CoreSnapshot;
 
-const HISTOGRAM_HELP: [(&str, &str); 3] = [
-    (
-        "request",
-        "first byte of a request read to last byte of its response written",
-    ),
-    ("decode", "decoding a request's query and body"),
-    (
-        "handoff",
-        "handing one event to ZeroMQ or the spool (accepted mode: its share of the batch)",
-    ),
-];
-
-/// Prometheus text exposition: per core (`core="N"`) and merged (`core="all"`).
-pub(super) fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
-    let answered: Vec<CoreSnapshot> = snaps.iter().flatten().cloned().collect();
-    let all = merged(&answered);
-    let mut sets: Vec<(String, &Metrics)> = answered
-        .iter()
-        .map(|s| (s.core.to_string(), &s.metrics))
-        .collect();
-    sets.push(("all".into(), &all));
-    let mut out = String::new();
-
-    for (i, (name, help)) in HISTOGRAM_HELP.iter().enumerate() {
-        let metric = format!("hookwire_{name}_duration_seconds");
-        let _ = writeln!(
-            out,
-            "# HELP {metric} Time spent {help}.\n# TYPE {metric} histogram"
-        );
-        for (core, m) in &sets {
-            let h = m.histograms()[i].1;
-            for le in BUCKETS {
-                let _ = writeln!(
-                    out,
-                    r#"{metric}_bucket{{core="{core}",le="{}"}} {}"#,
-                    le.as_secs_f64(),
-                    h.count_le(le)
-                );
-            }
-            let _ = writeln!(
-                out,
-                r#"{metric}_bucket{{core="{core}",le="+Inf"}} {}"#,
-                h.h.len()
-            );
-            let _ = writeln!(
-                out,
-                r#"{metric}_sum{{core="{core}"}} {}"#,
-                h.sum_ns as f64 / 1e9
-            );
-            let _ = writeln!(out, r#"{metric}_count{{core="{core}"}} {}"#, h.h.len());
-        }
-    }
-
-    let counter = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&Counters) -> u64| {
-        let _ = writeln!(
-            out,
-            "# HELP hookwire_{name} {help}\n# TYPE hookwire_{name} counter"
-        );
-        for (core, m) in &sets {
-            let _ = writeln!(
-                out,
-                r#"hookwire_{name}{{core="{core}"}} {}"#,
-                f(&m.counters)
-            );
-        }
-    };
-    let _ = writeln!(out, "# HELP hookwire_requests_total Responses sent, by status.\n# TYPE hookwire_requests_total counter");
-    for (core, m) in &sets {
-        for (status, n) in STATUSES.iter().zip(m.counters.requests) {
-            let _ = writeln!(
-                out,
-                r#"hookwire_requests_total{{core="{core}",status="{}"}} {n}"#,
-                status.code()
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP hookwire_refusals_total Requests refused, by error code.\n# TYPE hookwire_refusals_total counter");
-    for (core, m) in &sets {
-        for (code, n) in Counters::refusal_codes().zip(m.counters.refusals) {
-            let _ = writeln!(
-                out,
-                r#"hookwire_refusals_total{{core="{core}",code="{code}"}} {n}"#
-            );
-        }
-    }
-    counter(
-        &mut out,
-        "events_accepted_total",
-        "Events answered with 200.",
-        &|c| c.events_accepted,
-    );
-    counter(
-        &mut out,
-        "events_refused_total",
-        "Events refused with 503 (not stored).",
-        &|c| c.events_refused,
-    );
-    counter(
-        &mut out,
-        "handoffs_total",
-        "Accepted mode: hand-offs of a core's batch of events to ZeroMQ (or the spool).",
-        &|c| c.handoffs,
-    );
-    counter(
-        &mut out,
-        "bytes_in_total",
-        "Bytes read from senders.",
-        &|c| c.bytes_in,
-    );
-    counter(
-        &mut out,
-        "bytes_out_total",
-        "Bytes written to senders.",
-        &|c| c.bytes_out,
-    );
-    counter(
-        &mut out,
-        "connections_accepted_total",
-        "Connections accepted.",
-        &|c| c.connections_accepted,
-    );
-    counter(
-        &mut out,
-        "connections_closed_total",
-        "Connections closed.",
-        &|c| c.connections_closed,
-    );
-
-    let _ = writeln!(out, "# HELP hookwire_connections_open Connections open now.\n# TYPE hookwire_connections_open gauge");
-    let open: usize = answered.iter().map(|s| s.open_connections).sum();
-    for s in &answered {
-        let _ = writeln!(
-            out,
-            r#"hookwire_connections_open{{core="{}"}} {}"#,
-            s.core, s.open_connections
-        );
-    }
-    let _ = writeln!(out, r#"hookwire_connections_open{{core="all"}} {open}"#);
-
-    // `merge`: how a route's per-core values make `core="all"` (summed,
-    // or as `/stats` merges consumers and the largest depth).
-    let route_metric = |out: &mut String,
-                        name: &str,
-                        kind: &str,
-                        help: &str,
-                        f: &dyn Fn(&RouteStatus) -> u64,
-                        merge: fn(u64, u64) -> u64| {
-        let _ = writeln!(
-            out,
-            "# HELP hookwire_{name} {help}\n# TYPE hookwire_{name} {kind}"
-        );
-        let routes = answered.first().map_or(0, |s| s.routes.len());
-        for r in 0..routes {
-            let label = escape_label(&answered[0].routes[r].pattern);
-            let mut total = None;
-            for s in &answered {
-                let v = f(&s.routes[r]);
-                total = Some(total.map_or(v, |t| merge(t, v)));
-                let _ = writeln!(
-                    out,
-                    r#"hookwire_{name}{{core="{}",route="{label}"}} {v}"#,
-                    s.core
-                );
-            }
-            let _ = writeln!(
-                out,
-                r#"hookwire_{name}{{core="all",route="{label}"}} {}"#,
-                total.unwrap_or(0)
-            );
-        }
-    };
-    route_metric(
-        &mut out,
-        "events_delivered_total",
-        "counter",
-        "Events handed to ZeroMQ, by route.",
-        &|r| r.delivered,
-        |a, b| a + b,
-    );
-    route_metric(
-        &mut out,
-        "spool_bytes",
-        "gauge",
-        "Bytes of events waiting in the spool for ZeroMQ, by route.",
-        &|r| r.waiting,
-        |a, b| a + b,
-    );
-    route_metric(
-        &mut out,
-        "spool_bytes_max",
-        "gauge",
-        "Largest spool depth seen in bytes, by route (core=\"all\": the largest of the cores').",
-        &|r| r.depth.max(),
-        u64::max,
-    );
-    // Every core connects its own socket to each consumer, so one consumer
-    // shows on every core; core="all" counts the consumers every core has.
-    route_metric(
-        &mut out,
-        "consumers_connected",
-        "gauge",
-        "Consumers connected, by route (each core connects to each consumer; core=\"all\": connected to every core).",
-        &|r| r.connected as u64,
-        u64::min,
-    );
-    let uptime = answered.iter().map(|s| s.uptime).max().unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "# HELP hookwire_uptime_seconds Seconds since the cores started.\n# TYPE hookwire_uptime_seconds gauge\nhookwire_uptime_seconds {}",
-        uptime.as_secs_f64()
-    );
-    out
+/// A latency histogram of [`Metrics::histograms`], in the same order.
+struct Histogram {
+    name: &'static str,
+    help: &'static str,
 }
 
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+const HISTOGRAMS: [Histogram; 3] = [
+    Histogram {
+        name: "hookwire_request_duration_seconds",
+        help: "Time spent first byte of a request read to last byte of its response written.",
+    },
+    Histogram {
+        name: "hookwire_decode_duration_seconds",
+        help: "Time spent decoding a request's query and body.",
+    },
+    Histogram {
+        name: "hookwire_handoff_duration_seconds",
+        help: "Time spent handing one event to ZeroMQ or the spool (accepted mode: its share of the batch).",
+    },
+];
+
+/// A counter of [`Counters`] with one series per core and the sum.
+struct Counter {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&Counters) -> u64,
+}
+
+const COUNTERS: [Counter; 7] = [
+    Counter {
+        name: "hookwire_events_accepted_total",
+        help: "Events answered with 200.",
+        value: |c| c.events_accepted,
+    },
+    Counter {
+        name: "hookwire_events_refused_total",
+        help: "Events refused with 503 (not stored).",
+        value: |c| c.events_refused,
+    },
+    Counter {
+        name: "hookwire_handoffs_total",
+        help: "Accepted mode: hand-offs of a core's batch of events to ZeroMQ (or the spool).",
+        value: |c| c.handoffs,
+    },
+    Counter {
+        name: "hookwire_bytes_in_total",
+        help: "Bytes read from senders.",
+        value: |c| c.bytes_in,
+    },
+    Counter {
+        name: "hookwire_bytes_out_total",
+        help: "Bytes written to senders.",
+        value: |c| c.bytes_out,
+    },
+    Counter {
+        name: "hookwire_connections_accepted_total",
+        help: "Connections accepted.",
+        value: |c| c.connections_accepted,
+    },
+    Counter {
+        name: "hookwire_connections_closed_total",
+        help: "Connections closed.",
+        value: |c| c.connections_closed,
+    },
+];
+
+/// A per-route value of [`RouteStatus`]; `merge` folds the cores' values
+/// into `core="all"` (a sum, or as `/stats` merges consumers and depth).
+struct RouteFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&RouteStatus) -> u64,
+    merge: fn(u64, u64) -> u64,
+}
+
+const ROUTE_FAMILIES: [RouteFamily; 4] = [
+    RouteFamily {
+        name: "hookwire_events_delivered_total",
+        kind: "counter",
+        help: "Events handed to ZeroMQ, by route.",
+        value: |r| r.delivered,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_spool_bytes",
+        kind: "gauge",
+        help: "Bytes of events waiting in the spool for ZeroMQ, by route.",
+        value: |r| r.waiting,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_spool_bytes_max",
+        kind: "gauge",
+        help: "Largest spool depth seen in bytes, by route (core=\"all\": the largest of the cores').",
+        value: |r| r.depth.max(),
+        merge: u64::max,
+    },
+    // Every core connects its own socket to each consumer, so one consumer
+    // shows on every core; core="all" counts the consumers every core has.
+    RouteFamily {
+        name: "hookwire_consumers_connected",
+        kind: "gauge",
+        help: "Consumers connected, by route (each core connects to each consumer; core=\"all\": connected to every core).",
+        value: |r| r.connected as u64,
+        merge: u64::min,
+    },
+];
+
+/// One `core` label's metrics: a core's, or the merge (`all`).
+struct Labelled<'a> {
+    core: String,
+    metrics: &'a Metrics,
+}
+
+/// The exposition of every family, per core and merged; `snaps` holds
+/// `None` for a core that did not answer (it has no series).
+pub(super) fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
+    let answered: Vec<&CoreSnapshot> = snaps.iter().flatten().collect();
+    let all = merged(answered.iter().copied());
+    let mut sets: Vec<Labelled> = answered
+        .iter()
+        .map(|s| Labelled {
+            core: s.core.to_string(),
+            metrics: &s.metrics,
+        })
+        .collect();
+    sets.push(Labelled {
+        core: "all".into(),
+        metrics: &all,
+    });
+    let mut text = Text::default();
+    for (i, family) in HISTOGRAMS.iter().enumerate() {
+        histogram(&mut text, family, &sets, i);
+    }
+    requests_by_status(&mut text, &sets);
+    refusals_by_code(&mut text, &sets);
+    for family in &COUNTERS {
+        counter(&mut text, family, &sets);
+    }
+    connections_open(&mut text, &answered);
+    for family in &ROUTE_FAMILIES {
+        route_family(&mut text, family, &answered);
+    }
+    let uptime = answered.iter().map(|s| s.uptime).max().unwrap_or_default();
+    text.family(
+        "hookwire_uptime_seconds",
+        "gauge",
+        "Seconds since the cores started.",
+    );
+    text.sample("hookwire_uptime_seconds", &[], uptime.as_secs_f64());
+    text.out
+}
+
+/// Buckets (cumulative, [`BUCKETS`] then `+Inf`), sum and count of the
+/// `i`th histogram of each set.
+fn histogram(text: &mut Text, family: &Histogram, sets: &[Labelled], i: usize) {
+    let name = family.name;
+    text.family(name, "histogram", family.help);
+    let (bucket, sum, count) = (
+        format!("{name}_bucket"),
+        format!("{name}_sum"),
+        format!("{name}_count"),
+    );
+    for set in sets {
+        let h = set.metrics.histograms()[i].1;
+        let core = set.core.as_str();
+        for le in BUCKETS {
+            let bound = le.as_secs_f64().to_string();
+            text.sample(&bucket, &[("core", core), ("le", &bound)], h.count_le(le));
+        }
+        text.sample(&bucket, &[("core", core), ("le", "+Inf")], h.h.len());
+        text.sample(&sum, &[("core", core)], h.sum_ns as f64 / 1e9);
+        text.sample(&count, &[("core", core)], h.h.len());
+    }
+}
+
+fn requests_by_status(text: &mut Text, sets: &[Labelled]) {
+    let name = "hookwire_requests_total";
+    text.family(name, "counter", "Responses sent, by status.");
+    for set in sets {
+        for (status, n) in STATUSES.iter().zip(set.metrics.counters.requests) {
+            let status = status.code().to_string();
+            text.sample(name, &[("core", &set.core), ("status", &status)], n);
+        }
+    }
+}
+
+fn refusals_by_code(text: &mut Text, sets: &[Labelled]) {
+    let name = "hookwire_refusals_total";
+    text.family(name, "counter", "Requests refused, by error code.");
+    for set in sets {
+        for (code, n) in Counters::refusal_codes().zip(set.metrics.counters.refusals) {
+            text.sample(name, &[("core", &set.core), ("code", code)], n);
+        }
+    }
+}
+
+fn counter(text: &mut Text, family: &Counter, sets: &[Labelled]) {
+    text.family(family.name, "counter", family.help);
+    for set in sets {
+        let value = (family.value)(&set.metrics.counters);
+        text.sample(family.name, &[("core", &set.core)], value);
+    }
+}
+
+/// A gauge from the snapshot rather than the metrics: per core and summed.
+fn connections_open(text: &mut Text, answered: &[&CoreSnapshot]) {
+    let name = "hookwire_connections_open";
+    text.family(name, "gauge", "Connections open now.");
+    for s in answered {
+        let core = s.core.to_string();
+        text.sample(name, &[("core", &core)], s.open_connections);
+    }
+    let open: usize = answered.iter().map(|s| s.open_connections).sum();
+    text.sample(name, &[("core", "all")], open);
+}
+
+/// Each route (the same on every core): per core, then merged.
+fn route_family(text: &mut Text, family: &RouteFamily, answered: &[&CoreSnapshot]) {
+    let name = family.name;
+    text.family(name, family.kind, family.help);
+    let Some(first) = answered.first() else {
+        return;
+    };
+    for (r, spec) in first.routes.iter().enumerate() {
+        let route = spec.pattern.as_str();
+        let mut total = None;
+        for s in answered {
+            let v = (family.value)(&s.routes[r]);
+            total = Some(total.map_or(v, |t| (family.merge)(t, v)));
+            let core = s.core.to_string();
+            text.sample(name, &[("core", &core), ("route", route)], v);
+        }
+        let total = total.unwrap_or(0);
+        text.sample(name, &[("core", "all"), ("route", route)], total);
+    }
+}
+
+/// The exposition being written.
+#[derive(Default)]
+struct Text {
+    out: String,
+}
+
+impl Text {
+    /// A family's `# HELP` and `# TYPE` lines, before its samples.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample line: `name{label="value",…} value`, label values escaped.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.out.push_str(name);
+        for (i, (label, v)) in labels.iter().enumerate() {
+            self.out.push(if i == 0 { '{' } else { ',' });
+            self.out.push_str(label);
+            self.out.push_str("=\"");
+            for c in v.chars() {
+                match c {
+                    '\\' => self.out.push_str("\\\\"),
+                    '"' => self.out.push_str("\\\""),
+                    '\n' => self.out.push_str("\\n"),
+                    c => self.out.push(c),
+                }
+            }
+            self.out.push('"');
+        }
+        if !labels.is_empty() {
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_families_follow_the_metrics_order() {
+        let metrics = Metrics::default();
+        for (family, (name, _)) in HISTOGRAMS.iter().zip(metrics.histograms()) {
+            assert_eq!(family.name, format!("hookwire_{name}_duration_seconds"));
+        }
+    }
 }
