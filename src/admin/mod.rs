@@ -195,21 +195,18 @@ fn respond(stream: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
 
 /// Writes a response's status line and headers (all of a HEAD's answer).
 fn respond_head(stream: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
-    let Answer {
-        status,
-        content_type,
-        ref body,
-    } = *answer;
-    let reason = match status {
+    let reason = match answer.status {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
-    let length = body.len();
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        answer.status,
+        answer.content_type,
+        answer.body.len()
     );
     stream.write_all(head.as_bytes())
 }

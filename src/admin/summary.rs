@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use super::stats::{merged, merged_routes};
 use crate::runtime::snapshot::CoreSnapshot;
 
-/// The summary printed to stderr after a drain.
+/// The cores' final snapshots in a few lines: totals, one line per latency
+/// histogram, one per route.
 pub fn summary(snaps: &[CoreSnapshot]) -> String {
     let m = merged(snaps);
     let mut out = String::new();
