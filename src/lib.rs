@@ -27,6 +27,7 @@
 //! - [`metrics`]: per-core hdrhistograms and counters.
 //! - [`admin`]: the private admin listener; merges core snapshots on demand.
 //! - [`config`]: flags, `HOOKWIRE_*` env and TOML file → [`config::Settings`].
+//! - [`log`]: `tracing` lines on stderr, by level.
 //! - [`tap`]: the built-in PULL consumer.
 //! - [`testing`]: a core's state outside the server, for benches and tests.
 //!
@@ -59,6 +60,7 @@ pub mod fanout;
 pub mod http;
 pub mod ingest;
 mod jsonw;
+pub mod log;
 pub mod metrics;
 pub mod reject;
 pub mod runtime;

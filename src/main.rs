@@ -7,6 +7,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 fn main() {
     let cli = Cli::parse_with_sources();
+    hookwire::log::init();
     let result = match cli.command {
         Some(Command::Tap(args)) => hookwire::tap::run(&args),
         Some(Command::Serve(args)) => serve(*args),
@@ -36,8 +37,8 @@ fn raise_open_files_limit() {
                 rlim_max: limit.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-                eprintln!(
-                    "hookwire: could not raise the open-files limit from {} to {}: {}",
+                tracing::warn!(
+                    "could not raise the open-files limit from {} to {}: {}",
                     limit.rlim_cur,
                     limit.rlim_max,
                     std::io::Error::last_os_error()
@@ -58,8 +59,8 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     for Stranded { dir, bytes, key } in hookwire::spool::stranded(&settings.spool_dir, &route_dirs)
     {
         let like = key.map_or(String::new(), |k| format!(", keys like {k}"));
-        eprintln!(
-            "warning: {} holds {} of spool files (undelivered events, and in durable mode the replay window's) for a route no longer configured{like}: no route delivers them; start hookwire with that route again (its glob is the directory's name before the hash) to deliver them",
+        tracing::warn!(
+            "{} holds {} of spool files (undelivered events, and in durable mode the replay window's) for a route no longer configured{like}: no route delivers them; start hookwire with that route again (its glob is the directory's name before the hash) to deliver them",
             dir.display(),
             bytesize::ByteSize(bytes).to_string_as(true)
         );
@@ -80,6 +81,8 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => None,
     };
+    // The start-up lines scripts wait for: printed as they are, whatever
+    // RUST_LOG filters.
     eprintln!("listen http://{} cores={}", running.addr, settings.cores);
     if let Some(addr) = admin {
         eprintln!("admin http://{addr}");
@@ -94,13 +97,13 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     std::thread::spawn(move || {
         let mut forever = signals.forever();
         if forever.next().is_some() {
-            eprintln!(
+            tracing::info!(
                 "draining: no new connections; finishing requests and deliveries (up to {drain_timeout:?}); signal again to exit at once"
             );
             drain.store(true, Ordering::Relaxed);
         }
         if forever.next().is_some() {
-            eprintln!("second signal: exiting now");
+            tracing::info!("second signal: exiting now");
             std::process::exit(130);
         }
     });

@@ -142,8 +142,8 @@ impl Closing {
         let Respooled { events, bytes } = self.recent.respool(spool, route);
         let unacknowledged: u64 = self.connections.iter().map(|c| c.unacknowledged).sum();
         if unacknowledged > bytes {
-            eprintln!(
-                "warning: {} sent to consumers was not acknowledged by their kernels when the drain ended, more than the {} the resend buffer kept: events may be lost; raise --resend-buffer or --drain-timeout",
+            tracing::warn!(
+                "{} sent to consumers was not acknowledged by their kernels when the drain ended, more than the {} the resend buffer kept: events may be lost; raise --resend-buffer or --drain-timeout",
                 bytesize::ByteSize(unacknowledged).to_string_as(true),
                 bytesize::ByteSize(bytes).to_string_as(true)
             );

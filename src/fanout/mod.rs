@@ -301,12 +301,12 @@ impl Fanout {
                 };
                 let (core, pattern) = (self.core, &self.specs[i].pattern);
                 if bytes > 0 {
-                    eprintln!(
+                    tracing::info!(
                         "core {core}: route {pattern}: a consumer disconnected; re-sending {what} {} (duplicates expected, drop them by id)",
                         bytesize::ByteSize(bytes)
                     );
                 } else {
-                    eprintln!(
+                    tracing::info!(
                         "core {core}: route {pattern}: a consumer disconnected; nothing to re-send"
                     );
                 }

@@ -30,14 +30,14 @@ pub(super) fn with_sched<T>(core: usize, sched: Sched, f: impl FnOnce() -> T) ->
     let changed =
         saved && differs && unsafe { libc::sched_setscheduler(0, want | flags, &zero) } == 0;
     if differs && !changed {
-        eprintln!(
+        tracing::warn!(
             "core {core}: --zmq-sched: cannot set the ZeroMQ threads' scheduling policy: {}",
             std::io::Error::last_os_error()
         );
     }
     let out = f();
     if changed && unsafe { libc::sched_setscheduler(0, policy, &own) } != 0 {
-        eprintln!(
+        tracing::warn!(
             "core {core}: --zmq-sched: cannot restore the executor's scheduling policy ({policy}): {}",
             std::io::Error::last_os_error()
         );

@@ -78,7 +78,7 @@ impl Core {
         spool.borrow_mut().share_usage();
         let recovered = spool.borrow().stored();
         if recovered > 0 {
-            eprintln!("core {id}: spool: {recovered} bytes of events from an earlier run are delivered first");
+            tracing::info!("core {id}: spool: {recovered} bytes of events from an earlier run are delivered first");
         }
         let shard = Rc::new(RefCell::new(Shard::new(
             id,

@@ -42,7 +42,7 @@ impl Core {
             glommio::timer::sleep(Duration::from_millis(2)).await;
         }
         if registry.open() > 0 {
-            eprintln!(
+            tracing::warn!(
                 "core {}: drain timeout: closing {} connection(s) mid-request",
                 self.id,
                 registry.open()
@@ -104,7 +104,7 @@ impl Core {
         };
         if kept > 0 {
             write_out(&self.spool, Duration::from_secs(2)).await;
-            eprintln!(
+            tracing::warn!(
                 "core {}: the last {kept} events handed to consumers are also kept in the spool: not every consumer was seen to get everything before the sockets closed (the next start sends them again; consumers drop repeats by id)",
                 self.id
             );
@@ -119,7 +119,7 @@ impl Core {
         }
         last.spool_stored = spool.stored();
         if last.spool_stored > 0 {
-            eprintln!(
+            tracing::info!(
                 "core {}: {} bytes of accepted events stay in the spool ({}) for the next start",
                 self.id,
                 last.spool_stored,

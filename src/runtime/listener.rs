@@ -99,7 +99,7 @@ pub async fn accept_loop(
             }
             Err(e) => {
                 // Out of descriptors or memory: back off, never exit.
-                eprintln!("core {core}: accept failed: {e}");
+                tracing::warn!("core {core}: accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }

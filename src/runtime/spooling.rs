@@ -57,6 +57,11 @@ pub async fn flusher(
     }
 }
 
+thread_local! {
+    /// This core's last spool read failed.
+    static READ_FAILING: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Hands spooled events to ZeroMQ and reads more from disk where needed;
 /// true if it read anything (so there may be more to hand over at once).
 pub async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>) -> bool {
@@ -81,19 +86,17 @@ pub async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>)
             spool::Next::Idle => continue,
         };
         match outcome {
-            Ok(()) => read = true,
+            Ok(()) => {
+                read = true;
+                if READ_FAILING.replace(false) {
+                    tracing::info!("spool: reading again");
+                }
+            }
             Err(e) => {
-                // Kept, and tried again: at most once per 100 ms, and
-                // said at most once per 10 s (a disk that keeps failing
-                // must not flood the log or spin the core).
-                thread_local!(static SAID: Cell<Option<Instant>> = const { Cell::new(None) });
-                let now = Instant::now();
-                if SAID
-                    .get()
-                    .is_none_or(|t| now - t >= Duration::from_secs(10))
-                {
-                    SAID.set(Some(now));
-                    eprintln!("spool: cannot read a spool file (retrying every 100 ms): {e}");
+                // Kept, and tried again every 100 ms; said when reads
+                // start failing and when they work again, not per retry.
+                if !READ_FAILING.replace(true) {
+                    tracing::warn!("spool: cannot read a spool file (retrying every 100 ms): {e}");
                 }
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }

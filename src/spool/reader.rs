@@ -60,7 +60,7 @@ pub fn deliver(
                 if let Some(from) = spool.resync {
                     let path = seg.path.display();
                     let at = spool.head - seg.start;
-                    eprintln!(
+                    tracing::warn!(
                         "spool: {path}: {} damaged bytes from offset {} skipped; records resume at offset {at}",
                         spool.head - from,
                         from - seg.start
@@ -150,7 +150,7 @@ fn read_more(spool: &mut RouteSpool, route: usize) -> Option<Next> {
     if covers && chunk_end >= seg.end() {
         // The file ends inside this record: a torn last write.
         let at = spool.head - seg.start;
-        eprintln!(
+        tracing::warn!(
             "spool: {}: truncated record at offset {at}; skipped",
             seg.path.display()
         );
@@ -190,7 +190,7 @@ fn skip_damage(spool: &mut RouteSpool, damage: Damage) {
                 Damage::Truncated => format!("truncated record at offset {at}"),
                 _ => format!("damaged record length at offset {at}"),
             };
-            eprintln!("spool: {path}: {what}; skipped, looking for the next good record");
+            tracing::warn!("spool: {path}: {what}; skipped, looking for the next good record");
             spool.resync = Some(spool.head);
             spool.head += 1;
         }
@@ -200,7 +200,7 @@ fn skip_damage(spool: &mut RouteSpool, damage: Damage) {
 /// The search for a good record after the damage at logical offset `from`
 /// reached the end of `seg`'s data.
 fn say_no_good_record(seg: &Segment, from: u64) {
-    eprintln!(
+    tracing::warn!(
         "spool: {}: no good record after the damage at offset {}; skipped the rest of the file",
         seg.path.display(),
         from - seg.start
@@ -242,7 +242,7 @@ pub fn opened(
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && seg.sealed => {
-            eprintln!(
+            tracing::warn!(
                 "spool: {} is gone: {} bytes of records in it skipped",
                 path.display(),
                 seg.end() - spool.head.max(seg.start)

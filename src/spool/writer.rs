@@ -147,7 +147,7 @@ async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) ->
             // that keeps failing must not flood the log.
             if core.borrow().write_error.as_deref() != Some(&what) && error.as_ref() != Some(&what)
             {
-                eprintln!("spool: {what}");
+                tracing::warn!("spool: {what}");
             }
             error = Some(what);
         }
@@ -157,7 +157,7 @@ async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) ->
     if let Some(e) = error {
         c.write_error = Some(e);
     } else if c.write_error.take().is_some() {
-        eprintln!("spool: writing again");
+        tracing::info!("spool: writing again");
     }
     written
 }
