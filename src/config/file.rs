@@ -1,0 +1,56 @@
+//! The TOML config file (`--config`): read into the same [`ServeOptions`]
+//! as the command line; a refused value is named by its key in the file.
+
+use std::path::Path;
+
+use clap::Args;
+
+use super::error::{bad, ConfigError};
+use super::options::ServeOptions;
+
+/// The file's options (the defaults for what it does not set), and its
+/// keys as written there.
+pub fn load(path: &Path) -> Result<(ServeOptions, Vec<String>), ConfigError> {
+    let refused =
+        |message: &dyn std::fmt::Display| bad("config", format!("{}: {message}", path.display()));
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| refused(&e))?;
+    let keys: Vec<String> = table.keys().cloned().collect();
+    // `max_body` is `max-body`.
+    let mut kebab = toml::Table::new();
+    for (key, value) in table {
+        let name = key.replace('_', "-");
+        if kebab.insert(name.clone(), value).is_some() {
+            return Err(refused(&format!("{name} is set twice")));
+        }
+    }
+    match serde_path_to_error::deserialize(toml::Value::Table(kebab)) {
+        Ok(options) => Ok((options, keys)),
+        Err(error) => {
+            let message = error.inner().message().trim_end().to_owned();
+            let name = error.path().iter().next().map(|key| key.to_string());
+            match name.filter(|name| is_option(name)) {
+                Some(name) => {
+                    let key = keys.iter().find(|key| key.replace('_', "-") == name);
+                    Err(ConfigError {
+                        origin: Some(format!("{} in {}", key.unwrap_or(&name), path.display())),
+                        option: name,
+                        message,
+                    })
+                }
+                // An unknown key, or not a table.
+                None => Err(refused(&message)),
+            }
+        }
+    }
+}
+
+/// Whether `name` is a serve option that the file may set (all but
+/// `config`).
+fn is_option(name: &str) -> bool {
+    name != "config"
+        && ServeOptions::augment_args(clap::Command::new("options"))
+            .get_arguments()
+            .any(|arg| arg.get_long() == Some(name))
+}

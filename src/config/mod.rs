@@ -1,0 +1,363 @@
+//! Configuration: flags over `HOOKWIRE_*` environment over the TOML file
+//! over defaults, validated once into [`Settings`], the one object the rest
+//! of the crate reads. Nothing downstream sees the raw options.
+
+mod cli;
+mod error;
+mod file;
+mod options;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use cli::{Cli, Command, TapArgs};
+pub use error::ConfigError;
+pub use options::{ServeArgs, ServeOptions};
+pub use values::{needs_ipv6, Frames, RouteSpec, Sched};
+
+use crate::event::id::{MAX_CORES, MAX_NODE_ID};
+use clap::Parser;
+use error::{ensure, origin};
+use values::{Ack, Endpoint};
+
+/// Validated settings, shared read-only by every core.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Join a port another process listens on (`--share-port`).
+    pub share_port: bool,
+    pub routes: Vec<RouteSpec>,
+    pub frames: Frames,
+    pub cores: usize,
+    pub node_id: u16,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body: usize,
+    pub max_header: usize,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    /// `--ack durable`.
+    pub durable: bool,
+    pub sync_interval: Duration,
+    /// Accepted mode: the least time between two hand-offs of a core's
+    /// outbox to ZeroMQ while more than one event waits (zero: none).
+    pub flush_interval: Duration,
+    pub zmq_sched: Sched,
+    pub replay_window: Duration,
+    pub sndhwm: i32,
+    /// Bytes of recently sent events kept for re-sending (accepted mode).
+    pub resend_buffer: u64,
+    /// `None`: the admin listener is off.
+    pub admin: Option<SocketAddr>,
+    pub drain_timeout: Duration,
+}
+
+impl Settings {
+    /// One core pushing to `endpoint` with a send queue deep enough that
+    /// ZeroMQ takes every event directly, and a spool in the temp dir: the
+    /// settings of benchmarks and tests that drive `Shard::standalone`.
+    pub fn standalone(endpoint: &str) -> Self {
+        let spool =
+            std::env::temp_dir().join(format!("hookwire-standalone-{}", std::process::id()));
+        let spool = spool.to_str().expect("temp dir is UTF-8");
+        let args = [
+            "hookwire",
+            "--push",
+            endpoint,
+            "--cores",
+            "1",
+            "--sndhwm",
+            "100000",
+            "--spool-dir",
+            spool,
+        ];
+        let cli = Cli::try_parse_from(args).expect("valid arguments");
+        Self::from_args(cli.serve).expect("valid settings")
+    }
+
+    /// Lays the file (if any) under the flags and the environment, and
+    /// validates the result. A refused value is named by where it was set:
+    /// the flag, its environment variable or its key in the file.
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let config = args.options.config.clone();
+        let (file, keys) = match &config {
+            Some(path) => file::load(path).map_err(|mut e| {
+                if e.origin.is_none() {
+                    e.origin = origin("config", &args.sources, None);
+                }
+                e
+            })?,
+            None => (ServeOptions::default(), Vec::new()),
+        };
+        let sources = args.sources.clone();
+        Self::validate(args.over(file)).map_err(|mut e| {
+            let file = config.as_deref().map(|path| (path, &keys[..]));
+            e.origin = origin(&e.option, &sources, file);
+            e
+        })
+    }
+
+    /// Checks what no value's type does, and reads the options into
+    /// settings.
+    fn validate(o: ServeOptions) -> Result<Self, ConfigError> {
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = o.cores.unwrap_or(available.min(MAX_CORES));
+        check_ranges(&o, cores)?;
+        let routes = routes(o.push, o.route)?;
+        Ok(Settings {
+            listen: o.listen.0,
+            share_port: o.share_port,
+            routes,
+            frames: o.frames,
+            cores,
+            node_id: o.node_id,
+            trusted_proxies: o.trusted_proxy.iter().map(|net| net.0).collect(),
+            max_body: o.max_body.0 as usize,
+            max_header: o.max_header.0 as usize,
+            idle_timeout: o.idle_timeout.0,
+            request_timeout: o.request_timeout.0,
+            spool_dir: o.spool_dir,
+            spool_max_bytes: o.spool_max_bytes.0,
+            durable: o.ack == Ack::Durable,
+            sync_interval: o.sync_interval.0,
+            flush_interval: o.flush_interval.0,
+            zmq_sched: o.zmq_sched,
+            replay_window: o.replay_window.0,
+            sndhwm: o.sndhwm,
+            resend_buffer: o.resend_buffer.0,
+            admin: o.admin.0,
+            drain_timeout: o.drain_timeout.0,
+        })
+    }
+}
+
+/// The ranges no value's type holds to, and what depends on this machine.
+fn check_ranges(o: &ServeOptions, cores: usize) -> Result<(), ConfigError> {
+    let message = format!("must be 1-{MAX_CORES}, got {cores}");
+    ensure((1..=MAX_CORES).contains(&cores), "cores", message)?;
+    let node_id = o.node_id;
+    let message = format!("must be 0-{MAX_NODE_ID}, got {node_id}");
+    ensure(node_id <= MAX_NODE_ID, "node-id", message)?;
+    // An envelope can be six times its body (a control byte is written
+    // `\u00XX`) and a spool record holds at most 1 GiB.
+    let body = (1..=128 << 20).contains(&o.max_body.0);
+    ensure(body, "max-body", "must be between 1 byte and 128MiB")?;
+    let header = (1024..=1 << 20).contains(&o.max_header.0);
+    ensure(header, "max-header", "must be between 1KiB and 1MiB")?;
+    let spool = o.spool_max_bytes.0 >= 4096;
+    ensure(spool, "spool-max-bytes", "must be at least 4KiB")?;
+    for (option, interval) in [
+        ("idle-timeout", o.idle_timeout),
+        ("request-timeout", o.request_timeout),
+        ("sync-interval", o.sync_interval),
+        ("replay-window", o.replay_window),
+        ("drain-timeout", o.drain_timeout),
+    ] {
+        ensure(!interval.0.is_zero(), option, "must be longer than zero")?;
+    }
+    let flush = o.flush_interval.0 <= Duration::from_millis(10);
+    let message = "must be at most 10ms (every 200 waits for it); 0 turns coalescing off";
+    ensure(flush, "flush-interval", message)?;
+    // Held in memory (each core and route keeps up to its share): more
+    // than the machine has could only end in an allocation failure.
+    let memory = physical_memory();
+    let memory_text = bytesize::ByteSize(memory).to_string_as(true);
+    let message = format!("must be at most this machine's memory ({memory_text})");
+    ensure(o.resend_buffer.0 <= memory, "resend-buffer", message)?;
+    ensure(o.sndhwm >= 0, "sndhwm", "must be 0 (no limit) or more")
+}
+
+/// `--push`'s catch-all route first, then each `--route`; without either,
+/// the catch-all to `tcp://127.0.0.1:5555`.
+fn routes(push: Vec<Endpoint>, route: Vec<RouteSpec>) -> Result<Vec<RouteSpec>, ConfigError> {
+    for Endpoint(endpoint) in &push {
+        values::warn_if_unresolved("push", endpoint);
+    }
+    for endpoint in route.iter().flat_map(|r| &r.endpoints) {
+        values::warn_if_unresolved("route", endpoint);
+    }
+    let mut routes = Vec::new();
+    if !push.is_empty() {
+        routes.push(RouteSpec {
+            pattern: "*".into(),
+            endpoints: push.into_iter().map(|Endpoint(e)| e).collect(),
+        });
+    }
+    routes.extend(route);
+    if routes.is_empty() {
+        routes.push(RouteSpec {
+            pattern: "*".into(),
+            endpoints: vec!["tcp://127.0.0.1:5555".into()],
+        });
+    }
+    let message = "at most 64 routes (including --push) are supported";
+    ensure(routes.len() <= 64, "route", message)?;
+    Ok(routes)
+}
+
+/// Bytes of RAM (`u64::MAX` when the system does not say).
+fn physical_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    match (u64::try_from(pages), u64::try_from(page)) {
+        (Ok(pages), Ok(page)) if pages > 0 && page > 0 => pages.saturating_mul(page),
+        _ => u64::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec!["hookwire".into()];
+        argv.extend(args.iter().map(Into::into));
+        // A value of the wrong form is refused while clap parses, as in the
+        // binary (`Cli::parse_with_sources`).
+        let cli = Cli::try_parse_from(&argv)
+            .map_err(|e| cli::refused_value(&e, &argv).expect("a refused value"))?;
+        Settings::from_args(cli.serve)
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(
+            s.routes,
+            [RouteSpec {
+                pattern: "*".into(),
+                endpoints: vec!["tcp://127.0.0.1:5555".into()]
+            }]
+        );
+        assert_eq!(s.frames, Frames::Json);
+        assert_eq!(s.max_body, 1 << 20);
+        assert_eq!(s.node_id, 0);
+        assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.drain_timeout, Duration::from_secs(10));
+        assert_eq!(s.resend_buffer, 64 << 20);
+        assert_eq!(s.zmq_sched, Sched::Batch);
+        assert_eq!(
+            settings(&["--zmq-sched", "normal"]).unwrap().zmq_sched,
+            Sched::Normal
+        );
+        assert_eq!(settings(&["--admin", "off"]).unwrap().admin, None);
+        assert!(s
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn flush_interval_units() {
+        let interval = |v: &str| settings(&["--flush-interval", v]).unwrap().flush_interval;
+        assert_eq!(
+            settings(&[]).unwrap().flush_interval,
+            Duration::ZERO,
+            "off by default"
+        );
+        for zero in ["0", "0ms", "0s", "0us"] {
+            assert_eq!(interval(zero), Duration::ZERO, "{zero}");
+        }
+        assert_eq!(interval("200us"), Duration::from_micros(200));
+        assert_eq!(interval("10ms"), Duration::from_millis(10));
+        assert!(settings(&["--flush-interval", "11ms"]).is_err());
+    }
+
+    #[test]
+    fn push_and_routes() {
+        let s = settings(&[
+            "--push",
+            "tcp://127.0.0.1:1",
+            "--route",
+            "in.gen.calltrack.*=tcp://127.0.0.1:5601,tcp://127.0.0.1:5602",
+        ])
+        .unwrap();
+        assert_eq!(s.routes.len(), 2);
+        assert_eq!(s.routes[0].pattern, "*");
+        assert_eq!(s.routes[1].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn bad_options_name_the_option() {
+        for (args, option) in [
+            (&["--push", "nope"][..], "--push"),
+            (&["--push", "tcp://127.0.0.1"], "--push"),
+            (&["--push", "inproc://x"], "--push"),
+            (&["--route", "x"], "--route"),
+            (&["--frames", "xml"], "--frames"),
+            (&["--cores", "0"], "--cores"),
+            (&["--node-id", "16"], "--node-id"),
+            (&["--trusted-proxy", "10.0.0.0/33"], "--trusted-proxy"),
+            (&["--max-body", "lots"], "--max-body"),
+            (&["--max-body", "129MiB"], "--max-body"),
+            (&["--listen", "nowhere"], "--listen"),
+            (&["--idle-timeout", "0s"], "--idle-timeout"),
+            (&["--admin", "nowhere"], "--admin"),
+            (&["--drain-timeout", "x"], "--drain-timeout"),
+            (&["--ack", "maybe"], "--ack"),
+            (&["--spool-max-bytes", "12"], "--spool-max-bytes"),
+            (&["--resend-buffer", "much"], "--resend-buffer"),
+            (&["--zmq-sched", "fifo"], "--zmq-sched"),
+            (&["--resend-buffer", "1PiB"], "--resend-buffer"),
+        ] {
+            let err = settings(args).unwrap_err().to_string();
+            assert!(err.starts_with(option), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_under_flags() {
+        let dir = std::env::temp_dir().join(format!("hookwire-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nmax-body = \"64KiB\"\nnode-id = 3\nfrnames = 1\n",
+        )
+        .unwrap();
+        let err = settings(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--config") && err.contains("frnames"),
+            "{err}"
+        );
+
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nmax-body = 65536\nnode-id = 3\nresend-buffer = \"8MiB\"\n\
+             flush-interval = 0\nshare-port = true\n",
+        )
+        .unwrap();
+        let s = settings(&["--config", path.to_str().unwrap(), "--node-id", "4"]).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.max_body, 65536);
+        assert_eq!(s.node_id, 4);
+        assert_eq!(s.resend_buffer, 8 << 20);
+        assert_eq!(s.flush_interval, Duration::ZERO);
+        assert!(s.share_port);
+        assert!(!settings(&[]).unwrap().share_port);
+
+        // A duration as a bare number other than 0 has no unit to go by.
+        std::fs::write(&path, "idle-timeout = 30\n").unwrap();
+        let err = settings(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--idle-timeout") && err.contains("'30'"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,296 @@
+//! The serve options, each declared once and typed: its flag, variable,
+//! file key (the flag's name) and default; and the flags laid over the file.
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use serde::Deserialize;
+
+use super::values::{
+    Ack, Address, Admin, Endpoint, Frames, Interval, RouteSpec, Sched, Size, TrustedNet,
+};
+
+/// The options of `serve`, from the command line and the environment (clap)
+/// or from the TOML file (serde, the flags' names as keys: `max-body`, also
+/// `max_body`).
+#[derive(Debug, Clone, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ServeOptions {
+    /// TOML file with the same keys as the flags (`max-body = "1MiB"`).
+    #[arg(long, env = "HOOKWIRE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address of the public HTTP listener
+    #[arg(
+        long,
+        env = "HOOKWIRE_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: Address,
+    /// ZeroMQ endpoint for the catch-all route `*` (repeatable; consumers bind PULL)
+    /// [default: tcp://127.0.0.1:5555 when no --push or --route is given]
+    #[arg(
+        long,
+        env = "HOOKWIRE_PUSH",
+        value_name = "ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub push: Vec<Endpoint>,
+    /// A route: `<key glob>=<endpoint>[,<endpoint>…]` (repeatable; `;` separates routes in the env var)
+    #[arg(
+        long,
+        env = "HOOKWIRE_ROUTE",
+        value_name = "GLOB=ENDPOINTS",
+        value_delimiter = ';'
+    )]
+    pub route: Vec<RouteSpec>,
+    /// Wire format: one frame (the envelope) or two (the key, then the envelope)
+    #[arg(long, env = "HOOKWIRE_FRAMES", default_value = "json")]
+    pub frames: Frames,
+    /// Executors, one per core [default: every core]
+    #[arg(long, env = "HOOKWIRE_CORES")]
+    pub cores: Option<usize>,
+    /// Node id, 0-15, distinct per hookwire node sharing consumers
+    #[arg(long, env = "HOOKWIRE_NODE_ID", default_value_t = 0)]
+    pub node_id: u16,
+    /// CIDR whose X-Real-IP / X-Forwarded-For are believed (repeatable)
+    #[arg(
+        long,
+        env = "HOOKWIRE_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        default_values = ["127.0.0.0/8", "::1/128"]
+    )]
+    pub trusted_proxy: Vec<TrustedNet>,
+    /// Largest accepted body, e.g. `1MiB`, `512k`, `65536`
+    #[arg(
+        long,
+        env = "HOOKWIRE_MAX_BODY",
+        value_name = "SIZE",
+        default_value = "1MiB"
+    )]
+    pub max_body: Size,
+    /// Largest request line + headers
+    #[arg(
+        long,
+        env = "HOOKWIRE_MAX_HEADER",
+        value_name = "SIZE",
+        default_value = "16KiB"
+    )]
+    pub max_header: Size,
+    /// Close a keep-alive connection idle this long
+    #[arg(
+        long,
+        env = "HOOKWIRE_IDLE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
+    pub idle_timeout: Interval,
+    /// A started request must arrive completely within this
+    #[arg(
+        long,
+        env = "HOOKWIRE_REQUEST_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s"
+    )]
+    pub request_timeout: Interval,
+    /// Also listen when another hookwire of this user already listens on
+    /// the address (SO_REUSEPORT; the kernel splits new connections between
+    /// them): for a restart without a gap, start the new process with this,
+    /// then SIGTERM the old. Without it an address in use is refused
+    #[arg(long, env = "HOOKWIRE_SHARE_PORT")]
+    pub share_port: bool,
+    /// Directory of the on-disk spool (one sub-directory per route and core)
+    #[arg(
+        long,
+        env = "HOOKWIRE_SPOOL_DIR",
+        value_name = "DIR",
+        default_value = "spool"
+    )]
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold, for the whole process
+    #[arg(
+        long,
+        env = "HOOKWIRE_SPOOL_MAX_BYTES",
+        value_name = "SIZE",
+        default_value = "1GiB"
+    )]
+    pub spool_max_bytes: Size,
+    /// When the 200 is sent
+    #[arg(
+        long,
+        env = "HOOKWIRE_ACK",
+        value_name = "MODE",
+        default_value = "accepted"
+    )]
+    pub ack: Ack,
+    /// Durable mode: one fdatasync covers what was appended in this interval
+    #[arg(
+        long,
+        env = "HOOKWIRE_SYNC_INTERVAL",
+        value_name = "DURATION",
+        default_value = "2ms"
+    )]
+    pub sync_interval: Interval,
+    /// Accepted mode: while several events wait, a core hands them to ZeroMQ at most once per this interval (0: every loop)
+    #[arg(
+        long,
+        env = "HOOKWIRE_FLUSH_INTERVAL",
+        value_name = "DURATION",
+        default_value = "0"
+    )]
+    pub flush_interval: Interval,
+    /// Scheduling policy of the ZeroMQ I/O threads: `batch` (woken to send,
+    /// a core's I/O thread does not preempt the core's executor but runs
+    /// when it waits) or `normal`
+    #[arg(
+        long,
+        env = "HOOKWIRE_ZMQ_SCHED",
+        value_name = "POLICY",
+        default_value = "batch"
+    )]
+    pub zmq_sched: Sched,
+    /// Durable mode: journal files are kept this long after delivery, for replay after a crash
+    #[arg(
+        long,
+        env = "HOOKWIRE_REPLAY_WINDOW",
+        value_name = "DURATION",
+        default_value = "10s"
+    )]
+    pub replay_window: Interval,
+    /// ZeroMQ send high-water mark per socket
+    #[arg(
+        long,
+        env = "HOOKWIRE_SNDHWM",
+        value_name = "MESSAGES",
+        default_value_t = 1_000
+    )]
+    pub sndhwm: i32,
+    /// Accepted mode: copies of the latest events handed to ZeroMQ, re-sent
+    /// when a consumer disconnects; for the whole process, 0 = off
+    #[arg(
+        long,
+        env = "HOOKWIRE_RESEND_BUFFER",
+        value_name = "SIZE",
+        default_value = "64MiB"
+    )]
+    pub resend_buffer: Size,
+    /// Private admin listener (/metrics, /stats, /health, /ready), or `off`
+    #[arg(
+        long,
+        env = "HOOKWIRE_ADMIN",
+        value_name = "ADDR|off",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub admin: Admin,
+    /// On SIGTERM/SIGINT, how long in-flight requests and queued events may take
+    #[arg(
+        long,
+        env = "HOOKWIRE_DRAIN_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s"
+    )]
+    pub drain_timeout: Interval,
+}
+
+impl Default for ServeOptions {
+    /// The defaults the help shows: clap's `default_value`s, read from an
+    /// empty command line without the environment.
+    fn default() -> Self {
+        let command = Self::augment_args(clap::Command::new("defaults"))
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command.get_matches_from(["defaults"]);
+        Self::from_arg_matches(&matches).expect("the defaults are valid")
+    }
+}
+
+/// The serve options clap parsed, and where it took each from (by clap
+/// id, `max_body`): the command line, the environment or the default.
+#[derive(Debug, Clone)]
+pub struct ServeArgs {
+    pub options: ServeOptions,
+    pub sources: Vec<(String, ValueSource)>,
+}
+
+impl ServeArgs {
+    /// Each option from the command line or the environment where it was
+    /// given there, else from `file` (which holds the default for what it
+    /// does not set). A list comes whole from one place: `--push` replaces
+    /// the file's `push`, it does not add to it.
+    pub fn over(self, file: ServeOptions) -> ServeOptions {
+        let given = |id: &str| {
+            self.sources.iter().any(|(given, source)| {
+                given == id && matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable)
+            })
+        };
+        let flags = self.options;
+        macro_rules! flag_else_file {
+            ($($option:ident),*) => {
+                // Every field is listed: a new option left out does not compile.
+                ServeOptions {
+                    config: flags.config,
+                    $($option: if given(stringify!($option)) { flags.$option } else { file.$option },)*
+                }
+            };
+        }
+        flag_else_file!(
+            listen,
+            push,
+            route,
+            frames,
+            cores,
+            node_id,
+            trusted_proxy,
+            max_body,
+            max_header,
+            idle_timeout,
+            request_timeout,
+            share_port,
+            spool_dir,
+            spool_max_bytes,
+            ack,
+            sync_interval,
+            flush_interval,
+            zmq_sched,
+            replay_window,
+            sndhwm,
+            resend_buffer,
+            admin,
+            drain_timeout
+        )
+    }
+}
+
+// By hand rather than derived, so that however `Cli` is parsed the options
+// come with their sources.
+impl Args for ServeArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        ServeOptions::augment_args(command)
+    }
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        ServeOptions::augment_args_for_update(command)
+    }
+}
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ServeArgs {
+            options: ServeOptions::from_arg_matches(matches)?,
+            sources: sources(matches),
+        })
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.options.update_from_arg_matches(matches)?;
+        self.sources = sources(matches);
+        Ok(())
+    }
+}
+
+fn sources(matches: &ArgMatches) -> Vec<(String, ValueSource)> {
+    matches
+        .ids()
+        .filter_map(|id| Some((id.to_string(), matches.value_source(id.as_str())?)))
+        .collect()
+}
