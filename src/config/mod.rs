@@ -243,7 +243,7 @@ mod tests {
         assert_eq!(s.frames, Frames::Json);
         assert_eq!(s.max_body, 1 << 20);
         assert_eq!(s.node_id, 0);
-        assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.admin, Some("127.0.0.1:9733".parse().unwrap()));
         assert_eq!(s.drain_timeout, Duration::from_secs(10));
         assert_eq!(s.resend_buffer, 64 << 20);
         assert_eq!(s.zmq_sched, Sched::Batch);

@@ -177,12 +177,13 @@ pub struct ServeOptions {
         default_value = "64MiB"
     )]
     pub resend_buffer: Size,
+    // Not 9090: Prometheus's own default port, often taken where it scrapes.
     /// Private admin listener (/metrics, /stats, /health, /ready), or `off`
     #[arg(
         long,
         env = "HOOKWIRE_ADMIN",
         value_name = "ADDR|off",
-        default_value = "127.0.0.1:9090"
+        default_value = "127.0.0.1:9733"
     )]
     pub admin: Admin,
     /// On SIGTERM/SIGINT, how long in-flight requests and queued events may take

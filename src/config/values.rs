@@ -83,7 +83,7 @@ impl FromStr for Admin {
         }
         resolve(text).map(|addr| Admin(Some(addr))).ok_or_else(|| {
             Invalid(format!(
-                "'{text}' is not an address like 127.0.0.1:9090 or off"
+                "'{text}' is not an address like 127.0.0.1:9733 or off"
             ))
         })
     }
