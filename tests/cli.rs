@@ -415,6 +415,24 @@ fn tap_prints_one_json_line_per_envelope_and_stops_after_count() {
     assert_eq!(got, ids);
 }
 
+/// A tap endpoint without its scheme is refused naming the forms that
+/// work, as --push does (libzmq itself says only "Invalid argument").
+#[test]
+fn tap_refuses_a_bind_without_a_scheme_naming_the_form() {
+    let out = Command::new(BIN)
+        .args(["tap", "--bind", "127.0.0.1:5555"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("hookwire: --bind: '127.0.0.1:5555'")
+            && stderr.contains("tcp://host:port or ipc://path"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn libzmq_is_bundled_not_a_system_library() {
     // zmq-sys builds libzmq from source and links it statically, so the

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::error::{env_var, ConfigError};
 use super::options::ServeArgs;
-use super::values::Invalid;
+use super::values::{bind_endpoint, Invalid};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,7 +34,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct TapArgs {
     /// Endpoint to bind the PULL socket on
-    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+    #[arg(long, default_value = "tcp://127.0.0.1:5555", value_parser = bind_endpoint)]
     pub bind: String,
     /// Exit after this many envelopes
     #[arg(long)]

@@ -113,7 +113,7 @@ pub struct Endpoint(pub String);
 impl FromStr for Endpoint {
     type Err = Invalid;
     fn from_str(endpoint: &str) -> Result<Self, Invalid> {
-        endpoint_form(endpoint)?;
+        endpoint_form(endpoint, false)?;
         let failed = |e: zmq::Error| Invalid(format!("'{endpoint}': {e}"));
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PUSH).map_err(failed)?;
@@ -126,9 +126,17 @@ impl FromStr for Endpoint {
     }
 }
 
+/// An endpoint `hookwire tap` binds on: of a form a PUSH socket can reach
+/// (libzmq judges the rest when it binds: `tcp://*:5555` is fine there).
+pub fn bind_endpoint(endpoint: &str) -> Result<String, Invalid> {
+    endpoint_form(endpoint, true)?;
+    Ok(endpoint.to_owned())
+}
+
 /// Refuses an endpoint no consumer can be reached at, naming the forms
-/// that can (libzmq itself would say only "Invalid argument").
-fn endpoint_form(endpoint: &str) -> Result<(), Invalid> {
+/// that can (libzmq itself would say only "Invalid argument"). A bound
+/// port may also be `0` or `*`: any free one.
+fn endpoint_form(endpoint: &str, bind: bool) -> Result<(), Invalid> {
     let not = || {
         Invalid(format!(
             "'{endpoint}' is not a ZeroMQ endpoint (expected tcp://host:port or ipc://path)"
@@ -137,7 +145,8 @@ fn endpoint_form(endpoint: &str) -> Result<(), Invalid> {
     let (scheme, rest) = endpoint.split_once("://").ok_or_else(not)?;
     let ok = match scheme {
         "tcp" => rest.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            let any = bind && matches!(port, "*" | "0");
+            !host.is_empty() && (any || port.parse::<u16>().is_ok_and(|p| p > 0))
         }),
         "ipc" => !rest.is_empty(),
         "inproc" => return Err(Invalid(format!(
