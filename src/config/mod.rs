@@ -360,4 +360,44 @@ mod tests {
         );
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// As the flag and the variable take one value or a list (`,`; `;`
+    /// between routes), so does the file: a string or an array of them.
+    #[test]
+    fn file_lists_take_a_string_or_an_array() {
+        let dir = std::env::temp_dir().join(format!("hookwire-lists-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.toml");
+        let from_file = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            settings(&["--config", path.to_str().unwrap()]).unwrap()
+        };
+        let one = from_file(
+            "push = \"tcp://127.0.0.1:5601\"\nroute = \"a.*=tcp://127.0.0.1:5602\"\n\
+             trusted-proxy = \"10.0.0.0/8\"\n",
+        );
+        assert_eq!(one.routes.len(), 2);
+        assert_eq!(one.routes[0].endpoints, ["tcp://127.0.0.1:5601"]);
+        assert_eq!(one.routes[1].pattern, "a.*");
+        assert_eq!(
+            one.trusted_proxies,
+            ["10.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
+        let joined = from_file(
+            "push = \"tcp://127.0.0.1:5601,tcp://127.0.0.1:5603\"\n\
+             route = \"a.*=tcp://127.0.0.1:5602;b.*=tcp://127.0.0.1:5604\"\n\
+             trusted-proxy = \"10.0.0.0/8,192.168.0.0/16\"\n",
+        );
+        let listed = from_file(
+            "push = [\"tcp://127.0.0.1:5601\", \"tcp://127.0.0.1:5603\"]\n\
+             route = [\"a.*=tcp://127.0.0.1:5602\", \"b.*=tcp://127.0.0.1:5604\"]\n\
+             trusted-proxy = [\"10.0.0.0/8\", \"192.168.0.0/16\"]\n",
+        );
+        assert_eq!(joined.routes, listed.routes);
+        assert_eq!(joined.routes.len(), 3);
+        assert_eq!(joined.routes[0].endpoints.len(), 2);
+        assert_eq!(joined.trusted_proxies, listed.trusted_proxies);
+        assert_eq!(joined.trusted_proxies.len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

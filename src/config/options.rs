@@ -8,7 +8,7 @@ use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Deserialize;
 
 use super::values::{
-    Ack, Address, Admin, Endpoint, Frames, Interval, RouteSpec, Sched, Size, TrustedNet,
+    list, Ack, Address, Admin, Endpoint, Frames, Interval, RouteSpec, Sched, Size, TrustedNet,
 };
 
 /// The options of `serve`, from the command line and the environment (clap)
@@ -37,6 +37,7 @@ pub struct ServeOptions {
         value_name = "ENDPOINT",
         value_delimiter = ','
     )]
+    #[serde(deserialize_with = "list::<',', _, _>")]
     pub push: Vec<Endpoint>,
     /// A route: `<key glob>=<endpoint>[,<endpoint>…]` (repeatable; `;` separates routes in the env var)
     #[arg(
@@ -45,6 +46,7 @@ pub struct ServeOptions {
         value_name = "GLOB=ENDPOINTS",
         value_delimiter = ';'
     )]
+    #[serde(deserialize_with = "list::<';', _, _>")]
     pub route: Vec<RouteSpec>,
     /// Wire format: one frame (the envelope) or two (the key, then the envelope)
     #[arg(long, env = "HOOKWIRE_FRAMES", default_value = "json")]
@@ -63,6 +65,7 @@ pub struct ServeOptions {
         value_delimiter = ',',
         default_values = ["127.0.0.0/8", "::1/128"]
     )]
+    #[serde(deserialize_with = "list::<',', _, _>")]
     pub trusted_proxy: Vec<TrustedNet>,
     /// Largest accepted body, e.g. `1MiB`, `512k`, `65536`
     #[arg(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use ipnet::IpNet;
-use serde::de::{Deserializer, Error as _, Visitor};
+use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// Why a value was refused: its text says which value and the form expected.
@@ -280,7 +280,7 @@ macro_rules! deserialize_by_from_str {
         }
     )*};
 }
-deserialize_by_from_str!(Size, Interval, Address, Admin, TrustedNet, Endpoint, RouteSpec);
+deserialize_by_from_str!(Size, Interval, Address, Admin);
 deserialize_by_from_str!(Frames, Sched, Ack);
 
 /// Reads a string, or a number as its digits. Hand-written: serde's derives
@@ -300,5 +300,42 @@ impl Visitor<'_> for Text {
     }
     fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<String, E> {
         Ok(n.to_string())
+    }
+}
+
+/// A list in the file: one string or an array of strings, each split at
+/// `SEPARATOR` as clap's `value_delimiter` splits the flag's value, then
+/// each piece read by the same `FromStr`.
+pub fn list<'de, const SEPARATOR: char, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = Invalid>,
+{
+    let texts = deserializer.deserialize_any(Texts)?;
+    texts
+        .iter()
+        .flat_map(|text| text.split(SEPARATOR))
+        .map(|piece| piece.parse().map_err(D::Error::custom))
+        .collect()
+}
+
+/// Reads a string or an array of strings. Hand-written: serde's untagged
+/// enums would refuse a wrong value without saying what was expected.
+struct Texts;
+
+impl<'de> Visitor<'de> for Texts {
+    type Value = Vec<String>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+        Ok(vec![text.to_owned()])
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut texts = Vec::new();
+        while let Some(text) = seq.next_element()? {
+            texts.push(text);
+        }
+        Ok(texts)
     }
 }
