@@ -177,7 +177,7 @@ pub fn warn_if_unresolved(option: &str, endpoint: &str) {
             .rsplit_once(';')
             .map_or(host_port, |(_, remote)| remote);
         if host_port.to_socket_addrs().is_err() {
-            eprintln!("hookwire: --{option}: '{endpoint}': the host does not resolve now; events for it wait in the spool until it does and a consumer answers");
+            tracing::warn!("--{option}: '{endpoint}': the host does not resolve now; events for it wait in the spool until it does and a consumer answers");
         }
     }
 }
