@@ -12,6 +12,9 @@ use glommio::io::{DmaFile, ReadResult};
 use super::dir::{self, SegmentFile};
 use super::record;
 
+/// Segment files rotate past this size.
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+
 /// One spool file.
 #[derive(Debug)]
 pub(super) struct Segment {

@@ -9,9 +9,9 @@ use std::rc::Rc;
 use glommio::io::DmaFile;
 
 use super::record::ALIGN;
-use super::segment::RouteSpool;
+use super::segment::{RouteSpool, SEGMENT_BYTES};
+use super::spools::CoreSpool;
 use super::tickets::Tickets;
-use super::{CoreSpool, SEGMENT_BYTES};
 
 /// A write job: one route's pending bytes, aligned.
 struct Job {
