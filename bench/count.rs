@@ -10,7 +10,6 @@ mod samples;
 
 use std::sync::Arc;
 
-use hookwire::config::Settings;
 use hookwire::conn::Conn;
 use hookwire::testing;
 
@@ -32,7 +31,7 @@ fn main() {
     let pull = context.socket(zmq::PULL).unwrap();
     pull.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
-    let settings = Arc::new(Settings::standalone(&endpoint));
+    let settings = Arc::new(hookwire::testing::settings(&endpoint));
     let mut shard = testing::shard(settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
     for _ in 0..n {

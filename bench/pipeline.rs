@@ -25,7 +25,6 @@ mod samples;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use hookwire::config::Settings;
 use hookwire::conn::{Conn, Step};
 use hookwire::metrics::Metrics;
 use hookwire::shard::Shard;
@@ -55,7 +54,7 @@ fn pipeline(c: &mut Criterion) {
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
     std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
 
-    let settings = Arc::new(Settings::standalone(&endpoint));
+    let settings = Arc::new(hookwire::testing::settings(&endpoint));
     let mut shard = hookwire::testing::shard(settings.clone()).unwrap();
     let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
     pin(0);

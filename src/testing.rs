@@ -1,15 +1,37 @@
 //! For benchmarks and tests that drive a connection without the server:
-//! a core's state outside its executor, and bytes fed as if read.
+//! settings, a core's state outside its executor, and bytes fed as if read.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Settings;
+use clap::Parser;
+
+use crate::config::{Cli, Settings};
 use crate::conn::Conn;
 use crate::shard::Shard;
 use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
+
+/// One core pushing to `endpoint` with a send queue deep enough that
+/// ZeroMQ takes every event directly, and a spool in the temp dir.
+pub fn settings(endpoint: &str) -> Settings {
+    let spool = std::env::temp_dir().join(format!("hookwire-standalone-{}", std::process::id()));
+    let spool = spool.to_str().expect("temp dir is UTF-8");
+    let args = [
+        "hookwire",
+        "--push",
+        endpoint,
+        "--cores",
+        "1",
+        "--sndhwm",
+        "100000",
+        "--spool-dir",
+        spool,
+    ];
+    let cli = Cli::try_parse_from(args).expect("valid arguments");
+    Settings::from_args(cli.serve).expect("valid settings")
+}
 
 /// Core 0's state outside the server: its spool is recovered on a
 /// short-lived executor (the retry and flush tasks do not run, so events

@@ -20,7 +20,6 @@ pub use options::{ServeArgs, ServeOptions};
 pub use values::{needs_ipv6, Frames, RouteSpec, Sched};
 
 use crate::event::id::{MAX_CORES, MAX_NODE_ID};
-use clap::Parser;
 use error::{ensure, origin};
 use values::{Ack, Endpoint};
 
@@ -58,28 +57,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// One core pushing to `endpoint` with a send queue deep enough that
-    /// ZeroMQ takes every event directly, and a spool in the temp dir: the
-    /// settings of benchmarks and tests that drive `Shard::standalone`.
-    pub fn standalone(endpoint: &str) -> Self {
-        let spool =
-            std::env::temp_dir().join(format!("hookwire-standalone-{}", std::process::id()));
-        let spool = spool.to_str().expect("temp dir is UTF-8");
-        let args = [
-            "hookwire",
-            "--push",
-            endpoint,
-            "--cores",
-            "1",
-            "--sndhwm",
-            "100000",
-            "--spool-dir",
-            spool,
-        ];
-        let cli = Cli::try_parse_from(args).expect("valid arguments");
-        Self::from_args(cli.serve).expect("valid settings")
-    }
-
     /// Lays the file (if any) under the flags and the environment, and
     /// validates the result. A refused value is named by where it was set:
     /// the flag, its environment variable or its key in the file.
@@ -217,6 +194,8 @@ fn physical_memory() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     fn settings(args: &[&str]) -> Result<Settings, ConfigError> {

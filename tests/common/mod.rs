@@ -437,7 +437,7 @@ pub fn in_process() -> InProcess {
     pull.set_rcvtimeo(20_000).unwrap();
     pull.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
-    let settings = std::sync::Arc::new(hookwire::config::Settings::standalone(&endpoint));
+    let settings = std::sync::Arc::new(hookwire::testing::settings(&endpoint));
     let shard = hookwire::testing::shard(settings.clone()).unwrap();
     InProcess {
         pull,
