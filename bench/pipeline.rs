@@ -6,7 +6,7 @@
 //! (parse, decode, merge, encode, ids) are in bench/stages.rs.
 //!
 //! Two groups: `to_envelope` stops at the envelope bytes in the core's
-//! outbox (issue 5's "request bytes in → envelope bytes out": head parse,
+//! outbox ("request bytes in → envelope bytes out": head parse,
 //! route, decode, merge, ids, envelope, response; the outbox is dropped
 //! instead of sent), `pipeline` goes on through the hand-off to ZeroMQ.
 //!
@@ -87,8 +87,8 @@ fn pipeline(c: &mut Criterion) {
     }
     group.finish();
 
-    // The same path up to the envelope bytes in the core's outbox (issue
-    // 5's "request bytes in → envelope bytes out"): everything above but
+    // The same path up to the envelope bytes in the core's outbox
+    // ("request bytes in → envelope bytes out"): everything above but
     // the hand-off to ZeroMQ, whose outbox is dropped instead of sent.
     let mut group = c.benchmark_group("to_envelope");
     for s in samples::all() {

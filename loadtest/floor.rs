@@ -2,7 +2,7 @@
 //! HTTP parsing, no decoding, no envelope, no ZeroMQ. What this design
 //! costs on this machine before hookwire does any work of its own.
 //!
-//! Like hookwire: one glommio executor per core, pinned, 1 MiB of io_uring
+//! Like hookwire: one glommio executor per core, pinned, registered io_uring
 //! buffers, each with its own SO_REUSEPORT listener (glommio's
 //! `TcpListener::bind`), TCP_NODELAY, one read into the connection's buffer,
 //! one write per read. It counts the `\r\n\r\n` that end request heads in

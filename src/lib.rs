@@ -7,29 +7,40 @@
 //!
 //! # Layout
 //!
-//! Imports point one way, from the connection down to the wire formats.
+//! Imports point one way, from the connection down to the wire formats:
 //!
-//! - [`runtime`]: one glommio executor per core: listeners and accept
-//!   loops, the core's control loop, spool tasks, snapshots, the drain.
-//! - [`conn`]: one connection, sans-IO ([`conn::Conn`]), its I/O loop and
-//!   the core's connection registry (timeouts, drain).
-//! - [`shard`]: one core's reused state and the request handler.
-//! - [`ingest`]: path, query and body → the event's routing fields and the
-//!   members of `data` (`form` urlencoded, `json` simd-json, `layout` JSON
-//!   spans, `merge` grouping, `charset` decoding, `route` validation).
-//! - [`event`]: the routing key, the envelope encoder, snowflake ids.
-//! - [`fanout`]: per-core PUSH sockets, routes, the outbox and re-sends.
-//! - [`spool`]: the on-disk spool per core and route, and the durable journal.
-//! - [`http`]: sans-IO request heads (httparse), chunked bodies, media
-//!   types, the client's address, responses.
-//! - [`reject`]: every refusal's status, code and message.
-//! - `jsonw`: the JSON writers the encoders share.
-//! - [`metrics`]: per-core hdrhistograms and counters.
-//! - [`admin`]: the private admin listener; merges core snapshots on demand.
-//! - [`config`]: flags, `HOOKWIRE_*` env and TOML file → [`config::Settings`].
-//! - [`log`]: `tracing` lines on stderr, by level.
-//! - [`tap`]: the built-in PULL consumer.
-//! - [`testing`]: a core's state outside the server, for benches and tests.
+//! ```text
+//! main.rs           the binary: command line, signals, open-files limit
+//! runtime/          one glommio executor per core
+//!   listener.rs     SO_REUSEPORT listeners, bound before the cores start; accept loop
+//!   core.rs         a core's start and control loop (delivery, admin asks, timeouts)
+//!   spooling.rs     the flusher (outbox → ZeroMQ, spool writes) and spool delivery
+//!   drain.rs        the graceful drain, in three phases
+//!   snapshot.rs     a copy of a core's metrics and routes, for the admin
+//! conn/             one connection
+//!   mod.rs          the sans-IO Conn: buffer, pipelining, framing, 100-continue
+//!   io.rs           its read → process → write loop, timeouts
+//!   registry.rs     the core's connections: deadlines, the timeout sweep, the drain
+//! shard.rs          a core's reused state and the request handler
+//! ingest/           path, query, body → routing fields and the members of `data`
+//!   route.rs        service/name/projectId from the path, and their validation
+//!   form.rs         query strings and urlencoded bodies
+//!   json.rs         JSON bodies (simd-json); layout.rs: value spans and minifying
+//!   merge.rs        grouping repeated and bracketed keys
+//!   charset.rs      a body's charset and its decoding to UTF-8
+//! event/            the routing key; envelope.rs: the encoder; id.rs: snowflake ids
+//! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, closing
+//! spool/            the on-disk spool: records, segments, writer, reader, tickets
+//! http/             request heads, chunked bodies, media types, client address, responses
+//! reject.rs         every refusal's status, code and message
+//! jsonw.rs          the JSON writers the encoders share
+//! metrics.rs        per-core hdrhistograms and counters
+//! admin/            the private admin listener: /health, /ready, /stats, /metrics
+//! config/           flags, HOOKWIRE_* env and the TOML file → Settings
+//! log.rs            tracing lines on stderr, by level
+//! tap.rs            the built-in PULL consumer
+//! testing.rs        a core's state outside the server, for benches and tests
+//! ```
 //!
 //! # A request's path
 //!

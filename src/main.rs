@@ -1,3 +1,7 @@
+//! The `hookwire` binary: the command line, the open-files limit, the
+//! start of the cores and the admin listener, and the signals that drain
+//! them.
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! End-to-end tests of the ingestion contract (`shared/spec/ingest.md`):
+//! End-to-end tests of the ingestion contract (docs/contract.md):
 //! endpoints and URL forms, body formats, query/form decoding, the body +
 //! query merge, the envelope, `uid` sources, transport data and refusals.
 //!

@@ -34,7 +34,7 @@ pub const TOO_DEEP: &str = "the body nests objects and arrays more than 64 level
      which consumers' JSON parsers may refuse; send a flatter document";
 const _: () = assert!(super::layout::MAX_DEPTH == 64, "TOO_DEEP names the limit");
 
-/// The message for [`lone_surrogate`]'s refusals.
+/// The message for `lone_surrogate`'s refusals.
 pub const LONE_SURROGATE: &str = "the body has a \\u escape of half a UTF-16 surrogate pair \
      (\\uD800-\\uDFFF without its other half), which many consumers' JSON parsers reject; \
      send the character as UTF-8 or as a complete pair";

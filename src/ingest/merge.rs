@@ -4,7 +4,7 @@
 //! object `a`, members appear in the order of their first occurrence. Done
 //! with sorts over reused index vectors (O(n log n), no hashing, no
 //! allocation in steady state), because a 1 MiB form can carry 100 000 keys;
-//! up to [`SMALL`] entries (a typical postback has 5–30) a quadratic scan
+//! up to `SMALL` entries (a typical postback has 5–30) a quadratic scan
 //! with a length check before each comparison does the same grouping in a
 //! fraction of the sort's time.
 

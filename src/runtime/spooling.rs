@@ -16,10 +16,8 @@ pub enum Pause {
     Always(Duration),
     /// Accepted mode (`--flush-interval`, off by default): only while more
     /// than one event waits, so a lone request is answered at once. Fewer,
-    /// larger hand-offs mean fewer wake-ups of libzmq's I/O thread; on this
-    /// project's 2-core machine 200 µs roughly halved oha's p99 at 64
-    /// connections but cost 16 connections a quarter of their throughput
-    /// (tuning.md).
+    /// larger hand-offs mean fewer wake-ups of libzmq's I/O thread, at a
+    /// cost in latency for few connections (tuning.md has the trade).
     WhenSeveral(Duration),
 }
 
