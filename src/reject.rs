@@ -6,126 +6,65 @@ use crate::http::{Error, Status};
 /// The methods hookwire answers.
 pub const ALLOW: &[u8] = b"Allow: GET, POST, HEAD, OPTIONS\r\n";
 
-/// The `error` codes of refusal bodies, in the order of the per-code
-/// counters ([`Code::ALL`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    MalformedRequest,
-    UnsupportedHttpVersion,
-    HeadersTooLarge,
-    TooManyHeaders,
-    BadContentLength,
-    AmbiguousFraming,
-    UnsupportedTransferEncoding,
-    BadChunk,
-    BodyTooLarge,
-    ChunksTooSmall,
-    RequestTimeout,
-    MethodNotAllowed,
-    MissingService,
-    InvalidService,
-    MissingName,
-    InvalidName,
-    InvalidProjectId,
-    InvalidJson,
-    UnsupportedContentType,
-    UnsupportedCharset,
-    UnsupportedContentEncoding,
-    SpoolFull,
-    SpoolError,
-    NoRoute,
+/// Declares [`Code`] once: each variant with its name and status.
+macro_rules! codes {
+    ($($code:ident = $name:literal, $status:ident;)*) => {
+        /// The `error` codes of refusal bodies, in the order of the
+        /// per-code counters ([`Code::ALL`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($code,)*
+        }
+
+        impl Code {
+            pub const ALL: [Code; [$(Code::$code),*].len()] = [$(Code::$code),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$code => $name,)*
+                }
+            }
+
+            pub fn status(self) -> Status {
+                match self {
+                    $(Code::$code => Status::$status,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    MalformedRequest = "malformed_request", BadRequest;
+    UnsupportedHttpVersion = "unsupported_http_version", BadRequest;
+    HeadersTooLarge = "headers_too_large", HeadersTooLarge;
+    TooManyHeaders = "too_many_headers", HeadersTooLarge;
+    BadContentLength = "bad_content_length", BadRequest;
+    AmbiguousFraming = "ambiguous_framing", BadRequest;
+    UnsupportedTransferEncoding = "unsupported_transfer_encoding", BadRequest;
+    BadChunk = "bad_chunk", BadRequest;
+    BodyTooLarge = "body_too_large", PayloadTooLarge;
+    ChunksTooSmall = "chunks_too_small", PayloadTooLarge;
+    RequestTimeout = "request_timeout", RequestTimeout;
+    MethodNotAllowed = "method_not_allowed", MethodNotAllowed;
+    MissingService = "missing_service", BadRequest;
+    InvalidService = "invalid_service", BadRequest;
+    MissingName = "missing_name", BadRequest;
+    InvalidName = "invalid_name", BadRequest;
+    InvalidProjectId = "invalid_project_id", BadRequest;
+    InvalidJson = "invalid_json", BadRequest;
+    UnsupportedContentType = "unsupported_content_type", UnsupportedMediaType;
+    UnsupportedCharset = "unsupported_charset", UnsupportedMediaType;
+    UnsupportedContentEncoding = "unsupported_content_encoding", UnsupportedMediaType;
+    SpoolFull = "spool_full", ServiceUnavailable;
+    SpoolError = "spool_error", ServiceUnavailable;
+    NoRoute = "no_route", ServiceUnavailable;
 }
 
 impl Code {
-    pub const ALL: [Code; 24] = {
-        use Code::*;
-        [
-            MalformedRequest,
-            UnsupportedHttpVersion,
-            HeadersTooLarge,
-            TooManyHeaders,
-            BadContentLength,
-            AmbiguousFraming,
-            UnsupportedTransferEncoding,
-            BadChunk,
-            BodyTooLarge,
-            ChunksTooSmall,
-            RequestTimeout,
-            MethodNotAllowed,
-            MissingService,
-            InvalidService,
-            MissingName,
-            InvalidName,
-            InvalidProjectId,
-            InvalidJson,
-            UnsupportedContentType,
-            UnsupportedCharset,
-            UnsupportedContentEncoding,
-            SpoolFull,
-            SpoolError,
-            NoRoute,
-        ]
-    };
-
     /// Position in [`Code::ALL`].
     pub fn index(self) -> usize {
         self as usize
-    }
-
-    pub fn as_str(self) -> &'static str {
-        use Code::*;
-        match self {
-            MalformedRequest => "malformed_request",
-            UnsupportedHttpVersion => "unsupported_http_version",
-            HeadersTooLarge => "headers_too_large",
-            TooManyHeaders => "too_many_headers",
-            BadContentLength => "bad_content_length",
-            AmbiguousFraming => "ambiguous_framing",
-            UnsupportedTransferEncoding => "unsupported_transfer_encoding",
-            BadChunk => "bad_chunk",
-            BodyTooLarge => "body_too_large",
-            ChunksTooSmall => "chunks_too_small",
-            RequestTimeout => "request_timeout",
-            MethodNotAllowed => "method_not_allowed",
-            MissingService => "missing_service",
-            InvalidService => "invalid_service",
-            MissingName => "missing_name",
-            InvalidName => "invalid_name",
-            InvalidProjectId => "invalid_project_id",
-            InvalidJson => "invalid_json",
-            UnsupportedContentType => "unsupported_content_type",
-            UnsupportedCharset => "unsupported_charset",
-            UnsupportedContentEncoding => "unsupported_content_encoding",
-            SpoolFull => "spool_full",
-            SpoolError => "spool_error",
-            NoRoute => "no_route",
-        }
-    }
-
-    pub fn status(self) -> Status {
-        use Code::*;
-        match self {
-            MalformedRequest
-            | UnsupportedHttpVersion
-            | BadContentLength
-            | AmbiguousFraming
-            | UnsupportedTransferEncoding
-            | BadChunk
-            | MissingService
-            | InvalidService
-            | MissingName
-            | InvalidName
-            | InvalidProjectId
-            | InvalidJson => Status::BadRequest,
-            HeadersTooLarge | TooManyHeaders => Status::HeadersTooLarge,
-            BodyTooLarge | ChunksTooSmall => Status::PayloadTooLarge,
-            RequestTimeout => Status::RequestTimeout,
-            MethodNotAllowed => Status::MethodNotAllowed,
-            UnsupportedContentType | UnsupportedCharset | UnsupportedContentEncoding => {
-                Status::UnsupportedMediaType
-            }
-            SpoolFull | SpoolError | NoRoute => Status::ServiceUnavailable,
-        }
     }
 }
 
