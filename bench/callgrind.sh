@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bin=${COUNT_BIN:-}
 if [ -z "$bin" ]; then
     bin=$(cargo bench --bench count --no-run --message-format=json 2>/dev/null |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+        grep '"name":"count"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 fi
 samples=${*:-affise_get seed_get_path seed_get_query seed_json seed_form amocrm_form_1k webhook_json_4k}
 ir() {

@@ -99,6 +99,8 @@ impl Layout {
     /// whether the value is compact (no whitespace inside). Visits only
     /// brackets, the starts of numbers and literals, and the `,` and `:` of
     /// the top-level object.
+    // Kept out of `JsonBody::parse`: inlined there it costs more.
+    #[inline(never)]
     pub fn members(
         &self,
         raw: &[u8],
