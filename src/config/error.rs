@@ -5,6 +5,8 @@ use std::path::Path;
 
 use clap::parser::ValueSource;
 
+use super::options::Sources;
+
 /// A refused option: which one, where its value was set when not on the
 /// command line, and what is wrong with it.
 #[derive(Debug)]
@@ -58,13 +60,13 @@ pub(crate) fn env_var(option: &str) -> String {
 /// `sources`, by clap id: `max_body`), or its key in the config file.
 pub(crate) fn origin(
     option: &str,
-    sources: &[(String, ValueSource)],
+    sources: &Sources,
     file: Option<(&Path, &[String])>,
 ) -> Option<String> {
     let id = option.replace('-', "_");
-    match sources.iter().find(|(given, _)| *given == id) {
-        Some((_, ValueSource::CommandLine)) => return None,
-        Some((_, ValueSource::EnvVariable)) => return Some(env_var(option)),
+    match sources.of(&id) {
+        Some(ValueSource::CommandLine) => return None,
+        Some(ValueSource::EnvVariable) => return Some(env_var(option)),
         _ => {}
     }
     let (path, keys) = file?;

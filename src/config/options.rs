@@ -215,7 +215,21 @@ impl Default for ServeOptions {
 #[derive(Debug, Clone)]
 pub struct ServeArgs {
     pub options: ServeOptions,
-    pub sources: Vec<(String, ValueSource)>,
+    pub sources: Sources,
+}
+
+/// Where clap took each option it saw from, by clap id (`max_body`).
+#[derive(Debug, Clone, Default)]
+pub struct Sources(Vec<(String, ValueSource)>);
+
+impl Sources {
+    /// Where the option with clap id `id` was taken from, if clap saw it.
+    pub fn of(&self, id: &str) -> Option<ValueSource> {
+        self.0
+            .iter()
+            .find(|(given, _)| given == id)
+            .map(|(_, s)| *s)
+    }
 }
 
 impl ServeArgs {
@@ -225,9 +239,10 @@ impl ServeArgs {
     /// the file's `push`, it does not add to it.
     pub fn over(self, file: ServeOptions) -> ServeOptions {
         let given = |id: &str| {
-            self.sources.iter().any(|(given, source)| {
-                given == id && matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable)
-            })
+            matches!(
+                self.sources.of(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
         };
         let flags = self.options;
         macro_rules! flag_else_file {
@@ -292,9 +307,11 @@ impl FromArgMatches for ServeArgs {
     }
 }
 
-fn sources(matches: &ArgMatches) -> Vec<(String, ValueSource)> {
-    matches
-        .ids()
-        .filter_map(|id| Some((id.to_string(), matches.value_source(id.as_str())?)))
-        .collect()
+fn sources(matches: &ArgMatches) -> Sources {
+    Sources(
+        matches
+            .ids()
+            .filter_map(|id| Some((id.to_string(), matches.value_source(id.as_str())?)))
+            .collect(),
+    )
 }
