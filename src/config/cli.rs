@@ -75,6 +75,10 @@ pub(crate) fn refused_value(error: &clap::Error, argv: &[OsString]) -> Option<Co
             ) else {
                 return None;
             };
+            if value.is_empty() {
+                // No value at all: clap's "a value is required" says so.
+                return None;
+            }
             format!("'{value}' is not one of: {}", choices.join(", "))
         }
         _ => return None,
@@ -87,7 +91,7 @@ pub(crate) fn refused_value(error: &clap::Error, argv: &[OsString]) -> Option<Co
     })
 }
 
-/// The flag whose value clap refused: `--cores` of "--cores <CORES>".
+/// The flag whose value clap refused: `--cores` of `--cores <CORES>`.
 fn refused_flag(error: &clap::Error) -> Option<&str> {
     use clap::error::{ContextKind, ContextValue};
     match error.get(ContextKind::InvalidArg) {

@@ -6,11 +6,12 @@ use std::path::Path;
 use clap::Args;
 
 use super::error::{bad, ConfigError};
-use super::options::ServeOptions;
+use super::options::{ServeOptions, Sources};
 
 /// The file's options (the defaults for what it does not set), and its
-/// keys as written there.
-pub fn load(path: &Path) -> Result<(ServeOptions, Vec<String>), ConfigError> {
+/// keys as written there. A key whose option the command line or the
+/// environment gives is not read: their value wins, even over a bad one.
+pub fn load(path: &Path, given: &Sources) -> Result<(ServeOptions, Vec<String>), ConfigError> {
     let refused =
         |message: &dyn std::fmt::Display| bad("config", format!("{}: {message}", path.display()));
     let text = std::fs::read_to_string(path)
@@ -23,6 +24,9 @@ pub fn load(path: &Path) -> Result<(ServeOptions, Vec<String>), ConfigError> {
         let name = key.replace('_', "-");
         if kebab.insert(name.clone(), value).is_some() {
             return Err(refused(&format!("{name} is set twice")));
+        }
+        if is_option(&name) && given.given(&name.replace('-', "_")) {
+            kebab.remove(&name);
         }
     }
     match serde_path_to_error::deserialize(toml::Value::Table(kebab)) {

@@ -63,7 +63,7 @@ impl Settings {
     pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
         let config = args.options.config.clone();
         let (file, keys) = match &config {
-            Some(path) => file::load(path).map_err(|mut e| {
+            Some(path) => file::load(path, &args.sources).map_err(|mut e| {
                 if e.origin.is_none() {
                     e.origin = origin("config", &args.sources, None);
                 }
@@ -93,7 +93,7 @@ impl Settings {
             frames: o.frames,
             cores,
             node_id: o.node_id,
-            trusted_proxies: o.trusted_proxy.iter().map(|net| net.0).collect(),
+            trusted_proxies: trusted_proxies(o.trusted_proxy),
             max_body: o.max_body.0 as usize,
             max_header: o.max_header.0 as usize,
             idle_timeout: o.idle_timeout.0,
@@ -190,6 +190,17 @@ fn physical_memory() -> u64 {
         (Ok(pages), Ok(page)) if pages > 0 && page > 0 => pages.saturating_mul(page),
         _ => u64::MAX,
     }
+}
+
+/// The trusted proxies; an empty list (`trusted-proxy = []`) is the
+/// default, loopback, as when none is given.
+fn trusted_proxies(nets: Vec<values::TrustedNet>) -> Vec<IpNet> {
+    let nets = if nets.is_empty() {
+        ServeOptions::default().trusted_proxy
+    } else {
+        nets
+    };
+    nets.iter().map(|net| net.0).collect()
 }
 
 #[cfg(test)]
@@ -338,6 +349,36 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A flag replaces the file's value without reading it, a bad one too;
+    /// an empty trusted-proxy list is the default, as an absent one.
+    #[test]
+    fn flags_override_the_file_unread_and_empty_lists_are_defaults() {
+        let dir = std::env::temp_dir().join(format!("hookwire-override-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.toml");
+        std::fs::write(&path, "max-body = \"lots\"\ntrusted-proxy = []\n").unwrap();
+        let file = path.to_str().unwrap();
+        let s = settings(&["--config", file, "--max-body", "64KiB"]).unwrap();
+        assert_eq!(s.max_body, 64 << 10);
+        assert_eq!(s.trusted_proxies, settings(&[]).unwrap().trusted_proxies);
+        assert_eq!(s.trusted_proxies.len(), 2);
+        let err = settings(&["--config", file]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--max-body") && err.contains("'lots'"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// An option given without a value keeps clap's own message.
+    #[test]
+    fn a_missing_value_is_said_by_clap() {
+        let argv: Vec<std::ffi::OsString> = vec!["hookwire".into(), "--frames".into()];
+        let err = Cli::try_parse_from(&argv).unwrap_err();
+        assert!(cli::refused_value(&err, &argv).is_none());
+        assert!(err.to_string().contains("a value is required"), "{err}");
     }
 
     /// As the flag and the variable take one value or a list (`,`; `;`

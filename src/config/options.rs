@@ -230,6 +230,15 @@ impl Sources {
             .find(|(given, _)| given == id)
             .map(|(_, s)| *s)
     }
+
+    /// Whether the option was given on the command line or in the
+    /// environment (so the file's value does not count).
+    pub fn given(&self, id: &str) -> bool {
+        matches!(
+            self.of(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    }
 }
 
 impl ServeArgs {
@@ -238,12 +247,7 @@ impl ServeArgs {
     /// does not set). A list comes whole from one place: `--push` replaces
     /// the file's `push`, it does not add to it.
     pub fn over(self, file: ServeOptions) -> ServeOptions {
-        let given = |id: &str| {
-            matches!(
-                self.sources.of(id),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            )
-        };
+        let given = |id: &str| self.sources.given(id);
         let flags = self.options;
         macro_rules! flag_else_file {
             ($($option:ident),*) => {
