@@ -56,8 +56,8 @@ pub async fn flusher(
 }
 
 thread_local! {
-    /// This core's last spool read failed.
-    static READ_FAILING: Cell<bool> = const { Cell::new(false) };
+    /// The routes (a bit each; at most 64) whose last spool read failed.
+    static READ_FAILING: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Hands spooled events to ZeroMQ and reads more from disk where needed;
@@ -66,6 +66,11 @@ pub async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>)
     let reads = shard.borrow_mut().fanout.deliver_spooled();
     let mut read = false;
     for next in reads {
+        let route = match &next {
+            spool::Next::Read { route, .. } | spool::Next::Open { route, .. } => *route,
+            spool::Next::Idle => continue,
+        };
+        let bit = 1u64 << (route % 64);
         let outcome = match next {
             spool::Next::Read {
                 route,
@@ -86,14 +91,19 @@ pub async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>)
         match outcome {
             Ok(()) => {
                 read = true;
-                if READ_FAILING.replace(false) {
-                    tracing::info!("spool: reading again");
+                let failing = READ_FAILING.get();
+                if failing & bit != 0 {
+                    READ_FAILING.set(failing & !bit);
+                    tracing::info!("spool: route {route}: reading again");
                 }
             }
             Err(e) => {
-                // Kept, and tried again every 100 ms; said when reads
-                // start failing and when they work again, not per retry.
-                if !READ_FAILING.replace(true) {
+                // Kept, and tried again every 100 ms; said when a route's
+                // reads start failing and when they work again, not per
+                // retry.
+                let failing = READ_FAILING.get();
+                if failing & bit == 0 {
+                    READ_FAILING.set(failing | bit);
                     tracing::warn!("spool: cannot read a spool file (retrying every 100 ms): {e}");
                 }
                 glommio::timer::sleep(Duration::from_millis(100)).await;
