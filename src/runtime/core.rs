@@ -1,16 +1,12 @@
-//! One core's life: recover its spool, start its tasks, then its control
-//! loop (spool delivery, admin snapshots, timeouts) until the drain.
+//! One core's state and its control loop: spool delivery, admin
+//! snapshots and timeouts, until the drain.
 
 use std::cell::RefCell;
-use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
-
-use super::listener::accept_loop;
 use super::snapshot::{Ask, CoreSnapshot};
 use super::spooling::{deliver, flusher, Pause};
 use crate::config::Settings;
@@ -32,36 +28,9 @@ pub(super) struct Core {
     started: Instant,
 }
 
-/// Runs core `id` on its executor: serves `fd`'s connections until `drain`
-/// is set, then drains; returns the core's last snapshot.
-pub(super) async fn run(
-    id: usize,
-    fd: RawFd,
-    settings: Arc<Settings>,
-    ready: &mpsc::Sender<Result<usize, String>>,
-    asks: mpsc::Receiver<Ask>,
-    drain: Arc<AtomicBool>,
-    usage: Arc<SpoolUsage>,
-) -> Result<CoreSnapshot, Box<dyn std::error::Error>> {
-    // SAFETY: `fd` is a bound, listening socket whose ownership was given
-    // up by `into_raw_fd` for this core alone.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let core = Core::start(id, settings, asks, usage).await?;
-    let accept = glommio::spawn_local(accept_loop(
-        id,
-        listener,
-        core.shard.clone(),
-        core.registry.clone(),
-        core.settings.clone(),
-    ));
-    let _ = ready.send(Ok(id));
-    core.serve(&drain).await;
-    Ok(core.drain(accept).await)
-}
-
 impl Core {
     /// Recovers the core's spool, builds its state and starts its flusher.
-    async fn start(
+    pub(super) async fn start(
         id: usize,
         settings: Arc<Settings>,
         asks: mpsc::Receiver<Ask>,
@@ -102,8 +71,9 @@ impl Core {
         })
     }
 
-    /// Retries ZeroMQ's backlog and answers the admin's asks; returns the
-    /// events still waiting for a consumer.
+    /// Reads the sockets' events (consumers coming and going, re-sends
+    /// after a disconnect) and answers the admin's asks; returns the events
+    /// still waiting for a consumer.
     pub fn control(&self, accepting: bool) -> u64 {
         let mut shard = self.shard.borrow_mut();
         shard.fanout.tick();
@@ -119,7 +89,7 @@ impl Core {
 
     /// The control loop: delivers spooled events, answers the admin, times
     /// out stalled connections, until `drain` is set.
-    async fn serve(&self, drain: &AtomicBool) {
+    pub(super) async fn serve(&self, drain: &AtomicBool) {
         let sweep_every = (self
             .settings
             .idle_timeout

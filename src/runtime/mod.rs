@@ -4,15 +4,16 @@
 
 mod core;
 mod drain;
-pub mod listener;
+mod listener;
 pub mod snapshot;
 mod spooling;
 
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 
+use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Settings;
@@ -55,7 +56,7 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
             // DMA buffers for the spool's writes and reads.
             .io_memory(4 << 20)
             .spawn(move || async move {
-                match core::run(core, fd, settings, &ready, ask_rx, drain, usage).await {
+                match run_core(core, fd, settings, &ready, ask_rx, drain, usage).await {
                     Ok(last) => last,
                     Err(e) => {
                         let _ = ready.send(Err(format!("core {core}: {e}")));
@@ -80,4 +81,31 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
         cores,
         drain,
     })
+}
+
+/// Runs core `id` on its executor: serves `fd`'s connections until `drain`
+/// is set, then drains; returns the core's last snapshot.
+async fn run_core(
+    id: usize,
+    fd: RawFd,
+    settings: Arc<Settings>,
+    ready: &mpsc::Sender<Result<usize, String>>,
+    asks: mpsc::Receiver<Ask>,
+    drain: Arc<AtomicBool>,
+    usage: Arc<SpoolUsage>,
+) -> Result<CoreSnapshot, Box<dyn std::error::Error>> {
+    // SAFETY: `fd` is a bound, listening socket whose ownership was given
+    // up by `into_raw_fd` for this core alone.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let core = core::Core::start(id, settings, asks, usage).await?;
+    let accept = glommio::spawn_local(listener::accept_loop(
+        id,
+        listener,
+        core.shard.clone(),
+        core.registry.clone(),
+        core.settings.clone(),
+    ));
+    let _ = ready.send(Ok(id));
+    core.serve(&drain).await;
+    Ok(core.drain(accept).await)
 }
