@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! Imports point one way, from the connection down to the wire formats:
+//! no file imports one that imports it back.
 //!
 //! ```text
 //! main.rs           the binary: command line, signals, open-files limit

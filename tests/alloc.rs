@@ -127,7 +127,7 @@ fn steady_state_hot_path_does_not_allocate() {
         conn.out.clear();
     };
 
-    // `standalone` waited for the PUSH socket to connect (an event sent
+    // `testing::shard` waited for the PUSH socket to connect (an event sent
     // before would wait in the spool, and every later one behind it).
     assert_eq!(
         shard.fanout.status()[0].connected,

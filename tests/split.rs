@@ -1,5 +1,5 @@
 //! A request split in two at every byte boundary, fed to the server's real
-//! connection handler ([`Conn::feed`] / [`Conn::process`] →
+//! connection handler ([`hookwire::testing::feed`] / [`Conn::process`] →
 //! [`Shard::handle`]) in two parts, with a real ZeroMQ consumer: the first
 //! part never completes a request, and after the second the envelope is
 //! the one the whole request gives. In process, so every split really is

@@ -189,7 +189,7 @@ impl Conn {
                 },
             };
             let framing = head.framing();
-            let (body, total) = match self.framed(&head) {
+            let (body, total) = match self.framed(&head, framing) {
                 Framed::Complete { body, total } => (body, total),
                 Framed::Partial { want } => {
                     self.want = want;
@@ -233,9 +233,9 @@ impl Conn {
     /// Where the body of the request at `start` ends, once it is all
     /// here; a chunked body is decoded in place.
     #[inline(always)]
-    fn framed(&mut self, head: &request::Head) -> Framed {
+    fn framed(&mut self, head: &request::Head, framing: Framing) -> Framed {
         let pending = &mut self.buf[self.start..self.end];
-        match head.framing() {
+        match framing {
             Framing::None => Framed::Complete {
                 body: head.len..head.len,
                 total: head.len,

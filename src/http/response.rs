@@ -12,14 +12,13 @@ pub struct DateCache {
 }
 
 impl Default for DateCache {
+    /// The Unix epoch until the first [`DateCache::update`] (the handler
+    /// updates it before every response).
     fn default() -> Self {
-        let mut d = Self {
-            secs: u64::MAX,
-            value: [b' '; 29],
-        };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        d.update(now.map_or(0, |t| t.as_millis() as u64));
-        d
+        Self {
+            secs: 0,
+            value: *b"Thu, 01 Jan 1970 00:00:00 GMT",
+        }
     }
 }
 

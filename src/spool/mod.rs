@@ -2,7 +2,7 @@
 //! cannot take (and, in `--ack durable`, a journal of every event).
 //!
 //! Files (`seg-<seq>.log`) hold records (`record.rs`) and rotate at
-//! [`SEGMENT_BYTES`] (journal files also at half the replay window's age);
+//! `SEGMENT_BYTES` (journal files also at half the replay window's age);
 //! a zero length marks the end of the data in a file (DMA writes pad the
 //! last block with zeros).
 //!
@@ -41,9 +41,9 @@ mod tickets;
 mod usage;
 mod writer;
 
-pub use dir::{check_dir, lock_dir, route_dir, route_dirs, stranded, Stranded};
+pub use dir::{check_dir, lock_dir, route_dirs, stranded, Stranded};
 pub use reader::{deliver, opened, read, store_chunk, Next};
-pub use segment::{RouteSpool, SEGMENT_BYTES};
+pub use segment::RouteSpool;
 pub use spools::{CoreSpool, SpoolConfig};
 pub use tickets::{Flushed, Tickets};
 pub use usage::SpoolUsage;
