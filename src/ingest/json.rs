@@ -128,6 +128,8 @@ impl JsonBody {
     }
 
     /// Parses `body`. On error returns the byte offset where it went wrong.
+    /// One function: the tape borrows the scratch copy of the body, so the
+    /// parse, its retry and the read of the routing fields share one scope.
     pub fn parse(&mut self, body: &[u8]) -> Result<Shape, Invalid> {
         self.members.clear();
         self.text.clear();
