@@ -280,6 +280,8 @@ fn start_up_prints_listener_routes_then_ready() {
             .args([
                 "--listen",
                 "127.0.0.1:0",
+                "--admin",
+                "off",
                 "--cores",
                 "1",
                 "--push",
