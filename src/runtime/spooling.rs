@@ -66,28 +66,28 @@ pub async fn deliver(shard: &Rc<RefCell<Shard>>, spool: &Rc<RefCell<CoreSpool>>)
     let reads = shard.borrow_mut().fanout.deliver_spooled();
     let mut read = false;
     for next in reads {
-        let route = match &next {
-            spool::Next::Read { route, .. } | spool::Next::Open { route, .. } => *route,
-            spool::Next::Idle => continue,
-        };
-        let bit = 1u64 << (route % 64);
-        let outcome = match next {
+        let (route, outcome) = match next {
             spool::Next::Read {
                 route,
                 file,
                 offset,
                 len,
-            } => spool::read(file, offset, len).await.map(|bytes| {
-                spool::store_chunk(&mut spool.borrow_mut().routes[route], offset, bytes)
-            }),
+            } => (
+                route,
+                spool::read(file, offset, len).await.map(|bytes| {
+                    spool::store_chunk(&mut spool.borrow_mut().routes[route], offset, bytes)
+                }),
+            ),
             spool::Next::Open { route, path } => {
                 let file = glommio::io::DmaFile::open(&path)
                     .await
                     .map_err(std::io::Error::from);
-                spool::opened(&mut spool.borrow_mut().routes[route], &path, file)
+                let opened = spool::opened(&mut spool.borrow_mut().routes[route], &path, file);
+                (route, opened)
             }
             spool::Next::Idle => continue,
         };
+        let bit = 1u64 << (route % 64);
         match outcome {
             Ok(()) => {
                 read = true;
