@@ -52,6 +52,31 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Says how full the spool's filesystem is, and what a full one means for
+/// new events.
+fn say_disk_space(settings: &Settings) {
+    let dir = settings.spool_dir.display();
+    let size = |n: u64| bytesize::ByteSize(n).to_string_as(true);
+    match hookwire::spool::disk::space(&settings.spool_dir) {
+        Ok(space) => {
+            let min_free = settings.spool_min_free.bytes(space.size);
+            let used = 100.0 - space.free as f64 * 100.0 / space.size.max(1) as f64;
+            tracing::info!(
+                "spool {dir}: {} free of {} ({used:.0}% used); --spool-min-free keeps {}",
+                size(space.free),
+                size(space.size),
+                size(min_free)
+            );
+            if space.free < min_free {
+                tracing::warn!(
+                    "spool {dir}: the filesystem has less free than --spool-min-free: events that need the spool get 503 spool_full until space frees (consumers taking the spooled events free it)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("spool {dir}: cannot tell the filesystem's free space: {e}"),
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Arc::new(Settings::from_args(args)?);
     hookwire::spool::check_dir(&settings.spool_dir)
@@ -59,6 +84,7 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Held until the process exits.
     let _spool_lock = hookwire::spool::lock_dir(&settings.spool_dir)
         .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?;
+    say_disk_space(&settings);
     let route_dirs = hookwire::spool::route_dirs(&settings);
     for Stranded { dir, bytes, key } in hookwire::spool::stranded(&settings.spool_dir, &route_dirs)
     {

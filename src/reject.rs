@@ -192,7 +192,8 @@ impl Refusal {
                 "no route matches this event's key; add --push or a --route whose glob matches it"
             }
             Refusal::SpoolFull => {
-                "the event could not be stored: consumers are not taking events and the spool is full (--spool-max-bytes); retry later"
+                "the event could not be stored: consumers are not taking events and the spool is full \
+                 (--spool-max-bytes, or its filesystem is down to --spool-min-free); retry later"
             }
             Refusal::SpoolError => {
                 "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later"

@@ -18,8 +18,22 @@ pub(super) const HEALTHY: Health = Health { status: "ok" };
 pub(super) struct Readiness {
     pub ready: bool,
     routes: Vec<RouteReadiness>,
+    spool: SpoolReadiness,
     /// Why not ready: the cores' problems first, then the routes'.
     problems: Vec<Problem>,
+}
+
+/// The spool's filesystem, across the cores that answered.
+#[derive(Serialize)]
+struct SpoolReadiness {
+    /// Bytes the spool holds, all cores.
+    stored_bytes: u64,
+    /// Free bytes on its filesystem (`statvfs`, what an unprivileged
+    /// writer may use), the least any core saw; `null` if unknown.
+    free_bytes: Option<u64>,
+    size_bytes: Option<u64>,
+    /// `--spool-min-free`, in bytes.
+    min_free_bytes: u64,
 }
 
 /// A route across the cores that answered.
@@ -31,7 +45,9 @@ struct RouteReadiness {
     ready: bool,
     /// Bytes waiting in the spools of all cores.
     waiting: u64,
-    /// Why not ready.
+    /// Why not ready: `no_consumer`, and in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
@@ -42,6 +58,7 @@ enum Problem {
     /// `core` is the core's position in the snapshots.
     Core {
         core: usize,
+        code: &'static str,
         reason: String,
     },
     Route(RouteReadiness),
@@ -53,6 +70,12 @@ enum Problem {
 pub(super) fn readiness(snaps: &[Option<CoreSnapshot>]) -> Readiness {
     let answered: Vec<&CoreSnapshot> = snaps.iter().flatten().collect();
     let routes = route_readiness(&answered);
+    let spool = SpoolReadiness {
+        stored_bytes: answered.iter().map(|s| s.spool_stored).sum(),
+        free_bytes: answered.iter().filter_map(|s| s.disk.free).min(),
+        size_bytes: answered.iter().find_map(|s| s.disk.size),
+        min_free_bytes: answered.first().map_or(0, |s| s.disk.min_free),
+    };
     let mut problems = core_problems(snaps);
     problems.extend(
         routes
@@ -64,6 +87,7 @@ pub(super) fn readiness(snaps: &[Option<CoreSnapshot>]) -> Readiness {
     Readiness {
         ready: problems.is_empty(),
         routes,
+        spool,
         problems,
     }
 }
@@ -72,25 +96,41 @@ pub(super) fn readiness(snaps: &[Option<CoreSnapshot>]) -> Readiness {
 /// events, in the cores' order.
 fn core_problems(snaps: &[Option<CoreSnapshot>]) -> Vec<Problem> {
     let held: u64 = snaps.iter().flatten().map(|s| s.spool_stored).sum();
+    let size = |n: u64| bytesize::ByteSize(n).to_string_as(true);
     let mut problems = Vec::new();
     for (core, s) in snaps.iter().enumerate() {
-        let mut problem = |reason: String| problems.push(Problem::Core { core, reason });
+        let mut problem =
+            |code, reason: String| problems.push(Problem::Core { core, code, reason });
         let Some(s) = s else {
-            problem("the core did not answer within 1 s".into());
+            problem("not_answering", "the core did not answer within 1 s".into());
             continue;
         };
         if !s.accepting {
-            problem("the core is not accepting connections (draining)".into());
+            problem(
+                "draining",
+                "the core is not accepting connections (draining)".into(),
+            );
         }
         if s.spool_full {
-            problem(format!(
+            problem("spool_full", format!(
                 "the spool is full ({} of --spool-max-bytes {}): events that need it get 503 spool_full; start consumers or raise --spool-max-bytes",
-                bytesize::ByteSize(held).to_string_as(true),
-                bytesize::ByteSize(s.spool_max).to_string_as(true)
+                size(held),
+                size(s.spool_max)
+            ));
+        }
+        let free = s.disk.free.map_or("unknown".into(), size);
+        if s.disk.no_space {
+            problem("spool_disk_full", format!(
+                "the spool's filesystem is full (writes fail with no space left; {free} free): events that need the spool get 503 until space frees; consumers taking spooled events free it, or free space on the filesystem"
+            ));
+        } else if s.disk.low() {
+            problem("spool_full", format!(
+                "the spool's filesystem has {free} free, less than --spool-min-free {}: events that need the spool get 503 spool_full until space frees; consumers taking spooled events free it, or free space on the filesystem",
+                size(s.disk.min_free)
             ));
         }
         if let Some(e) = &s.spool_error {
-            problem(format!(
+            problem("spool_error", format!(
                 "the spool's last write failed ({e}): events ZeroMQ cannot take now get 503 spool_error until a write succeeds"
             ));
         }
@@ -122,6 +162,7 @@ fn route_readiness(answered: &[&CoreSnapshot]) -> Vec<RouteReadiness> {
             endpoints: spec.endpoints.join(","),
             ready: reason.is_none(),
             waiting: answered.iter().map(|s| s.routes[r].waiting).sum(),
+            code: reason.is_some().then_some("no_consumer"),
             reason,
         });
     }

@@ -152,6 +152,7 @@ pub(super) fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
         counter(&mut text, family, &sets);
     }
     connections_open(&mut text, &answered);
+    spool_disk(&mut text, &answered);
     for family in &ROUTE_FAMILIES {
         route_family(&mut text, family, &answered);
     }
@@ -227,6 +228,40 @@ fn connections_open(text: &mut Text, answered: &[&CoreSnapshot]) {
     }
     let open: usize = answered.iter().map(|s| s.open_connections).sum();
     text.sample(name, &[("core", "all")], open);
+}
+
+/// The spool's filesystem: one series each, the same for every core.
+fn spool_disk(text: &mut Text, answered: &[&CoreSnapshot]) {
+    let free = answered.iter().filter_map(|s| s.disk.free).min();
+    let size = answered.iter().find_map(|s| s.disk.size);
+    let families: [(&str, &str, Option<u64>); 4] = [
+        (
+            "hookwire_spool_disk_free_bytes",
+            "Free bytes on the spool's filesystem (statvfs, as an unprivileged writer sees it).",
+            free,
+        ),
+        (
+            "hookwire_spool_disk_size_bytes",
+            "Size of the spool's filesystem in bytes.",
+            size,
+        ),
+        (
+            "hookwire_spool_min_free_bytes",
+            "--spool-min-free in bytes: below it, events that need the spool get 503 spool_full.",
+            answered.first().map(|s| s.disk.min_free),
+        ),
+        (
+            "hookwire_spool_disk_full",
+            "1 while spool writes fail for want of space (ENOSPC), until the filesystem has room again.",
+            Some(u64::from(answered.iter().any(|s| s.disk.no_space))),
+        ),
+    ];
+    for (name, help, value) in families {
+        text.family(name, "gauge", help);
+        if let Some(value) = value {
+            text.sample(name, &[], value);
+        }
+    }
 }
 
 /// Each route (the same on every core): per core, then merged.

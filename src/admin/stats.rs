@@ -15,6 +15,20 @@ pub(super) struct Stats {
     cores_total: usize,
     merged: MetricsStats,
     cores: Vec<CoreStats>,
+    spool: SpoolStats,
+}
+
+/// The spool across the cores that answered, and its filesystem.
+#[derive(Serialize)]
+struct SpoolStats {
+    stored_bytes: u64,
+    max_bytes: u64,
+    /// `statvfs`, the least any core saw; `null` if unknown.
+    disk_free_bytes: Option<u64>,
+    disk_size_bytes: Option<u64>,
+    min_free_bytes: u64,
+    /// Writes fail for want of space.
+    disk_full: bool,
 }
 
 /// One core's metrics, with its number first.
@@ -121,6 +135,14 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
                 metrics: metrics_stats(&s.metrics, &s.routes, s.open_connections),
             })
             .collect(),
+        spool: SpoolStats {
+            stored_bytes: answered.iter().map(|s| s.spool_stored).sum(),
+            max_bytes: answered.first().map_or(0, |s| s.spool_max),
+            disk_free_bytes: answered.iter().filter_map(|s| s.disk.free).min(),
+            disk_size_bytes: answered.iter().find_map(|s| s.disk.size),
+            min_free_bytes: answered.first().map_or(0, |s| s.disk.min_free),
+            disk_full: answered.iter().any(|s| s.disk.no_space),
+        },
     }
 }
 

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 pub use cli::{Cli, Command, TapArgs};
 pub use error::ConfigError;
 pub use options::{ServeArgs, ServeOptions};
-pub use values::{needs_ipv6, Frames, RouteSpec, Sched};
+pub use values::{needs_ipv6, Frames, Headroom, RouteSpec, Sched};
 
 use crate::event::id::{MAX_CORES, MAX_NODE_ID};
 use error::{ensure, origin};
@@ -40,6 +40,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    /// `--spool-min-free`: resolved against the filesystem's size at start.
+    pub spool_min_free: Headroom,
     /// `--ack durable`.
     pub durable: bool,
     pub sync_interval: Duration,
@@ -100,6 +102,7 @@ impl Settings {
             request_timeout: o.request_timeout.0,
             spool_dir: o.spool_dir,
             spool_max_bytes: o.spool_max_bytes.0,
+            spool_min_free: o.spool_min_free,
             durable: o.ack == Ack::Durable,
             sync_interval: o.sync_interval.0,
             flush_interval: o.flush_interval.0,

@@ -8,7 +8,8 @@ use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Deserialize;
 
 use super::values::{
-    list, Ack, Address, Admin, Endpoint, Frames, Interval, RouteSpec, Sched, Size, TrustedNet,
+    list, Ack, Address, Admin, Endpoint, Frames, Headroom, Interval, RouteSpec, Sched, Size,
+    TrustedNet,
 };
 
 /// The options of `serve`, from the command line and the environment (clap)
@@ -121,6 +122,16 @@ pub struct ServeOptions {
         default_value = "1GiB"
     )]
     pub spool_max_bytes: Size,
+    /// Free space the spool leaves on its filesystem: a size or a share of
+    /// the filesystem (`1%`); below it, events that need the spool get 503
+    /// spool_full
+    #[arg(
+        long,
+        env = "HOOKWIRE_SPOOL_MIN_FREE",
+        value_name = "SIZE|N%",
+        default_value = "1%"
+    )]
+    pub spool_min_free: Headroom,
     /// When the 200 is sent
     #[arg(
         long,
@@ -273,6 +284,7 @@ impl ServeArgs {
             share_port,
             spool_dir,
             spool_max_bytes,
+            spool_min_free,
             ack,
             sync_interval,
             flush_interval,

@@ -40,6 +40,46 @@ impl FromStr for Size {
     }
 }
 
+/// Free space to keep on a filesystem: a size (`64MiB`) or a share of
+/// the filesystem's size (`1%`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Headroom {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl Headroom {
+    /// In bytes, on a filesystem of `size` bytes.
+    pub fn bytes(self, size: u64) -> u64 {
+        match self {
+            Headroom::Bytes(n) => n,
+            Headroom::Percent(p) => (size as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl FromStr for Headroom {
+    type Err = Invalid;
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        let refused = || {
+            Invalid(format!(
+                "'{text}' is not a size like 64MiB or a share of the filesystem like 1%"
+            ))
+        };
+        match text.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=50.0).contains(&p) => Ok(Headroom::Percent(p)),
+                _ => Err(Invalid(format!(
+                    "'{text}': a share of the filesystem must be 0% to 50%"
+                ))),
+            },
+            None => Ok(Headroom::Bytes(
+                text.parse::<Size>().map_err(|_| refused())?.0,
+            )),
+        }
+    }
+}
+
 /// A duration: `10s`, `500ms`, `200us`; `0` (in any unit) is zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval(pub Duration);
@@ -280,7 +320,7 @@ macro_rules! deserialize_by_from_str {
         }
     )*};
 }
-deserialize_by_from_str!(Size, Interval, Address, Admin);
+deserialize_by_from_str!(Size, Headroom, Interval, Address, Admin);
 deserialize_by_from_str!(Frames, Sched, Ack);
 
 /// Reads a string, or a number as its digits. Hand-written: serde's derives

@@ -139,7 +139,7 @@ impl Closing {
         if delivered {
             return 0;
         }
-        let Respooled { events, bytes } = self.recent.respool(spool, route);
+        let Respooled { events, bytes, .. } = self.recent.respool(spool, route);
         let unacknowledged: u64 = self.connections.iter().map(|c| c.unacknowledged).sum();
         if unacknowledged > bytes {
             tracing::warn!(

@@ -251,7 +251,7 @@ impl Fanout {
     /// returns the files to open and the disk reads needed to go on.
     pub fn deliver_spooled(&mut self) -> Vec<spool::Next> {
         let mut spool = self.spool.borrow_mut();
-        let (durable, window) = (spool.durable, spool.replay_window);
+        let (durable, window) = (spool.durable, spool.retention());
         let mut reads = Vec::new();
         for (i, route) in self.routes.iter_mut().enumerate() {
             let frames = self.frames;
@@ -297,7 +297,16 @@ impl Fanout {
                 let (what, bytes) = if spool.durable {
                     ("the journal's last", spool.routes[i].rewind())
                 } else {
-                    ("its last", route.recent.respool(&mut spool, i).bytes)
+                    let respooled = route.recent.respool(&mut spool, i);
+                    if respooled.skipped > 0 {
+                        tracing::warn!(
+                            "core {}: route {}: {} of the oldest events sent are not re-sent: the spool's filesystem has no room for them above --spool-min-free",
+                            self.core,
+                            self.specs[i].pattern,
+                            respooled.skipped
+                        );
+                    }
+                    ("its last", respooled.bytes)
                 };
                 let (core, pattern) = (self.core, &self.specs[i].pattern);
                 if bytes > 0 {

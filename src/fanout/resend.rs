@@ -22,6 +22,9 @@ pub(super) struct Respooled {
     pub events: usize,
     /// Keys and envelopes.
     pub bytes: u64,
+    /// The oldest events not re-sent: the spool's filesystem had no room
+    /// for them above `--spool-min-free`.
+    pub skipped: usize,
 }
 
 impl Recent {
@@ -83,8 +86,22 @@ impl Recent {
         let mut out = Respooled {
             events: 0,
             bytes: 0,
+            skipped: 0,
         };
+        // The re-sends may not take the filesystem below --spool-min-free:
+        // new events need that room more. The newest are kept, as those
+        // are the likeliest not to have been processed.
+        let room = spool.disk_room();
+        let mut total = 0u64;
+        self.each(|key, envelope| total += record_len(key, envelope));
+        let mut excess = total.saturating_sub(room);
         self.drain(|key, envelope| {
+            let len = record_len(key, envelope);
+            if excess > 0 {
+                excess = excess.saturating_sub(len);
+                out.skipped += 1;
+                return;
+            }
             spool.routes[route].append(key, envelope);
             out.events += 1;
             out.bytes += (key.len() + envelope.len()) as u64;
@@ -94,6 +111,11 @@ impl Recent {
         }
         out
     }
+}
+
+/// Bytes an event takes in a spool file.
+fn record_len(key: &[u8], envelope: &[u8]) -> u64 {
+    (crate::spool::RECORD_OVERHEAD + key.len() + envelope.len()) as u64
 }
 
 #[cfg(test)]

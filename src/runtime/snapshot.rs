@@ -27,10 +27,31 @@ pub struct CoreSnapshot {
     /// The spool: bytes held, the limit, and why its last write failed
     /// (if it did and none has succeeded since).
     pub spool_stored: u64,
-    /// The process's spool is full, as this core sees it.
+    /// The process's spool holds `--spool-max-bytes`, as this core sees it.
     pub spool_full: bool,
     pub spool_max: u64,
     pub spool_error: Option<String>,
+    pub disk: DiskState,
+}
+
+/// The spool's filesystem, as a core last looked at it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskState {
+    /// Free bytes (`statvfs`), less what the core wrote since its look;
+    /// `None` if the filesystem could not be looked at.
+    pub free: Option<u64>,
+    pub size: Option<u64>,
+    /// `--spool-min-free`, in bytes.
+    pub min_free: u64,
+    /// Writes fail for want of space, and no room has been seen since.
+    pub no_space: bool,
+}
+
+impl DiskState {
+    /// Below `--spool-min-free` (but writes still work).
+    pub fn low(&self) -> bool {
+        self.free.is_some_and(|free| free < self.min_free)
+    }
 }
 
 impl CoreSnapshot {
@@ -44,9 +65,15 @@ impl CoreSnapshot {
             accepting,
             uptime: started.elapsed(),
             spool_stored: spool.stored(),
-            spool_full: spool.full(),
+            spool_full: spool.over_max(),
             spool_max: spool.max_bytes,
             spool_error: spool.write_error.clone(),
+            disk: DiskState {
+                free: spool.disk.free(),
+                size: spool.disk.size(),
+                min_free: spool.disk.min_free,
+                no_space: spool.disk.no_space,
+            },
         }
     }
 
@@ -62,6 +89,7 @@ impl CoreSnapshot {
             spool_full: false,
             spool_max: 0,
             spool_error: None,
+            disk: DiskState::default(),
         }
     }
 }

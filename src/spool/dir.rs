@@ -169,10 +169,27 @@ pub fn stranded(dir: &Path, route_dirs: &[String]) -> Vec<Stranded> {
 /// (IOPOLL) I/O, by reading from the first DMA file opened on it; reading
 /// a new, empty file succeeds without reaching the device, so the answer
 /// would be a wrong "yes" and every later read would fail with ENOTSUP.
-/// Opening a file that holds data first gets the right answer cached.
-pub(super) async fn probe_device(dir: &Path, core: usize) -> std::io::Result<()> {
+/// Opening a file that holds data first gets the right answer cached:
+/// `existing` (a spool file of an earlier run, which needs no new space),
+/// else a 4 KiB probe file. On a full filesystem that write fails with
+/// ENOSPC ([`super::disk::no_space`]): the caller probes again before it
+/// creates a file.
+pub(super) async fn probe_device(
+    dir: &Path,
+    core: usize,
+    existing: Option<&Path>,
+) -> std::io::Result<()> {
+    if let Some(path) = existing {
+        if let Ok(file) = DmaFile::open(path).await {
+            return file.close().await.map_err(std::io::Error::from);
+        }
+    }
     let probe = dir.join(format!(".probe-core-{core}"));
-    std::fs::write(&probe, [0u8; 4096])?;
+    let written = std::fs::write(&probe, [0u8; 4096]);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&probe);
+    }
+    written?;
     let opened = DmaFile::open(&probe).await;
     let _ = std::fs::remove_file(&probe);
     opened
@@ -211,11 +228,21 @@ pub fn lock_dir(dir: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Whether `dir` can hold the spool: created if missing, and writable.
+/// The check creates an empty file, which needs no data blocks, and a
+/// full filesystem passes it: the spool starts, so that consumers can
+/// take what it holds.
 pub fn check_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let probe = dir.join(format!(".hookwire-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"probe")?;
-    std::fs::remove_file(probe)
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    match created {
+        Ok(_) => std::fs::remove_file(probe),
+        Err(e) if super::disk::no_space(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -18,10 +18,10 @@
 //!
 //! # Layout
 //!
-//! Imports point one way: `record`, `tickets` and `usage` use none of the
-//! others; `dir` uses `record`, `segment` both; `spools` ([`CoreSpool`])
-//! holds a core's segment logs, tickets and usage; `writer` and `reader`
-//! act on them. This file only declares and re-exports.
+//! Imports point one way: `record`, `tickets`, `usage` and `disk` use none
+//! of the others; `dir` uses `record` and `disk`, `segment` those three;
+//! `spools` ([`CoreSpool`]) holds a core's segment logs, tickets, usage and
+//! disk; `writer` and `reader` act on them. This file only declares and re-exports.
 //!
 //! - `spools`: [`CoreSpool`], a core's spools, and their recovery at start.
 //! - `record`: the record codec and damage detection.
@@ -31,8 +31,10 @@
 //! - `writer`: [`flush`], the DMA writer.
 //! - `reader`: [`deliver`] and its disk reads.
 //! - `dir`: directory names, the lock, the start's checks, [`stranded`].
+//! - `disk`: the filesystem's free space and `--spool-min-free`.
 
 mod dir;
+pub mod disk;
 mod reader;
 mod record;
 mod segment;
@@ -43,6 +45,7 @@ mod writer;
 
 pub use dir::{check_dir, lock_dir, route_dirs, stranded, Stranded};
 pub use reader::{deliver, opened, read, store_chunk, Next};
+pub use record::OVERHEAD as RECORD_OVERHEAD;
 pub use segment::RouteSpool;
 pub use spools::{CoreSpool, SpoolConfig};
 pub use tickets::{Flushed, Tickets};

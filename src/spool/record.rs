@@ -4,6 +4,8 @@
 
 /// Bytes before a record's payload: its length and its CRC.
 pub(super) const HEADER: usize = 8;
+/// Bytes a record takes beyond its key and envelope.
+pub const OVERHEAD: usize = HEADER + 2;
 /// O_DIRECT block size the writer aligns to (a multiple of every
 /// device's logical block size); a file's last block is padded with zeros.
 pub(super) const ALIGN: u64 = 4096;

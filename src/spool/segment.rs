@@ -118,10 +118,19 @@ impl RouteSpool {
     /// anything new.
     pub(super) fn adopt(base: &Path, core: usize, cores: usize) -> std::io::Result<Self> {
         let own = base.join(format!("core-{core}"));
-        std::fs::create_dir_all(&own)?;
+        // On a full filesystem the directory is made with the first file
+        // written to it instead (`writer::create`).
+        match std::fs::create_dir_all(&own) {
+            Err(e) if !super::disk::no_space(&e) => return Err(e),
+            _ => {}
+        }
         let mut spool = RouteSpool::new(own.clone());
         let mut offset = 0u64;
-        for dir in dir::core_dirs(base, core, cores)? {
+        let dirs = match dir::core_dirs(base, core, cores) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            dirs => dirs?,
+        };
+        for dir in dirs {
             for SegmentFile { seq, path } in dir::segment_files(&dir)? {
                 if dir == own {
                     spool.next_seq = spool.next_seq.max(seq + 1);

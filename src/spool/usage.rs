@@ -24,6 +24,10 @@ impl SpoolUsage {
         })
     }
 
+    pub fn cores(&self) -> usize {
+        self.cores.len()
+    }
+
     pub(super) fn publish(&self, core: usize, bytes: u64) {
         if let Some(slot) = self.cores.get(core) {
             slot.0.store(bytes, Ordering::Relaxed);

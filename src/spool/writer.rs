@@ -20,7 +20,10 @@ struct Job {
     file: Option<Rc<DmaFile>>,
     create: Option<PathBuf>,
     block_start: u64,
+    /// `data` from `block_start`: the file's last partial block as written
+    /// (`kept` bytes), then the appended bytes.
     data: Vec<u8>,
+    kept: usize,
     new_written: u64,
     seal_after: bool,
 }
@@ -112,7 +115,8 @@ fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
         let seg = r.segments.back_mut().expect("just ensured");
         let block_start = seg.written / ALIGN * ALIGN;
         let mut data = std::mem::take(&mut seg.tail);
-        debug_assert_eq!(data.len() as u64, seg.written - block_start);
+        let kept = data.len();
+        debug_assert_eq!(kept as u64, seg.written - block_start);
         data.extend_from_slice(&r.pending);
         let new_written = seg.written + r.pending.len() as u64;
         r.in_flight = r.pending.len() as u64;
@@ -125,6 +129,7 @@ fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
             create,
             block_start,
             data,
+            kept,
             new_written,
             seal_after: new_written >= SEGMENT_BYTES
                 || max_age.is_some_and(|age| seg.opened.elapsed() >= age),
@@ -134,51 +139,92 @@ fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
     jobs
 }
 
-/// Writes the jobs in turn and keeps the core's `write_error` (each kind
-/// of failure is said once).
+/// Writes the jobs in turn and keeps the core's `write_error`, or its
+/// disk's `no_space` when a write ran out of space (each kind of failure
+/// is said once).
 async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) -> Vec<Written> {
+    let unprobed = {
+        let c = core.borrow();
+        (!c.probed && jobs.iter().any(|j| j.create.is_some())).then(|| (c.dir.clone(), c.core()))
+    };
+    // The start found the filesystem full: the device is probed before the
+    // first file this run creates (see `dir::probe_device`).
+    let mut probe_failed = None;
+    if let Some((dir, id)) = unprobed {
+        match super::dir::probe_device(&dir, id, None).await {
+            Ok(()) => core.borrow_mut().probed = true,
+            Err(e) => probe_failed = Some(e),
+        }
+    }
     let mut error = None;
+    let mut no_space = false;
+    let mut bytes = 0;
     let mut written = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let outcome = write_job(&job, durable).await;
-        if let Err(e) = &outcome {
-            let what = format!("cannot write {}: {e}", job.path.display());
-            // Said once per kind of failure, not once per flush: a disk
-            // that keeps failing must not flood the log.
-            if core.borrow().write_error.as_deref() != Some(&what) && error.as_ref() != Some(&what)
-            {
-                tracing::warn!("spool: {what}");
+        let outcome = match (&probe_failed, &job.create) {
+            (Some(e), Some(_)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            _ => write_job(&job, durable).await,
+        };
+        match &outcome {
+            // New bytes only: the rewritten last block was counted before.
+            Ok(_) => bytes += (job.data.len() - job.kept) as u64,
+            Err(e) => {
+                let why = match super::disk::no_space(e) {
+                    true => "no space left on the filesystem".to_string(),
+                    false => e.to_string(),
+                };
+                let what = format!("cannot write {}: {why}", job.path.display());
+                let c = core.borrow();
+                // Said once per kind of failure, not once per flush: a disk
+                // that keeps failing must not flood the log.
+                if super::disk::no_space(e) {
+                    if !c.disk.no_space && !no_space {
+                        tracing::warn!(
+                            "spool: {what}: events that need the spool get 503 until space frees"
+                        );
+                    }
+                    no_space = true;
+                } else {
+                    if c.write_error.as_deref() != Some(&what) && error.as_ref() != Some(&what) {
+                        tracing::warn!("spool: {what}");
+                    }
+                    error = Some(what);
+                }
             }
-            error = Some(what);
         }
         written.push(Written { job, outcome });
     }
     let mut c = core.borrow_mut();
-    if let Some(e) = error {
-        c.write_error = Some(e);
-    } else if c.write_error.take().is_some() {
+    c.disk.spend(bytes);
+    let failed = error.is_some() || no_space;
+    let was_failing = c.write_error.is_some() || c.disk.no_space;
+    c.write_error = error;
+    c.disk.no_space = no_space;
+    if was_failing && !failed {
         tracing::info!("spool: writing again");
     }
     written
 }
 
 /// Writes one job's blocks, creating its file if it is new; in durable
-/// mode syncs the file, and a new file's directory.
+/// mode syncs the file, and a new file's directory. A failed write is
+/// undone on disk ([`undo`]).
 async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
     let file = match (&job.file, &job.create) {
         (Some(f), _) => f.clone(),
-        (None, Some(path)) => Rc::new(
-            glommio::io::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .dma_open(path)
-                .await
-                .map_err(std::io::Error::from)?,
-        ),
+        (None, Some(path)) => Rc::new(create(path).await?),
         (None, None) => unreachable!("a job has a file or a path"),
     };
+    match write_blocks(&file, job, durable).await {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            undo(&file, job).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_blocks(file: &DmaFile, job: &Job, durable: bool) -> std::io::Result<()> {
     let len = file.align_up(job.data.len() as u64) as usize;
     let mut buf = file.alloc_dma_buffer(len);
     let bytes = buf.as_bytes_mut();
@@ -189,9 +235,11 @@ async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
         .await
         .map_err(std::io::Error::from)?;
     if n < job.data.len() {
+        // The filesystem took part of the blocks: it is full (or the file
+        // reached the size limit, which a 16 MiB segment does not).
         return Err(std::io::Error::new(
-            std::io::ErrorKind::WriteZero,
-            "short write",
+            std::io::ErrorKind::StorageFull,
+            "short write: no space left on the filesystem",
         ));
     }
     if durable {
@@ -204,7 +252,46 @@ async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
             dir.sync().await.map_err(std::io::Error::from)?;
         }
     }
-    Ok(file)
+    Ok(())
+}
+
+/// Puts a file back as it was before a failed write: a short write (the
+/// filesystem filled) leaves part of the new records on disk, which a
+/// restart would read as a damaged tail. Cuts the file back to its last
+/// good block and rewrites that block as it was (overwriting a block the
+/// file has needs no new space); a new file with nothing good is removed.
+/// Best effort: what is left is skipped as a torn write at the next start.
+async fn undo(file: &DmaFile, job: &Job) {
+    let good = job.block_start + job.kept as u64;
+    if good == 0 {
+        let _ = std::fs::remove_file(&job.path);
+        return;
+    }
+    let _ = file.truncate(file.align_up(good)).await;
+    if job.kept > 0 {
+        let len = file.align_up(job.kept as u64) as usize;
+        let mut buf = file.alloc_dma_buffer(len);
+        let bytes = buf.as_bytes_mut();
+        bytes[..job.kept].copy_from_slice(&job.data[..job.kept]);
+        bytes[job.kept..].fill(0);
+        let _ = file.write_at(buf, job.block_start).await;
+    }
+}
+
+/// Creates a segment file, and its core directory if the start could not
+/// (the filesystem was full then).
+async fn create(path: &Path) -> std::io::Result<DmaFile> {
+    let mut options = glommio::io::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(true);
+    match options.dma_open(path).await.map_err(std::io::Error::from) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            options.dma_open(path).await.map_err(std::io::Error::from)
+        }
+        opened => opened,
+    }
 }
 
 /// Takes a job's outcome into its route's log: the file's new length and
@@ -233,7 +320,7 @@ fn settle(r: &mut RouteSpool, Written { job, outcome }: Written) {
             // Not stored: drop what was taken, and what was appended
             // since (its tickets fail below too).
             r.pending.clear();
-            seg.tail = job.data[..(seg.written - job.block_start) as usize].to_vec();
+            seg.tail = job.data[..job.kept].to_vec();
             r.head = r.head.min(seg.end());
         }
     }

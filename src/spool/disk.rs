@@ -1,0 +1,137 @@
+//! The spool's filesystem: its free space (`statvfs`), the headroom
+//! `--spool-min-free` keeps, and whether writes fail for want of space.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::Headroom;
+
+/// How often a core looks at the filesystem's free space; between looks
+/// it subtracts what it wrote itself.
+const LOOK_EVERY: Duration = Duration::from_millis(50);
+
+/// Free space that ends a disk-full state (on top of the headroom): room
+/// for a few writes, so one freed block does not flap it.
+const ROOM: u64 = 256 << 10;
+
+/// A filesystem's size and the space an unprivileged writer has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub free: u64,
+    pub size: u64,
+}
+
+/// `statvfs(2)` of the filesystem holding `dir`.
+pub fn space(dir: &Path) -> std::io::Result<Space> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: statvfs with a NUL-terminated path and a zeroed struct it fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    Ok(Space {
+        free: st.f_bavail as u64 * unit,
+        size: st.f_blocks as u64 * unit,
+    })
+}
+
+/// A write failed because the filesystem (or the user's quota) is full.
+pub fn no_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+}
+
+/// One core's view of the spool's filesystem.
+#[derive(Debug)]
+pub struct Disk {
+    dir: PathBuf,
+    headroom: Headroom,
+    /// `--spool-min-free` in bytes, on this filesystem.
+    pub min_free: u64,
+    space: Option<Space>,
+    looked: Option<Instant>,
+    /// Bytes this core wrote since the last look.
+    spent: u64,
+    /// A write failed for want of space, and the filesystem has not been
+    /// seen with room since.
+    pub no_space: bool,
+}
+
+impl Disk {
+    pub fn new(dir: PathBuf, headroom: Headroom) -> Self {
+        let mut disk = Self {
+            dir,
+            headroom,
+            min_free: 0,
+            space: None,
+            looked: None,
+            spent: 0,
+            no_space: false,
+        };
+        disk.look(Instant::now());
+        disk
+    }
+
+    /// Looks at the filesystem again if the last look is old. Returns
+    /// true when this ended a disk-full state.
+    pub fn refresh(&mut self, now: Instant) -> bool {
+        if self
+            .looked
+            .is_some_and(|t| now.duration_since(t) < LOOK_EVERY)
+        {
+            return false;
+        }
+        self.look(now);
+        let roomy = self
+            .space
+            .is_some_and(|s| s.free >= self.min_free.saturating_add(ROOM));
+        if self.no_space && roomy {
+            self.no_space = false;
+            return true;
+        }
+        false
+    }
+
+    fn look(&mut self, now: Instant) {
+        self.looked = Some(now);
+        // A filesystem that cannot be looked at keeps its last figures:
+        // writes still say whether it has room.
+        if let Ok(space) = space(&self.dir) {
+            self.space = Some(space);
+            self.min_free = self.headroom.bytes(space.size);
+            self.spent = 0;
+        }
+    }
+
+    /// Bytes this core wrote to the filesystem.
+    pub fn spend(&mut self, bytes: u64) {
+        self.spent += bytes;
+    }
+
+    /// Free bytes: as of the last look, less what this core wrote since.
+    pub fn free(&self) -> Option<u64> {
+        self.space.map(|s| s.free.saturating_sub(self.spent))
+    }
+
+    pub fn size(&self) -> Option<u64> {
+        self.space.map(|s| s.size)
+    }
+
+    /// Bytes that can be written before the filesystem is below
+    /// `--spool-min-free` (unbounded when it cannot be looked at).
+    pub fn room(&self) -> u64 {
+        match (self.no_space, self.free()) {
+            (true, _) => 0,
+            (false, Some(free)) => free.saturating_sub(self.min_free),
+            (false, None) => u64::MAX,
+        }
+    }
+
+    /// Below `--spool-min-free`, or writes fail for want of space: no new
+    /// event should need the spool.
+    pub fn low(&self) -> bool {
+        self.no_space || self.free().is_some_and(|free| free < self.min_free)
+    }
+}
