@@ -271,6 +271,16 @@ fn health_and_readiness_follow_the_consumer() {
             .contains(&endpoint),
         "{body}"
     );
+    assert_eq!(v["problems"][0]["code"], "no_consumer", "{body}");
+    // The spool's filesystem, as statvfs tells it.
+    let spool = &v["spool"];
+    let (free, size) = (spool["free_bytes"].as_u64(), spool["size_bytes"].as_u64());
+    assert!(free.is_some_and(|f| f > 0 && f <= size.unwrap()), "{body}");
+    let min_free = spool["min_free_bytes"].as_u64().unwrap();
+    assert!(
+        min_free.abs_diff(size.unwrap() / 100) <= 1,
+        "--spool-min-free is 1% by default: {body}"
+    );
 
     // Idle connections to the admin port do not hold up a probe.
     let idle: Vec<std::net::TcpStream> = (0..3)

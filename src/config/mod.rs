@@ -300,6 +300,8 @@ mod tests {
             (&["--drain-timeout", "x"], "--drain-timeout"),
             (&["--ack", "maybe"], "--ack"),
             (&["--spool-max-bytes", "12"], "--spool-max-bytes"),
+            (&["--spool-min-free", "60%"], "--spool-min-free"),
+            (&["--spool-min-free", "some"], "--spool-min-free"),
             (&["--resend-buffer", "much"], "--resend-buffer"),
             (&["--zmq-sched", "fifo"], "--zmq-sched"),
             (&["--resend-buffer", "1PiB"], "--resend-buffer"),
@@ -307,6 +309,17 @@ mod tests {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.starts_with(option), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn spool_min_free_is_a_size_or_a_share() {
+        let of = |v: &str| settings(&["--spool-min-free", v]).unwrap().spool_min_free;
+        assert_eq!(of("64MiB").bytes(1 << 30), 64 << 20);
+        assert_eq!(of("0").bytes(1 << 30), 0);
+        assert_eq!(of("1%").bytes(1 << 30), (1 << 30) / 100);
+        assert_eq!(of("2.5 %").bytes(1000), 25);
+        let default = settings(&[]).unwrap().spool_min_free;
+        assert_eq!(default.bytes(4 << 20), (4 << 20) / 100, "1% by default");
     }
 
     #[test]
