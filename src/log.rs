@@ -17,6 +17,10 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Its report of a failed write is an `eprintln!`, which panics
+        // (and so aborts) when stderr's reader has gone: a closed pipe
+        // must cost the log lines, not the process.
+        .log_internal_errors(false)
         .event_format(Lines)
         .try_init();
 }

@@ -23,6 +23,14 @@ fn main() {
     }
 }
 
+/// Writes a line scripts read to stderr. Unlike `eprintln!`, a stderr
+/// whose reader has gone (a supervisor's pipe closed) is not a panic,
+/// which would abort the process.
+fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_fmt(line);
+}
+
 /// Raises the soft limit on open descriptors to the hard limit: one per
 /// connection, so a burst of senders is not refused at the usual soft
 /// limit of 1024. The hard limit is the operator's (`ulimit -Hn`,
@@ -84,7 +92,6 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Held until the process exits.
     let _spool_lock = hookwire::spool::lock_dir(&settings.spool_dir)
         .map_err(|e| format!("--spool-dir {}: {e}", settings.spool_dir.display()))?;
-    say_disk_space(&settings);
     let route_dirs = hookwire::spool::route_dirs(&settings);
     for Stranded { dir, bytes, key } in hookwire::spool::stranded(&settings.spool_dir, &route_dirs)
     {
@@ -113,14 +120,22 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     // The start-up lines scripts wait for: printed as they are, whatever
     // RUST_LOG filters.
-    eprintln!("listen http://{} cores={}", running.addr, settings.cores);
+    say(format_args!(
+        "listen http://{} cores={}\n",
+        running.addr, settings.cores
+    ));
     if let Some(addr) = admin {
-        eprintln!("admin http://{addr}");
+        say(format_args!("admin http://{addr}\n"));
     }
     for route in &settings.routes {
-        eprintln!("route {} -> {}", route.pattern, route.endpoints.join(","));
+        say(format_args!(
+            "route {} -> {}\n",
+            route.pattern,
+            route.endpoints.join(",")
+        ));
     }
-    eprintln!("ready");
+    say(format_args!("ready\n"));
+    say_disk_space(&settings);
 
     let drain = running.drain.clone();
     let drain_timeout = settings.drain_timeout;
@@ -143,7 +158,9 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .filter_map(|h| h.join().ok())
         .collect();
-    eprint!("{}", hookwire::admin::summary(&finals));
-    eprintln!("stopped");
+    say(format_args!(
+        "{}stopped\n",
+        hookwire::admin::summary(&finals)
+    ));
     Ok(())
 }

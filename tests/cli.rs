@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -552,4 +552,47 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[3], fields[4], "soft = hard: {line}");
     assert_eq!(fields[4], max.to_string(), "{line}");
+}
+
+/// A supervisor may close the pipe it reads hookwire's stderr from: the
+/// log lines after that are lost, but the process goes on serving, and a
+/// SIGTERM still drains it to a clean exit (the drain logs a line, which
+/// used to abort the process).
+#[test]
+fn a_closed_stderr_costs_the_log_not_the_process() {
+    let spool = temp_dir("closed-stderr");
+    let mut child = Guard::new(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--admin", "off", "--cores", "1"])
+            .arg("--spool-dir")
+            .arg(&spool)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut addr = None;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("listen http://") {
+            addr = Some(rest.split_whitespace().next().unwrap().to_owned());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    // The reader is dropped here: stderr's pipe has no reader any more.
+    let addr: std::net::SocketAddr = addr.expect("started").parse().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /s/n?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.take().wait().unwrap();
+    assert!(status.success(), "drained to a clean exit: {status}");
+    let _ = std::fs::remove_dir_all(&spool);
 }

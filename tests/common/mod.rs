@@ -96,6 +96,8 @@ pub struct Server {
     pub admin: Option<SocketAddr>,
     /// Everything it printed to stderr up to `ready`.
     pub banner: Vec<String>,
+    /// What it printed to stderr after `ready`, so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// The spool directory this test server owns (removed on drop).
     pub spool_dir: Option<std::path::PathBuf>,
 }
@@ -158,9 +160,12 @@ impl Server {
         let addr = addr.unwrap_or_else(|| panic!("hookwire did not start: {banner:?}"));
         // Keep draining stderr so the child never blocks on a full pipe;
         // what it says shows with a failing test's output.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 eprintln!("[hookwire] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         Server {
@@ -168,8 +173,14 @@ impl Server {
             addr,
             admin,
             banner,
+            log,
             spool_dir,
         }
+    }
+
+    /// Whether it has printed a line containing `text` since `ready`.
+    pub fn said(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
     pub fn connect(&self) -> TcpStream {
