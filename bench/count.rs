@@ -10,7 +10,6 @@ mod samples;
 
 use std::sync::Arc;
 
-use hookwire::conn::Conn;
 use hookwire::testing;
 
 fn main() {
@@ -33,7 +32,7 @@ fn main() {
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
     let settings = Arc::new(hookwire::testing::settings(&endpoint));
     let mut shard = testing::shard(settings.clone()).unwrap();
-    let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
+    let mut conn = hookwire::testing::conn(&settings);
     for _ in 0..n {
         testing::feed(&mut conn, sample.raw);
         conn.process(&mut shard);

@@ -56,7 +56,7 @@ fn pipeline(c: &mut Criterion) {
 
     let settings = Arc::new(hookwire::testing::settings(&endpoint));
     let mut shard = hookwire::testing::shard(settings.clone()).unwrap();
-    let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
+    let mut conn = hookwire::testing::conn(&settings);
     pin(0);
 
     let mut group = c.benchmark_group("pipeline");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::config::{Cli, Settings};
+use crate::conn::budget::Budget;
 use crate::conn::Conn;
 use crate::shard::Shard;
 use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
@@ -51,13 +52,22 @@ pub fn shard(settings: Arc<Settings>) -> Result<Shard, Box<dyn std::error::Error
     Ok(shard)
 }
 
+/// A connection from loopback with a core's share of the body budget
+/// to itself.
+pub fn conn(settings: &Settings) -> Conn {
+    let budget = Rc::new(Budget::new(settings.inflight_body_per_core()));
+    Conn::new(std::net::Ipv4Addr::LOCALHOST.into(), settings, budget)
+}
+
 /// Appends bytes to a connection's buffer as if they had been read.
 ///
 /// # Panics
-/// When they do not fit under the connection's buffer limit.
+/// When they do not fit under the connection's buffer limit, or need more
+/// of the body budget than is left.
 pub fn feed(conn: &mut Conn, bytes: &[u8]) {
     let mut rest = bytes;
     while !rest.is_empty() {
+        conn.room().expect("within the body budget");
         let spare = conn.spare();
         let n = spare.len().min(rest.len());
         assert!(n > 0, "feed beyond the connection's buffer limit");

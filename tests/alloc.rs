@@ -93,7 +93,7 @@ fn steady_state_hot_path_does_not_allocate() {
         mut shard,
         context: _context,
     } = in_process();
-    let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
+    let mut conn = hookwire::testing::conn(&settings);
     let post = json_post();
 
     // A consumer that keeps up, so ZeroMQ takes every event directly.

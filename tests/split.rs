@@ -9,7 +9,7 @@
 mod common;
 
 use common::{chunked_request, in_process, post_request, InProcess};
-use hookwire::conn::{Conn, Step};
+use hookwire::conn::Step;
 
 /// An envelope without what differs from one request to the next (`id`,
 /// `time`, and `uid`, which is generated from the id when none is sent).
@@ -54,7 +54,7 @@ fn every_split_into_two_reads_gives_the_whole_request_s_envelope() {
 
     // One request on a fresh connection: its response and envelope.
     let mut run = |parts: &[&[u8]]| -> (Vec<Step>, Vec<u8>, serde_json::Value) {
-        let mut conn = Conn::new("127.0.0.1".parse().unwrap(), &settings);
+        let mut conn = hookwire::testing::conn(&settings);
         let steps = parts
             .iter()
             .map(|part| {

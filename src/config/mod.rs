@@ -19,6 +19,7 @@ pub use error::ConfigError;
 pub use options::{ServeArgs, ServeOptions};
 pub use values::{needs_ipv6, Frames, Headroom, RouteSpec, Sched};
 
+use crate::conn::INITIAL;
 use crate::event::id::{MAX_CORES, MAX_NODE_ID};
 use error::{ensure, origin};
 use values::{Ack, Endpoint};
@@ -36,6 +37,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     pub max_body: usize,
     pub max_header: usize,
+    /// Bytes of request bodies in memory, for the whole process.
+    pub max_inflight_body: u64,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
     pub spool_dir: PathBuf,
@@ -98,6 +101,7 @@ impl Settings {
             trusted_proxies: trusted_proxies(o.trusted_proxy),
             max_body: o.max_body.0 as usize,
             max_header: o.max_header.0 as usize,
+            max_inflight_body: o.max_inflight_body.0,
             idle_timeout: o.idle_timeout.0,
             request_timeout: o.request_timeout.0,
             spool_dir: o.spool_dir,
@@ -129,6 +133,7 @@ fn check_ranges(o: &ServeOptions, cores: usize) -> Result<(), ConfigError> {
     ensure(body, "max-body", "must be between 1 byte and 128MiB")?;
     let header = (1024..=1 << 20).contains(&o.max_header.0);
     ensure(header, "max-header", "must be between 1KiB and 1MiB")?;
+    check_inflight_body(o, cores)?;
     let spool = o.spool_max_bytes.0 >= 4096;
     ensure(spool, "spool-max-bytes", "must be at least 4KiB")?;
     for (option, interval) in [
@@ -150,6 +155,37 @@ fn check_ranges(o: &ServeOptions, cores: usize) -> Result<(), ConfigError> {
     let message = format!("must be at most this machine's memory ({memory_text})");
     ensure(o.resend_buffer.0 <= memory, "resend-buffer", message)?;
     ensure(o.sndhwm >= 0, "sndhwm", "must be 0 (no limit) or more")
+}
+
+/// A core's share of `--max-inflight-body` must hold one request of
+/// `--max-body` (with a head of `--max-header`) beyond the resting buffer,
+/// or such a request, alone on its core, could never be read.
+fn check_inflight_body(o: &ServeOptions, cores: usize) -> Result<(), ConfigError> {
+    // Exact, as an option is written: a rounded minimum could be refused.
+    let text = |n: u64| match n {
+        n if n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n % 1024 == 0 => format!("{}KiB", n >> 10),
+        n => n.to_string(),
+    };
+    let need = (o.max_header.0 + o.max_body.0).saturating_sub(INITIAL as u64);
+    let total = o.max_inflight_body.0;
+    let share = total / cores as u64;
+    let message = format!(
+        "{} over {cores} core(s) is {} per core, less than one request of --max-body {} needs; set at least {} ({} per core)",
+        text(total),
+        text(share),
+        text(o.max_body.0),
+        text(need * cores as u64),
+        text(need),
+    );
+    ensure(share >= need, "max-inflight-body", message)
+}
+
+impl Settings {
+    /// A core's share of `--max-inflight-body`.
+    pub fn inflight_body_per_core(&self) -> usize {
+        (self.max_inflight_body / self.cores as u64) as usize
+    }
 }
 
 /// `--push`'s catch-all route first, then each `--route`; without either,
@@ -239,6 +275,7 @@ mod tests {
         assert_eq!(s.admin, Some("127.0.0.1:9733".parse().unwrap()));
         assert_eq!(s.drain_timeout, Duration::from_secs(10));
         assert_eq!(s.resend_buffer, 64 << 20);
+        assert_eq!(s.max_inflight_body, 256 << 20);
         assert_eq!(s.zmq_sched, Sched::Batch);
         assert_eq!(
             settings(&["--zmq-sched", "normal"]).unwrap().zmq_sched,
@@ -305,6 +342,11 @@ mod tests {
             (&["--resend-buffer", "much"], "--resend-buffer"),
             (&["--zmq-sched", "fifo"], "--zmq-sched"),
             (&["--resend-buffer", "1PiB"], "--resend-buffer"),
+            (&["--max-inflight-body", "much"], "--max-inflight-body"),
+            (
+                &["--max-inflight-body", "1MiB", "--cores", "2"],
+                "--max-inflight-body",
+            ),
         ] {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.starts_with(option), "{args:?}: {err}");
@@ -386,6 +428,52 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A core's share must hold one request of --max-body past the
+    /// resting buffer: the refusal names both options and the minimum.
+    #[test]
+    fn inflight_body_holds_one_request_per_core() {
+        let s = settings(&[
+            "--max-inflight-body",
+            "2MiB",
+            "--max-body",
+            "512KiB",
+            "--cores",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(s.inflight_body_per_core(), 2 << 20);
+        let two = settings(&["--max-inflight-body", "2MiB", "--cores", "2"]).unwrap();
+        assert_eq!(two.inflight_body_per_core(), 1 << 20);
+        let err = settings(&[
+            "--max-inflight-body",
+            "1MiB",
+            "--max-body",
+            "1MiB",
+            "--cores",
+            "2",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("--max-inflight-body: 1MiB over 2 core(s) is 512KiB per core")
+                && err.contains("--max-body 1MiB")
+                && err.contains("at least 2MiB (1MiB per core)"),
+            "{err}"
+        );
+        // A larger head limit needs more.
+        let err = settings(&[
+            "--max-inflight-body",
+            "1MiB",
+            "--max-header",
+            "64KiB",
+            "--cores",
+            "1",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at least 1072KiB"), "{err}");
     }
 
     /// An option given without a value keeps clap's own message.

@@ -84,6 +84,16 @@ pub struct ServeOptions {
         default_value = "16KiB"
     )]
     pub max_header: Size,
+    /// Most bytes of request bodies held in memory, for the whole process
+    /// (split over the cores); past it, connections wait to read their
+    /// bodies
+    #[arg(
+        long,
+        env = "HOOKWIRE_MAX_INFLIGHT_BODY",
+        value_name = "SIZE",
+        default_value = "256MiB"
+    )]
+    pub max_inflight_body: Size,
     /// Close a keep-alive connection idle this long
     #[arg(
         long,
@@ -279,6 +289,7 @@ impl ServeArgs {
             trusted_proxy,
             max_body,
             max_header,
+            max_inflight_body,
             idle_timeout,
             request_timeout,
             share_port,

@@ -1,6 +1,7 @@
 //! A connection's I/O loop: read → [`Conn::process`] → wait for spool
 //! tickets → one write of every response → read again, with the core's
-//! registry keeping its timeouts.
+//! registry keeping its timeouts. A body that needs more of the core's
+//! budget than is left waits for it before reading on.
 
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::budget::Budget;
 use super::registry::Registry;
 use super::{Conn, Step};
 use crate::config::Settings;
@@ -22,6 +24,7 @@ pub async fn serve(
     stream: TcpStream,
     shard: Rc<RefCell<Shard>>,
     registry: Rc<Registry>,
+    budget: Rc<Budget>,
     settings: std::sync::Arc<Settings>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -39,7 +42,8 @@ pub async fn serve(
             registry,
             shard: shard.clone(),
         },
-        conn: Conn::new(peer.ip(), &settings),
+        conn: Conn::new(peer.ip(), &settings, budget.clone()),
+        budget,
         tickets,
         shard,
         stream,
@@ -55,6 +59,7 @@ struct Session {
     registered: Registered,
     stream: TcpStream,
     conn: Conn,
+    budget: Rc<Budget>,
     shard: Rc<RefCell<Shard>>,
     tickets: Rc<Tickets>,
     /// When the first byte of the request now at the head of the buffer
@@ -120,6 +125,13 @@ impl Session {
             Some(t) => t + settings.request_timeout,
             None => self.last_active + settings.idle_timeout,
         };
+        while let Err(need) = self.conn.room() {
+            if !self.wait_for_budget(need, deadline).await {
+                self.time_out().await;
+                return None;
+            }
+        }
+        let registry = &self.registered.registry;
         registry.waiting(self.registered.key, idle, deadline);
         let read = self.stream.read(self.conn.spare()).await;
         // Once the sweep has timed the connection out its reads are shut:
@@ -184,6 +196,22 @@ impl Session {
         }
         self.conn.out.clear();
         Some(step)
+    }
+
+    /// Waits until the budget has `need` bytes left: `false` if the
+    /// deadline comes first. Not in a read, the core's sweep cannot end
+    /// this wait, so it has a timer of its own.
+    async fn wait_for_budget(&self, need: usize, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let freed = async {
+            self.budget.wait(need).await;
+            true
+        };
+        let late = async {
+            glommio::timer::sleep(left).await;
+            false
+        };
+        futures_lite::future::or(freed, late).await
     }
 
     /// Answers a request that did not arrive in time with its 408; it

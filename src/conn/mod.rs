@@ -5,12 +5,21 @@
 //! order, responses appended to one output buffer) and says whether to read
 //! more or close. [`io::serve`] drives it: read → process → one write of
 //! all responses → read again.
+//!
+//! The read buffer rests at [`INITIAL`] bytes and grows, doubling, only as
+//! a request's bytes arrive; what a body grows it by is taken from the
+//! core's [`Budget`], and given back when the buffer empties or the
+//! connection ends.
 
+pub mod budget;
 pub mod io;
 pub mod registry;
 
 use std::net::IpAddr;
 use std::ops::Range;
+use std::rc::Rc;
+
+use budget::Budget;
 
 use crate::config::Settings;
 use crate::http::request::{self, Framing, Request};
@@ -21,7 +30,7 @@ use crate::shard::Shard;
 use crate::spool::{Flushed, Tickets};
 
 /// Starting (and resting) size of a connection's read buffer.
-const INITIAL: usize = 16 * 1024;
+pub const INITIAL: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// What the connection should do next.
@@ -100,10 +109,14 @@ pub struct Conn {
     max_header: usize,
     max_body: usize,
     max_wire: usize,
+    /// The core's budget, and what of it `buf` holds (its length past
+    /// [`INITIAL`]).
+    budget: Rc<Budget>,
+    held: usize,
 }
 
 impl Conn {
-    pub fn new(peer: IpAddr, settings: &Settings) -> Self {
+    pub fn new(peer: IpAddr, settings: &Settings, budget: Rc<Budget>) -> Self {
         Self {
             buf: vec![0; INITIAL],
             start: 0,
@@ -122,6 +135,8 @@ impl Conn {
             // for a full body in chunks of 8 bytes or more, or a third of
             // one in 1-byte chunks (5 bytes of framing each).
             max_wire: settings.max_header + settings.max_body * 2 + 4096,
+            budget,
+            held: 0,
         }
     }
 
@@ -130,19 +145,69 @@ impl Conn {
         self.start < self.end
     }
 
-    /// The free space to read into, made room for first.
-    pub fn spare(&mut self) -> &mut [u8] {
+    /// Makes room to read into, before [`Conn::spare`]: moves a partial
+    /// request to the buffer's start, and grows a full buffer while the
+    /// request needs more. `Err(n)`: its body needs `n` more bytes than
+    /// the core's budget has left; read nothing until they are.
+    pub fn room(&mut self) -> Result<(), usize> {
+        if self.held > 0 && self.end - self.start < INITIAL && self.want <= INITIAL {
+            // What is left of a large read fits the resting size.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            self.rest();
+        }
         if self.start > 0 && (self.end == self.buf.len() || self.want > self.buf.len() - self.start)
         {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let need = self.want.max(self.end + 1).min(self.max_wire);
-        if need > self.buf.len() {
-            let grown = (self.buf.len() * 2).max(need).min(self.max_wire);
-            self.buf.resize(grown, 0);
+        if self.end < self.buf.len() {
+            return Ok(());
         }
+        self.grow()
+    }
+
+    /// Doubles the full buffer, up to what the request needs when its
+    /// length is known (else up to the limit), so memory follows the bytes
+    /// that arrived rather than those announced. A head's growth is
+    /// counted but never refused.
+    #[cold]
+    fn grow(&mut self) -> Result<(), usize> {
+        let len = self.buf.len();
+        let target = if self.want > len {
+            self.want
+        } else {
+            self.max_wire
+        };
+        let grown = (len * 2).min(target).min(self.max_wire);
+        if grown <= len {
+            return Ok(());
+        }
+        let n = grown - len;
+        if self.head.is_none() {
+            self.budget.force(n);
+        } else if !self.budget.reserve(n) {
+            return Err(n);
+        }
+        self.held += n;
+        self.buf.reserve_exact(n);
+        self.buf.resize(grown, 0);
+        Ok(())
+    }
+
+    /// Back to the resting size, the growth given back to the budget.
+    #[cold]
+    #[inline(never)]
+    fn rest(&mut self) {
+        self.buf.truncate(INITIAL);
+        self.buf.shrink_to_fit();
+        self.budget.release(std::mem::take(&mut self.held));
+    }
+
+    /// The free space to read into, after [`Conn::room`].
+    pub fn spare(&mut self) -> &mut [u8] {
         &mut self.buf[self.end..]
     }
 
@@ -168,9 +233,9 @@ impl Conn {
             if self.start == self.end {
                 self.start = 0;
                 self.end = 0;
-                if self.buf.len() > 4 * INITIAL {
-                    self.buf.truncate(INITIAL);
-                    self.buf.shrink_to_fit();
+                // An empty connection holds none of the budget.
+                if self.held > 0 {
+                    self.rest();
                 }
                 return Step::More { completed };
             }
@@ -317,5 +382,11 @@ impl Conn {
         Step::Close {
             completed: completed + 1,
         }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.budget.release(self.held);
     }
 }

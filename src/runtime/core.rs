@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::snapshot::{Ask, CoreSnapshot};
 use super::spooling::{deliver, flusher, Pause};
 use crate::config::Settings;
+use crate::conn::budget::Budget;
 use crate::conn::registry::Registry;
 use crate::shard::Shard;
 use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
@@ -24,6 +25,8 @@ pub(super) struct Core {
     pub shard: Rc<RefCell<Shard>>,
     pub spool: Rc<RefCell<CoreSpool>>,
     pub registry: Rc<Registry>,
+    /// The core's share of `--max-inflight-body`.
+    pub budget: Rc<Budget>,
     asks: mpsc::Receiver<Ask>,
     started: Instant,
 }
@@ -62,12 +65,13 @@ impl Core {
         glommio::spawn_local(flusher(shard.clone(), spool.clone(), tickets, pause)).detach();
         Ok(Self {
             id,
-            settings,
             shard,
             spool,
             registry: Rc::new(Registry::default()),
+            budget: Rc::new(Budget::new(settings.inflight_body_per_core())),
             asks,
             started: Instant::now(),
+            settings,
         })
     }
 
@@ -84,7 +88,8 @@ impl Core {
     }
 
     pub fn snapshot(&self, shard: &Shard, accepting: bool) -> CoreSnapshot {
-        CoreSnapshot::of(shard, self.registry.open(), accepting, self.started)
+        let body = self.budget.figures();
+        CoreSnapshot::of(shard, self.registry.open(), body, accepting, self.started)
     }
 
     /// The control loop: delivers spooled events, answers the admin, times

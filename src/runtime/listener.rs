@@ -13,6 +13,7 @@ use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Settings;
+use crate::conn::budget::Budget;
 use crate::conn::registry::Registry;
 use crate::shard::Shard;
 
@@ -83,6 +84,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     shard: Rc<RefCell<Shard>>,
     registry: Rc<Registry>,
+    budget: Rc<Budget>,
     settings: Arc<Settings>,
 ) {
     loop {
@@ -93,6 +95,7 @@ pub async fn accept_loop(
                     stream,
                     shard.clone(),
                     registry.clone(),
+                    budget.clone(),
                     settings.clone(),
                 );
                 glommio::spawn_local(conn).detach();

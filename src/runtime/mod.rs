@@ -103,6 +103,7 @@ async fn run_core(
         listener,
         core.shard.clone(),
         core.registry.clone(),
+        core.budget.clone(),
         core.settings.clone(),
     ));
     let _ = ready.send(Ok(id));

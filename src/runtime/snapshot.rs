@@ -5,6 +5,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::conn::budget::Figures;
 use crate::fanout::RouteStatus;
 use crate::metrics::Metrics;
 use crate::shard::Shard;
@@ -22,6 +23,8 @@ pub struct CoreSnapshot {
     pub metrics: Metrics,
     pub routes: Vec<RouteStatus>,
     pub open_connections: usize,
+    /// Request bodies in memory (`--max-inflight-body`).
+    pub inflight_body: Figures,
     pub accepting: bool,
     pub uptime: Duration,
     /// The spool: bytes held, the limit, and why its last write failed
@@ -55,13 +58,20 @@ impl DiskState {
 }
 
 impl CoreSnapshot {
-    pub fn of(shard: &Shard, open_connections: usize, accepting: bool, started: Instant) -> Self {
+    pub fn of(
+        shard: &Shard,
+        open_connections: usize,
+        inflight_body: Figures,
+        accepting: bool,
+        started: Instant,
+    ) -> Self {
         let spool = shard.fanout.spool.borrow();
         Self {
             core: shard.core,
             metrics: shard.metrics.clone(),
             routes: shard.fanout.status(),
             open_connections,
+            inflight_body,
             accepting,
             uptime: started.elapsed(),
             spool_stored: spool.stored(),
@@ -83,6 +93,7 @@ impl CoreSnapshot {
             metrics: Metrics::default(),
             routes: Vec::new(),
             open_connections: 0,
+            inflight_body: Figures::default(),
             accepting: false,
             uptime: Duration::ZERO,
             spool_stored: 0,
