@@ -7,6 +7,7 @@
 use std::fmt::{Display, Write as _};
 
 use super::stats::merged;
+use crate::conn::budget::Figures;
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Metrics, BUCKETS, STATUSES};
 use crate::runtime::snapshot::CoreSnapshot;
@@ -74,6 +75,41 @@ const COUNTERS: [Counter; 7] = [
         name: "hookwire_connections_closed_total",
         help: "Connections closed.",
         value: |c| c.connections_closed,
+    },
+];
+
+/// A figure of a core's body budget ([`Figures`]), per core and summed.
+struct BodyFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&Figures) -> u64,
+}
+
+const BODY_FAMILIES: [BodyFamily; 4] = [
+    BodyFamily {
+        name: "hookwire_inflight_body_bytes",
+        kind: "gauge",
+        help: "Bytes of request bodies held in memory now (read buffers grown past their resting size).",
+        value: |b| b.used,
+    },
+    BodyFamily {
+        name: "hookwire_inflight_body_bytes_max",
+        kind: "gauge",
+        help: "Most bytes of request bodies held at once (core=\"all\": the sum of the cores' peaks).",
+        value: |b| b.peak,
+    },
+    BodyFamily {
+        name: "hookwire_inflight_body_bytes_limit",
+        kind: "gauge",
+        help: "The core's share of --max-inflight-body (core=\"all\": the process's).",
+        value: |b| b.limit,
+    },
+    BodyFamily {
+        name: "hookwire_inflight_body_waits_total",
+        kind: "counter",
+        help: "Times a connection waited to read its body because the bytes in flight were at the limit.",
+        value: |b| b.waits,
     },
 ];
 
@@ -153,6 +189,9 @@ pub(super) fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     }
     connections_open(&mut text, &answered);
     spool_disk(&mut text, &answered);
+    for family in &BODY_FAMILIES {
+        body_family(&mut text, family, &answered);
+    }
     for family in &ROUTE_FAMILIES {
         route_family(&mut text, family, &answered);
     }
@@ -262,6 +301,20 @@ fn spool_disk(text: &mut Text, answered: &[&CoreSnapshot]) {
             text.sample(name, &[], value);
         }
     }
+}
+
+fn body_family(text: &mut Text, family: &BodyFamily, answered: &[&CoreSnapshot]) {
+    let name = family.name;
+    text.family(name, family.kind, family.help);
+    for s in answered {
+        let core = s.core.to_string();
+        text.sample(name, &[("core", &core)], (family.value)(&s.inflight_body));
+    }
+    let all: u64 = answered
+        .iter()
+        .map(|s| (family.value)(&s.inflight_body))
+        .sum();
+    text.sample(name, &[("core", "all")], all);
 }
 
 /// Each route (the same on every core): per core, then merged.

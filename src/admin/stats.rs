@@ -3,6 +3,7 @@
 
 use serde::{Serialize, Serializer};
 
+use crate::conn::budget::Figures;
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Hist, Metrics, STATUSES};
 use crate::runtime::snapshot::CoreSnapshot;
@@ -53,7 +54,19 @@ struct MetricsStats {
     handoffs: u64,
     bytes: Bytes,
     connections: Connections,
+    inflight_body: InflightBody,
     routes: Vec<RouteStats>,
+}
+
+/// Request bodies in memory (`--max-inflight-body`); merged: summed.
+#[derive(Serialize)]
+struct InflightBody {
+    bytes: u64,
+    /// The most held at once (merged: the sum of the cores' peaks).
+    max: u64,
+    limit: u64,
+    /// Times a connection waited for bytes to read its body.
+    waits: u64,
 }
 
 /// Percentiles of a latency histogram, in microseconds to one decimal.
@@ -123,16 +136,27 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
     let uptime = answered.iter().map(|s| s.uptime).max().unwrap_or_default();
     let open = answered.iter().map(|s| s.open_connections).sum();
     let merged_routes = merged_routes(answered.iter().copied());
+    let body = answered.iter().fold(Figures::default(), |a, s| Figures {
+        used: a.used + s.inflight_body.used,
+        peak: a.peak + s.inflight_body.peak,
+        limit: a.limit + s.inflight_body.limit,
+        waits: a.waits + s.inflight_body.waits,
+    });
     Stats {
         uptime_seconds: rounded(uptime.as_secs_f64(), 3),
         cores_answering: answered.len(),
         cores_total: snaps.len(),
-        merged: metrics_stats(&merged(answered.iter().copied()), &merged_routes, open),
+        merged: metrics_stats(
+            &merged(answered.iter().copied()),
+            &merged_routes,
+            open,
+            body,
+        ),
         cores: answered
             .iter()
             .map(|s| CoreStats {
                 core: s.core,
-                metrics: metrics_stats(&s.metrics, &s.routes, s.open_connections),
+                metrics: metrics_stats(&s.metrics, &s.routes, s.open_connections, s.inflight_body),
             })
             .collect(),
         spool: SpoolStats {
@@ -146,7 +170,7 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
     }
 }
 
-fn metrics_stats(m: &Metrics, routes: &[RouteStatus], open: usize) -> MetricsStats {
+fn metrics_stats(m: &Metrics, routes: &[RouteStatus], open: usize, body: Figures) -> MetricsStats {
     let c = &m.counters;
     MetricsStats {
         latencies: Members(
@@ -170,6 +194,12 @@ fn metrics_stats(m: &Metrics, routes: &[RouteStatus], open: usize) -> MetricsSta
             accepted: c.connections_accepted,
             closed: c.connections_closed,
             open,
+        },
+        inflight_body: InflightBody {
+            bytes: body.used,
+            max: body.peak,
+            limit: body.limit,
+            waits: body.waits,
         },
         routes: routes.iter().map(RouteStats::of).collect(),
     }
