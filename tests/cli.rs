@@ -120,6 +120,39 @@ fn a_zero_flush_interval_in_any_unit_is_accepted_at_start() {
     }
 }
 
+/// A core's share of --max-inflight-body must hold one request of
+/// --max-body: below that the start is refused, naming both and the least.
+#[test]
+fn a_body_bound_too_small_for_max_body_is_refused_at_start() {
+    let args = [
+        "--max-inflight-body",
+        "1MiB",
+        "--max-body",
+        "1MiB",
+        "--cores",
+        "2",
+    ];
+    let stderr = refused(&args, &[]);
+    assert!(
+        stderr.starts_with("hookwire: --max-inflight-body: 1MiB over 2 core(s) is 512KiB per core")
+            && stderr.contains("--max-body 1MiB")
+            && stderr.contains("set at least 2MiB"),
+        "{stderr}"
+    );
+    let env = refused(
+        &["--max-body", "1MiB", "--cores", "1"],
+        &[("HOOKWIRE_MAX_INFLIGHT_BODY", "512KiB")],
+    );
+    assert!(
+        env.starts_with("hookwire: --max-inflight-body (set by HOOKWIRE_MAX_INFLIGHT_BODY)")
+            && env.contains("set at least 1MiB"),
+        "{env}"
+    );
+    // At the least it starts.
+    let server = Server::start(&["--max-inflight-body", "2MiB", "--max-body", "1MiB"]);
+    server.get("/s/n?x=1").assert_accepted("in.gen.s.n");
+}
+
 #[test]
 fn a_busy_port_is_refused_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
