@@ -235,12 +235,16 @@ async fn write_blocks(file: &DmaFile, job: &Job, durable: bool) -> std::io::Resu
         .await
         .map_err(std::io::Error::from)?;
     if n < job.data.len() {
-        // The filesystem took part of the blocks: it is full (or the file
-        // reached the size limit, which a 16 MiB segment does not).
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::StorageFull,
-            "short write: no space left on the filesystem",
-        ));
+        // The filesystem took part of the blocks: it is full, or the file
+        // reached a size limit (RLIMIT_FSIZE) with room left.
+        let full = super::disk::space(&job.path).is_ok_and(|s| s.free < len as u64);
+        return Err(match full {
+            true => std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "short write: no space left on the filesystem",
+            ),
+            false => std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
+        });
     }
     if durable {
         file.fdatasync().await.map_err(std::io::Error::from)?;
