@@ -54,6 +54,10 @@ pub struct Disk {
     looked: Option<Instant>,
     /// Bytes this core wrote since the last look.
     spent: u64,
+    /// What the other cores had written at the last look, and now (as of
+    /// this core's last tick).
+    others_then: u64,
+    others_now: u64,
     /// A write failed for want of space, and the filesystem has not been
     /// seen with room since.
     pub no_space: bool,
@@ -68,15 +72,19 @@ impl Disk {
             space: None,
             looked: None,
             spent: 0,
+            others_then: 0,
+            others_now: 0,
             no_space: false,
         };
         disk.look(Instant::now());
         disk
     }
 
-    /// Looks at the filesystem again if the last look is old. Returns
-    /// true when this ended a disk-full state.
-    pub fn refresh(&mut self, now: Instant) -> bool {
+    /// Takes what the other cores have written so far, and looks at the
+    /// filesystem again if the last look is old. Returns true when this
+    /// ended a disk-full state.
+    pub fn refresh(&mut self, now: Instant, others: u64) -> bool {
+        self.others_now = others;
         if self
             .looked
             .is_some_and(|t| now.duration_since(t) < LOOK_EVERY)
@@ -84,6 +92,7 @@ impl Disk {
             return false;
         }
         self.look(now);
+        self.others_then = others;
         let roomy = self
             .space
             .is_some_and(|s| s.free >= self.min_free.saturating_add(ROOM));
@@ -119,10 +128,17 @@ impl Disk {
         self.space.map(|s| s.size)
     }
 
+    /// Free bytes as this core counts on them: as of the last look, less
+    /// its own writes since and the other cores'.
+    fn expected(&self) -> Option<u64> {
+        let others = self.others_now.saturating_sub(self.others_then);
+        self.free().map(|free| free.saturating_sub(others))
+    }
+
     /// Bytes that can be written before the filesystem is below
     /// `--spool-min-free` (unbounded when it cannot be looked at).
     pub fn room(&self) -> u64 {
-        match (self.no_space, self.free()) {
+        match (self.no_space, self.expected()) {
             (true, _) => 0,
             (false, Some(free)) => free.saturating_sub(self.min_free),
             (false, None) => u64::MAX,
@@ -132,6 +148,6 @@ impl Disk {
     /// Below `--spool-min-free`, or writes fail for want of space: no new
     /// event should need the spool.
     pub fn low(&self) -> bool {
-        self.no_space || self.free().is_some_and(|free| free < self.min_free)
+        self.no_space || self.expected().is_some_and(|free| free < self.min_free)
     }
 }

@@ -117,6 +117,12 @@ impl CoreSpool {
         })
     }
 
+    /// Counts bytes this core wrote to the spool's filesystem.
+    pub(super) fn wrote(&mut self, bytes: u64) {
+        self.disk.spend(bytes);
+        self.usage.wrote(self.core, bytes);
+    }
+
     /// This core's number.
     pub fn core(&self) -> usize {
         self.core
@@ -152,7 +158,8 @@ impl CoreSpool {
     pub fn share_usage(&mut self) {
         self.usage.publish(self.core, self.stored());
         self.others = self.usage.others(self.core);
-        if self.disk.refresh(std::time::Instant::now()) {
+        let written = self.usage.others_written(self.core);
+        if self.disk.refresh(std::time::Instant::now(), written) {
             let free = self.disk.free().unwrap_or(0);
             tracing::info!(
                 "core {}: spool: the filesystem has room again ({} free): events can be spooled again",

@@ -195,7 +195,7 @@ async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) ->
         written.push(Written { job, outcome });
     }
     let mut c = core.borrow_mut();
-    c.disk.spend(bytes);
+    c.wrote(bytes);
     let failed = error.is_some() || no_space;
     let was_failing = c.write_error.is_some() || c.disk.no_space;
     c.write_error = error;
