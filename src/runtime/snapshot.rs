@@ -82,7 +82,7 @@ impl CoreSnapshot {
                 free: spool.disk.free(),
                 size: spool.disk.size(),
                 min_free: spool.disk.min_free,
-                no_space: spool.disk.no_space,
+                no_space: spool.disk.no_space(),
             },
         }
     }

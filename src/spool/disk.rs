@@ -60,7 +60,10 @@ pub struct Disk {
     others_now: u64,
     /// A write failed for want of space, and the filesystem has not been
     /// seen with room since.
-    pub no_space: bool,
+    no_space: bool,
+    /// [`Disk::low`], kept current by whatever changes it (looks, ticks,
+    /// writes), so the request path reads one flag.
+    low: bool,
 }
 
 impl Disk {
@@ -75,8 +78,10 @@ impl Disk {
             others_then: 0,
             others_now: 0,
             no_space: false,
+            low: false,
         };
         disk.look(Instant::now());
+        disk.judge();
         disk
     }
 
@@ -85,22 +90,39 @@ impl Disk {
     /// ended a disk-full state.
     pub fn refresh(&mut self, now: Instant, others: u64) -> bool {
         self.others_now = others;
+        let mut ended = false;
         if self
             .looked
-            .is_some_and(|t| now.duration_since(t) < LOOK_EVERY)
+            .is_none_or(|t| now.duration_since(t) >= LOOK_EVERY)
         {
-            return false;
+            self.look(now);
+            self.others_then = others;
+            let roomy = self
+                .space
+                .is_some_and(|s| s.free >= self.min_free.saturating_add(ROOM));
+            ended = self.no_space && roomy;
+            if ended {
+                self.no_space = false;
+            }
         }
-        self.look(now);
-        self.others_then = others;
-        let roomy = self
-            .space
-            .is_some_and(|s| s.free >= self.min_free.saturating_add(ROOM));
-        if self.no_space && roomy {
-            self.no_space = false;
-            return true;
-        }
-        false
+        self.judge();
+        ended
+    }
+
+    /// Whether writes fail for want of space, and no room has been seen
+    /// since.
+    pub fn no_space(&self) -> bool {
+        self.no_space
+    }
+
+    /// After a spool write: whether it ran out of space.
+    pub fn set_no_space(&mut self, no_space: bool) {
+        self.no_space = no_space;
+        self.judge();
+    }
+
+    fn judge(&mut self) {
+        self.low = self.no_space || self.expected().is_some_and(|free| free < self.min_free);
     }
 
     fn look(&mut self, now: Instant) {
@@ -117,6 +139,7 @@ impl Disk {
     /// Bytes this core wrote to the filesystem.
     pub fn spend(&mut self, bytes: u64) {
         self.spent += bytes;
+        self.judge();
     }
 
     /// Free bytes: as of the last look, less what this core wrote since.
@@ -147,7 +170,8 @@ impl Disk {
 
     /// Below `--spool-min-free`, or writes fail for want of space: no new
     /// event should need the spool.
+    #[inline]
     pub fn low(&self) -> bool {
-        self.no_space || self.expected().is_some_and(|free| free < self.min_free)
+        self.low
     }
 }

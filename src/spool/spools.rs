@@ -143,11 +143,13 @@ impl CoreSpool {
     /// `--spool-max-bytes` or more (this core's bytes now, the others' as
     /// of the last [`Self::share_usage`]), or its filesystem is below
     /// `--spool-min-free` or out of space.
+    #[inline]
     pub fn full(&self) -> bool {
         self.over_max() || self.disk.low()
     }
 
     /// The process's spool holds `--spool-max-bytes` or more.
+    #[inline]
     pub fn over_max(&self) -> bool {
         self.stored() + self.others >= self.max_bytes
     }

@@ -178,7 +178,7 @@ async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) ->
                 // Said once per kind of failure, not once per flush: a disk
                 // that keeps failing must not flood the log.
                 if super::disk::no_space(e) {
-                    if !c.disk.no_space && !no_space {
+                    if !c.disk.no_space() && !no_space {
                         tracing::warn!(
                             "spool: {what}: events that need the spool get 503 until space frees"
                         );
@@ -197,9 +197,9 @@ async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) ->
     let mut c = core.borrow_mut();
     c.wrote(bytes);
     let failed = error.is_some() || no_space;
-    let was_failing = c.write_error.is_some() || c.disk.no_space;
+    let was_failing = c.write_error.is_some() || c.disk.no_space();
     c.write_error = error;
-    c.disk.no_space = no_space;
+    c.disk.set_no_space(no_space);
     if was_failing && !failed {
         tracing::info!("spool: writing again");
     }
