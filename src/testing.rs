@@ -17,19 +17,31 @@ use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
 /// One core pushing to `endpoint` with a send queue deep enough that
 /// ZeroMQ takes every event directly, and a spool in the temp dir.
 pub fn settings(endpoint: &str) -> Settings {
-    let spool = std::env::temp_dir().join(format!("hookwire-standalone-{}", std::process::id()));
+    settings_with(endpoint, &["--sndhwm", "100000"])
+}
+
+/// One core pushing to `endpoint`, a new spool in the temp dir, and `extra`
+/// options; every other setting is the default.
+pub fn settings_with(endpoint: &str, extra: &[&str]) -> Settings {
+    // A spool of its own for each call: tests in one process must not
+    // recover each other's events.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let spool = std::env::temp_dir().join(format!(
+        "hookwire-standalone-{}-{n}",
+        std::process::id()
+    ));
     let spool = spool.to_str().expect("temp dir is UTF-8");
-    let args = [
+    let mut args = vec![
         "hookwire",
         "--push",
         endpoint,
         "--cores",
         "1",
-        "--sndhwm",
-        "100000",
         "--spool-dir",
         spool,
     ];
+    args.extend_from_slice(extra);
     let cli = Cli::try_parse_from(args).expect("valid arguments");
     Settings::from_args(cli.serve).expect("valid settings")
 }

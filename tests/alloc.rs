@@ -18,25 +18,31 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use hookwire::conn::{Conn, Step};
 use hookwire::shard::Shard;
 
-use common::{in_process, InProcess};
+use common::{in_process, in_process_with, InProcess};
 
 struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// This thread's allocations while counting: tests run in parallel,
+    /// and one test's count must not take in another's.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn count() {
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
     }
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
 }
 
 unsafe impl GlobalAlloc for Counting {
@@ -62,11 +68,11 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations made by `f` on this thread.
 fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     COUNTING.with(|c| c.set(true));
     f();
     COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    allocations() - before
 }
 
 const GET: &[u8] = b"GET /affise/conversion/7?clickid=a1b2c3d4e5f6&payout=12.50&currency=USD&status=approved&goal=1&offer_id=42&pid=17&sub1=abc&sub2=def&sub3=%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82&sub4=&sub5=x+y&ip=1.2.3.4&country=DE&ts=1700000000 HTTP/1.1\r\nHost: postback.example.com\r\nUser-Agent: Affise/1.0\r\nAccept: */*\r\n\r\n";
@@ -175,6 +181,192 @@ fn steady_state_hot_path_does_not_allocate() {
         "allocations over {MEASURED} 1 KiB JSON POSTs"
     );
 }
+
+/// `n` GET postbacks, pipelined: one buffer's worth of requests.
+fn burst(n: usize) -> Vec<u8> {
+    GET.repeat(n)
+}
+
+/// A consumer that takes envelopes until none has come for 2 s, counting
+/// them in `taken`; returns how many it took.
+fn drain_consumer(pull: zmq::Socket, taken: Arc<AtomicUsize>) -> std::thread::JoinHandle<usize> {
+    pull.set_rcvtimeo(2_000).unwrap();
+    std::thread::spawn(move || {
+        while pull.recv_bytes(0).is_ok() {
+            taken.fetch_add(1, Ordering::Relaxed);
+        }
+        taken.load(Ordering::Relaxed)
+    })
+}
+
+/// Waits (without allocating) until the consumer is at most `lead`
+/// events behind the `sent` ones: a consumer that keeps up, so that
+/// ZeroMQ's default send queue takes every event directly (without a
+/// core's tasks running, an event ZeroMQ refuses would wait in the
+/// backlog for good).
+fn keep_up(taken: &AtomicUsize, sent: usize, lead: usize) {
+    let mut spins = 0u64;
+    while sent > taken.load(Ordering::Relaxed) + lead {
+        std::thread::yield_now();
+        spins += 1;
+        assert!(
+            spins < 5_000_000,
+            "the consumer stopped at {} of {sent} events",
+            taken.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// Answers the requests fed in `raw` (`n` of them) the way a core does in
+/// accepted mode, and checks each got a 200.
+fn accepted(conn: &mut Conn, shard: &mut Shard, raw: &[u8], n: usize) {
+    hookwire::testing::feed(conn, raw);
+    let step = conn.process(shard);
+    shard.flush_outbox();
+    conn.waits.clear();
+    assert_eq!(step, Step::More { completed: n });
+    assert_eq!(oks(&conn.out), n, "{}", String::from_utf8_lossy(&conn.out));
+    conn.out.clear();
+}
+
+fn oks(out: &[u8]) -> usize {
+    out.windows(17)
+        .filter(|w| *w == b"HTTP/1.1 200 OK\r\n")
+        .count()
+}
+
+/// The default settings (a 1 000-message send queue, no `--sndhwm`), one
+/// request at a time and in pipelined bursts, on one reused connection.
+#[test]
+fn default_settings_and_pipelined_bursts_do_not_allocate() {
+    const WARMUP: usize = 2_000;
+    const MEASURED: usize = 10_000;
+    const BURST: usize = 16;
+    let InProcess {
+        pull,
+        settings,
+        mut shard,
+        context: _context,
+    } = in_process_with(&[]);
+    assert_eq!(settings.sndhwm, 1_000, "the default send queue");
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumer = drain_consumer(pull, taken.clone());
+    let mut conn = hookwire::testing::conn(&settings);
+    let pipelined = burst(BURST);
+    let mut sent = 0;
+    let mut send = |conn: &mut Conn, shard: &mut Shard, n: usize| {
+        keep_up(&taken, sent, 0);
+        let raw = if n == 1 { GET } else { &pipelined[..] };
+        accepted(conn, shard, raw, n);
+        sent += n;
+    };
+    for _ in 0..WARMUP {
+        send(&mut conn, &mut shard, 1);
+        send(&mut conn, &mut shard, BURST);
+    }
+    let single = allocations_in(|| {
+        for _ in 0..MEASURED {
+            send(&mut conn, &mut shard, 1);
+        }
+    });
+    let bursts = allocations_in(|| {
+        for _ in 0..MEASURED / BURST {
+            send(&mut conn, &mut shard, BURST);
+        }
+    });
+    assert_eq!(shard.fanout.waiting(), 0, "nothing went to the backlog");
+    let delivered = consumer.join().unwrap();
+    let sent = WARMUP * (1 + BURST) + MEASURED + MEASURED / BURST * BURST;
+    assert_eq!(delivered, sent, "every event reached the consumer");
+    assert_eq!(single, 0, "allocations over {MEASURED} GET postbacks");
+    assert_eq!(
+        bursts, 0,
+        "allocations over {} pipelined bursts of {BURST}",
+        MEASURED / BURST
+    );
+}
+
+/// Durable mode's write path: each 200 waits for its journal write, which
+/// the core's flusher does for every request that came since the last one
+/// (here: once per burst). Driven on an executor, as a core does: the
+/// request is appended to the journal, the flush writes and syncs it, and
+/// the 200s are released. The requests cost nothing; each flush costs a
+/// fixed number of allocations (the write jobs, and glommio's own for
+/// every I/O it submits), the same for a burst of one as for a burst of
+/// many.
+#[test]
+fn durable_mode_allocates_per_flush_not_per_request() {
+    const WARMUP: usize = 200;
+    const FLUSHES: usize = 300;
+    const BURST: usize = 16;
+    let InProcess {
+        pull,
+        settings,
+        shard,
+        context: _context,
+    } = in_process_with(&["--ack", "durable"]);
+    assert!(settings.durable);
+    let journal = settings.spool_dir.clone();
+    let consumer = drain_consumer(pull, Arc::new(AtomicUsize::new(0)));
+    let (one, many) = glommio::LocalExecutor::default().run(async move {
+        let mut shard = shard;
+        let mut conn = hookwire::testing::conn(&settings);
+        let spool = shard.fanout.spool.clone();
+        let tickets = shard.tickets();
+        let pipelined = burst(BURST);
+        let durable = async |conn: &mut Conn, shard: &mut Shard, raw: &[u8], n: usize| {
+            hookwire::testing::feed(conn, raw);
+            assert_eq!(conn.process(shard), Step::More { completed: n });
+            assert_eq!(conn.waits.len(), n, "every 200 waits for the journal");
+            shard.flush_outbox();
+            assert!(hookwire::spool::flush(&spool).await, "a journal write");
+            conn.settle(shard, &tickets);
+            assert_eq!(oks(&conn.out), n, "{}", String::from_utf8_lossy(&conn.out));
+            conn.out.clear();
+        };
+        for _ in 0..WARMUP {
+            durable(&mut conn, &mut shard, GET, 1).await;
+            durable(&mut conn, &mut shard, &pipelined, BURST).await;
+        }
+        let before = allocations();
+        COUNTING.with(|c| c.set(true));
+        for _ in 0..FLUSHES {
+            durable(&mut conn, &mut shard, GET, 1).await;
+        }
+        let middle = allocations();
+        for _ in 0..FLUSHES {
+            durable(&mut conn, &mut shard, &pipelined, BURST).await;
+        }
+        COUNTING.with(|c| c.set(false));
+        (middle - before, allocations() - middle)
+    });
+    let delivered = consumer.join().unwrap();
+    let _ = std::fs::remove_dir_all(journal);
+    eprintln!(
+        "durable: {one} allocations over {FLUSHES} flushes of 1 request, \
+         {many} over {FLUSHES} flushes of {BURST}"
+    );
+    assert!(delivered > 0, "the events reached the consumer");
+    // A request costs nothing: 15 more per flush add no allocation (the
+    // counts differ by a few as glommio's own buffers grow now and then,
+    // far fewer than one per request).
+    let extra = FLUSHES * (BURST - 1);
+    assert!(
+        many.abs_diff(one) < extra as u64 / 10,
+        "allocations grow with the requests per flush: {one} for {FLUSHES} × 1, {many} for {FLUSHES} × {BURST}"
+    );
+    for n in [one, many] {
+        assert!(
+            n <= (FLUSHES * MAX_PER_FLUSH) as u64,
+            "{n} allocations over {FLUSHES} durable flushes: more than {MAX_PER_FLUSH} each"
+        );
+    }
+}
+
+/// Allocations of one durable-mode flush, at most: the write jobs (a list,
+/// a file path copied, the last partial block kept), and glommio's for
+/// the DMA buffer and each write and sync it submits.
+const MAX_PER_FLUSH: usize = 12;
 
 #[test]
 fn the_counter_sees_allocations() {

@@ -442,13 +442,18 @@ pub struct InProcess {
 }
 
 pub fn in_process() -> InProcess {
+    in_process_with(&["--sndhwm", "100000"])
+}
+
+/// [`in_process`] with `extra` options and every other setting the default.
+pub fn in_process_with(extra: &[&str]) -> InProcess {
     let context = zmq::Context::new();
     let pull = context.socket(zmq::PULL).unwrap();
     pull.set_rcvhwm(0).unwrap();
     pull.set_rcvtimeo(20_000).unwrap();
     pull.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = pull.get_last_endpoint().unwrap().unwrap();
-    let settings = std::sync::Arc::new(hookwire::testing::settings(&endpoint));
+    let settings = std::sync::Arc::new(hookwire::testing::settings_with(&endpoint, extra));
     let shard = hookwire::testing::shard(settings.clone()).unwrap();
     InProcess {
         pull,
