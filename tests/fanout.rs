@@ -343,27 +343,32 @@ fn flush_interval_holds_batches_not_lone_requests() {
         "one hand-off per lone request"
     );
 
-    // 300 pipelined requests in 30 writes 2 ms apart: without the interval
-    // each write's events would go to ZeroMQ on their own (about 30
-    // hand-offs in about 60 ms); held, there is at most one hand-off per
-    // interval (plus the first, which has nothing before it to wait for).
-    const CHUNKS: usize = 30;
+    // Pipelined pairs: 400 requests in 200 writes of two, about half a
+    // millisecond apart. Every write wakes the flusher with two events
+    // waiting, so without the interval each pair is a hand-off of its own
+    // (events ÷ 2). Held, a hand-off takes everything that came in its
+    // interval, so it carries a score of events, not two: hand-offs ≤
+    // events ÷ 4 holds with a wide margin (the writes would have to come
+    // ten times slower to break it), whatever the run's elapsed time.
+    const WRITES: usize = 200;
+    const EVENTS: usize = 2 * WRITES;
     let before = handoffs(&server);
     let mut stream = server.connect();
     let mut reader = ResponseReader::new(stream.try_clone().unwrap());
-    let started = Instant::now();
     let writer = std::thread::spawn(move || {
-        for c in 0..CHUNKS {
-            let chunk: Vec<u8> = (c * 10..c * 10 + 10)
+        let started = Instant::now();
+        for w in 0..WRITES {
+            let pair: Vec<u8> = (2 * w..2 * w + 2)
                 .flat_map(|i| {
                     format!("GET /s/batch?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
                 })
                 .collect();
-            stream.write_all(&chunk).unwrap();
-            std::thread::sleep(Duration::from_millis(2));
+            stream.write_all(&pair).unwrap();
+            std::thread::sleep(Duration::from_micros(500));
         }
+        started.elapsed()
     });
-    let answered: Vec<u64> = (0..CHUNKS * 10)
+    let answered: Vec<u64> = (0..EVENTS)
         .map(|_| {
             reader
                 .next()
@@ -371,19 +376,21 @@ fn flush_interval_holds_batches_not_lone_requests() {
                 .assert_accepted("in.gen.s.batch")
         })
         .collect();
-    let took = started.elapsed();
-    writer.join().unwrap();
+    let sending = writer.join().unwrap();
     let delivered: Vec<u64> = sink
-        .recv_raw(CHUNKS * 10, Duration::from_secs(10))
+        .recv_raw(EVENTS, Duration::from_secs(10))
         .iter()
         .map(|e| envelope_id(e))
         .collect();
     assert_eq!(delivered, answered);
     let batches = handoffs(&server) - before;
-    let allowed = took.as_millis() / INTERVAL.as_millis() + 2;
+    eprintln!(
+        "flush interval {INTERVAL:?}: {EVENTS} pipelined events in {WRITES} writes over {sending:?}, {batches} hand-offs"
+    );
     assert!(
-        batches as u128 <= allowed,
-        "{batches} hand-offs in {took:?}: more than one per {INTERVAL:?}"
+        batches as usize <= EVENTS / 4,
+        "{batches} hand-offs for {EVENTS} pipelined events (writes over {sending:?}): \
+         more than one per 4 events, so the interval did not batch them"
     );
 }
 
