@@ -27,10 +27,8 @@ pub fn settings_with(endpoint: &str, extra: &[&str]) -> Settings {
     // recover each other's events.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let spool = std::env::temp_dir().join(format!(
-        "hookwire-standalone-{}-{n}",
-        std::process::id()
-    ));
+    let spool =
+        std::env::temp_dir().join(format!("hookwire-standalone-{}-{n}", std::process::id()));
     let spool = spool.to_str().expect("temp dir is UTF-8");
     let mut args = vec![
         "hookwire",

@@ -280,7 +280,8 @@ fn default_settings_and_pipelined_bursts_do_not_allocate() {
     assert_eq!(delivered, sent, "every event reached the consumer");
     assert_eq!(single, 0, "allocations over {MEASURED} GET postbacks");
     assert_eq!(
-        bursts, 0,
+        bursts,
+        0,
         "allocations over {} pipelined bursts of {BURST}",
         MEASURED / BURST
     );

@@ -179,7 +179,10 @@ fn incomplete(wire: &[u8]) -> Option<&'static str> {
         return Some("nothing sent");
     }
     let mut masked = wire.to_vec();
-    let line = masked.iter().position(|&b| b == b'\n').unwrap_or(masked.len());
+    let line = masked
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(masked.len());
     for b in &mut masked[..line] {
         if *b >= 0x80 {
             *b = b'~';
@@ -193,7 +196,11 @@ fn incomplete(wire: &[u8]) -> Option<&'static str> {
         Err(_) => return None,
     };
     let body = &wire[head..];
-    let has = |name: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+    let has = |name: &str| {
+        req.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+    };
     if has("transfer-encoding") {
         return chunked_incomplete(body);
     }
@@ -292,9 +299,8 @@ fn mutated_requests_never_crash_hang_or_lose_an_event() {
         // Silence is an answer only to bytes that stop before the end of
         // their first request.
         if got.is_empty() {
-            let why = incomplete(&wire).unwrap_or_else(|| {
-                panic!("no answer to a complete request: {}", shown())
-            });
+            let why = incomplete(&wire)
+                .unwrap_or_else(|| panic!("no answer to a complete request: {}", shown()));
             *unanswered.entry(why).or_insert(0usize) += 1;
         }
         let mut at = 0;
