@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::runtime::snapshot::CoreSnapshot;
+use crate::runtime::snapshot::{CoreSnapshot, DiskState};
 
 /// The `/health` document: the process answers.
 #[derive(Serialize)]
@@ -70,11 +70,12 @@ enum Problem {
 pub(super) fn readiness(snaps: &[Option<CoreSnapshot>]) -> Readiness {
     let answered: Vec<&CoreSnapshot> = snaps.iter().flatten().collect();
     let routes = route_readiness(&answered);
+    let disk = DiskState::merged(answered.iter().copied());
     let spool = SpoolReadiness {
         stored_bytes: answered.iter().map(|s| s.spool_stored).sum(),
-        free_bytes: answered.iter().filter_map(|s| s.disk.free).min(),
-        size_bytes: answered.iter().find_map(|s| s.disk.size),
-        min_free_bytes: answered.first().map_or(0, |s| s.disk.min_free),
+        free_bytes: disk.free,
+        size_bytes: disk.size,
+        min_free_bytes: disk.min_free,
     };
     let mut problems = core_problems(snaps);
     problems.extend(

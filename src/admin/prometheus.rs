@@ -10,7 +10,7 @@ use super::stats::merged;
 use crate::conn::budget::Figures;
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Metrics, BUCKETS, STATUSES};
-use crate::runtime::snapshot::CoreSnapshot;
+use crate::runtime::snapshot::{CoreSnapshot, DiskState};
 
 /// A latency histogram of [`Metrics::histograms`], in the same order.
 struct Histogram {
@@ -271,28 +271,27 @@ fn connections_open(text: &mut Text, answered: &[&CoreSnapshot]) {
 
 /// The spool's filesystem: one series each, the same for every core.
 fn spool_disk(text: &mut Text, answered: &[&CoreSnapshot]) {
-    let free = answered.iter().filter_map(|s| s.disk.free).min();
-    let size = answered.iter().find_map(|s| s.disk.size);
+    let disk = DiskState::merged(answered.iter().copied());
     let families: [(&str, &str, Option<u64>); 4] = [
         (
             "hookwire_spool_disk_free_bytes",
             "Free bytes on the spool's filesystem (statvfs, as an unprivileged writer sees it).",
-            free,
+            disk.free,
         ),
         (
             "hookwire_spool_disk_size_bytes",
             "Size of the spool's filesystem in bytes.",
-            size,
+            disk.size,
         ),
         (
             "hookwire_spool_min_free_bytes",
             "--spool-min-free in bytes: below it, events that need the spool get 503 spool_full.",
-            answered.first().map(|s| s.disk.min_free),
+            (!answered.is_empty()).then_some(disk.min_free),
         ),
         (
             "hookwire_spool_disk_full",
             "1 while spool writes fail for want of space (ENOSPC), until the filesystem has room again.",
-            Some(u64::from(answered.iter().any(|s| s.disk.no_space))),
+            Some(u64::from(disk.no_space)),
         ),
     ];
     for (name, help, value) in families {

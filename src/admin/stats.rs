@@ -6,7 +6,7 @@ use serde::{Serialize, Serializer};
 use crate::conn::budget::Figures;
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Hist, Metrics, STATUSES};
-use crate::runtime::snapshot::CoreSnapshot;
+use crate::runtime::snapshot::{CoreSnapshot, DiskState};
 
 /// The `/stats` document.
 #[derive(Serialize)]
@@ -142,6 +142,7 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
         limit: a.limit + s.inflight_body.limit,
         waits: a.waits + s.inflight_body.waits,
     });
+    let disk = DiskState::merged(answered.iter().copied());
     Stats {
         uptime_seconds: rounded(uptime.as_secs_f64(), 3),
         cores_answering: answered.len(),
@@ -162,10 +163,10 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
         spool: SpoolStats {
             stored_bytes: answered.iter().map(|s| s.spool_stored).sum(),
             max_bytes: answered.first().map_or(0, |s| s.spool_max),
-            disk_free_bytes: answered.iter().filter_map(|s| s.disk.free).min(),
-            disk_size_bytes: answered.iter().find_map(|s| s.disk.size),
-            min_free_bytes: answered.first().map_or(0, |s| s.disk.min_free),
-            disk_full: answered.iter().any(|s| s.disk.no_space),
+            disk_free_bytes: disk.free,
+            disk_size_bytes: disk.size,
+            min_free_bytes: disk.min_free,
+            disk_full: disk.no_space,
         },
     }
 }

@@ -51,6 +51,25 @@ pub struct DiskState {
 }
 
 impl DiskState {
+    /// The filesystem across the cores that answered: the least free any
+    /// saw, and disk-full if any core's writes fail for want of space.
+    pub fn merged<'a>(snaps: impl IntoIterator<Item = &'a CoreSnapshot>) -> Self {
+        let mut merged = DiskState::default();
+        for (i, s) in snaps.into_iter().enumerate() {
+            let d = &s.disk;
+            merged.free = match (merged.free, d.free) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            merged.size = merged.size.or(d.size);
+            if i == 0 {
+                merged.min_free = d.min_free;
+            }
+            merged.no_space |= d.no_space;
+        }
+        merged
+    }
+
     /// Below `--spool-min-free` (but writes still work).
     pub fn low(&self) -> bool {
         self.free.is_some_and(|free| free < self.min_free)
