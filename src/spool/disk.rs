@@ -85,6 +85,11 @@ impl Disk {
         disk
     }
 
+    /// The spool directory it looks at.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Takes what the other cores have written so far, and looks at the
     /// filesystem again if the last look is old. Returns true when this
     /// ended a disk-full state.

@@ -29,8 +29,6 @@ pub struct CoreSpool {
     pub replay_window: Duration,
     /// The spool's filesystem: free space and `--spool-min-free`.
     pub disk: Disk,
-    /// The spool directory and this core's number, for the device probe.
-    pub(super) dir: PathBuf,
     /// The device's DMA support has been probed ([`dir::probe_device`]);
     /// not yet when the start found the filesystem full.
     pub(super) probed: bool,
@@ -112,7 +110,6 @@ impl CoreSpool {
             sync_interval: cfg.sync_interval,
             replay_window: cfg.replay_window,
             disk: Disk::new(cfg.dir.clone(), cfg.min_free),
-            dir: cfg.dir.clone(),
             probed,
         })
     }

@@ -145,7 +145,8 @@ fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
 async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) -> Vec<Written> {
     let unprobed = {
         let c = core.borrow();
-        (!c.probed && jobs.iter().any(|j| j.create.is_some())).then(|| (c.dir.clone(), c.core()))
+        (!c.probed && jobs.iter().any(|j| j.create.is_some()))
+            .then(|| (c.disk.dir().to_path_buf(), c.core()))
     };
     // The start found the filesystem full: the device is probed before the
     // first file this run creates (see `dir::probe_device`).
