@@ -9,12 +9,9 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -113,23 +110,6 @@ impl Drop for SmallFs {
     }
 }
 
-fn free_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("tcp://{}", l.local_addr().unwrap())
-}
-
-fn id_of(raw: &[u8]) -> u64 {
-    let v: serde_json::Value = serde_json::from_slice(raw).expect("envelope is JSON");
-    v["id"].as_str().unwrap().parse().unwrap()
-}
-
-fn spool_server(spool: &Path, endpoint: &str, extra: &[&str]) -> Server {
-    let dir = spool.to_str().unwrap();
-    let mut args = vec!["--push", endpoint, "--spool-dir", dir];
-    args.extend_from_slice(extra);
-    Server::start(&args)
-}
-
 /// What a batch of postbacks got.
 #[derive(Default)]
 struct Outcome {
@@ -211,57 +191,6 @@ fn stop(mut server: Server) {
     assert!(status.success(), "drained and exited: {status}");
 }
 
-/// A consumer bound at an endpoint in its own thread, collecting ids.
-struct Collector {
-    ids: Arc<Mutex<Vec<u64>>>,
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Collector {
-    fn bind(endpoint: &str) -> Collector {
-        let ids = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (ids, stop, endpoint) = (ids.clone(), stop.clone(), endpoint.to_owned());
-            std::thread::spawn(move || {
-                let sink = Sink::bind_at(&endpoint);
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(mut frames) = sink.recv_frames(Duration::from_millis(50)) {
-                        ids.lock().unwrap().push(id_of(&frames.pop().unwrap()));
-                    }
-                }
-            })
-        };
-        Collector { ids, stop, thread }
-    }
-
-    /// Waits until every id in `want` has arrived, or fails naming how
-    /// many are missing.
-    fn wait_for(&self, want: &[u64], limit: Duration) {
-        let want: HashSet<u64> = want.iter().copied().collect();
-        let start = std::time::Instant::now();
-        loop {
-            let got: HashSet<u64> = self.ids.lock().unwrap().iter().copied().collect();
-            let missing = want.difference(&got).count();
-            if missing == 0 {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "{missing} of {} events that got a 200 never arrived",
-                want.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn finish(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap();
-    }
-}
-
 /// The whole cycle: fill the disk with no consumer, restart on it, let a
 /// consumer take everything that got a 200, then spool again.
 fn full_disk_cycle(fs: Fs, mib: u64, extra: &[&str]) {
@@ -290,10 +219,10 @@ fn full_disk_cycle(fs: Fs, mib: u64, extra: &[&str]) {
         refused.accepted.len()
     );
 
-    let consumer = Collector::bind(&endpoint);
+    let consumer = collector(endpoint.clone());
     let mut every = accepted.clone();
     every.extend(&refused.accepted);
-    consumer.wait_for(&every, Duration::from_secs(60));
+    consumer.wait_for(&every.iter().copied().collect(), Duration::from_secs(60));
     // Delivered files were deleted: /ready clears by itself, and with the
     // consumer gone again new events are spooled, without a restart.
     consumer.finish();
@@ -307,8 +236,11 @@ fn full_disk_cycle(fs: Fs, mib: u64, extra: &[&str]) {
         "spooled again once space freed: {:?}",
         &again.refused[..again.refused.len().min(3)]
     );
-    let consumer = Collector::bind(&endpoint);
-    consumer.wait_for(&again.accepted, Duration::from_secs(30));
+    let consumer = collector(endpoint.clone());
+    consumer.wait_for(
+        &again.accepted.iter().copied().collect(),
+        Duration::from_secs(30),
+    );
     consumer.finish();
     stop(server);
 }
@@ -387,8 +319,8 @@ fn another_file_fills_the_disk(fs: Fs, mib: u64, extra: &[&str]) {
     assert_eq!(after.accepted.len(), 200, "room again, without a restart");
     accepted.extend(after.accepted);
 
-    let consumer = Collector::bind(&endpoint);
-    consumer.wait_for(&accepted, Duration::from_secs(30));
+    let consumer = collector(endpoint.clone());
+    consumer.wait_for(&accepted.iter().copied().collect(), Duration::from_secs(30));
     consumer.finish();
     stop(server);
 }
@@ -423,8 +355,11 @@ fn a_disk_filled_before_the_start_is_probed_once_it_has_room() {
     });
     let later = send(&server, 200);
     assert_eq!(later.accepted.len(), 200, "room again");
-    let consumer = Collector::bind(&endpoint);
-    consumer.wait_for(&later.accepted, Duration::from_secs(30));
+    let consumer = collector(endpoint.clone());
+    consumer.wait_for(
+        &later.accepted.iter().copied().collect(),
+        Duration::from_secs(30),
+    );
     consumer.finish();
     stop(server);
 }

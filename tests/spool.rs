@@ -14,16 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn free_endpoint() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("tcp://{}", l.local_addr().unwrap())
-}
-
-fn id_of(raw: &[u8]) -> u64 {
-    let v: serde_json::Value = serde_json::from_slice(raw).expect("envelope is JSON");
-    v["id"].as_str().unwrap().parse().unwrap()
-}
-
 /// The spool directory of route `*` for `core`, as hookwire names it.
 fn route_dir(spool: &Path, core: usize) -> std::path::PathBuf {
     let name = format!("_-{:08x}", crc32c::crc32c(b"*"));
@@ -49,72 +39,6 @@ fn envelope(id: u64) -> Vec<u8> {
         id >> 22
     )
     .into_bytes()
-}
-
-/// A consumer bound at an endpoint in its own thread, collecting every id
-/// it receives (in arrival order) until [`Collector::finish`].
-struct Collector {
-    ids: Arc<Mutex<Vec<u64>>>,
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-fn collector(endpoint: String) -> Collector {
-    let ids = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let (ids, stop) = (ids.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let sink = Sink::bind_at(&endpoint);
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(mut frames) = sink.recv_frames(Duration::from_millis(100)) {
-                    ids.lock().unwrap().push(id_of(&frames.pop().unwrap()));
-                }
-            }
-        })
-    };
-    Collector { ids, stop, thread }
-}
-
-impl Collector {
-    fn received(&self) -> usize {
-        self.ids.lock().unwrap().len()
-    }
-
-    /// Waits (up to `limit`) until every id in `want` has arrived.
-    fn wait_for(&self, want: &HashSet<u64>, limit: Duration) {
-        eventually(limit, "every expected id at the consumer", || {
-            let got: HashSet<u64> = self.ids.lock().unwrap().iter().copied().collect();
-            got.is_superset(want)
-        });
-    }
-
-    /// Keeps receiving until nothing has arrived for 300 ms (at most 10 s
-    /// more), so repeats that would follow are counted too; then stops and
-    /// returns every id received.
-    fn finish(self) -> Vec<u64> {
-        let start = Instant::now();
-        let mut seen = self.received();
-        loop {
-            std::thread::sleep(Duration::from_millis(300));
-            let now = self.received();
-            if now == seen || start.elapsed() > Duration::from_secs(10) {
-                break;
-            }
-            seen = now;
-        }
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap();
-        let ids = self.ids.lock().unwrap().clone();
-        ids
-    }
-}
-
-fn spool_server(spool: &Path, endpoint: &str, extra: &[&str]) -> Server {
-    let dir = spool.to_str().unwrap();
-    let mut args = vec!["--push", endpoint, "--spool-dir", dir];
-    args.extend_from_slice(extra);
-    Server::start(&args)
 }
 
 /// No consumer while the load runs, so what got a 200 is only in the

@@ -2,9 +2,13 @@
 //! real ZeroMQ PULL sockets.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hookwire");
@@ -461,4 +465,94 @@ pub fn in_process_with(extra: &[&str]) -> InProcess {
         shard,
         context,
     }
+}
+
+/// A loopback TCP endpoint nothing listens on (yet).
+pub fn free_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://{}", l.local_addr().unwrap())
+}
+
+/// The `id` of an envelope.
+pub fn id_of(raw: &[u8]) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(raw).expect("envelope is JSON");
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A consumer bound at an endpoint in its own thread, collecting every id
+/// it receives (in arrival order) until [`Collector::finish`].
+pub struct Collector {
+    ids: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+pub fn collector(endpoint: String) -> Collector {
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (ids, stop) = (ids.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let sink = Sink::bind_at(&endpoint);
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(mut frames) = sink.recv_frames(Duration::from_millis(100)) {
+                    ids.lock().unwrap().push(id_of(&frames.pop().unwrap()));
+                }
+            }
+        })
+    };
+    Collector { ids, stop, thread }
+}
+
+impl Collector {
+    pub fn received(&self) -> usize {
+        self.ids.lock().unwrap().len()
+    }
+
+    /// Waits (up to `limit`) until every id in `want` has arrived, or
+    /// fails naming how many are missing.
+    pub fn wait_for(&self, want: &HashSet<u64>, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let got: HashSet<u64> = self.ids.lock().unwrap().iter().copied().collect();
+            let missing = want.difference(&got).count();
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{missing} of {} expected ids never arrived at the consumer",
+                want.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Keeps receiving until nothing has arrived for 300 ms (at most 10 s
+    /// more), so repeats that would follow are counted too; then stops and
+    /// returns every id received.
+    pub fn finish(self) -> Vec<u64> {
+        let start = Instant::now();
+        let mut seen = self.received();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.received();
+            if now == seen || start.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            seen = now;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        let ids = self.ids.lock().unwrap().clone();
+        ids
+    }
+}
+
+/// A server pushing to `endpoint` with its spool in `spool`.
+pub fn spool_server(spool: &Path, endpoint: &str, extra: &[&str]) -> Server {
+    let dir = spool.to_str().unwrap();
+    let mut args = vec!["--push", endpoint, "--spool-dir", dir];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
