@@ -7,7 +7,6 @@
 use std::fmt::{Display, Write as _};
 
 use super::stats::merged;
-use crate::conn::budget::Figures;
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Metrics, BUCKETS, STATUSES};
 use crate::runtime::snapshot::{CoreSnapshot, DiskState};
@@ -78,38 +77,45 @@ const COUNTERS: [Counter; 7] = [
     },
 ];
 
-/// A figure of a core's body budget ([`Figures`]), per core and summed.
-struct BodyFamily {
+/// A figure from a core's snapshot rather than its metrics: per core
+/// and summed.
+struct CoreFamily {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    value: fn(&Figures) -> u64,
+    value: fn(&CoreSnapshot) -> u64,
 }
 
-const BODY_FAMILIES: [BodyFamily; 4] = [
-    BodyFamily {
+const CORE_FAMILIES: [CoreFamily; 5] = [
+    CoreFamily {
+        name: "hookwire_connections_open",
+        kind: "gauge",
+        help: "Connections open now.",
+        value: |s| s.open_connections as u64,
+    },
+    CoreFamily {
         name: "hookwire_inflight_body_bytes",
         kind: "gauge",
         help: "Bytes of request bodies held in memory now (read buffers grown past their resting size).",
-        value: |b| b.used,
+        value: |s| s.inflight_body.used,
     },
-    BodyFamily {
+    CoreFamily {
         name: "hookwire_inflight_body_bytes_max",
         kind: "gauge",
         help: "Most bytes of request bodies held at once (core=\"all\": the sum of the cores' peaks).",
-        value: |b| b.peak,
+        value: |s| s.inflight_body.peak,
     },
-    BodyFamily {
+    CoreFamily {
         name: "hookwire_inflight_body_bytes_limit",
         kind: "gauge",
         help: "The core's share of --max-inflight-body (core=\"all\": the process's).",
-        value: |b| b.limit,
+        value: |s| s.inflight_body.limit,
     },
-    BodyFamily {
+    CoreFamily {
         name: "hookwire_inflight_body_waits_total",
         kind: "counter",
         help: "Times a connection waited to read its body because the bytes in flight were at the limit.",
-        value: |b| b.waits,
+        value: |s| s.inflight_body.waits,
     },
 ];
 
@@ -187,11 +193,10 @@ pub(super) fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     for family in &COUNTERS {
         counter(&mut text, family, &sets);
     }
-    connections_open(&mut text, &answered);
-    spool_disk(&mut text, &answered);
-    for family in &BODY_FAMILIES {
-        body_family(&mut text, family, &answered);
+    for family in &CORE_FAMILIES {
+        core_family(&mut text, family, &answered);
     }
+    spool_disk(&mut text, &answered);
     for family in &ROUTE_FAMILIES {
         route_family(&mut text, family, &answered);
     }
@@ -257,18 +262,6 @@ fn counter(text: &mut Text, family: &Counter, sets: &[Labelled]) {
     }
 }
 
-/// A gauge from the snapshot rather than the metrics: per core and summed.
-fn connections_open(text: &mut Text, answered: &[&CoreSnapshot]) {
-    let name = "hookwire_connections_open";
-    text.family(name, "gauge", "Connections open now.");
-    for s in answered {
-        let core = s.core.to_string();
-        text.sample(name, &[("core", &core)], s.open_connections);
-    }
-    let open: usize = answered.iter().map(|s| s.open_connections).sum();
-    text.sample(name, &[("core", "all")], open);
-}
-
 /// The spool's filesystem: one series each, the same for every core.
 fn spool_disk(text: &mut Text, answered: &[&CoreSnapshot]) {
     let disk = DiskState::merged(answered.iter().copied());
@@ -302,17 +295,14 @@ fn spool_disk(text: &mut Text, answered: &[&CoreSnapshot]) {
     }
 }
 
-fn body_family(text: &mut Text, family: &BodyFamily, answered: &[&CoreSnapshot]) {
+fn core_family(text: &mut Text, family: &CoreFamily, answered: &[&CoreSnapshot]) {
     let name = family.name;
     text.family(name, family.kind, family.help);
     for s in answered {
         let core = s.core.to_string();
-        text.sample(name, &[("core", &core)], (family.value)(&s.inflight_body));
+        text.sample(name, &[("core", &core)], (family.value)(s));
     }
-    let all: u64 = answered
-        .iter()
-        .map(|s| (family.value)(&s.inflight_body))
-        .sum();
+    let all: u64 = answered.iter().map(|s| (family.value)(s)).sum();
     text.sample(name, &[("core", "all")], all);
 }
 
