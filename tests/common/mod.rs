@@ -556,3 +556,41 @@ pub fn spool_server(spool: &Path, endpoint: &str, extra: &[&str]) -> Server {
     args.extend_from_slice(extra);
     Server::start(&args)
 }
+
+/// The tests' Python interpreter: a venv with `tests/py/requirements.txt`
+/// (the senders' own libraries, pyzmq, jsonschema), made by
+/// `tests/py/setup.sh` on first use. Panics, with pip's output, when it
+/// cannot be made: a missing client is a failing test, never a skipped one.
+pub fn python() -> std::path::PathBuf {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/setup.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/py/setup.sh");
+        assert!(out.status.success(), "tests/py/setup.sh failed: {}", out.status);
+        let path = String::from_utf8(out.stdout).expect("utf-8 path");
+        std::path::PathBuf::from(path.trim())
+    })
+    .clone()
+}
+
+/// Runs `code` with [`python`]; `args` become `sys.argv[1:]`. Returns its
+/// stdout; panics with its stderr when it fails.
+pub fn run_python(code: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
