@@ -33,6 +33,8 @@
 //! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, closing
 //! spool/            the on-disk spool: records, segments, writer, reader, tickets
 //! http/             request heads, chunked bodies, media types, client address, responses
+//! source/           [[source]]s: per-sender verification (verify.rs, mac.rs) and
+//!                   subscription challenges (challenge.rs)
 //! reject.rs         every refusal's status, code and message
 //! jsonw.rs          the JSON writers the encoders share
 //! metrics.rs        per-core hdrhistograms and counters
@@ -48,7 +50,9 @@
 //! [`conn::io::serve`] reads into the connection's buffer;
 //! [`conn::Conn::process`] asks [`http::request`] for a head and, once the
 //! body is complete (a chunked one decoded in place), hands the request —
-//! slices of that buffer — to [`shard::Shard::handle`]. [`ingest`] decodes
+//! slices of that buffer — to [`shard::Shard::handle`]. When the config has
+//! `[[source]]`s, the service's [`source`] is checked first (allowed
+//! address, signature, subscription challenge). [`ingest`] decodes
 //! the query and body into the core's reused scratch and validates service,
 //! name and projectId; [`fanout`] admits the event (a route must match and
 //! have room); [`event`] takes the ids and writes the envelope into the
@@ -77,6 +81,7 @@ pub mod metrics;
 pub mod reject;
 pub mod runtime;
 pub mod shard;
+pub mod source;
 pub mod spool;
 pub mod tap;
 pub mod testing;

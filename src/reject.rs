@@ -59,6 +59,12 @@ codes! {
     SpoolFull = "spool_full", ServiceUnavailable;
     SpoolError = "spool_error", ServiceUnavailable;
     NoRoute = "no_route", ServiceUnavailable;
+    MissingSignature = "missing_signature", Unauthorized;
+    InvalidSignature = "invalid_signature", Unauthorized;
+    StaleTimestamp = "stale_timestamp", Unauthorized;
+    ForbiddenAddress = "forbidden_address", Forbidden;
+    InvalidVerifyToken = "invalid_verify_token", Forbidden;
+    UnknownService = "unknown_service", NotFound;
 }
 
 impl Code {
@@ -99,6 +105,24 @@ pub enum Refusal {
     NoRoute,
     SpoolFull,
     SpoolError,
+    /// A source's signature (or token) header or parameter is absent;
+    /// `why` names what the scheme wants.
+    MissingSignature {
+        why: &'static str,
+    },
+    /// Present but no secret of the source signs it so.
+    InvalidSignature {
+        why: &'static str,
+    },
+    /// The signed timestamp is further from now than the tolerance.
+    StaleTimestamp,
+    /// The client address is outside the source's `allow` list.
+    ForbiddenAddress,
+    /// Meta's subscription check with a `hub.verify_token` that is not
+    /// the source's `verify-token`.
+    InvalidVerifyToken,
+    /// `strict`: no source matches the service.
+    UnknownService,
 }
 
 impl From<Error> for Refusal {
@@ -126,6 +150,12 @@ impl Refusal {
             Refusal::NoRoute => Code::NoRoute,
             Refusal::SpoolFull => Code::SpoolFull,
             Refusal::SpoolError => Code::SpoolError,
+            Refusal::MissingSignature { .. } => Code::MissingSignature,
+            Refusal::InvalidSignature { .. } => Code::InvalidSignature,
+            Refusal::StaleTimestamp => Code::StaleTimestamp,
+            Refusal::ForbiddenAddress => Code::ForbiddenAddress,
+            Refusal::InvalidVerifyToken => Code::InvalidVerifyToken,
+            Refusal::UnknownService => Code::UnknownService,
         }
     }
 
@@ -197,6 +227,23 @@ impl Refusal {
             }
             Refusal::SpoolError => {
                 "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later"
+            }
+            Refusal::MissingSignature { why } | Refusal::InvalidSignature { why } => why,
+            Refusal::StaleTimestamp => {
+                "the signed timestamp is further from now than this source's tolerance; \
+                 check the sender's clock and send a freshly signed request"
+            }
+            Refusal::ForbiddenAddress => {
+                "this source accepts events only from the addresses in its allow list; \
+                 send from one of them (or add yours to the source's allow)"
+            }
+            Refusal::InvalidVerifyToken => {
+                "hub.verify_token is not this source's verify-token; \
+                 set the same token in the sender's subscription and in hookwire's config"
+            }
+            Refusal::UnknownService => {
+                "no [[source]] is configured for this service and hookwire runs strict; \
+                 send to a configured service or add a [[source]] for it"
             }
         }
     }

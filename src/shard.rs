@@ -6,17 +6,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::event::envelope::{self, Transport, Uid};
+use crate::event::envelope::{self, Copied, Transport, Uid};
 use crate::event::id::{self, IdGen, MsText, WallClock};
 use crate::event::RoutingKey;
 use crate::fanout::{Fanout, Refused};
-use crate::http::request::{Method, Request};
+use crate::http::request::{at, header, Method, Request};
 use crate::http::response::{self, DateCache, Persist};
 use crate::http::{client_ip, Status};
 use crate::ingest::route::{self, Path};
 use crate::ingest::Ingest;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceCounts};
 use crate::reject::{Refusal, ALLOW};
+use crate::source::challenge::{self, Answer};
+use crate::source::{verify, Reply, TokenAt, Verify};
 use crate::spool::{CoreSpool, Tickets};
 
 const PROBE_BODY: &[u8] = b"{\"status\":\"ok\",\"service\":\"hookwire\"}";
@@ -33,6 +35,8 @@ pub struct Shard {
     key: RoutingKey,
     body: Vec<u8>,
     headers: Vec<u8>,
+    /// A challenge's answer, a decoded query token.
+    scratch: Vec<u8>,
     pub fanout: Fanout,
     pub metrics: Metrics,
     clock: quanta::Clock,
@@ -50,6 +54,9 @@ impl Shard {
         settings: Arc<Settings>,
         spool: Rc<RefCell<CoreSpool>>,
     ) -> Result<Self, zmq::Error> {
+        let mut metrics = Metrics::default();
+        let slots = settings.sources.labels().len();
+        metrics.counters.sources = vec![SourceCounts::default(); slots];
         Ok(Self {
             core,
             ids: IdGen::new(id::worker_id(settings.node_id, core)),
@@ -60,8 +67,9 @@ impl Shard {
             key: RoutingKey::with_capacity(160),
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),
+            scratch: Vec::new(),
             fanout: Fanout::new(core, &settings, spool)?,
-            metrics: Metrics::default(),
+            metrics,
             clock: quanta::Clock::new(),
             settings,
         })
@@ -134,29 +142,122 @@ impl Shard {
                 self.refuse(Refusal::MissingService, persist, true, out);
                 return None;
             }
-            Ok(Path::Event(target)) if method == Method::Head => {
-                // Checked as its GET would be (name, projectId, uid…), so
-                // a HEAD that GET would refuse gets the same status; no
-                // event either way.
-                match self.ingest.prepare(req, target).map(|_| ()) {
-                    Ok(()) => self.probe(persist, false, out),
-                    Err(refusal) => self.refuse(refusal, persist, false, out),
-                }
-                return None;
-            }
             Ok(Path::Root) => {
                 self.probe(persist, method != Method::Head, out);
                 return None;
             }
             Ok(Path::Event(target)) => target,
         };
-        match self.accept(req, target, out, persist) {
+        // The source's slot in the per-source counters, with sources.
+        let slot = match self.settings.sources.is_empty() {
+            true => None,
+            false => Some(self.gate(req, &target, persist, out)?),
+        };
+        if method == Method::Head {
+            // Checked as its GET would be (name, projectId, uid…), so a
+            // HEAD that GET would refuse gets the same status; no event
+            // either way.
+            match self.ingest.prepare(req, target).map(|_| ()) {
+                Ok(()) => self.probe(persist, false, out),
+                Err(refusal) => self.refuse(refusal, persist, false, out),
+            }
+            return None;
+        }
+        match self.accept(req, target, slot, out, persist) {
             Ok(ticket) => ticket,
             Err(refusal) => {
-                self.refuse(refusal, persist, true, out);
+                self.refuse_in(slot, refusal, persist, true, out);
                 None
             }
         }
+    }
+
+    /// The checks of the service's `[[source]]`: strict mode, allowed
+    /// addresses, a subscription challenge, the signature. Returns the
+    /// source's slot (the last for a service no source matches), or `None`
+    /// when the request has been answered (refused, or a challenge).
+    fn gate(
+        &mut self,
+        req: &Request<'_>,
+        target: &route::Target,
+        persist: Persist,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let settings = self.settings.clone();
+        let sources = &settings.sources;
+        let send_body = req.head.method() != Method::Head;
+        let Some(slot) = sources.find(at(req.buf, &target.service)) else {
+            let unmatched = Some(sources.list.len());
+            if sources.strict {
+                self.refuse_in(unmatched, Refusal::UnknownService, persist, send_body, out);
+                return None;
+            }
+            return unmatched;
+        };
+        let source = &sources.list[slot];
+        if !source.allow.is_empty() {
+            let ip = client_ip::resolve(req, &settings.trusted_proxies).ip;
+            if !source.allow.iter().any(|net| net.contains(&ip)) {
+                let refusal = Refusal::ForbiddenAddress;
+                self.refuse_in(Some(slot), refusal, persist, send_body, out);
+                return None;
+            }
+        }
+        if let Some(answer) = challenge::unsigned(source, req, &mut self.scratch) {
+            self.answer(slot, answer, persist, out);
+            return None;
+        }
+        let now = self.stamp(self.clock.raw()) / 1000;
+        if let Err(refusal) = verify::check(source, req, now, &mut self.scratch) {
+            self.refuse_in(Some(slot), refusal, persist, send_body, out);
+            return None;
+        }
+        if let Some(answer) = challenge::signed(source, req, &mut self.scratch) {
+            self.answer(slot, answer, persist, out);
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Answers a subscription challenge with what it wrote to `scratch`.
+    fn answer(
+        &mut self,
+        slot: usize,
+        answer: Result<Answer, Refusal>,
+        persist: Persist,
+        out: &mut Vec<u8>,
+    ) {
+        let content_type = match answer {
+            Ok(Answer::Text) => response::TEXT,
+            Ok(Answer::Json) => &b"application/json"[..],
+            Err(refusal) => return self.refuse_in(Some(slot), refusal, persist, true, out),
+        };
+        self.stamp_now();
+        self.metrics.counters.response(Status::Ok);
+        self.metrics.counters.sources[slot].challenges += 1;
+        response::write_as(
+            out,
+            &self.date,
+            Status::Ok,
+            persist,
+            content_type,
+            &self.scratch,
+        );
+    }
+
+    /// [`Self::refuse`], counted for the source in `slot` too.
+    fn refuse_in(
+        &mut self,
+        slot: Option<usize>,
+        refusal: Refusal,
+        persist: Persist,
+        send_body: bool,
+        out: &mut Vec<u8>,
+    ) {
+        if let Some(slot) = slot {
+            self.metrics.counters.sources[slot].refusals[refusal.code().index()] += 1;
+        }
+        self.refuse(refusal, persist, send_body, out);
     }
 
     /// Decodes, encodes and hands over one event, then writes the 200.
@@ -164,11 +265,25 @@ impl Shard {
         &mut self,
         req: &Request<'_>,
         target: route::Target,
+        slot: Option<usize>,
         out: &mut Vec<u8>,
         persist: Persist,
     ) -> Result<Option<u64>, Refusal> {
+        // Only with sources: the settings held apart from `self`.
+        let settings = slot.map(|_| self.settings.clone());
+        let source = settings
+            .as_ref()
+            .zip(slot)
+            .and_then(|(s, i)| s.sources.list.get(i));
+        let hidden = match source.map(|s| &s.verify) {
+            Some(Verify::Token(TokenAt::Param(name))) => Some(name.as_str()),
+            _ => None,
+        };
         let decode = self.clock.raw();
-        let fields = self.ingest.prepare(req, target);
+        let fields = match hidden {
+            None => self.ingest.prepare(req, target),
+            Some(_) => self.ingest.prepare_hiding(req, target, hidden),
+        };
         let decoded = self.clock.raw();
         self.metrics.decode.record_raw(&self.clock, decode, decoded);
         let fields = fields?;
@@ -211,7 +326,17 @@ impl Shard {
             time: self.time_text.get(id::time_of(id)),
         };
         let client = client_ip::resolve(req, &self.settings.trusted_proxies);
-        let td = Transport::of(req, client);
+        let mut td = Transport::of(req, client);
+        if let Some(source) = source {
+            td.delivery = source
+                .delivery
+                .iter()
+                .find_map(|h| header(req.buf, h.as_bytes()));
+            td.copied = Copied {
+                head: req.buf,
+                names: &source.headers,
+            };
+        }
         let ingest = &mut self.ingest;
         let staging = self.fanout.staging();
         let start = staging.len();
@@ -225,10 +350,18 @@ impl Shard {
                 .record_raw(&self.clock, handoff, self.clock.raw());
         }
         self.metrics.counters.events_accepted += 1;
+        self.metrics.counters.response(Status::Ok);
+        if let Some(slot) = slot {
+            self.metrics.counters.sources[slot].accepted += 1;
+            if let Some(Reply::Text(text)) = source.map(|s| &s.reply) {
+                let body = text.as_bytes();
+                response::write_as(out, &self.date, Status::Ok, persist, response::TEXT, body);
+                return Ok(ticket);
+            }
+        }
 
         self.body.clear();
         response::accepted_body(&mut self.body, self.key.as_bytes(), id_text);
-        self.metrics.counters.response(Status::Ok);
         response::write(out, &self.date, Status::Ok, persist, b"", &self.body, true);
         Ok(ticket)
     }

@@ -7,6 +7,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Deserialize;
 
+use super::sources::SourceSpec;
 use super::values::{
     list, Ack, Address, Admin, Endpoint, Frames, Headroom, Interval, RouteSpec, Sched, Size,
     TrustedNet,
@@ -218,6 +219,14 @@ pub struct ServeOptions {
         default_value = "10s"
     )]
     pub drain_timeout: Interval,
+    /// Refuse services that no `[[source]]` of the config file matches
+    /// (404 unknown_service)
+    #[arg(long, env = "HOOKWIRE_STRICT")]
+    pub strict: bool,
+    /// The config file's `[[source]]` tables (the file only).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub source: Vec<SourceSpec>,
 }
 
 impl Default for ServeOptions {
@@ -275,6 +284,7 @@ impl ServeArgs {
                 // Every field is listed: a new option left out does not compile.
                 ServeOptions {
                     config: flags.config,
+                    source: file.source,
                     $($option: if given(stringify!($option)) { flags.$option } else { file.$option },)*
                 }
             };
@@ -304,7 +314,8 @@ impl ServeArgs {
             sndhwm,
             resend_buffer,
             admin,
-            drain_timeout
+            drain_timeout,
+            strict
         )
     }
 }

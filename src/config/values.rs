@@ -286,7 +286,7 @@ pub enum Ack {
 }
 
 /// One of a [`ValueEnum`]'s names, for the file (clap reads the flag).
-fn choice<E: ValueEnum>(text: &str) -> Result<E, Invalid> {
+pub(super) fn choice<E: ValueEnum>(text: &str) -> Result<E, Invalid> {
     E::from_str(text.trim(), false).map_err(|_| {
         let names: Vec<String> = E::value_variants()
             .iter()
@@ -378,4 +378,10 @@ impl<'de> Visitor<'de> for Texts {
         }
         Ok(texts)
     }
+}
+
+/// Strings in the file: one string or an array of them, each kept whole
+/// (a secret may hold any character).
+pub fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    deserializer.deserialize_any(Texts)
 }
