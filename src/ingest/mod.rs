@@ -70,28 +70,10 @@ pub struct Ingest {
 
 impl Ingest {
     /// Decodes and validates a request whose path names a service.
-    #[inline]
     pub fn prepare(&mut self, req: &Request<'_>, target: route::Target) -> Result<Fields, Refusal> {
-        self.prepare_hiding(req, target, None)
-    }
-
-    /// [`Self::prepare`], leaving the query parameter `hidden` (a source's
-    /// token) out of everything: routing fields and `data`.
-    pub fn prepare_hiding(
-        &mut self,
-        req: &Request<'_>,
-        target: route::Target,
-        hidden: Option<&str>,
-    ) -> Result<Fields, Refusal> {
         self.params.clear();
         if let Some(q) = &req.head.query {
             self.params.parse(at(req.buf, q));
-        }
-        if let Some(hidden) = hidden {
-            let Params { arena, list } = &mut self.params;
-            // `secure[]=` too: under its top-level name.
-            let top = |p: &form::Param| &arena[p.top.start as usize..p.top.end as usize];
-            list.retain(|p| top(p) != hidden.as_bytes());
         }
         let query_len = self.params.list.len();
         let body = self.decode_body(req)?;
