@@ -18,7 +18,7 @@ use crate::ingest::Ingest;
 use crate::metrics::{Metrics, SourceCounts};
 use crate::reject::{Refusal, ALLOW};
 use crate::source::challenge::{self, Answer};
-use crate::source::{verify, Reply, TokenAt, Verify};
+use crate::source::{verify, Reply, Source, TokenAt, Verify};
 use crate::spool::{CoreSpool, Tickets};
 
 const PROBE_BODY: &[u8] = b"{\"status\":\"ok\",\"service\":\"hookwire\"}";
@@ -163,7 +163,11 @@ impl Shard {
             }
             return None;
         }
-        match self.accept(req, target, slot, out, persist) {
+        let accepted = match slot {
+            None => self.accept(req, target, None, out, persist),
+            Some(slot) => self.accept_from(req, target, slot, out, persist),
+        };
+        match accepted {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 self.refuse_in(slot, refusal, persist, true, out);
@@ -176,6 +180,7 @@ impl Shard {
     /// addresses, a subscription challenge, the signature. Returns the
     /// source's slot (the last for a service no source matches), or `None`
     /// when the request has been answered (refused, or a challenge).
+    #[inline(never)]
     fn gate(
         &mut self,
         req: &Request<'_>,
@@ -219,7 +224,50 @@ impl Shard {
         Some(slot)
     }
 
+    /// [`Self::accept`] for a request whose service has a source: a
+    /// token in the query is blanked out of a copy of the head first (to
+    /// `&`s, which decode to nothing), so it never reaches `data`.
+    #[inline(never)]
+    fn accept_from(
+        &mut self,
+        req: &Request<'_>,
+        target: route::Target,
+        slot: usize,
+        out: &mut Vec<u8>,
+        persist: Persist,
+    ) -> Result<Option<u64>, Refusal> {
+        let settings = self.settings.clone();
+        let token = match &settings.sources.list.get(slot).map(|s| &s.verify) {
+            Some(Verify::Token(TokenAt::Param(name))) => name.as_bytes(),
+            _ => return self.accept(req, target, Some(slot), out, persist),
+        };
+        let (Some(query), mut head) = (&req.head.query, std::mem::take(&mut self.scratch)) else {
+            return self.accept(req, target, Some(slot), out, persist);
+        };
+        head.clear();
+        head.extend_from_slice(req.buf);
+        blank(&mut head[query.start as usize..query.end as usize], token);
+        let masked = Request { buf: &head, ..*req };
+        let accepted = self.accept(&masked, target, Some(slot), out, persist);
+        self.scratch = head;
+        accepted
+    }
+
+    /// Counts an event of the source in `slot`, and writes its `text:`
+    /// reply if it has one (`true`).
+    #[inline(never)]
+    fn accepted_from(&mut self, slot: usize, persist: Persist, out: &mut Vec<u8>) -> bool {
+        self.metrics.counters.sources[slot].accepted += 1;
+        let Some(Reply::Text(text)) = self.settings.sources.list.get(slot).map(|s| &s.reply) else {
+            return false;
+        };
+        let body = text.as_bytes();
+        response::write_as(out, &self.date, Status::Ok, persist, response::TEXT, body);
+        true
+    }
+
     /// Answers a subscription challenge with what it wrote to `scratch`.
+    #[inline(never)]
     fn answer(
         &mut self,
         slot: usize,
@@ -246,6 +294,7 @@ impl Shard {
     }
 
     /// [`Self::refuse`], counted for the source in `slot` too.
+    #[inline(never)]
     fn refuse_in(
         &mut self,
         slot: Option<usize>,
@@ -269,21 +318,8 @@ impl Shard {
         out: &mut Vec<u8>,
         persist: Persist,
     ) -> Result<Option<u64>, Refusal> {
-        // Only with sources: the settings held apart from `self`.
-        let settings = slot.map(|_| self.settings.clone());
-        let source = settings
-            .as_ref()
-            .zip(slot)
-            .and_then(|(s, i)| s.sources.list.get(i));
-        let hidden = match source.map(|s| &s.verify) {
-            Some(Verify::Token(TokenAt::Param(name))) => Some(name.as_str()),
-            _ => None,
-        };
         let decode = self.clock.raw();
-        let fields = match hidden {
-            None => self.ingest.prepare(req, target),
-            Some(_) => self.ingest.prepare_hiding(req, target, hidden),
-        };
+        let fields = self.ingest.prepare(req, target);
         let decoded = self.clock.raw();
         self.metrics.decode.record_raw(&self.clock, decode, decoded);
         let fields = fields?;
@@ -327,15 +363,9 @@ impl Shard {
         };
         let client = client_ip::resolve(req, &self.settings.trusted_proxies);
         let mut td = Transport::of(req, client);
-        if let Some(source) = source {
-            td.delivery = source
-                .delivery
-                .iter()
-                .find_map(|h| header(req.buf, h.as_bytes()));
-            td.copied = Copied {
-                head: req.buf,
-                names: &source.headers,
-            };
+        // The last slot is the services no source matches.
+        if let Some(source) = slot.and_then(|s| self.settings.sources.list.get(s)) {
+            from_source(&mut td, req, source);
         }
         let ingest = &mut self.ingest;
         let staging = self.fanout.staging();
@@ -352,10 +382,7 @@ impl Shard {
         self.metrics.counters.events_accepted += 1;
         self.metrics.counters.response(Status::Ok);
         if let Some(slot) = slot {
-            self.metrics.counters.sources[slot].accepted += 1;
-            if let Some(Reply::Text(text)) = source.map(|s| &s.reply) {
-                let body = text.as_bytes();
-                response::write_as(out, &self.date, Status::Ok, persist, response::TEXT, body);
+            if self.accepted_from(slot, persist, out) {
                 return Ok(ticket);
             }
         }
@@ -429,5 +456,45 @@ impl Shard {
             b"",
             false,
         );
+    }
+}
+
+/// A source's additions to `td`: the sender's delivery id and the headers
+/// it copies.
+#[inline(never)]
+fn from_source<'a>(td: &mut Transport<'a>, req: &Request<'a>, source: &'a Source) {
+    td.delivery = (source.delivery.iter()).find_map(|h| header(req.buf, h.as_bytes()));
+    td.copied = Copied {
+        head: req.buf,
+        names: &source.headers,
+    };
+}
+
+/// Overwrites with `&` every `name=…` (and `name[…]=…`) pair of a query
+/// string: empty pairs, which the query decoder skips.
+fn blank(query: &mut [u8], name: &[u8]) {
+    let mut start = 0;
+    while start < query.len() {
+        let end = memchr::memchr(b'&', &query[start..]).map_or(query.len(), |p| start + p);
+        let pair = &query[start..end];
+        let key = &pair[..memchr::memchr(b'=', pair).unwrap_or(pair.len())];
+        let top = &key[..memchr::memchr(b'[', key).unwrap_or(key.len())];
+        if top == name {
+            query[start..end].fill(b'&');
+        }
+        start = end + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn blanking_leaves_empty_pairs() {
+        let mut q = b"a=1&secure=t0k&secure[]=x&secured=2&b".to_vec();
+        super::blank(&mut q, b"secure");
+        let mut want = b"a=1".to_vec();
+        want.resize(3 + 23, b'&');
+        want.extend_from_slice(b"secured=2&b");
+        assert_eq!(q, want);
     }
 }

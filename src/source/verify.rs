@@ -236,3 +236,83 @@ fn prefixed(
     let tags = sign_each(keys, parts);
     any_match(&tags, sig, encoding).then_some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::http::request::parse;
+    use crate::source::{Algorithm, Reply};
+
+    fn source(verify: Verify, secret: &[u8]) -> Source {
+        Source {
+            service: "s".into(),
+            glob: wildmatch::WildMatch::new("s"),
+            verify,
+            keys: vec![Key::new(Algorithm::Sha256, secret)],
+            tokens: Vec::new(),
+            tolerance: Duration::from_secs(300),
+            allow: Vec::new(),
+            headers: Vec::new(),
+            delivery: Vec::new(),
+            challenge: None,
+            verify_token: None,
+            reply: Reply::Json,
+        }
+    }
+
+    fn check_raw(source: &Source, head: &[u8], body: &[u8], now: u64) -> Result<(), Refusal> {
+        let parsed = parse(head, 8192).unwrap().unwrap();
+        let req = Request {
+            buf: head,
+            head: &parsed,
+            body,
+            peer: "127.0.0.1".parse().unwrap(),
+        };
+        check(source, &req, now, &mut Vec::new())
+    }
+
+    /// The Standard Webhooks specification's example.
+    #[test]
+    fn standard_webhooks_published_example() {
+        use base64::Engine;
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+        let source = source(Verify::StandardWebhooks, &secret);
+        let head = b"POST /s HTTP/1.1\r\nwebhook-id: msg_p5jXN8AQM9LWM0D4loKWxJek\r\n\
+                     webhook-timestamp: 1614265330\r\n\
+                     webhook-signature: v1,bm9ldHUjKzFob2VudXRob2VodWUzMjRvdWVvdW9ldQo= v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=\r\n\r\n";
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(check_raw(&source, head, body, 1614265330 + 10), Ok(()));
+        assert_eq!(
+            check_raw(&source, head, body, 1614265330 + 301),
+            Err(Refusal::StaleTimestamp)
+        );
+        assert_eq!(
+            check_raw(&source, head, body, 1614265330 - 301),
+            Err(Refusal::StaleTimestamp)
+        );
+        let altered = br#"{"test": 2432232315}"#;
+        assert!(matches!(
+            check_raw(&source, head, altered, 1614265330),
+            Err(Refusal::InvalidSignature { .. })
+        ));
+    }
+
+    /// Slack's documented example request.
+    #[test]
+    fn slack_documented_example() {
+        let source = source(Verify::Slack, b"8f742231b10e8888abcd99yyyzzz85a5");
+        let head = b"POST /s HTTP/1.1\r\nX-Slack-Request-Timestamp: 1531420618\r\n\
+                     X-Slack-Signature: v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503\r\n\r\n";
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        assert_eq!(check_raw(&source, head, body, 1531420618), Ok(()));
+        let head = b"POST /s HTTP/1.1\r\nX-Slack-Request-Timestamp: 1531420618\r\n\r\n";
+        assert!(matches!(
+            check_raw(&source, head, body, 1531420618),
+            Err(Refusal::MissingSignature { .. })
+        ));
+    }
+}
