@@ -138,6 +138,8 @@ pub fn encode(
 }
 
 /// `"headers":{"x-github-event":"push",…}`, when any is there.
+#[cold]
+#[inline(never)]
 fn write_copied(
     out: &mut Vec<u8>,
     copied: &Copied<'_>,
