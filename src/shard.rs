@@ -10,6 +10,7 @@ use crate::event::envelope::{self, Transport, Uid};
 use crate::event::id::{self, IdGen, MsText, WallClock};
 use crate::event::RoutingKey;
 use crate::fanout::{Fanout, Refused};
+use crate::http::coding::Decoder;
 use crate::http::request::{Method, Request};
 use crate::http::response::{self, DateCache, Persist};
 use crate::http::{client_ip, Status};
@@ -30,6 +31,9 @@ pub struct Shard {
     time_text: MsText,
     date: DateCache,
     ingest: Ingest,
+    /// Decodes compressed bodies before [`Shard::handle`] sees them (the
+    /// connection takes it for the call).
+    pub decoder: Decoder,
     key: RoutingKey,
     body: Vec<u8>,
     headers: Vec<u8>,
@@ -57,6 +61,7 @@ impl Shard {
             time_text: MsText::default(),
             date: DateCache::default(),
             ingest: Ingest::default(),
+            decoder: Decoder::default(),
             key: RoutingKey::with_capacity(160),
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),

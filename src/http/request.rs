@@ -46,6 +46,8 @@ pub struct Head {
     pub expect_continue: bool,
     pub content_type: Option<Span>,
     pub content_encoding: Option<Span>,
+    /// More than one `Content-Encoding` header: codings stacked.
+    pub content_encodings_repeated: bool,
     pub user_agent: Option<Span>,
     pub referer: Option<Span>,
     pub host: Option<Span>,
@@ -210,7 +212,10 @@ fn read_headers(
             }
             15 if lower(b"x-forwarded-for") => head.forwarded_for = Some(span.of(value)),
             16 if lower(b"x-forwarded-host") => head.forwarded_host = Some(span.of(value)),
-            16 if lower(b"content-encoding") => head.content_encoding = Some(span.of(value)),
+            16 if lower(b"content-encoding") => {
+                head.content_encodings_repeated |= head.content_encoding.is_some();
+                head.content_encoding = Some(span.of(value));
+            }
             17 if lower(b"transfer-encoding") => {
                 if chunked || !value.eq_ignore_ascii_case(b"chunked") {
                     return Err(Error::TransferEncoding);

@@ -194,11 +194,6 @@ impl Ingest {
         if req.body.is_empty() {
             return Ok(Body::None);
         }
-        if let Some(enc) = &req.head.content_encoding {
-            if !at(req.buf, enc).eq_ignore_ascii_case(b"identity") {
-                return Err(Refusal::UnsupportedEncoding);
-            }
-        }
         let content_type = (req.head.content_type.as_ref())
             .map(|ct| at(req.buf, ct))
             // An empty `Content-Type:` says no more than a missing one.
