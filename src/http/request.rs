@@ -54,6 +54,8 @@ pub struct Head {
     pub forwarded_host: Option<Span>,
     pub real_ip: Option<Span>,
     pub forwarded_for: Option<Span>,
+    /// Every RFC 7239 `Forwarded` header, in order.
+    pub forwarded: smallvec::SmallVec<[Span; 2]>,
     /// Every `Cookie` header, in order (HTTP/2-to-1.1 proxies may split
     /// one into several).
     pub cookies: smallvec::SmallVec<[Span; 2]>,
@@ -200,6 +202,7 @@ fn read_headers(
             }
             7 if lower(b"referer") => head.referer = Some(span.of(value)),
             9 if lower(b"x-real-ip") => head.real_ip = Some(span.of(value)),
+            9 if lower(b"forwarded") => head.forwarded.push(span.of(value)),
             10 if lower(b"connection") => connection(head, value),
             10 if lower(b"user-agent") => head.user_agent = Some(span.of(value)),
             12 if lower(b"content-type") => head.content_type = Some(span.of(value)),
