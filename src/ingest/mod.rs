@@ -222,8 +222,8 @@ impl Ingest {
         if !json {
             // `curl -d '{"a":1}'` labels JSON as a form (curl's default
             // type): a form body that is one whole JSON object or array is
-            // taken as JSON. Real forms never start with `{` or `[`, so
-            // they are not parsed twice.
+            // taken as JSON. Only a body that starts with `{` or `[` is
+            // tried, so real forms are read once.
             if media == Some(Media::Form) && utf16.is_none() && matches!(first, Some(b'{' | b'[')) {
                 match self.json.parse(text) {
                     Ok(Shape::Object) => return Ok(Body::JsonObject),
