@@ -277,9 +277,9 @@ impl Conn {
                 peer: self.peer,
             };
             let at = self.out.len();
-            let handled = match coding_of(&req) {
-                Ok(None) => Ok(shard.handle(&req, persist, &mut self.out)),
-                coding => {
+            let handled = match coding_of(&req).transpose() {
+                None => Ok(shard.handle(&req, persist, &mut self.out)),
+                Some(coding) => {
                     decode_and_handle(shard, &req, coding, self.max_body, persist, &mut self.out)
                 }
             };
@@ -422,15 +422,14 @@ fn coding_of(req: &Request<'_>) -> Result<Option<Coding>, Bad> {
 fn decode_and_handle(
     shard: &mut Shard,
     req: &Request<'_>,
-    coding: Result<Option<Coding>, Bad>,
+    coding: Result<Coding, Bad>,
     max_body: usize,
     persist: Persist,
     out: &mut Vec<u8>,
 ) -> Result<Option<u64>, ()> {
     let send_body = req.head.method() != Method::Head;
     let coding = match coding {
-        Ok(Some(coding)) => coding,
-        Ok(None) => return Ok(shard.handle(req, persist, out)),
+        Ok(coding) => coding,
         Err(bad) => {
             shard.refuse(Refusal::Encoding(bad), persist, send_body, out);
             return Ok(None);
