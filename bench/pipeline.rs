@@ -9,6 +9,8 @@
 //! outbox ("request bytes in → envelope bytes out": head parse,
 //! route, decode, merge, ids, envelope, response; the outbox is dropped
 //! instead of sent), `pipeline` goes on through the hand-off to ZeroMQ.
+//! A third, `content_coding`, is `to_envelope` on the 4 KiB JSON webhook
+//! sent plain, gzip and zstd: what decoding a compressed body adds.
 //!
 //! As in the server, events reach ZeroMQ in batches: the core's flusher
 //! task hands its outbox over once the connections that were ready together
@@ -109,6 +111,59 @@ fn pipeline(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut group = c.benchmark_group("content_coding");
+    let plain = samples::all()
+        .into_iter()
+        .find(|s| s.name == "webhook_json_4k")
+        .expect("the JSON webhook sample");
+    for coding in ["identity", "gzip", "zstd"] {
+        let raw = compressed(&plain, coding);
+        check_one(&mut conn, &mut shard, coding, &raw);
+        group.throughput(Throughput::Bytes(raw.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(coding), &raw, |b, raw| {
+            b.iter(|| {
+                hookwire::testing::feed(&mut conn, raw);
+                conn.process(&mut shard);
+                assert_eq!(shard.fanout.discard_outbox(), 1, "one envelope per request");
+                conn.waits.clear();
+                let len = conn.out.len();
+                conn.out.clear();
+                len
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A sample with its body compressed in `coding` (as senders do: gzip at
+/// its default level, zstd at 3) and `Content-Encoding` saying so.
+fn compressed(sample: &samples::Sample, coding: &str) -> Vec<u8> {
+    let body = sample.body_bytes();
+    let packed = match coding {
+        "identity" => return sample.raw.to_vec(),
+        "gzip" => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut gz, body).unwrap();
+            gz.finish().unwrap()
+        }
+        _ => zstd::bulk::compress(body, 3).unwrap(),
+    };
+    let head = std::str::from_utf8(&sample.raw[..sample.head().len]).unwrap();
+    let mut raw = String::new();
+    for line in head.trim_end().lines() {
+        if !line.to_ascii_lowercase().starts_with("content-length:") {
+            raw.push_str(line);
+            raw.push_str("\r\n");
+        }
+    }
+    raw.push_str(&format!(
+        "Content-Encoding: {coding}\r\nContent-Length: {}\r\n\r\n",
+        packed.len()
+    ));
+    let mut raw = raw.into_bytes();
+    raw.extend_from_slice(&packed);
+    raw
 }
 
 /// The 4 KiB JSON webhook, unsigned (no `[[source]]`) and signed as

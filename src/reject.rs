@@ -1,6 +1,7 @@
 //! Every refusal hookwire answers with: its status, its error code and a
 //! message that says what to fix. Metrics count refusals by [`Code`].
 
+use crate::http::coding::Bad;
 use crate::http::{Error, Status};
 
 /// The methods hookwire answers.
@@ -56,6 +57,7 @@ codes! {
     UnsupportedContentType = "unsupported_content_type", UnsupportedMediaType;
     UnsupportedCharset = "unsupported_charset", UnsupportedMediaType;
     UnsupportedContentEncoding = "unsupported_content_encoding", UnsupportedMediaType;
+    BadEncoding = "bad_encoding", BadRequest;
     SpoolFull = "spool_full", ServiceUnavailable;
     SpoolError = "spool_error", ServiceUnavailable;
     NoRoute = "no_route", ServiceUnavailable;
@@ -101,7 +103,8 @@ pub enum Refusal {
     TooLargeToTranscode,
     UnsupportedCharset,
     UnsupportedType,
-    UnsupportedEncoding,
+    /// A body's `Content-Encoding` that cannot be decoded.
+    Encoding(Bad),
     NoRoute,
     SpoolFull,
     SpoolError,
@@ -146,7 +149,9 @@ impl Refusal {
             | Refusal::TooLargeToTranscode => Code::InvalidJson,
             Refusal::UnsupportedCharset => Code::UnsupportedCharset,
             Refusal::UnsupportedType => Code::UnsupportedContentType,
-            Refusal::UnsupportedEncoding => Code::UnsupportedContentEncoding,
+            Refusal::Encoding(Bad::Unknown | Bad::Stacked) => Code::UnsupportedContentEncoding,
+            Refusal::Encoding(Bad::TooLarge) => Code::BodyTooLarge,
+            Refusal::Encoding(Bad::Corrupt(_)) => Code::BadEncoding,
             Refusal::NoRoute => Code::NoRoute,
             Refusal::SpoolFull => Code::SpoolFull,
             Refusal::SpoolError => Code::SpoolError,
@@ -215,9 +220,16 @@ impl Refusal {
             Refusal::UnsupportedType => {
                 "send application/json, application/x-www-form-urlencoded or text/plain"
             }
-            Refusal::UnsupportedEncoding => {
-                "compressed bodies are not accepted; send the body without Content-Encoding"
+            Refusal::Encoding(Bad::Unknown) => {
+                "send the body with Content-Encoding gzip, deflate or zstd, or without one"
             }
+            Refusal::Encoding(Bad::Stacked) => {
+                "send the body in one Content-Encoding (gzip, deflate or zstd), not several"
+            }
+            Refusal::Encoding(Bad::TooLarge) => {
+                "the decoded body exceeds the size limit (--max-body); send a smaller body"
+            }
+            Refusal::Encoding(Bad::Corrupt(why)) => why,
             Refusal::NoRoute => {
                 "no route matches this event's key; add --push or a --route whose glob matches it"
             }

@@ -10,6 +10,7 @@ use crate::event::envelope::{self, Copied, Transport, Uid};
 use crate::event::id::{self, IdGen, MsText, WallClock};
 use crate::event::RoutingKey;
 use crate::fanout::{Fanout, Refused};
+use crate::http::coding::Decoder;
 use crate::http::request::{at, header, Method, Request};
 use crate::http::response::{self, DateCache, Persist};
 use crate::http::{client_ip, Status};
@@ -32,6 +33,9 @@ pub struct Shard {
     time_text: MsText,
     date: DateCache,
     ingest: Ingest,
+    /// Decodes compressed bodies before [`Shard::handle`] sees them (the
+    /// connection takes it for the call).
+    pub decoder: Decoder,
     key: RoutingKey,
     body: Vec<u8>,
     headers: Vec<u8>,
@@ -64,6 +68,7 @@ impl Shard {
             time_text: MsText::default(),
             date: DateCache::default(),
             ingest: Ingest::default(),
+            decoder: Decoder::default(),
             key: RoutingKey::with_capacity(160),
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),

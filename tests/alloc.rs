@@ -182,6 +182,80 @@ fn steady_state_hot_path_does_not_allocate() {
     );
 }
 
+/// `json_post` with its body compressed in `coding`.
+fn compressed_post(coding: &str) -> Vec<u8> {
+    let post = json_post();
+    let at = post.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let body = &post[at..];
+    let packed = match coding {
+        "gzip" => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut gz, body).unwrap();
+            gz.finish().unwrap()
+        }
+        _ => zstd::bulk::compress(body, 3).unwrap(),
+    };
+    let head = String::from_utf8(post[..at].to_vec()).unwrap();
+    let head = head.replace(
+        &format!("Content-Length: {}\r\n", body.len()),
+        &format!(
+            "Content-Encoding: {coding}\r\nContent-Length: {}\r\n",
+            packed.len()
+        ),
+    );
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(&packed);
+    raw
+}
+
+/// A compressed JSON POST decodes into the core's reused buffer with its
+/// reused decoders: once they are made, none allocates.
+#[test]
+fn compressed_bodies_do_not_allocate_once_the_decoders_are_made() {
+    const WARMUP: usize = 200;
+    const MEASURED: usize = 2_000;
+    let InProcess {
+        pull,
+        settings,
+        mut shard,
+        context: _context,
+    } = in_process();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumer = drain_consumer(pull, taken.clone());
+    let mut conn = hookwire::testing::conn(&settings);
+    let (gzip, zstd) = (compressed_post("gzip"), compressed_post("zstd"));
+    let mut sent = 0;
+    let mut send = |conn: &mut Conn, shard: &mut Shard, raw: &[u8]| {
+        keep_up(&taken, sent, 100);
+        accepted(conn, shard, raw, 1);
+        sent += 1;
+    };
+    for _ in 0..WARMUP {
+        send(&mut conn, &mut shard, &gzip);
+        send(&mut conn, &mut shard, &zstd);
+    }
+    let gzip_allocs = allocations_in(|| {
+        for _ in 0..MEASURED {
+            send(&mut conn, &mut shard, &gzip);
+        }
+    });
+    let zstd_allocs = allocations_in(|| {
+        for _ in 0..MEASURED {
+            send(&mut conn, &mut shard, &zstd);
+        }
+    });
+    assert_eq!(shard.fanout.waiting(), 0, "nothing went to the backlog");
+    assert_eq!(consumer.join().unwrap(), 2 * (WARMUP + MEASURED));
+    assert_eq!(
+        gzip_allocs, 0,
+        "allocations over {MEASURED} gzip JSON POSTs"
+    );
+    assert_eq!(
+        zstd_allocs, 0,
+        "allocations over {MEASURED} zstd JSON POSTs"
+    );
+}
+
 /// `n` GET postbacks, pipelined: one buffer's worth of requests.
 fn burst(n: usize) -> Vec<u8> {
     GET.repeat(n)

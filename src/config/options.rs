@@ -59,7 +59,7 @@ pub struct ServeOptions {
     /// Node id, 0-15, distinct per hookwire node sharing consumers
     #[arg(long, env = "HOOKWIRE_NODE_ID", default_value_t = 0)]
     pub node_id: u16,
-    /// CIDR whose X-Real-IP / X-Forwarded-For are believed (repeatable)
+    /// CIDR whose X-Real-IP / X-Forwarded-For / Forwarded are believed (repeatable)
     #[arg(
         long,
         env = "HOOKWIRE_TRUSTED_PROXY",

@@ -129,8 +129,8 @@ impl FromStr for Admin {
     }
 }
 
-/// A network whose proxies' X-Real-IP / X-Forwarded-For are believed: a
-/// CIDR, or one IP.
+/// A network whose proxies' X-Real-IP / X-Forwarded-For / Forwarded are
+/// believed: a CIDR, or one IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustedNet(pub IpNet);
 

@@ -1,8 +1,9 @@
-//! HTTP/1.1, sans-IO: request heads, chunked bodies, media types, the
-//! client's address, and responses.
+//! HTTP/1.1, sans-IO: request heads, chunked bodies, content codings,
+//! media types, the client's address, and responses.
 
 pub mod chunked;
 pub mod client_ip;
+pub mod coding;
 pub mod media;
 pub mod request;
 pub mod response;

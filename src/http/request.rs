@@ -46,12 +46,16 @@ pub struct Head {
     pub expect_continue: bool,
     pub content_type: Option<Span>,
     pub content_encoding: Option<Span>,
+    /// More than one `Content-Encoding` header: codings stacked.
+    pub content_encodings_repeated: bool,
     pub user_agent: Option<Span>,
     pub referer: Option<Span>,
     pub host: Option<Span>,
     pub forwarded_host: Option<Span>,
     pub real_ip: Option<Span>,
     pub forwarded_for: Option<Span>,
+    /// Every RFC 7239 `Forwarded` header, in order.
+    pub forwarded: smallvec::SmallVec<[Span; 2]>,
     /// Every `Cookie` header, in order (HTTP/2-to-1.1 proxies may split
     /// one into several).
     pub cookies: smallvec::SmallVec<[Span; 2]>,
@@ -218,6 +222,7 @@ fn read_headers(
             }
             7 if lower(b"referer") => head.referer = Some(span.of(value)),
             9 if lower(b"x-real-ip") => head.real_ip = Some(span.of(value)),
+            9 if lower(b"forwarded") => head.forwarded.push(span.of(value)),
             10 if lower(b"connection") => connection(head, value),
             10 if lower(b"user-agent") => head.user_agent = Some(span.of(value)),
             12 if lower(b"content-type") => head.content_type = Some(span.of(value)),
@@ -230,7 +235,10 @@ fn read_headers(
             }
             15 if lower(b"x-forwarded-for") => head.forwarded_for = Some(span.of(value)),
             16 if lower(b"x-forwarded-host") => head.forwarded_host = Some(span.of(value)),
-            16 if lower(b"content-encoding") => head.content_encoding = Some(span.of(value)),
+            16 if lower(b"content-encoding") => {
+                head.content_encodings_repeated |= head.content_encoding.is_some();
+                head.content_encoding = Some(span.of(value));
+            }
             17 if lower(b"transfer-encoding") => {
                 if chunked || !value.eq_ignore_ascii_case(b"chunked") {
                     return Err(Error::TransferEncoding);
