@@ -905,3 +905,36 @@ fn bad_sources_are_refused_at_start() {
         assert!(!err.contains("!!secret-value"), "{err}");
     }
 }
+
+/// Signatures are over the body as the sender signed it: the decoded
+/// payload, whatever `Content-Encoding` its HTTP client sent it with.
+#[test]
+fn signatures_cover_the_decoded_body() {
+    let (server, sink) = with_config(GITHUB, &[], &[("GH_SECRET", "It's a Secret to Everybody")]);
+    let body = br#"{"action":"opened","number":8}"#;
+    let gzipped = run_python(
+        "import gzip, sys; sys.stdout.write(gzip.compress(bytes.fromhex(sys.argv[1])).hex())",
+        &[&hex(body)],
+    );
+    let gzipped: Vec<u8> = (0..gzipped.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&gzipped[i..i + 2], 16).unwrap())
+        .collect();
+    let request = |signed: &[u8]| {
+        let mac = python_hmac("sha256", "hex", "It's a Secret to Everybody", signed);
+        post_request(
+            "/github/pull_request",
+            &format!(
+                "X-Hub-Signature-256: sha256={mac}\r\nContent-Encoding: gzip\r\nContent-Type: application/json\r\n"
+            ),
+            &gzipped,
+        )
+    };
+    refused(
+        &server.request(&request(&gzipped)),
+        401,
+        "invalid_signature",
+    );
+    let envelope = only_this_arrives(&server, &sink, &request(body));
+    assert_eq!(envelope["data"]["number"], 8);
+}
