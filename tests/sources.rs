@@ -642,13 +642,44 @@ service = "plain"
     assert_eq!(ok.body, b"Validation: Testing client application reachability for subscription Request-Id: 2d3e1fd4");
     assert!(ok.header("Content-Type").unwrap().starts_with("text/plain"));
 
-    // Zoom: endpoint.url_validation → plainToken and its HMAC.
+    // Zoom: a signed endpoint.url_validation → plainToken and its HMAC.
+    // Zoom signs every request (x-zm-signature: v0=<hex HMAC of
+    // v0:timestamp:body>); an unsigned validation is refused, or anyone
+    // could have the secret HMAC a text of their choosing.
+    let zoom = |ts: u64, body: &[u8], secret: &str| {
+        let mut message = format!("v0:{ts}:").into_bytes();
+        message.extend_from_slice(body);
+        let mac = python_hmac("sha256", "hex", secret, &message);
+        post_request(
+            "/zoom/webhook",
+            &format!(
+                "x-zm-request-timestamp: {ts}\r\nx-zm-signature: v0={mac}\r\n\
+                 Content-Type: application/json\r\n"
+            ),
+            body,
+        )
+    };
     let body = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
-    let ok = server.request(&post_request(
-        "/zoom/webhook",
-        "Content-Type: application/json\r\n",
-        body,
-    ));
+    refused(
+        &server.request(&post_request(
+            "/zoom/webhook",
+            "Content-Type: application/json\r\n",
+            body,
+        )),
+        401,
+        "missing_signature",
+    );
+    refused(
+        &server.request(&zoom(now(), body, "wrong")),
+        401,
+        "invalid_signature",
+    );
+    refused(
+        &server.request(&zoom(now() - 900, body, "zoom-secret-value")),
+        401,
+        "stale_timestamp",
+    );
+    let ok = server.request(&zoom(now(), body, "zoom-secret-value"));
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("Content-Type"), Some("application/json"));
     let expected = python_hmac(
@@ -661,6 +692,9 @@ service = "plain"
         ok.json(),
         serde_json::json!({"plainToken": "qgg8vlvZRS6UYooatFL8Aw", "encryptedToken": expected})
     );
+    let started = br#"{"event":"meeting.started","payload":{"object":{"id":"85746065432"}}}"#;
+    let envelope = only_this_arrives(&server, &sink, &zoom(now(), started, "zoom-secret-value"));
+    assert_eq!(envelope["data"]["event"], "meeting.started");
 
     // Twitch: a signed webhook_callback_verification gets its challenge.
     let twitch = |kind: &str, ts: &str, body: &[u8], secret: &str| {

@@ -24,6 +24,27 @@ pub enum Encoding {
     Base64,
 }
 
+impl Algorithm {
+    /// As the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+}
+
+impl Encoding {
+    /// As the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Hex => "hex",
+            Encoding::Base64 => "base64",
+        }
+    }
+}
+
 /// One secret, ready to sign with.
 #[derive(Clone)]
 pub enum Key {

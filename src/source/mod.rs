@@ -90,6 +90,9 @@ pub enum Verify {
     Slack,
     /// Twitch EventSub, for `challenge = "twitch"` sources with secrets.
     Twitch,
+    /// Zoom's `x-zm-signature`, for `challenge = "zoom"` sources (which
+    /// always have the secret token).
+    Zoom,
     Hmac(Generic),
     Token(TokenAt),
 }
@@ -105,6 +108,7 @@ impl Verify {
             Verify::Shopify => "shopify",
             Verify::Slack => "slack",
             Verify::Twitch => "twitch",
+            Verify::Zoom => "zoom",
             Verify::Hmac(_) => "hmac",
             Verify::Token(_) => "token",
         }
@@ -183,10 +187,10 @@ impl Source {
         match &self.verify {
             Verify::Hmac(g) => {
                 text += &format!(
-                    " ({} {:?} {:?}{})",
+                    " ({} {} {}{})",
                     g.header,
-                    g.algorithm,
-                    g.encoding,
+                    g.algorithm.name(),
+                    g.encoding.name(),
                     if g.prefix.is_empty() {
                         String::new()
                     } else {
@@ -204,7 +208,11 @@ impl Source {
         }
         if matches!(
             self.verify,
-            Verify::StandardWebhooks | Verify::Stripe | Verify::Slack | Verify::Twitch
+            Verify::StandardWebhooks
+                | Verify::Stripe
+                | Verify::Slack
+                | Verify::Twitch
+                | Verify::Zoom
         ) {
             text += &format!(", tolerance {}", humantime::format_duration(self.tolerance));
         }

@@ -99,20 +99,8 @@ pub fn check(
                 "X-Shopify-Hmac-Sha256 does not match: the base64 HMAC-SHA256 of the body under the app's secret",
             ))
         }
-        Verify::Slack => {
-            let (Some(sig), Some(ts)) = (
-                header(head, b"x-slack-signature"),
-                header(head, b"x-slack-request-timestamp"),
-            ) else {
-                return Err(missing(
-                    "send X-Slack-Signature and X-Slack-Request-Timestamp, as Slack does",
-                ));
-            };
-            fresh(seconds(ts, SLACK_TS)?, now, source)?;
-            prefixed(keys, sig, b"v0=", Encoding::Hex, &[b"v0:", ts, b":", body]).ok_or(invalid(
-                "X-Slack-Signature does not match: v0=<hex HMAC-SHA256 of v0:timestamp:body under the signing secret>",
-            ))
-        }
+        Verify::Slack => v0(&SLACK, keys, head, body, now, source),
+        Verify::Zoom => v0(&ZOOM, keys, head, body, now, source),
         Verify::Twitch => {
             let (Some(id), Some(ts), Some(sig)) = (
                 header(head, b"twitch-eventsub-message-id"),
@@ -171,7 +159,53 @@ pub fn check(
 
 const STANDARD_TS: &str = "webhook-timestamp must be Unix seconds";
 const STRIPE_TS: &str = "Stripe-Signature's t= must be Unix seconds";
-const SLACK_TS: &str = "X-Slack-Request-Timestamp must be Unix seconds";
+
+/// A `v0=<hex HMAC-SHA256 of v0:timestamp:body>` scheme: Slack's, and
+/// Zoom's with its own header names.
+struct V0 {
+    signature: &'static [u8],
+    timestamp: &'static [u8],
+    missing: &'static str,
+    not_seconds: &'static str,
+    invalid: &'static str,
+}
+
+const SLACK: V0 = V0 {
+    signature: b"x-slack-signature",
+    timestamp: b"x-slack-request-timestamp",
+    missing: "send X-Slack-Signature and X-Slack-Request-Timestamp, as Slack does",
+    not_seconds: "X-Slack-Request-Timestamp must be Unix seconds",
+    invalid: "X-Slack-Signature does not match: v0=<hex HMAC-SHA256 of v0:timestamp:body under \
+              the signing secret>",
+};
+
+const ZOOM: V0 = V0 {
+    signature: b"x-zm-signature",
+    timestamp: b"x-zm-request-timestamp",
+    missing: "send x-zm-signature and x-zm-request-timestamp, as Zoom does",
+    not_seconds: "x-zm-request-timestamp must be Unix seconds",
+    invalid: "x-zm-signature does not match: v0=<hex HMAC-SHA256 of v0:timestamp:body under \
+              the app's secret token>",
+};
+
+fn v0(
+    scheme: &V0,
+    keys: &[Key],
+    head: &[u8],
+    body: &[u8],
+    now: u64,
+    source: &Source,
+) -> Result<(), Refusal> {
+    let (Some(sig), Some(ts)) = (
+        header(head, scheme.signature),
+        header(head, scheme.timestamp),
+    ) else {
+        return Err(missing(scheme.missing));
+    };
+    fresh(seconds(ts, scheme.not_seconds)?, now, source)?;
+    prefixed(keys, sig, b"v0=", Encoding::Hex, &[b"v0:", ts, b":", body])
+        .ok_or(invalid(scheme.invalid))
+}
 
 fn missing(why: &'static str) -> Refusal {
     Refusal::MissingSignature { why }
