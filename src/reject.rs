@@ -67,6 +67,7 @@ codes! {
     ForbiddenAddress = "forbidden_address", Forbidden;
     InvalidVerifyToken = "invalid_verify_token", Forbidden;
     UnknownService = "unknown_service", NotFound;
+    UnsignedQuery = "unsigned_query", BadRequest;
 }
 
 impl Code {
@@ -126,6 +127,9 @@ pub enum Refusal {
     InvalidVerifyToken,
     /// `strict`: no source matches the service.
     UnknownService,
+    /// A query string on a request whose source signs only the body: its
+    /// parameters would go into `data` unverified.
+    UnsignedQuery,
 }
 
 impl From<Error> for Refusal {
@@ -161,6 +165,7 @@ impl Refusal {
             Refusal::ForbiddenAddress => Code::ForbiddenAddress,
             Refusal::InvalidVerifyToken => Code::InvalidVerifyToken,
             Refusal::UnknownService => Code::UnknownService,
+            Refusal::UnsignedQuery => Code::UnsignedQuery,
         }
     }
 
@@ -256,6 +261,11 @@ impl Refusal {
             Refusal::UnknownService => {
                 "no [[source]] is configured for this service and hookwire runs strict; \
                  send to a configured service or add a [[source]] for it"
+            }
+            Refusal::UnsignedQuery => {
+                "this source's signature covers the body only, so a query string is refused \
+                 (its parameters would reach consumers unverified); give the sender the URL \
+                 without it, putting name and projectId in the path"
             }
         }
     }

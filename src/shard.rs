@@ -217,6 +217,11 @@ impl Shard {
             self.answer(slot, answer, persist, out);
             return None;
         }
+        let query = req.head.query.as_ref();
+        if source.verify.signs_body() && query.is_some_and(|q| !q.is_empty()) {
+            self.refuse_in(Some(slot), Refusal::UnsignedQuery, persist, send_body, out);
+            return None;
+        }
         let now = self.stamp(self.clock.raw()) / 1000;
         if let Err(refusal) = verify::check(source, req, now, &mut self.scratch) {
             self.refuse_in(Some(slot), refusal, persist, send_body, out);

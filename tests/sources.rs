@@ -124,6 +124,13 @@ fn github_published_vector_verifies_and_headers_reach_the_envelope() {
         401,
         "invalid_signature",
     );
+    // A signed body replayed with a query string: the signature does not
+    // cover it, so its parameters would reach `data` unverified.
+    let mut replayed = signed(b"Hello, World!", vector);
+    let at = replayed.iter().position(|&b| b == b' ').unwrap() + "/github/push/3".len() + 1;
+    replayed.splice(at..at, b"?action=deleted".iter().copied());
+    assert!(replayed.starts_with(b"POST /github/push/3?action=deleted HTTP/1.1\r\n"));
+    refused(&server.request(&replayed), 400, "unsigned_query");
     let wrong = python_hmac("sha256", "hex", "another secret", b"Hello, World!");
     refused(
         &server.request(&signed(b"Hello, World!", &format!("sha256={wrong}"))),
@@ -169,7 +176,8 @@ fn github_published_vector_verifies_and_headers_reach_the_envelope() {
     assert_eq!(sources[0]["accepted"], 2);
     assert_eq!(sources[0]["refusals"]["invalid_signature"], 5);
     assert_eq!(sources[0]["refusals"]["missing_signature"], 1);
-    assert_eq!(sources[0]["refused"], 6);
+    assert_eq!(sources[0]["refusals"]["unsigned_query"], 1);
+    assert_eq!(sources[0]["refused"], 7);
     assert_eq!(sources[1]["source"], "-");
     let (_, metrics) = common::admin_get(server.admin.unwrap(), "/metrics");
     for line in [
@@ -927,6 +935,18 @@ fn bad_sources_are_refused_at_start() {
             "secrets[0] (<literal>): a Standard Webhooks secret is base64 after whsec_",
         ),
         ("[[source]]\nservice = \"x\"\nchallenge = \"meta\"\n", "verify-token: challenge = \"meta\" needs"),
+        (
+            "[[source]]\nservice = \"x\"\nverify = \"standard-webhooks\"\nsecrets = [\"whsec_\"]\n",
+            "secrets[0] (<literal>): decodes to an empty key",
+        ),
+        (
+            "[[source]]\nservice = \"x\"\nchallenge = \"twitch\"\n",
+            "secrets: challenge = \"twitch\" needs the subscription's secret",
+        ),
+        (
+            "[[source]]\nservice = \"x\"\nverify = \"token\"\ntoken-header = \"X-Token\"\nsecrets = [\"t\"]\nheaders = [\"X-Token\"]\n",
+            "headers: x-token holds the source's token",
+        ),
         ("[[source]]\nservice = \"x\"\nsecrit = 1\n", "unknown field `secrit`"),
         ("[[source]]\nservice = \"x\"\nallow = [\"10.0.0.0/33\"]\n", "allow: '10.0.0.0/33' is not a CIDR"),
         ("[[source]]\nservice = \"x/y\"\n", "service: \"x/y\" is not a glob"),

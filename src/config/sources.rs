@@ -197,6 +197,9 @@ fn one(spec: SourceSpec) -> Result<Source, Refused> {
     if !needs_secret && !secrets.is_empty() {
         return Err("secrets: set verify to say how they are checked (they are unused with verify = \"none\")".into());
     }
+    if challenge == Some(Challenge::Twitch) && secrets.is_empty() {
+        return Err("secrets: challenge = \"twitch\" needs the subscription's secret: without it anyone could subscribe and send events".into());
+    }
     if challenge == Some(Challenge::Zoom) && secrets.is_empty() {
         return Err("secrets: challenge = \"zoom\" needs the app's secret token to answer endpoint.url_validation".into());
     }
@@ -297,6 +300,12 @@ fn one(spec: SourceSpec) -> Result<Source, Refused> {
                     }
                     _ => secret.clone(),
                 };
+                if secret.is_empty() {
+                    return Err(format!(
+                        "secrets[{i}] ({}): decodes to an empty key, which anyone can sign with",
+                        shown(&spec.secrets[i])
+                    ));
+                }
                 keys.push(Key::new(algorithm, &secret));
             }
             (keys, Vec::new())
@@ -312,6 +321,13 @@ fn one(spec: SourceSpec) -> Result<Source, Refused> {
         .iter()
         .map(|h| header_name("headers", h))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Verify::Token(TokenAt::Header(token)) = &verify {
+        if headers.contains(token) {
+            return Err(format!(
+                "headers: {token} holds the source's token; copying it would hand the secret to consumers"
+            ));
+        }
+    }
     let delivery = match &spec.delivery_header {
         Some(h) => vec![header_name("delivery-header", h)?],
         None => default_delivery(&verify, challenge)

@@ -113,6 +113,12 @@ impl Verify {
             Verify::Token(_) => "token",
         }
     }
+
+    /// Whether the scheme signs the body and not the request target, so
+    /// that a query string would go into `data` unverified.
+    pub fn signs_body(&self) -> bool {
+        !matches!(self, Verify::None | Verify::Token(_))
+    }
 }
 
 /// `verify = "hmac"`: an HMAC of the body in a header of the operator's
