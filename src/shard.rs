@@ -206,7 +206,7 @@ impl Shard {
         };
         let source = &sources.list[slot];
         if !source.allow.is_empty() {
-            let ip = client_ip::resolve(req, &settings.trusted_proxies).ip;
+            let ip = client_ip::resolve(req, &settings.trusted_proxies, settings.client_ip).ip;
             if !source.allow.iter().any(|net| net.contains(&ip)) {
                 let refusal = Refusal::ForbiddenAddress;
                 self.refuse_in(Some(slot), refusal, persist, send_body, out);
@@ -371,7 +371,8 @@ impl Shard {
             id: id_text,
             time: self.time_text.get(id::time_of(id)),
         };
-        let client = client_ip::resolve(req, &self.settings.trusted_proxies);
+        let client =
+            client_ip::resolve(req, &self.settings.trusted_proxies, self.settings.client_ip);
         let mut td = Transport::of(req, client);
         // The last slot is the services no source matches.
         if let Some(source) = slot.and_then(|s| self.settings.sources.list.get(s)) {

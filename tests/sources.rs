@@ -840,6 +840,40 @@ allow = ["127.0.0.1"]
     );
 }
 
+/// Behind a proxy that writes only `Forwarded` (and passes the client's
+/// own X-Real-IP and X-Forwarded-For through), `--client-ip-header
+/// forwarded` keeps a client from naming an allowed address itself.
+#[test]
+fn allow_reads_only_the_header_the_proxy_writes() {
+    let config = "[[source]]\nservice = \"cpa\"\nallow = [\"203.0.113.0/24\"]\n";
+    let request = |spoof: &str, proxy_wrote: &str| {
+        format!(
+            "GET /cpa/conv?x=1 HTTP/1.1\r\nHost: t\r\n{spoof}Forwarded: for={proxy_wrote}\r\n\r\n"
+        )
+    };
+    let spoofs = [
+        "X-Real-IP: 203.0.113.9\r\n",
+        "X-Forwarded-For: 203.0.113.9\r\n",
+    ];
+    // `auto`: the spoofed header is read first, and passes the list.
+    let (server, sink) = with_config(config, &[], &[]);
+    for spoof in spoofs {
+        let envelope = only_this_arrives(&server, &sink, request(spoof, "198.51.100.7").as_bytes());
+        assert_eq!(envelope["td"]["ip"], "203.0.113.9");
+    }
+    drop(server);
+    let (server, sink) = with_config(config, &["--client-ip-header", "forwarded"], &[]);
+    for spoof in spoofs {
+        refused(
+            &server.request(request(spoof, "198.51.100.7").as_bytes()),
+            403,
+            "forbidden_address",
+        );
+    }
+    let envelope = only_this_arrives(&server, &sink, request(spoofs[0], "203.0.113.5").as_bytes());
+    assert_eq!(envelope["td"]["ip"], "203.0.113.5");
+}
+
 /// Strict mode from the flag, the variable and the file: a service
 /// without a source gets 404 unknown_service, and nothing is emitted.
 #[test]

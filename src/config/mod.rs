@@ -22,8 +22,9 @@ pub use values::{needs_ipv6, Frames, Headroom, RouteSpec, Sched};
 
 use crate::conn::INITIAL;
 use crate::event::id::{MAX_CORES, MAX_NODE_ID};
+use crate::http::client_ip::AddressHeader;
 use error::{ensure, origin};
-use values::{Ack, Endpoint};
+use values::{Ack, ClientIpHeader, Endpoint};
 
 /// Validated settings, shared read-only by every core.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct Settings {
     pub cores: usize,
     pub node_id: u16,
     pub trusted_proxies: Vec<IpNet>,
+    /// Where a trusted proxy's client address is read.
+    pub client_ip: AddressHeader,
     pub max_body: usize,
     pub max_header: usize,
     /// Bytes of request bodies in memory, for the whole process.
@@ -105,6 +108,12 @@ impl Settings {
             cores,
             node_id: o.node_id,
             trusted_proxies: trusted_proxies(o.trusted_proxy),
+            client_ip: match o.client_ip_header {
+                ClientIpHeader::Auto => AddressHeader::Auto,
+                ClientIpHeader::XRealIp => AddressHeader::XRealIp,
+                ClientIpHeader::XForwardedFor => AddressHeader::XForwardedFor,
+                ClientIpHeader::Forwarded => AddressHeader::Forwarded,
+            },
             max_body: o.max_body.0 as usize,
             max_header: o.max_header.0 as usize,
             max_inflight_body: o.max_inflight_body.0,

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::sources::SourceSpec;
 use super::values::{
-    list, Ack, Address, Admin, Endpoint, Frames, Headroom, Interval, RouteSpec, Sched, Size,
-    TrustedNet,
+    list, Ack, Address, Admin, ClientIpHeader, Endpoint, Frames, Headroom, Interval, RouteSpec,
+    Sched, Size, TrustedNet,
 };
 
 /// The options of `serve`, from the command line and the environment (clap)
@@ -69,6 +69,17 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "list::<',', _, _>")]
     pub trusted_proxy: Vec<TrustedNet>,
+    /// The header a trusted proxy names the client in: `auto` reads the
+    /// first present of X-Real-IP, X-Forwarded-For, Forwarded; name the one
+    /// your proxy writes so a client cannot supply another (needed for a
+    /// source's `allow`)
+    #[arg(
+        long,
+        env = "HOOKWIRE_CLIENT_IP_HEADER",
+        value_name = "HEADER",
+        default_value = "auto"
+    )]
+    pub client_ip_header: ClientIpHeader,
     /// Largest accepted body, e.g. `1MiB`, `512k`, `65536`
     #[arg(
         long,
@@ -297,6 +308,7 @@ impl ServeArgs {
             cores,
             node_id,
             trusted_proxy,
+            client_ip_header,
             max_body,
             max_header,
             max_inflight_body,

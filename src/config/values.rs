@@ -276,6 +276,18 @@ pub enum Sched {
     Normal,
 }
 
+/// Which header a trusted proxy names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientIpHeader {
+    /// The first present of X-Real-IP, X-Forwarded-For, Forwarded.
+    Auto,
+    #[value(name = "x-real-ip")]
+    XRealIp,
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    Forwarded,
+}
+
 /// When the 200 is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Ack {
@@ -306,7 +318,7 @@ macro_rules! from_str_by_choice {
         }
     )*};
 }
-from_str_by_choice!(Frames, Sched, Ack);
+from_str_by_choice!(Frames, Sched, Ack, ClientIpHeader);
 
 /// The file spells a value as the command line does: each of these types is
 /// read from its text (a number as its digits, so `max-body = 65536` is
@@ -321,7 +333,7 @@ macro_rules! deserialize_by_from_str {
     )*};
 }
 deserialize_by_from_str!(Size, Headroom, Interval, Address, Admin);
-deserialize_by_from_str!(Frames, Sched, Ack);
+deserialize_by_from_str!(Frames, Sched, Ack, ClientIpHeader);
 
 /// Reads a string, or a number as its digits. Hand-written: serde's derives
 /// have no "string or number as text".
