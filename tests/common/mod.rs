@@ -570,7 +570,11 @@ pub fn python() -> std::path::PathBuf {
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/py/setup.sh");
-        assert!(out.status.success(), "tests/py/setup.sh failed: {}", out.status);
+        assert!(
+            out.status.success(),
+            "tests/py/setup.sh failed: {}",
+            out.status
+        );
         let path = String::from_utf8(out.stdout).expect("utf-8 path");
         std::path::PathBuf::from(path.trim())
     })
