@@ -129,12 +129,19 @@ struct RouteFamily {
     merge: fn(u64, u64) -> u64,
 }
 
-const ROUTE_FAMILIES: [RouteFamily; 4] = [
+const ROUTE_FAMILIES: [RouteFamily; 5] = [
     RouteFamily {
         name: "hookwire_events_delivered_total",
         kind: "counter",
-        help: "Events handed to ZeroMQ, by route.",
+        help: "Events handed to ZeroMQ for the first time, by route.",
         value: |r| r.delivered,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_events_resent_total",
+        kind: "counter",
+        help: "Events handed to ZeroMQ again after a consumer disconnected, by route.",
+        value: |r| r.resent,
         merge: |a, b| a + b,
     },
     RouteFamily {

@@ -108,6 +108,7 @@ struct RouteStats {
     route: String,
     connected: usize,
     delivered: u64,
+    resent: u64,
     waiting: u64,
     depth: Depth,
 }
@@ -234,6 +235,7 @@ impl RouteStats {
             route: r.pattern.clone(),
             connected: r.connected,
             delivered: r.delivered,
+            resent: r.resent,
             waiting: r.waiting,
             depth: Depth {
                 p50: r.depth.value_at_quantile(0.5),
@@ -273,6 +275,7 @@ pub(super) fn merged_routes<'a>(
         for (a, b) in routes.iter_mut().zip(&s.routes) {
             a.connected = a.connected.min(b.connected);
             a.delivered += b.delivered;
+            a.resent += b.resent;
             a.waiting += b.waiting;
             let _ = a.depth.add(&b.depth);
         }

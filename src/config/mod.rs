@@ -56,6 +56,9 @@ pub struct Settings {
     pub sndhwm: i32,
     /// Bytes of recently sent events kept for re-sending (accepted mode).
     pub resend_buffer: u64,
+    /// Accepted mode: the longest an event is re-sent for after its first
+    /// send (zero: never).
+    pub resend_window: Duration,
     /// `None`: the admin listener is off.
     pub admin: Option<SocketAddr>,
     pub drain_timeout: Duration,
@@ -114,6 +117,7 @@ impl Settings {
             replay_window: o.replay_window.0,
             sndhwm: o.sndhwm,
             resend_buffer: o.resend_buffer.0,
+            resend_window: o.resend_window.0,
             admin: o.admin.0,
             drain_timeout: o.drain_timeout.0,
         })
@@ -275,6 +279,7 @@ mod tests {
         assert_eq!(s.admin, Some("127.0.0.1:9733".parse().unwrap()));
         assert_eq!(s.drain_timeout, Duration::from_secs(10));
         assert_eq!(s.resend_buffer, 64 << 20);
+        assert_eq!(s.resend_window, Duration::from_secs(5));
         assert_eq!(s.max_inflight_body, 256 << 20);
         assert_eq!(s.zmq_sched, Sched::Batch);
         assert_eq!(

@@ -201,6 +201,15 @@ pub struct ServeOptions {
         default_value = "64MiB"
     )]
     pub resend_buffer: Size,
+    /// Accepted mode: how long after its first send an event may still be
+    /// re-sent when a consumer disconnects; 0 = never re-sent
+    #[arg(
+        long,
+        env = "HOOKWIRE_RESEND_WINDOW",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    pub resend_window: Interval,
     // Not 9090: Prometheus's own default port, often taken where it scrapes.
     /// Private admin listener (/metrics, /stats, /health, /ready), or `off`
     #[arg(
@@ -303,6 +312,7 @@ impl ServeArgs {
             replay_window,
             sndhwm,
             resend_buffer,
+            resend_window,
             admin,
             drain_timeout
         )

@@ -16,7 +16,8 @@
 //! - `route`: one route's socket, consumers and counters; the send.
 //! - `outbox`: accepted mode's events of one executor cycle.
 //! - `peers`: the socket monitor's events, and the consumers they make.
-//! - `resend`: the resend ring, put back in the spool on a disconnect.
+//! - `resend`: the resend ring; what a consumer that left may not have
+//!   processed goes back to the spool, marked as re-sends.
 //! - `closing`: a drain's closing sockets and their consumers' queues.
 //! - `sched`: the scheduling policy of libzmq's threads.
 
@@ -40,7 +41,7 @@ use route::{try_send, Route};
 use sched::with_sched;
 
 use crate::config::{Frames, RouteSpec, Settings};
-use crate::spool::{self, CoreSpool};
+use crate::spool::{self, CoreSpool, Sent};
 
 /// The routes an event goes to: indices, inline for up to four matches.
 pub type RouteSet = SmallVec<[u16; 4]>;
@@ -63,8 +64,10 @@ pub struct RouteStatus {
     pub connected: usize,
     /// Bytes waiting in this core's spool.
     pub waiting: u64,
-    /// Events handed to ZeroMQ.
+    /// Events handed to ZeroMQ for the first time.
     pub delivered: u64,
+    /// Events handed to ZeroMQ again after a consumer disconnected.
+    pub resent: u64,
     /// Spool depth in bytes, sampled every tick of the retry task.
     pub depth: hdrhistogram::Histogram<u64>,
 }
@@ -80,6 +83,8 @@ pub struct Fanout {
     _context: zmq::Context,
     frames: Frames,
     core: usize,
+    /// `--resend-window`, in milliseconds.
+    window_ms: u64,
     pub spool: Rc<RefCell<CoreSpool>>,
 }
 
@@ -123,6 +128,7 @@ impl Fanout {
             _context: context,
             frames: settings.frames,
             core,
+            window_ms: settings.resend_window.as_millis() as u64,
             spool,
         })
     }
@@ -231,6 +237,7 @@ impl Fanout {
             frames,
             ..
         } = self;
+        let now_ms = resend::unix_ms();
         for &entry in &outbox.entries {
             let (key, envelope) = (outbox.text(entry.key), outbox.text(entry.envelope));
             let i = usize::from(entry.route);
@@ -239,7 +246,7 @@ impl Fanout {
             if log.active() || !try_send(&route.socket, *frames, key, envelope) {
                 log.append(key, envelope);
             } else {
-                route.recent.push(key, envelope);
+                route.recent.push(key, envelope, now_ms);
                 route.delivered += 1;
             }
         }
@@ -253,16 +260,34 @@ impl Fanout {
         let mut spool = self.spool.borrow_mut();
         let (durable, window) = (spool.durable, spool.retention());
         let mut reads = Vec::new();
+        let now_ms = resend::unix_ms();
         for (i, route) in self.routes.iter_mut().enumerate() {
             let frames = self.frames;
-            let next = spool::deliver(&mut spool.routes[i], i, durable, window, |key, envelope| {
-                let sent = try_send(&route.socket, frames, key, envelope);
-                if sent {
-                    route.recent.push(key, envelope);
-                    route.delivered += 1;
-                }
-                sent
-            });
+            let next = spool::deliver(
+                &mut spool.routes[i],
+                i,
+                durable,
+                window,
+                |key, envelope, before| {
+                    if !try_send(&route.socket, frames, key, envelope) {
+                        return false;
+                    }
+                    match before {
+                        Sent::Never => {
+                            route.recent.push(key, envelope, now_ms);
+                            route.delivered += 1;
+                        }
+                        // A re-send keeps its first send's time: its re-sends
+                        // end with the window.
+                        Sent::At(first) => {
+                            route.recent.push(key, envelope, first);
+                            route.resent += 1;
+                        }
+                        Sent::Replay => route.resent += 1,
+                    }
+                    true
+                },
+            );
             if !matches!(next, spool::Next::Idle) {
                 reads.push(next);
             }
@@ -290,14 +315,16 @@ impl Fanout {
         let mut spool = self.spool.borrow_mut();
         spool.share_usage();
         for (i, route) in self.routes.iter_mut().enumerate() {
+            route.peers.sample();
             while let Some(event) = route.peers.read() {
-                if event != PeerEvent::Lost {
+                let PeerEvent::Lost { queues } = event else {
                     continue;
-                }
+                };
                 let (what, bytes) = if spool.durable {
                     ("the journal's last", spool.routes[i].rewind())
                 } else {
-                    let respooled = route.recent.respool(&mut spool, i);
+                    let bound = route.bound(1, queues, resend::unix_ms(), self.window_ms);
+                    let respooled = route.recent.respool(&mut spool, i, bound);
                     if respooled.skipped > 0 {
                         tracing::warn!(
                             "core {}: route {}: {} of the oldest events sent are not re-sent: the spool's filesystem has no room for them above --spool-min-free",
@@ -337,6 +364,7 @@ impl Fanout {
                 connected: r.peers.ready(),
                 waiting: self.spool.borrow().routes[i].stored(),
                 delivered: r.delivered,
+                resent: r.resent,
                 depth: r.depth.clone(),
             })
             .collect()
@@ -348,9 +376,10 @@ impl Fanout {
     /// afterwards (the spool stays).
     pub fn close_sockets(&mut self, linger: Duration) -> Vec<Closing> {
         let closed_at = Instant::now();
+        let window_ms = self.window_ms;
         std::mem::take(&mut self.routes)
             .into_iter()
-            .map(|route| Closing::start(route, linger, closed_at))
+            .map(|route| Closing::start(route, linger, closed_at, window_ms))
             .collect()
     }
 }

@@ -4,7 +4,7 @@
 use wildmatch::WildMatch;
 
 use super::peers::Peers;
-use super::resend::Recent;
+use super::resend::{Bound, Recent};
 use crate::config::{Frames, RouteSpec};
 
 /// One route of one core.
@@ -16,7 +16,12 @@ pub(super) struct Route {
     pub recent: Recent,
     /// The socket's connections, and which completed the handshake.
     pub peers: Peers,
+    /// SNDHWM: messages libzmq may queue per consumer (0: no limit).
+    pub sndhwm: i32,
+    /// Events handed to ZeroMQ for the first time.
     pub delivered: u64,
+    /// Events handed to ZeroMQ again after a consumer disconnected.
+    pub resent: u64,
     pub depth: hdrhistogram::Histogram<u64>,
 }
 
@@ -48,7 +53,9 @@ impl Route {
             socket,
             recent: Recent::new(resend),
             peers,
+            sndhwm,
             delivered: 0,
+            resent: 0,
             depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
         })
     }
@@ -70,5 +77,39 @@ pub(super) fn try_send(socket: &zmq::Socket, frames: Frames, key: &[u8], envelop
             // sent, and is kept and retried whole.
             socket.send(envelope, zmq::DONTWAIT).is_ok()
         }
+    }
+}
+
+/// Messages a consumer's PULL socket may hold (libzmq's default RCVHWM).
+const CONSUMER_RCVHWM: u64 = 1_000;
+
+impl Route {
+    /// What `consumers` that disconnected, whose kernel queues could hold
+    /// `queues` bytes, may not have processed ([`bound`]).
+    pub fn bound(&self, consumers: u64, queues: u64, now_ms: u64, window_ms: u64) -> Bound {
+        bound(self.sndhwm, consumers, queues, now_ms, window_ms)
+    }
+}
+
+/// What `consumers` that disconnected, whose kernel queues could hold
+/// `queues` bytes, may not have processed: libzmq's messages on both
+/// sides (with SNDHWM 0, no limit, the window alone bounds them), then
+/// the queues' bytes.
+pub(super) fn bound(
+    sndhwm: i32,
+    consumers: u64,
+    queues: u64,
+    now_ms: u64,
+    window_ms: u64,
+) -> Bound {
+    let messages = match sndhwm {
+        0 => u64::MAX,
+        n => consumers * (n as u64 + CONSUMER_RCVHWM),
+    };
+    Bound {
+        now_ms,
+        window_ms,
+        messages,
+        bytes: queues,
     }
 }
