@@ -22,7 +22,7 @@ pub use values::{needs_ipv6, Frames, Headroom, RouteSpec, Sched};
 use crate::conn::INITIAL;
 use crate::event::id::{MAX_CORES, MAX_NODE_ID};
 use error::{ensure, origin};
-use values::{Ack, Endpoint};
+use values::{Ack, AckSpec, Endpoint};
 
 /// Validated settings, shared read-only by every core.
 #[derive(Debug, Clone)]
@@ -59,6 +59,9 @@ pub struct Settings {
     /// Accepted mode: the longest an event is re-sent for after its first
     /// send (zero: never).
     pub resend_window: Duration,
+    /// Acknowledged routes: how long a sent event waits for its ack before
+    /// it is sent again.
+    pub ack_timeout: Duration,
     /// `None`: the admin listener is off.
     pub admin: Option<SocketAddr>,
     pub drain_timeout: Duration,
@@ -93,7 +96,7 @@ impl Settings {
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cores = o.cores.unwrap_or(available.min(MAX_CORES));
         check_ranges(&o, cores)?;
-        let routes = routes(o.push, o.route)?;
+        let routes = routes(o.push, o.route, o.ack_endpoint)?;
         Ok(Settings {
             listen: o.listen.0,
             share_port: o.share_port,
@@ -118,6 +121,7 @@ impl Settings {
             sndhwm: o.sndhwm,
             resend_buffer: o.resend_buffer.0,
             resend_window: o.resend_window.0,
+            ack_timeout: o.ack_timeout.0,
             admin: o.admin.0,
             drain_timeout: o.drain_timeout.0,
         })
@@ -146,6 +150,7 @@ fn check_ranges(o: &ServeOptions, cores: usize) -> Result<(), ConfigError> {
         ("sync-interval", o.sync_interval),
         ("replay-window", o.replay_window),
         ("drain-timeout", o.drain_timeout),
+        ("ack-timeout", o.ack_timeout),
     ] {
         ensure(!interval.0.is_zero(), option, "must be longer than zero")?;
     }
@@ -194,7 +199,11 @@ impl Settings {
 
 /// `--push`'s catch-all route first, then each `--route`; without either,
 /// the catch-all to `tcp://127.0.0.1:5555`.
-fn routes(push: Vec<Endpoint>, route: Vec<RouteSpec>) -> Result<Vec<RouteSpec>, ConfigError> {
+fn routes(
+    push: Vec<Endpoint>,
+    route: Vec<RouteSpec>,
+    acks: Vec<AckSpec>,
+) -> Result<Vec<RouteSpec>, ConfigError> {
     for Endpoint(endpoint) in &push {
         values::warn_if_unresolved("push", endpoint);
     }
@@ -206,6 +215,7 @@ fn routes(push: Vec<Endpoint>, route: Vec<RouteSpec>) -> Result<Vec<RouteSpec>, 
         routes.push(RouteSpec {
             pattern: "*".into(),
             endpoints: push.into_iter().map(|Endpoint(e)| e).collect(),
+            ack: None,
         });
     }
     routes.extend(route);
@@ -213,10 +223,23 @@ fn routes(push: Vec<Endpoint>, route: Vec<RouteSpec>) -> Result<Vec<RouteSpec>, 
         routes.push(RouteSpec {
             pattern: "*".into(),
             endpoints: vec!["tcp://127.0.0.1:5555".into()],
+            ack: None,
         });
     }
     let message = "at most 64 routes (including --push) are supported";
     ensure(routes.len() <= 64, "route", message)?;
+    for AckSpec { pattern, endpoint } in acks {
+        let Some(route) = routes.iter_mut().find(|r| r.pattern == pattern) else {
+            let message = format!("'{pattern}' is no route's glob (`*` is --push's route)");
+            return Err(error::bad("ack-endpoint", message));
+        };
+        ensure(
+            route.ack.is_none(),
+            "ack-endpoint",
+            format!("route '{pattern}' has two"),
+        )?;
+        route.ack = Some(endpoint);
+    }
     Ok(routes)
 }
 

@@ -8,8 +8,8 @@ use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Deserialize;
 
 use super::values::{
-    list, Ack, Address, Admin, Endpoint, Frames, Headroom, Interval, RouteSpec, Sched, Size,
-    TrustedNet,
+    list, Ack, AckSpec, Address, Admin, Endpoint, Frames, Headroom, Interval, RouteSpec, Sched,
+    Size, TrustedNet,
 };
 
 /// The options of `serve`, from the command line and the environment (clap)
@@ -49,6 +49,24 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "list::<';', _, _>")]
     pub route: Vec<RouteSpec>,
+    /// Acknowledged delivery for a route: `<route glob>=<endpoint>`, bound
+    /// (PULL) for its consumers' acknowledgements (repeatable; `;` separates them in the env var)
+    #[arg(
+        long,
+        env = "HOOKWIRE_ACK_ENDPOINT",
+        value_name = "GLOB=ENDPOINT",
+        value_delimiter = ';'
+    )]
+    #[serde(deserialize_with = "list::<';', _, _>")]
+    pub ack_endpoint: Vec<AckSpec>,
+    /// Acknowledged routes: an event not acknowledged this long after it was sent is sent again
+    #[arg(
+        long,
+        env = "HOOKWIRE_ACK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub ack_timeout: Interval,
     /// Wire format: one frame (the envelope) or two (the key, then the envelope)
     #[arg(long, env = "HOOKWIRE_FRAMES", default_value = "json")]
     pub frames: Frames,
@@ -292,6 +310,8 @@ impl ServeArgs {
             listen,
             push,
             route,
+            ack_endpoint,
+            ack_timeout,
             frames,
             cores,
             node_id,

@@ -228,6 +228,31 @@ pub fn warn_if_unresolved(option: &str, endpoint: &str) {
 pub struct RouteSpec {
     pub pattern: String,
     pub endpoints: Vec<String>,
+    /// `--ack-endpoint`: where its consumers send the ids they finished;
+    /// `None`: a route without acknowledgements.
+    pub ack: Option<String>,
+}
+
+/// `--ack-endpoint GLOB=EP`: the route with that glob takes acknowledgements,
+/// bound (PULL) at the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckSpec {
+    pub pattern: String,
+    pub endpoint: String,
+}
+
+impl FromStr for AckSpec {
+    type Err = Invalid;
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        let (pattern, endpoint) = text
+            .split_once('=')
+            .ok_or_else(|| Invalid(format!("'{text}' is not <route glob>=<endpoint>")))?;
+        let Endpoint(endpoint) = endpoint.trim().parse()?;
+        Ok(AckSpec {
+            pattern: pattern.trim().into(),
+            endpoint,
+        })
+    }
 }
 
 impl FromStr for RouteSpec {
@@ -251,6 +276,7 @@ impl FromStr for RouteSpec {
         Ok(RouteSpec {
             pattern: pattern.into(),
             endpoints,
+            ack: None,
         })
     }
 }
