@@ -109,8 +109,22 @@ struct RouteStats {
     connected: usize,
     delivered: u64,
     resent: u64,
+    /// Acknowledged routes: sent, not acknowledged yet; the oldest's age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acks: Option<AckStats>,
     waiting: u64,
     depth: Depth,
+}
+
+/// An acknowledged route's acks.
+#[derive(Serialize)]
+struct AckStats {
+    unacked: u64,
+    oldest_unacked_ms: u64,
+    /// Acks of ids not held (acknowledged twice, or unknown).
+    unknown: u64,
+    /// Tokens that were no id of this node.
+    bad: u64,
 }
 
 /// Spool depth in bytes.
@@ -236,6 +250,12 @@ impl RouteStats {
             connected: r.connected,
             delivered: r.delivered,
             resent: r.resent,
+            acks: r.acked.then_some(AckStats {
+                unacked: r.unacked,
+                oldest_unacked_ms: r.oldest_unacked_ms,
+                unknown: r.acks_unknown,
+                bad: r.acks_bad,
+            }),
             waiting: r.waiting,
             depth: Depth {
                 p50: r.depth.value_at_quantile(0.5),
@@ -276,6 +296,10 @@ pub(super) fn merged_routes<'a>(
             a.connected = a.connected.min(b.connected);
             a.delivered += b.delivered;
             a.resent += b.resent;
+            a.unacked += b.unacked;
+            a.oldest_unacked_ms = a.oldest_unacked_ms.max(b.oldest_unacked_ms);
+            a.acks_unknown += b.acks_unknown;
+            a.acks_bad += b.acks_bad;
             a.waiting += b.waiting;
             let _ = a.depth.add(&b.depth);
         }

@@ -21,6 +21,7 @@
 //! - `closing`: a drain's closing sockets and their consumers' queues.
 //! - `sched`: the scheduling policy of libzmq's threads.
 
+mod acked;
 mod closing;
 mod outbox;
 mod peers;
@@ -34,10 +35,11 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
+use acked::{Ack, Unacked};
 pub use closing::Closing;
 use outbox::Outbox;
 use peers::PeerEvent;
-use route::{try_send, Route};
+use route::{envelope_id, try_send, Route};
 use sched::with_sched;
 
 use crate::config::{Frames, RouteSpec, Settings};
@@ -68,6 +70,16 @@ pub struct RouteStatus {
     pub delivered: u64,
     /// Events handed to ZeroMQ again after a consumer disconnected.
     pub resent: u64,
+    /// The route takes acknowledgements.
+    pub acked: bool,
+    /// Events sent and not acknowledged yet.
+    pub unacked: u64,
+    /// How long ago the oldest of them was first sent, in milliseconds.
+    pub oldest_unacked_ms: u64,
+    /// Acks of ids not held (acknowledged twice, or unknown).
+    pub acks_unknown: u64,
+    /// Ack tokens that were no id of this node.
+    pub acks_bad: u64,
     /// Spool depth in bytes, sampled every tick of the retry task.
     pub depth: hdrhistogram::Histogram<u64>,
 }
@@ -118,7 +130,13 @@ impl Fanout {
                 .routes
                 .iter()
                 .enumerate()
-                .map(|(i, spec)| Route::connect(&context, core, i, spec, settings.sndhwm, resend))
+                .map(|(i, spec)| {
+                    let acks = spec
+                        .ack
+                        .is_some()
+                        .then(|| Unacked::new(unacked_limit(settings), settings.ack_timeout));
+                    Route::connect(&context, core, i, spec, settings.sndhwm, resend, acks)
+                })
                 .collect::<Result<_, _>>()
         })?;
         Ok(Self {
@@ -194,11 +212,11 @@ impl Fanout {
             let i = usize::from(i);
             let route = &mut self.routes[i];
             let log = &mut spool.routes[i];
-            let queued = log.active();
+            let queued = log.active() || route.acks.as_ref().is_some_and(Unacked::full);
             log.append(key, envelope);
             if !queued && try_send(&route.socket, self.frames, key, envelope) {
                 log.delivered_through_tail();
-                route.delivered += 1;
+                sent_first(route, key, envelope, Instant::now(), resend::unix_ms());
             }
         }
         self.outbox.arena.truncate(start);
@@ -237,17 +255,17 @@ impl Fanout {
             frames,
             ..
         } = self;
-        let now_ms = resend::unix_ms();
+        let (now, now_ms) = (Instant::now(), resend::unix_ms());
         for &entry in &outbox.entries {
             let (key, envelope) = (outbox.text(entry.key), outbox.text(entry.envelope));
             let i = usize::from(entry.route);
             let route = &mut routes[i];
             let log = &mut spool.routes[i];
-            if log.active() || !try_send(&route.socket, *frames, key, envelope) {
+            let held = route.acks.as_ref().is_some_and(Unacked::full);
+            if log.active() || held || !try_send(&route.socket, *frames, key, envelope) {
                 log.append(key, envelope);
             } else {
-                route.recent.push(key, envelope, now_ms);
-                route.delivered += 1;
+                sent_first(route, key, envelope, now, now_ms);
             }
         }
         outbox.clear();
@@ -260,7 +278,7 @@ impl Fanout {
         let mut spool = self.spool.borrow_mut();
         let (durable, window) = (spool.durable, spool.retention());
         let mut reads = Vec::new();
-        let now_ms = resend::unix_ms();
+        let (now, now_ms) = (Instant::now(), resend::unix_ms());
         for (i, route) in self.routes.iter_mut().enumerate() {
             let frames = self.frames;
             let next = spool::deliver(
@@ -269,21 +287,29 @@ impl Fanout {
                 durable,
                 window,
                 |key, envelope, before| {
-                    if !try_send(&route.socket, frames, key, envelope) {
+                    if route.acks.as_ref().is_some_and(Unacked::full)
+                        || !try_send(&route.socket, frames, key, envelope)
+                    {
                         return false;
                     }
-                    match before {
-                        Sent::Never => {
-                            route.recent.push(key, envelope, now_ms);
-                            route.delivered += 1;
-                        }
-                        // A re-send keeps its first send's time: its re-sends
-                        // end with the window.
-                        Sent::At(first) => {
+                    match (before, &mut route.acks) {
+                        (Sent::Never, _) => sent_first(route, key, envelope, now, now_ms),
+                        // A re-send keeps its first send's time: its
+                        // re-sends end with the window.
+                        (Sent::At(first), None) => {
                             route.recent.push(key, envelope, first);
                             route.resent += 1;
                         }
-                        Sent::Replay => route.resent += 1,
+                        (Sent::At(first), Some(acks)) => {
+                            hold(acks, key, envelope, now, first);
+                            route.resent += 1;
+                        }
+                        (Sent::Replay, acks) => {
+                            if let Some(acks) = acks {
+                                hold(acks, key, envelope, now, now_ms);
+                            }
+                            route.resent += 1;
+                        }
                     }
                     true
                 },
@@ -320,6 +346,16 @@ impl Fanout {
                 let PeerEvent::Lost { queues } = event else {
                     continue;
                 };
+                if let Some(acks) = &mut route.acks {
+                    acks.lost();
+                    tracing::info!(
+                        "core {}: route {}: a consumer disconnected; re-sending the {} events not acknowledged",
+                        self.core,
+                        self.specs[i].pattern,
+                        acks.len()
+                    );
+                    continue;
+                }
                 let (what, bytes) = if spool.durable {
                     ("the journal's last", spool.routes[i].rewind())
                 } else {
@@ -351,6 +387,66 @@ impl Fanout {
         for (route, log) in self.routes.iter_mut().zip(&spool.routes) {
             route.depth.saturating_record(log.stored());
         }
+        let now = Instant::now();
+        let frames = self.frames;
+        for route in &mut self.routes {
+            let Route {
+                acks: Some(acks),
+                socket,
+                resent,
+                ..
+            } = route
+            else {
+                continue;
+            };
+            *resent +=
+                acks.resend_due(now, |key, envelope| try_send(socket, frames, key, envelope));
+        }
+    }
+
+    /// Takes acknowledgements for route `route`: each id held is
+    /// delivered; others, and `bad` tokens that were no id, are counted.
+    pub fn ack(&mut self, route: usize, ids: &[u64], bad: u64) {
+        let Some(route) = self.routes.get_mut(route) else {
+            return;
+        };
+        route.acks_bad += bad;
+        let Some(acks) = &mut route.acks else {
+            route.acks_unknown += ids.len() as u64;
+            return;
+        };
+        for &id in ids {
+            match acks.ack(id) {
+                Ack::Done => route.delivered += 1,
+                Ack::Unknown => route.acks_unknown += 1,
+            }
+        }
+    }
+
+    /// Events sent on acknowledged routes and not acknowledged yet.
+    pub fn unacked(&self) -> usize {
+        self.routes
+            .iter()
+            .filter_map(|r| r.acks.as_ref())
+            .map(Unacked::len)
+            .sum()
+    }
+
+    /// Appends every unacknowledged event to its route's spool as a
+    /// re-send (the next start sends it again) and returns how many.
+    pub fn keep_unacked(&mut self) -> usize {
+        let mut spool = self.spool.borrow_mut();
+        let mut kept = 0;
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            if let Some(acks) = &mut route.acks {
+                let log = &mut spool.routes[i];
+                kept += acks.drain(|key, envelope, first| log.append_repeat(key, envelope, first));
+            }
+        }
+        if kept > 0 {
+            spool.tickets.take(); // wakes the flusher; nobody waits for these
+        }
+        kept
     }
 
     pub fn status(&self) -> Vec<RouteStatus> {
@@ -365,6 +461,15 @@ impl Fanout {
                 waiting: self.spool.borrow().routes[i].stored(),
                 delivered: r.delivered,
                 resent: r.resent,
+                acked: r.acks.is_some(),
+                unacked: r.acks.as_ref().map_or(0, |a| a.len() as u64),
+                oldest_unacked_ms: r
+                    .acks
+                    .as_ref()
+                    .and_then(Unacked::oldest_first_sent)
+                    .map_or(0, |t| resend::unix_ms().saturating_sub(t)),
+                acks_unknown: r.acks_unknown,
+                acks_bad: r.acks_bad,
                 depth: r.depth.clone(),
             })
             .collect()
@@ -382,4 +487,34 @@ impl Fanout {
             .map(|route| Closing::start(route, linger, closed_at, window_ms))
             .collect()
     }
+}
+
+/// Records an event's first send: held for its ack on an acknowledged
+/// route (delivered once acked), else kept for re-sending and delivered.
+#[inline]
+fn sent_first(route: &mut Route, key: &[u8], envelope: &[u8], now: Instant, now_ms: u64) {
+    match &mut route.acks {
+        Some(acks) => hold(acks, key, envelope, now, now_ms),
+        None => {
+            route.recent.push(key, envelope, now_ms);
+            route.delivered += 1;
+        }
+    }
+}
+
+/// Holds a sent event for its ack, by the id in its envelope (every
+/// envelope has one; one that did not could never be acked, so it is not
+/// held).
+fn hold(acks: &mut Unacked, key: &[u8], envelope: &[u8], now: Instant, first_sent: u64) {
+    if let Some(id) = envelope_id(envelope) {
+        acks.hold(id, key, envelope, now, first_sent);
+    }
+}
+
+/// The memory one acknowledged route may hold unacknowledged on one core:
+/// its share of `--resend-buffer` (which such routes do not use), at
+/// least 1 MiB.
+fn unacked_limit(settings: &Settings) -> u64 {
+    let share = settings.resend_buffer / (settings.cores * settings.routes.len()).max(1) as u64;
+    share.max(1 << 20)
 }

@@ -1,0 +1,177 @@
+//! The ack listener: for each acknowledged route one PULL socket, bound
+//! for the whole process on its own thread (a consumer acks to one
+//! endpoint, whichever core sent the event). Each id goes to the core that
+//! sent it, read from the id's worker bits, over that core's channel.
+
+use std::sync::mpsc;
+
+use crate::config::Settings;
+use crate::event::id::CORE_BITS;
+
+/// Acknowledged ids of one route for one core, and tokens that were no
+/// id of this node (counted by the core that gets them).
+#[derive(Debug)]
+pub struct AckBatch {
+    pub route: usize,
+    pub ids: Vec<u64>,
+    pub bad: u64,
+}
+
+/// Binds every acknowledged route's endpoint and starts the listener
+/// thread, which hands ids to `cores` (one sender per core).
+pub fn start(settings: &Settings, cores: Vec<mpsc::Sender<AckBatch>>) -> Result<(), String> {
+    let context = zmq::Context::new();
+    let mut sockets = Vec::new();
+    for (route, spec) in settings.routes.iter().enumerate() {
+        let Some(endpoint) = &spec.ack else {
+            continue;
+        };
+        let bind = || -> Result<zmq::Socket, zmq::Error> {
+            let socket = context.socket(zmq::PULL)?;
+            socket.set_linger(0)?;
+            if crate::config::needs_ipv6(endpoint) {
+                socket.set_ipv6(true)?;
+            }
+            socket.bind(endpoint)?;
+            Ok(socket)
+        };
+        let socket = bind().map_err(|e| format!("--ack-endpoint {endpoint}: {e}"))?;
+        sockets.push((route, socket));
+    }
+    if sockets.is_empty() {
+        return Ok(());
+    }
+    let node = settings.node_id;
+    std::thread::Builder::new()
+        .name("hookwire-acks".into())
+        .spawn(move || listen(&context, &sockets, node, &cores))
+        .map_err(|e| format!("cannot start the ack listener: {e}"))?;
+    Ok(())
+}
+
+/// Reads acks until every core is gone.
+fn listen(
+    _context: &zmq::Context,
+    sockets: &[(usize, zmq::Socket)],
+    node: u16,
+    cores: &[mpsc::Sender<AckBatch>],
+) {
+    let mut bad_seen = 0u64;
+    loop {
+        let mut items: Vec<zmq::PollItem<'_>> = sockets
+            .iter()
+            .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
+            .collect();
+        if zmq::poll(&mut items, 100).is_err() {
+            continue;
+        }
+        let readable: Vec<bool> = items.iter().map(zmq::PollItem::is_readable).collect();
+        drop(items);
+        for ((route, socket), _) in sockets.iter().zip(readable).filter(|(_, r)| *r) {
+            let mut per_core: Vec<Vec<u64>> = vec![Vec::new(); cores.len()];
+            let mut bad = 0u64;
+            // At most a thousand messages at a time, so no route starves.
+            for _ in 0..1000 {
+                let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) else {
+                    break;
+                };
+                for frame in &frames {
+                    bad += parse(frame, |id| match core_of(id, node, cores.len()) {
+                        Some(core) => {
+                            per_core[core].push(id);
+                            true
+                        }
+                        None => false,
+                    });
+                }
+            }
+            if bad > 0 {
+                if bad_seen == 0 || (bad_seen + bad) / 1000 > bad_seen / 1000 {
+                    tracing::warn!(
+                        "--ack-endpoint: {bad} token(s) that are no id this node sent (ids are decimal, separated by spaces, commas or newlines); {} so far, counted in /stats",
+                        bad_seen + bad
+                    );
+                }
+                bad_seen += bad;
+            }
+            let mut gone = 0;
+            for (core, ids) in per_core.into_iter().enumerate() {
+                let bad = if core == 0 { bad } else { 0 };
+                if ids.is_empty() && bad == 0 {
+                    continue;
+                }
+                let batch = AckBatch {
+                    route: *route,
+                    ids,
+                    bad,
+                };
+                if cores[core].send(batch).is_err() {
+                    gone += 1;
+                }
+            }
+            if gone == cores.len() {
+                return;
+            }
+        }
+    }
+}
+
+/// The core of this node that sent `id`, from its worker bits.
+fn core_of(id: u64, node: u16, cores: usize) -> Option<usize> {
+    let worker = (id >> 12) & 0x3ff;
+    let (id_node, core) = (
+        worker >> CORE_BITS,
+        (worker & ((1 << CORE_BITS) - 1)) as usize,
+    );
+    (id_node == u64::from(node) && core < cores).then_some(core)
+}
+
+/// Reads one ack frame, ids in decimal separated by spaces, commas or
+/// newlines (a JSON array of ids, strings or numbers, reads the same), and
+/// hands each to `take`, which says whether it is an id of this node;
+/// returns the tokens that were not.
+fn parse(frame: &[u8], mut take: impl FnMut(u64) -> bool) -> u64 {
+    let separator = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b',' | b'[' | b']' | b'"');
+    let mut bad = 0;
+    for token in frame.split(separator).filter(|t| !t.is_empty()) {
+        let id = std::str::from_utf8(token)
+            .ok()
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok());
+        if !id.is_some_and(&mut take) {
+            bad += 1;
+        }
+    }
+    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_frames_read_as_text_or_json_and_bad_tokens_are_counted() {
+        let mut ids = Vec::new();
+        let bad = parse(b"1 2,3\n4", |id| {
+            ids.push(id);
+            true
+        });
+        assert_eq!((ids.as_slice(), bad), (&[1, 2, 3, 4][..], 0));
+        ids.clear();
+        let bad = parse(br#"["5", 6, "x7", -8, 99999999999999999999]"#, |id| {
+            ids.push(id);
+            true
+        });
+        assert_eq!((ids.as_slice(), bad), (&[5, 6][..], 3));
+        assert_eq!(parse(b"", |_| true), 0);
+        assert_eq!(parse(b"\xff\xfe", |_| true), 1, "not UTF-8");
+    }
+
+    #[test]
+    fn an_id_goes_to_the_core_that_sent_it() {
+        let id = |node: u64, core: u64| (1u64 << 40) | (((node << 6) | core) << 12) | 7;
+        assert_eq!(core_of(id(3, 5), 3, 8), Some(5));
+        assert_eq!(core_of(id(3, 5), 2, 8), None, "another node's");
+        assert_eq!(core_of(id(3, 9), 3, 8), None, "no such core");
+    }
+}
