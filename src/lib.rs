@@ -39,7 +39,8 @@
 //! admin/            the private admin listener: /health, /ready, /stats, /metrics
 //! config/           flags, HOOKWIRE_* env and the TOML file → Settings
 //! log.rs            tracing lines on stderr, by level
-//! tap.rs            the built-in PULL consumer
+//! consumer.rs       a consumer for Rust services: repeats dropped by id, acks
+//! tap.rs            the built-in PULL consumer, on consumer.rs
 //! testing.rs        a core's state outside the server, for benches and tests
 //! ```
 //!
@@ -67,6 +68,7 @@
 pub mod admin;
 pub mod config;
 pub mod conn;
+pub mod consumer;
 pub mod event;
 pub mod fanout;
 pub mod http;

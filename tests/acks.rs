@@ -317,3 +317,52 @@ fn unacked_events_come_again_after_the_timeout_and_bad_acks_are_counted() {
     assert_eq!(all("hookwire_events_delivered_total{"), "1");
     sink.assert_quiet(Duration::from_millis(1_500));
 }
+
+/// `hookwire tap --ack` acknowledges what it prints, two-frame messages
+/// too: the route's events count as delivered and none stays unacked.
+#[test]
+fn tap_with_ack_acknowledges_what_it_prints() {
+    let (endpoint, ack) = (free_endpoint(), free_endpoint());
+    let ack_arg = format!("*={ack}");
+    let tap = Command::new(BIN)
+        .args(["tap", "--bind", &endpoint, "--ack", &ack, "--count", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tap = Guard::new(tap);
+    let server = Server::start(&[
+        "--cores",
+        "2",
+        "--push",
+        &endpoint,
+        "--ack-endpoint",
+        &ack_arg,
+        "--frames",
+        "key+json",
+    ]);
+    eventually(Duration::from_secs(10), "tap to connect", || {
+        route(&server)["connected"] == 1
+    });
+    let mut sent: Vec<u64> = (0..3)
+        .map(|i| {
+            server
+                .get(&format!("/s/n?i={i}"))
+                .assert_accepted("in.gen.s.n")
+        })
+        .collect();
+    sent.sort_unstable();
+    let out = tap.take().wait_with_output().unwrap();
+    let printed: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| id_of(l.as_bytes()))
+        .collect();
+    let mut sorted = printed.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, sent, "the envelopes, not the keys");
+    eventually(Duration::from_secs(10), "the acks", || {
+        let r = route(&server);
+        r["delivered"] == 3 && r["acks"]["unacked"] == 0
+    });
+}

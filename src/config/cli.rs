@@ -39,6 +39,10 @@ pub struct TapArgs {
     /// Exit after this many envelopes
     #[arg(long)]
     pub count: Option<u64>,
+    /// Acknowledge each envelope printed to this endpoint (a route's
+    /// --ack-endpoint)
+    #[arg(long, value_name = "ENDPOINT", value_parser = bind_endpoint)]
+    pub ack: Option<String>,
 }
 
 impl Cli {
