@@ -293,7 +293,8 @@ mod tests {
             s.routes,
             [RouteSpec {
                 pattern: "*".into(),
-                endpoints: vec!["tcp://127.0.0.1:5555".into()]
+                endpoints: vec!["tcp://127.0.0.1:5555".into()],
+                ack: None,
             }]
         );
         assert_eq!(s.frames, Frames::Json);
@@ -344,6 +345,28 @@ mod tests {
         assert_eq!(s.routes.len(), 2);
         assert_eq!(s.routes[0].pattern, "*");
         assert_eq!(s.routes[1].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn an_ack_endpoint_names_its_route_by_glob() {
+        let s = settings(&[
+            "--push",
+            "tcp://127.0.0.1:1",
+            "--route",
+            "in.gen.a.*=tcp://127.0.0.1:2",
+            "--ack-endpoint",
+            "in.gen.a.*=tcp://127.0.0.1:3",
+        ])
+        .unwrap();
+        assert_eq!(s.routes[0].ack, None);
+        assert_eq!(s.routes[1].ack.as_deref(), Some("tcp://127.0.0.1:3"));
+        assert_eq!(s.ack_timeout, Duration::from_secs(30));
+        for bad in ["in.gen.b.*=tcp://127.0.0.1:3", "*", "*=nope"] {
+            let e = settings(&["--ack-endpoint", bad]).unwrap_err();
+            assert!(e.to_string().contains("--ack-endpoint"), "{bad}: {e}");
+        }
+        let twice = ["--ack-endpoint", "*=tcp://127.0.0.1:3;*=tcp://127.0.0.1:4"];
+        assert!(settings(&twice).is_err());
     }
 
     #[test]

@@ -19,6 +19,13 @@ use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
 /// How often a core looks at its control channel and spool when idle.
 const TICK: Duration = Duration::from_millis(10);
 
+/// What reaches a core from other threads: the admin's asks and the ack
+/// listener's acknowledgements.
+pub(super) struct Inbox {
+    pub asks: mpsc::Receiver<Ask>,
+    pub acks: mpsc::Receiver<AckBatch>,
+}
+
 /// One core's state, as its control loop and drain see it.
 pub(super) struct Core {
     pub id: usize,
@@ -39,8 +46,7 @@ impl Core {
     pub(super) async fn start(
         id: usize,
         settings: Arc<Settings>,
-        asks: mpsc::Receiver<Ask>,
-        acks: mpsc::Receiver<AckBatch>,
+        Inbox { asks, acks }: Inbox,
         usage: Arc<SpoolUsage>,
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let spool_config = SpoolConfig::for_core(&settings, id, usage);

@@ -61,7 +61,8 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
             // DMA buffers for the spool's writes and reads.
             .io_memory(4 << 20)
             .spawn(move || async move {
-                match run_core(core, fd, settings, &ready, ask_rx, acks, drain, usage).await {
+                let inbox = core::Inbox { asks: ask_rx, acks };
+                match run_core(core, fd, settings, &ready, inbox, drain, usage).await {
                     Ok(last) => last,
                     Err(e) => {
                         let _ = ready.send(Err(format!("core {core}: {e}")));
@@ -95,15 +96,14 @@ async fn run_core(
     fd: RawFd,
     settings: Arc<Settings>,
     ready: &mpsc::Sender<Result<usize, String>>,
-    asks: mpsc::Receiver<Ask>,
-    acks: mpsc::Receiver<acks::AckBatch>,
+    inbox: core::Inbox,
     drain: Arc<AtomicBool>,
     usage: Arc<SpoolUsage>,
 ) -> Result<CoreSnapshot, Box<dyn std::error::Error>> {
     // SAFETY: `fd` is a bound, listening socket whose ownership was given
     // up by `into_raw_fd` for this core alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let core = core::Core::start(id, settings, asks, acks, usage).await?;
+    let core = core::Core::start(id, settings, inbox, usage).await?;
     let accept = glommio::spawn_local(listener::accept_loop(
         id,
         listener,
