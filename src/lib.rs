@@ -17,6 +17,7 @@
 //!   core.rs         a core's start and control loop (delivery, admin asks, timeouts)
 //!   spooling.rs     the flusher (outbox → ZeroMQ, spool writes) and spool delivery
 //!   drain.rs        the graceful drain, in three phases
+//!   acks.rs         the ack listener: acknowledged ids to the core that sent them
 //!   snapshot.rs     a copy of a core's metrics and routes, for the admin
 //! conn/             one connection
 //!   mod.rs          the sans-IO Conn: buffer, pipelining, framing, 100-continue
@@ -30,7 +31,7 @@
 //!   merge.rs        grouping repeated and bracketed keys
 //!   charset.rs      a body's charset and its decoding to UTF-8
 //! event/            the routing key; envelope.rs: the encoder; id.rs: snowflake ids
-//! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, closing
+//! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, acked, closing
 //! spool/            the on-disk spool: records, segments, writer, reader, tickets
 //! http/             request heads, chunked bodies, media types, client address, responses
 //! reject.rs         every refusal's status, code and message

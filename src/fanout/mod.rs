@@ -10,14 +10,16 @@
 //!
 //! # Layout
 //!
-//! Imports point one way, from this file down: `route` uses `peers` and
-//! `resend`, `closing` those three; `outbox` and `sched` use none of them.
+//! Imports point one way, from this file down: `route` uses `peers`,
+//! `resend` and `acked`, `closing` the first three; `outbox` and `sched`
+//! use none of them.
 //!
 //! - `route`: one route's socket, consumers and counters; the send.
 //! - `outbox`: accepted mode's events of one executor cycle.
 //! - `peers`: the socket monitor's events, and the consumers they make.
 //! - `resend`: the resend ring; what a consumer that left may not have
 //!   processed goes back to the spool, marked as re-sends.
+//! - `acked`: an acknowledged route's unacknowledged events.
 //! - `closing`: a drain's closing sockets and their consumers' queues.
 //! - `sched`: the scheduling policy of libzmq's threads.
 
