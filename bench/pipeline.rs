@@ -9,6 +9,8 @@
 //! outbox ("request bytes in → envelope bytes out": head parse,
 //! route, decode, merge, ids, envelope, response; the outbox is dropped
 //! instead of sent), `pipeline` goes on through the hand-off to ZeroMQ.
+//! A third, `content_coding`, is `to_envelope` on the 4 KiB JSON webhook
+//! sent plain, gzip and zstd: what decoding a compressed body adds.
 //!
 //! As in the server, events reach ZeroMQ in batches: the core's flusher
 //! task hands its outbox over once the connections that were ready together
@@ -17,6 +19,9 @@
 //! consumer to the last one when there are two or more, so the figure is
 //! one core's work (libzmq's I/O thread, which writes the batches to TCP,
 //! is measured with the whole process in loadtest/).
+//!
+//! A third group, `signed_webhook`, times the 4 KiB JSON webhook unsigned
+//! and signed as GitHub signs it, to a source that verifies it.
 //!
 //! `cargo bench --bench pipeline`
 
@@ -106,6 +111,126 @@ fn pipeline(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut group = c.benchmark_group("content_coding");
+    let plain = samples::all()
+        .into_iter()
+        .find(|s| s.name == "webhook_json_4k")
+        .expect("the JSON webhook sample");
+    for coding in ["identity", "gzip", "zstd"] {
+        let raw = compressed(&plain, coding);
+        check_one(&mut conn, &mut shard, coding, &raw);
+        group.throughput(Throughput::Bytes(raw.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(coding), &raw, |b, raw| {
+            b.iter(|| {
+                hookwire::testing::feed(&mut conn, raw);
+                conn.process(&mut shard);
+                assert_eq!(shard.fanout.discard_outbox(), 1, "one envelope per request");
+                conn.waits.clear();
+                let len = conn.out.len();
+                conn.out.clear();
+                len
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A sample with its body compressed in `coding` (as senders do: gzip at
+/// its default level, zstd at 3) and `Content-Encoding` saying so.
+fn compressed(sample: &samples::Sample, coding: &str) -> Vec<u8> {
+    let body = sample.body_bytes();
+    let packed = match coding {
+        "identity" => return sample.raw.to_vec(),
+        "gzip" => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut gz, body).unwrap();
+            gz.finish().unwrap()
+        }
+        _ => zstd::bulk::compress(body, 3).unwrap(),
+    };
+    let head = std::str::from_utf8(&sample.raw[..sample.head().len]).unwrap();
+    let mut raw = String::new();
+    for line in head.trim_end().lines() {
+        if !line.to_ascii_lowercase().starts_with("content-length:") {
+            raw.push_str(line);
+            raw.push_str("\r\n");
+        }
+    }
+    raw.push_str(&format!(
+        "Content-Encoding: {coding}\r\nContent-Length: {}\r\n\r\n",
+        packed.len()
+    ));
+    let mut raw = raw.into_bytes();
+    raw.extend_from_slice(&packed);
+    raw
+}
+
+/// The 4 KiB JSON webhook, unsigned (no `[[source]]`) and signed as
+/// GitHub signs (`X-Hub-Signature-256`, a source that verifies it and
+/// copies a header and the delivery id into the envelope): what verifying
+/// costs per event, up to the envelope in the outbox.
+fn signed(c: &mut Criterion) {
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
+    let config = std::env::temp_dir().join(format!("hookwire-bench-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[source]]\nservice = \"appsflyer\"\nverify = \"github\"\nsecrets = [\"bench-secret\"]\nheaders = [\"X-GitHub-Event\"]\n",
+    )
+    .unwrap();
+    let unsigned = samples::all()
+        .into_iter()
+        .find(|s| s.name == "webhook_json_4k")
+        .expect("the 4 KiB JSON sample");
+    let body = unsigned.body_bytes();
+    let key = hookwire::source::Key::new(hookwire::source::Algorithm::Sha256, b"bench-secret");
+    let mut hex = [0u8; 128];
+    let mac = std::str::from_utf8(key.sign(&[body]).hex(&mut hex))
+        .unwrap()
+        .to_owned();
+    let head_end = unsigned.head().len - 2;
+    let mut signed = unsigned.raw[..head_end].to_vec();
+    signed.extend_from_slice(
+        format!(
+            "X-Hub-Signature-256: sha256={mac}\r\nX-GitHub-Event: install\r\n\
+             X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    signed.extend_from_slice(body);
+
+    let mut group = c.benchmark_group("signed_webhook");
+    for (name, raw, extra) in [
+        ("unsigned_4k", unsigned.raw, None),
+        ("signed_4k", &signed[..], Some(&config)),
+    ] {
+        let mut args = vec!["--sndhwm", "100000"];
+        if let Some(config) = extra {
+            args.extend_from_slice(&["--config", config.to_str().unwrap()]);
+        }
+        let settings = Arc::new(hookwire::testing::settings_with(&endpoint, &args));
+        let mut shard = hookwire::testing::shard(settings.clone()).unwrap();
+        let mut conn = hookwire::testing::conn(&settings);
+        check_one(&mut conn, &mut shard, name, raw);
+        group.throughput(Throughput::Bytes(raw.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), raw, |b, raw| {
+            b.iter(|| {
+                hookwire::testing::feed(&mut conn, raw);
+                conn.process(&mut shard);
+                assert_eq!(shard.fanout.discard_outbox(), 1, "one envelope per request");
+                conn.waits.clear();
+                let len = conn.out.len();
+                conn.out.clear();
+                len
+            })
+        });
+    }
+    group.finish();
+    let _ = std::fs::remove_file(config);
 }
 
 /// Before timing a sample: one request of it is accepted with a 200 and
@@ -161,5 +286,5 @@ fn record_metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, record_metrics);
+criterion_group!(benches, pipeline, signed, record_metrics);
 criterion_main!(benches);

@@ -33,7 +33,10 @@
 //! event/            the routing key; envelope.rs: the encoder; id.rs: snowflake ids
 //! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, acked, closing
 //! spool/            the on-disk spool: records, segments, writer, reader, tickets
-//! http/             request heads, chunked bodies, media types, client address, responses
+//! http/             request heads, chunked bodies, content codings, media types,
+//!                   client address, responses
+//! source/           [[source]]s: per-sender verification (verify.rs, mac.rs) and
+//!                   subscription challenges (challenge.rs)
 //! reject.rs         every refusal's status, code and message
 //! jsonw.rs          the JSON writers the encoders share
 //! metrics.rs        per-core hdrhistograms and counters
@@ -49,8 +52,12 @@
 //!
 //! [`conn::io::serve`] reads into the connection's buffer;
 //! [`conn::Conn::process`] asks [`http::request`] for a head and, once the
-//! body is complete (a chunked one decoded in place), hands the request —
-//! slices of that buffer — to [`shard::Shard::handle`]. [`ingest`] decodes
+//! body is complete (a chunked one decoded in place, a compressed one
+//! decoded by [`http::coding`] into the core's reused buffer), hands the
+//! request — slices of those buffers — to [`shard::Shard::handle`]. When
+//! the config has `[[source]]`s, the service's [`source`] is checked first
+//! (allowed address, signature over the decoded body, subscription
+//! challenge). [`ingest`] decodes
 //! the query and body into the core's reused scratch and validates service,
 //! name and projectId; [`fanout`] admits the event (a route must match and
 //! have room); [`event`] takes the ids and writes the envelope into the
@@ -80,6 +87,7 @@ pub mod metrics;
 pub mod reject;
 pub mod runtime;
 pub mod shard;
+pub mod source;
 pub mod spool;
 pub mod tap;
 pub mod testing;

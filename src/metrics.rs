@@ -10,7 +10,7 @@ use crate::http::Status;
 use crate::reject::Code;
 
 /// Statuses in the order of [`Counters::requests`].
-pub const STATUSES: [Status; 10] = [
+pub const STATUSES: [Status; 12] = [
     Status::Ok,
     Status::NoContent,
     Status::BadRequest,
@@ -21,6 +21,8 @@ pub const STATUSES: [Status; 10] = [
     Status::UnsupportedMediaType,
     Status::HeadersTooLarge,
     Status::ServiceUnavailable,
+    Status::Unauthorized,
+    Status::Forbidden,
 ];
 
 /// Upper bounds of the Prometheus histogram buckets, 10 µs to 10 s.
@@ -120,6 +122,34 @@ pub struct Counters {
     pub bytes_out: u64,
     pub connections_accepted: u64,
     pub connections_closed: u64,
+    /// Per `[[source]]` (in the config's order), then one for services no
+    /// source matches; empty when no source is configured.
+    pub sources: Vec<SourceCounts>,
+}
+
+/// One source's events: accepted, refused by code, challenges answered.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceCounts {
+    pub accepted: u64,
+    pub refusals: [u64; Code::ALL.len()],
+    pub challenges: u64,
+}
+
+impl Default for SourceCounts {
+    fn default() -> Self {
+        Self {
+            accepted: 0,
+            refusals: [0; Code::ALL.len()],
+            challenges: 0,
+        }
+    }
+}
+
+impl SourceCounts {
+    /// Events refused, whatever the code.
+    pub fn refused(&self) -> u64 {
+        self.refusals.iter().sum()
+    }
 }
 
 impl Counters {
@@ -152,6 +182,17 @@ impl Counters {
         self.bytes_out += o.bytes_out;
         self.connections_accepted += o.connections_accepted;
         self.connections_closed += o.connections_closed;
+        if self.sources.len() < o.sources.len() {
+            self.sources
+                .resize(o.sources.len(), SourceCounts::default());
+        }
+        for (a, b) in self.sources.iter_mut().zip(&o.sources) {
+            a.accepted += b.accepted;
+            a.challenges += b.challenges;
+            for (x, y) in a.refusals.iter_mut().zip(b.refusals) {
+                *x += y;
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Every refusal hookwire answers with: its status, its error code and a
 //! message that says what to fix. Metrics count refusals by [`Code`].
 
+use crate::http::coding::Bad;
 use crate::http::{Error, Status};
 
 /// The methods hookwire answers.
@@ -56,9 +57,16 @@ codes! {
     UnsupportedContentType = "unsupported_content_type", UnsupportedMediaType;
     UnsupportedCharset = "unsupported_charset", UnsupportedMediaType;
     UnsupportedContentEncoding = "unsupported_content_encoding", UnsupportedMediaType;
+    BadEncoding = "bad_encoding", BadRequest;
     SpoolFull = "spool_full", ServiceUnavailable;
     SpoolError = "spool_error", ServiceUnavailable;
     NoRoute = "no_route", ServiceUnavailable;
+    MissingSignature = "missing_signature", Unauthorized;
+    InvalidSignature = "invalid_signature", Unauthorized;
+    StaleTimestamp = "stale_timestamp", Unauthorized;
+    ForbiddenAddress = "forbidden_address", Forbidden;
+    InvalidVerifyToken = "invalid_verify_token", Forbidden;
+    UnknownService = "unknown_service", NotFound;
 }
 
 impl Code {
@@ -95,10 +103,29 @@ pub enum Refusal {
     TooLargeToTranscode,
     UnsupportedCharset,
     UnsupportedType,
-    UnsupportedEncoding,
+    /// A body's `Content-Encoding` that cannot be decoded.
+    Encoding(Bad),
     NoRoute,
     SpoolFull,
     SpoolError,
+    /// A source's signature (or token) header or parameter is absent;
+    /// `why` names what the scheme wants.
+    MissingSignature {
+        why: &'static str,
+    },
+    /// Present but no secret of the source signs it so.
+    InvalidSignature {
+        why: &'static str,
+    },
+    /// The signed timestamp is further from now than the tolerance.
+    StaleTimestamp,
+    /// The client address is outside the source's `allow` list.
+    ForbiddenAddress,
+    /// Meta's subscription check with a `hub.verify_token` that is not
+    /// the source's `verify-token`.
+    InvalidVerifyToken,
+    /// `strict`: no source matches the service.
+    UnknownService,
 }
 
 impl From<Error> for Refusal {
@@ -122,10 +149,18 @@ impl Refusal {
             | Refusal::TooLargeToTranscode => Code::InvalidJson,
             Refusal::UnsupportedCharset => Code::UnsupportedCharset,
             Refusal::UnsupportedType => Code::UnsupportedContentType,
-            Refusal::UnsupportedEncoding => Code::UnsupportedContentEncoding,
+            Refusal::Encoding(Bad::Unknown | Bad::Stacked) => Code::UnsupportedContentEncoding,
+            Refusal::Encoding(Bad::TooLarge) => Code::BodyTooLarge,
+            Refusal::Encoding(Bad::Corrupt(_)) => Code::BadEncoding,
             Refusal::NoRoute => Code::NoRoute,
             Refusal::SpoolFull => Code::SpoolFull,
             Refusal::SpoolError => Code::SpoolError,
+            Refusal::MissingSignature { .. } => Code::MissingSignature,
+            Refusal::InvalidSignature { .. } => Code::InvalidSignature,
+            Refusal::StaleTimestamp => Code::StaleTimestamp,
+            Refusal::ForbiddenAddress => Code::ForbiddenAddress,
+            Refusal::InvalidVerifyToken => Code::InvalidVerifyToken,
+            Refusal::UnknownService => Code::UnknownService,
         }
     }
 
@@ -185,9 +220,16 @@ impl Refusal {
             Refusal::UnsupportedType => {
                 "send application/json, application/x-www-form-urlencoded or text/plain"
             }
-            Refusal::UnsupportedEncoding => {
-                "compressed bodies are not accepted; send the body without Content-Encoding"
+            Refusal::Encoding(Bad::Unknown) => {
+                "send the body with Content-Encoding gzip, deflate or zstd, or without one"
             }
+            Refusal::Encoding(Bad::Stacked) => {
+                "send the body in one Content-Encoding (gzip, deflate or zstd), not several"
+            }
+            Refusal::Encoding(Bad::TooLarge) => {
+                "the decoded body exceeds the size limit (--max-body); send a smaller body"
+            }
+            Refusal::Encoding(Bad::Corrupt(why)) => why,
             Refusal::NoRoute => {
                 "no route matches this event's key; add --push or a --route whose glob matches it"
             }
@@ -197,6 +239,23 @@ impl Refusal {
             }
             Refusal::SpoolError => {
                 "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later"
+            }
+            Refusal::MissingSignature { why } | Refusal::InvalidSignature { why } => why,
+            Refusal::StaleTimestamp => {
+                "the signed timestamp is further from now than this source's tolerance; \
+                 check the sender's clock and send a freshly signed request"
+            }
+            Refusal::ForbiddenAddress => {
+                "this source accepts events only from the addresses in its allow list; \
+                 send from one of them (or add yours to the source's allow)"
+            }
+            Refusal::InvalidVerifyToken => {
+                "hub.verify_token is not this source's verify-token; \
+                 set the same token in the sender's subscription and in hookwire's config"
+            }
+            Refusal::UnknownService => {
+                "no [[source]] is configured for this service and hookwire runs strict; \
+                 send to a configured service or add a [[source]] for it"
             }
         }
     }

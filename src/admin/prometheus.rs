@@ -228,6 +228,10 @@ pub(super) fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     for family in &COUNTERS {
         counter(&mut text, family, &sets);
     }
+    let labels = answered.first().map_or(&[][..], |s| &s.source_labels[..]);
+    if !labels.is_empty() {
+        by_source(&mut text, &sets, labels);
+    }
     for family in &CORE_FAMILIES {
         core_family(&mut text, family, &answered);
     }
@@ -285,6 +289,53 @@ fn refusals_by_code(text: &mut Text, sets: &[Labelled]) {
     for set in sets {
         for (code, n) in Counters::refusal_codes().zip(set.metrics.counters.refusals) {
             text.sample(name, &[("core", &set.core), ("code", code)], n);
+        }
+    }
+}
+
+/// Per `[[source]]` (and `-`): events accepted, refusals by code (the
+/// codes any core has counted for some source), challenges answered.
+fn by_source(text: &mut Text, sets: &[Labelled], labels: &[String]) {
+    let all = &sets
+        .last()
+        .expect("the merged set")
+        .metrics
+        .counters
+        .sources;
+    let codes: Vec<(usize, &str)> = Counters::refusal_codes()
+        .enumerate()
+        .filter(|(i, _)| all.iter().any(|s| s.refusals[*i] > 0))
+        .collect();
+    let families: [(&str, &str); 3] = [
+        (
+            "hookwire_source_accepted_total",
+            "Events accepted, by [[source]] (\"-\": services no source matches).",
+        ),
+        (
+            "hookwire_source_refusals_total",
+            "Requests refused, by [[source]] and error code.",
+        ),
+        (
+            "hookwire_source_challenges_total",
+            "Subscription challenges answered, by [[source]].",
+        ),
+    ];
+    for (f, (name, help)) in families.iter().enumerate() {
+        text.family(name, "counter", help);
+        for set in sets {
+            for (label, counts) in labels.iter().zip(&set.metrics.counters.sources) {
+                let base = [("core", set.core.as_str()), ("source", label.as_str())];
+                match f {
+                    0 => text.sample(name, &base, counts.accepted),
+                    1 => {
+                        for &(i, code) in &codes {
+                            let labels = [base[0], base[1], ("code", code)];
+                            text.sample(name, &labels, counts.refusals[i]);
+                        }
+                    }
+                    _ => text.sample(name, &base, counts.challenges),
+                }
+            }
         }
     }
 }

@@ -56,6 +56,21 @@ struct MetricsStats {
     connections: Connections,
     inflight_body: InflightBody,
     routes: Vec<RouteStats>,
+    /// Per `[[source]]`, then `-` for services none matches; absent
+    /// without sources.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<SourceStats>,
+}
+
+/// One source's events.
+#[derive(Serialize)]
+struct SourceStats {
+    source: String,
+    accepted: u64,
+    refused: u64,
+    /// Refusals by error code, the codes seen only.
+    refusals: Members<&'static str, u64>,
+    challenges: u64,
 }
 
 /// Request bodies in memory (`--max-inflight-body`); merged: summed.
@@ -158,6 +173,7 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
         waits: a.waits + s.inflight_body.waits,
     });
     let disk = DiskState::merged(answered.iter().copied());
+    let labels = answered.first().map_or(&[][..], |s| &s.source_labels[..]);
     Stats {
         uptime_seconds: rounded(uptime.as_secs_f64(), 3),
         cores_answering: answered.len(),
@@ -167,12 +183,19 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
             &merged_routes,
             open,
             body,
+            labels,
         ),
         cores: answered
             .iter()
             .map(|s| CoreStats {
                 core: s.core,
-                metrics: metrics_stats(&s.metrics, &s.routes, s.open_connections, s.inflight_body),
+                metrics: metrics_stats(
+                    &s.metrics,
+                    &s.routes,
+                    s.open_connections,
+                    s.inflight_body,
+                    labels,
+                ),
             })
             .collect(),
         spool: SpoolStats {
@@ -186,7 +209,13 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
     }
 }
 
-fn metrics_stats(m: &Metrics, routes: &[RouteStatus], open: usize, body: Figures) -> MetricsStats {
+fn metrics_stats(
+    m: &Metrics,
+    routes: &[RouteStatus],
+    open: usize,
+    body: Figures,
+    labels: &[String],
+) -> MetricsStats {
     let c = &m.counters;
     MetricsStats {
         latencies: Members(
@@ -218,6 +247,17 @@ fn metrics_stats(m: &Metrics, routes: &[RouteStatus], open: usize, body: Figures
             waits: body.waits,
         },
         routes: routes.iter().map(RouteStats::of).collect(),
+        sources: labels
+            .iter()
+            .zip(&c.sources)
+            .map(|(label, s)| SourceStats {
+                source: label.clone(),
+                accepted: s.accepted,
+                refused: s.refused(),
+                refusals: seen(Counters::refusal_codes().zip(s.refusals)),
+                challenges: s.challenges,
+            })
+            .collect(),
     }
 }
 

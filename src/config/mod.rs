@@ -6,6 +6,7 @@ mod cli;
 mod error;
 mod file;
 mod options;
+mod sources;
 mod values;
 
 use std::net::SocketAddr;
@@ -65,6 +66,8 @@ pub struct Settings {
     /// `None`: the admin listener is off.
     pub admin: Option<SocketAddr>,
     pub drain_timeout: Duration,
+    /// The `[[source]]`s and `--strict`.
+    pub sources: crate::source::Sources,
 }
 
 impl Settings {
@@ -85,7 +88,9 @@ impl Settings {
         let sources = args.sources.clone();
         Self::validate(args.over(file)).map_err(|mut e| {
             let file = config.as_deref().map(|path| (path, &keys[..]));
-            e.origin = origin(&e.option, &sources, file);
+            if e.origin.is_none() {
+                e.origin = origin(&e.option, &sources, file);
+            }
             e
         })
     }
@@ -97,6 +102,7 @@ impl Settings {
         let cores = o.cores.unwrap_or(available.min(MAX_CORES));
         check_ranges(&o, cores)?;
         let routes = routes(o.push, o.route, o.ack_endpoint)?;
+        let sources = sources::build(o.source, o.strict, o.config.as_deref())?;
         Ok(Settings {
             listen: o.listen.0,
             share_port: o.share_port,
@@ -124,6 +130,7 @@ impl Settings {
             ack_timeout: o.ack_timeout.0,
             admin: o.admin.0,
             drain_timeout: o.drain_timeout.0,
+            sources,
         })
     }
 }

@@ -7,6 +7,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Deserialize;
 
+use super::sources::SourceSpec;
 use super::values::{
     list, Ack, AckSpec, Address, Admin, Endpoint, Frames, Headroom, Interval, RouteSpec, Sched,
     Size, TrustedNet,
@@ -76,7 +77,7 @@ pub struct ServeOptions {
     /// Node id, 0-15, distinct per hookwire node sharing consumers
     #[arg(long, env = "HOOKWIRE_NODE_ID", default_value_t = 0)]
     pub node_id: u16,
-    /// CIDR whose X-Real-IP / X-Forwarded-For are believed (repeatable)
+    /// CIDR whose X-Real-IP / X-Forwarded-For / Forwarded are believed (repeatable)
     #[arg(
         long,
         env = "HOOKWIRE_TRUSTED_PROXY",
@@ -245,6 +246,14 @@ pub struct ServeOptions {
         default_value = "10s"
     )]
     pub drain_timeout: Interval,
+    /// Refuse services that no `[[source]]` of the config file matches
+    /// (404 unknown_service)
+    #[arg(long, env = "HOOKWIRE_STRICT")]
+    pub strict: bool,
+    /// The config file's `[[source]]` tables (the file only).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub source: Vec<SourceSpec>,
 }
 
 impl Default for ServeOptions {
@@ -302,6 +311,7 @@ impl ServeArgs {
                 // Every field is listed: a new option left out does not compile.
                 ServeOptions {
                     config: flags.config,
+                    source: file.source,
                     $($option: if given(stringify!($option)) { flags.$option } else { file.$option },)*
                 }
             };
@@ -334,7 +344,8 @@ impl ServeArgs {
             resend_buffer,
             resend_window,
             admin,
-            drain_timeout
+            drain_timeout,
+            strict
         )
     }
 }

@@ -129,8 +129,8 @@ impl FromStr for Admin {
     }
 }
 
-/// A network whose proxies' X-Real-IP / X-Forwarded-For are believed: a
-/// CIDR, or one IP.
+/// A network whose proxies' X-Real-IP / X-Forwarded-For / Forwarded are
+/// believed: a CIDR, or one IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustedNet(pub IpNet);
 
@@ -312,7 +312,7 @@ pub enum Ack {
 }
 
 /// One of a [`ValueEnum`]'s names, for the file (clap reads the flag).
-fn choice<E: ValueEnum>(text: &str) -> Result<E, Invalid> {
+pub(super) fn choice<E: ValueEnum>(text: &str) -> Result<E, Invalid> {
     E::from_str(text.trim(), false).map_err(|_| {
         let names: Vec<String> = E::value_variants()
             .iter()
@@ -404,4 +404,10 @@ impl<'de> Visitor<'de> for Texts {
         }
         Ok(texts)
     }
+}
+
+/// Strings in the file: one string or an array of them, each kept whole
+/// (a secret may hold any character).
+pub fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    deserializer.deserialize_any(Texts)
 }

@@ -22,7 +22,8 @@ use std::rc::Rc;
 use budget::Budget;
 
 use crate::config::Settings;
-use crate::http::request::{self, Framing, Request};
+use crate::http::coding::{self, Bad, Coding};
+use crate::http::request::{self, Framing, Method, Request};
 use crate::http::response::Persist;
 use crate::http::{chunked, Error};
 use crate::reject::Refusal;
@@ -276,7 +277,16 @@ impl Conn {
                 peer: self.peer,
             };
             let at = self.out.len();
-            if let Some(ticket) = shard.handle(&req, persist, &mut self.out) {
+            let handled = match coding_of(&req).transpose() {
+                None => Ok(shard.handle(&req, persist, &mut self.out)),
+                Some(coding) => {
+                    decode_and_handle(shard, &req, coding, self.max_body, persist, &mut self.out)
+                }
+            };
+            let Ok(handled) = handled else {
+                return self.close_with(shard, Refusal::Encoding(Bad::TooLarge), completed);
+            };
+            if let Some(ticket) = handled {
                 self.waits.push(Wait {
                     start: at,
                     end: self.out.len(),
@@ -376,13 +386,67 @@ impl Conn {
     /// error the rest of the stream cannot be trusted. `completed`: the
     /// requests answered before it in this pass.
     pub fn fail(&mut self, shard: &mut Shard, error: Error, completed: usize) -> Step {
-        shard.refuse(Refusal::Http(error), Persist::Close, true, &mut self.out);
+        self.close_with(shard, Refusal::Http(error), completed)
+    }
+
+    /// Answers the request at `start` with `refusal`, and closes.
+    fn close_with(&mut self, shard: &mut Shard, refusal: Refusal, completed: usize) -> Step {
+        shard.refuse(refusal, Persist::Close, true, &mut self.out);
         self.start = self.end;
         self.head = None;
         Step::Close {
             completed: completed + 1,
         }
     }
+}
+
+/// The coding of a request's body, when it has one to decode (an empty
+/// body has nothing to decode, whatever its header says).
+#[inline(always)]
+fn coding_of(req: &Request<'_>) -> Result<Option<Coding>, Bad> {
+    match &req.head.content_encoding {
+        None => Ok(None),
+        Some(_) if req.body.is_empty() => Ok(None),
+        Some(_) if req.head.content_encodings_repeated => Err(Bad::Stacked),
+        Some(enc) => coding::parse(request::at(req.buf, enc)),
+    }
+}
+
+/// Hands a request with a compressed body to the shard, its body decoded
+/// into the core's reused buffer (used before this returns, so it is not
+/// counted in the body budget), or refuses it. `Err`: the decoded body
+/// passed `--max-body`; the connection closes, as for a body sent too
+/// large.
+#[cold]
+#[inline(never)]
+fn decode_and_handle(
+    shard: &mut Shard,
+    req: &Request<'_>,
+    coding: Result<Coding, Bad>,
+    max_body: usize,
+    persist: Persist,
+    out: &mut Vec<u8>,
+) -> Result<Option<u64>, ()> {
+    let send_body = req.head.method() != Method::Head;
+    let coding = match coding {
+        Ok(coding) => coding,
+        Err(bad) => {
+            shard.refuse(Refusal::Encoding(bad), persist, send_body, out);
+            return Ok(None);
+        }
+    };
+    let mut decoder = std::mem::take(&mut shard.decoder);
+    let handled = match decoder.decode(coding, req.body, max_body) {
+        Ok(body) => Ok(shard.handle(&Request { body, ..*req }, persist, out)),
+        Err(Bad::TooLarge) => Err(()),
+        Err(bad) => {
+            shard.refuse(Refusal::Encoding(bad), persist, send_body, out);
+            Ok(None)
+        }
+    };
+    decoder.settle();
+    shard.decoder = decoder;
+    handled
 }
 
 impl Drop for Conn {

@@ -46,12 +46,16 @@ pub struct Head {
     pub expect_continue: bool,
     pub content_type: Option<Span>,
     pub content_encoding: Option<Span>,
+    /// More than one `Content-Encoding` header: codings stacked.
+    pub content_encodings_repeated: bool,
     pub user_agent: Option<Span>,
     pub referer: Option<Span>,
     pub host: Option<Span>,
     pub forwarded_host: Option<Span>,
     pub real_ip: Option<Span>,
     pub forwarded_for: Option<Span>,
+    /// Every RFC 7239 `Forwarded` header, in order.
+    pub forwarded: smallvec::SmallVec<[Span; 2]>,
     /// Every `Cookie` header, in order (HTTP/2-to-1.1 proxies may split
     /// one into several).
     pub cookies: smallvec::SmallVec<[Span; 2]>,
@@ -81,6 +85,26 @@ pub struct Request<'a> {
 /// Returns the bytes of a span.
 pub fn at<'a>(buf: &'a [u8], span: &Span) -> &'a [u8] {
     &buf[span.start as usize..span.end as usize]
+}
+
+/// The value of the first header named `name` (lower-case) in the head
+/// `head`, trimmed. A re-scan of the head's bytes for the headers beyond
+/// [`Head`]'s, made only for a request whose source asks for them: the
+/// parse itself keeps no more spans than every request needs.
+pub fn header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    // The request line, then one header a line (httparse checked the form).
+    let mut rest = &head[memchr::memchr(b'\n', head)? + 1..];
+    while let Some(end) = memchr::memchr(b'\n', rest) {
+        let line = &rest[..end];
+        rest = &rest[end + 1..];
+        if line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name)
+        {
+            return Some(trim(&line[name.len() + 1..]));
+        }
+    }
+    None
 }
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: not all of it
@@ -198,6 +222,7 @@ fn read_headers(
             }
             7 if lower(b"referer") => head.referer = Some(span.of(value)),
             9 if lower(b"x-real-ip") => head.real_ip = Some(span.of(value)),
+            9 if lower(b"forwarded") => head.forwarded.push(span.of(value)),
             10 if lower(b"connection") => connection(head, value),
             10 if lower(b"user-agent") => head.user_agent = Some(span.of(value)),
             12 if lower(b"content-type") => head.content_type = Some(span.of(value)),
@@ -210,7 +235,10 @@ fn read_headers(
             }
             15 if lower(b"x-forwarded-for") => head.forwarded_for = Some(span.of(value)),
             16 if lower(b"x-forwarded-host") => head.forwarded_host = Some(span.of(value)),
-            16 if lower(b"content-encoding") => head.content_encoding = Some(span.of(value)),
+            16 if lower(b"content-encoding") => {
+                head.content_encodings_repeated |= head.content_encoding.is_some();
+                head.content_encoding = Some(span.of(value));
+            }
             17 if lower(b"transfer-encoding") => {
                 if chunked || !value.eq_ignore_ascii_case(b"chunked") {
                     return Err(Error::TransferEncoding);
@@ -344,6 +372,19 @@ mod tests {
         };
         raw_non_utf8_partial: b"GET /s/n?city=\xcc\xee" => |_, r| assert!(r.unwrap().is_none());
         raw_non_utf8_garbage_stays_malformed: b"\xcc\xee /s HTTP/1.1\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::Malformed);
+    }
+
+    #[test]
+    fn headers_found_by_rescanning() {
+        let head = b"POST /s HTTP/1.1\r\nHost: a\r\nX-GitHub-Event: push\r\nx-hub-signature-256:  sha256=ab \r\nX-GitHub-Event: second\r\n\r\n";
+        assert_eq!(header(head, b"x-github-event"), Some(&b"push"[..]));
+        assert_eq!(
+            header(head, b"x-hub-signature-256"),
+            Some(&b"sha256=ab"[..])
+        );
+        assert_eq!(header(head, b"x-github"), None);
+        assert_eq!(header(head, b"post /s http/1.1"), None);
+        assert_eq!(header(head, b"missing"), None);
     }
 
     #[test]
