@@ -366,3 +366,75 @@ fn tap_with_ack_acknowledges_what_it_prints() {
         r["delivered"] == 3 && r["acks"]["unacked"] == 0
     });
 }
+
+/// After a restart with fewer `--cores`, a core re-sends the events it
+/// adopted from a core that is gone under their old ids; their acks go to
+/// it (`core % cores`), so they count as delivered, not bad, and nothing
+/// stays unacked.
+#[test]
+fn acks_after_a_restart_with_fewer_cores_reach_the_adopting_core() {
+    let spool = temp_dir("acks-fewer-cores");
+    let (endpoint, ack) = (free_endpoint(), free_endpoint());
+    let ack_arg = format!("*={ack}");
+    let args = |cores: &'static str| {
+        vec![
+            "--cores",
+            cores,
+            "--ack-endpoint",
+            &ack_arg,
+            "--drain-timeout",
+            "2s",
+        ]
+    };
+    let sink = Sink::bind_at(&endpoint);
+    let mut server = spool_server(&spool, &endpoint, &args("4"));
+    eventually(Duration::from_secs(10), "the consumer to connect", || {
+        route(&server)["connected"].as_u64() >= Some(1)
+    });
+    // Not acked, so the drain keeps them for the next run.
+    let mut ids = HashSet::new();
+    for i in 0..40 {
+        ids.insert(
+            server
+                .get(&format!("/s/n?i={i}"))
+                .assert_accepted("in.gen.s.n"),
+        );
+    }
+    let core = |id: &u64| (id >> 12) & 0x3f;
+    assert!(ids.iter().any(|id| core(id) >= 2), "some went to cores 2-3");
+    let got: HashSet<u64> = sink
+        .recv_raw(ids.len(), Duration::from_secs(10))
+        .iter()
+        .map(|raw| id_of(raw))
+        .collect();
+    assert_eq!(got, ids);
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert!(server.child.wait().unwrap().success());
+    drop(server);
+
+    server = spool_server(&spool, &endpoint, &args("2"));
+    let mut again = HashSet::new();
+    while again.len() < ids.len() {
+        let frames = sink
+            .recv_frames(Duration::from_secs(10))
+            .expect("the kept events again");
+        again.insert(id_of(frames.last().unwrap()));
+    }
+    assert_eq!(again, ids);
+    let context = zmq::Context::new();
+    let push = context.socket(zmq::PUSH).unwrap();
+    push.connect(&ack).unwrap();
+    let text: Vec<String> = ids.iter().map(u64::to_string).collect();
+    push.send(text.join(" ").as_str(), 0).unwrap();
+    eventually(Duration::from_secs(10), "every ack to count", || {
+        route(&server)["delivered"] == ids.len() as u64
+    });
+    let r = route(&server);
+    assert_eq!(
+        (r["acks"]["unacked"].as_u64(), r["acks"]["bad"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}

@@ -168,7 +168,7 @@ const ROUTE_FAMILIES: [RouteFamily; 9] = [
     RouteFamily {
         name: "hookwire_acks_bad_total",
         kind: "counter",
-        help: "Acknowledged routes: ack tokens that were no id of this node, by route.",
+        help: "Acknowledged routes: ack tokens that were no id, by route.",
         value: |r| r.acks_bad,
         merge: |a, b| a + b,
     },

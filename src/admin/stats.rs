@@ -138,7 +138,7 @@ struct AckStats {
     oldest_unacked_ms: u64,
     /// Acks of ids not held (acknowledged twice, or unknown).
     unknown: u64,
-    /// Tokens that were no id of this node.
+    /// Tokens that were no id.
     bad: u64,
 }
 

@@ -80,7 +80,7 @@ pub struct RouteStatus {
     pub oldest_unacked_ms: u64,
     /// Acks of ids not held (acknowledged twice, or unknown).
     pub acks_unknown: u64,
-    /// Ack tokens that were no id of this node.
+    /// Ack tokens that were no id.
     pub acks_bad: u64,
     /// Spool depth in bytes, sampled every tick of the retry task.
     pub depth: hdrhistogram::Histogram<u64>,

@@ -28,7 +28,7 @@ pub(super) struct Route {
     pub resent: u64,
     /// Acks of ids this core does not hold (acked twice, or unknown).
     pub acks_unknown: u64,
-    /// Ack tokens that were no id of this node.
+    /// Ack tokens that were no id.
     pub acks_bad: u64,
     pub depth: hdrhistogram::Histogram<u64>,
 }

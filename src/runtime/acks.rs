@@ -1,7 +1,8 @@
 //! The ack listener: for each acknowledged route one PULL socket, bound
 //! for the whole process on its own thread (a consumer acks to one
 //! endpoint, whichever core sent the event). Each id goes to the core that
-//! sent it, read from the id's worker bits, over that core's channel.
+//! holds its event, read from the id's worker bits, over that core's
+//! channel.
 
 use std::sync::mpsc;
 
@@ -9,7 +10,7 @@ use crate::config::Settings;
 use crate::event::id::CORE_BITS;
 
 /// Acknowledged ids of one route for one core, and tokens that were no
-/// id of this node (counted by the core that gets them).
+/// id at all (counted by the core that gets them).
 #[derive(Debug)]
 pub struct AckBatch {
     pub route: usize,
@@ -41,10 +42,9 @@ pub fn start(settings: &Settings, cores: Vec<mpsc::Sender<AckBatch>>) -> Result<
     if sockets.is_empty() {
         return Ok(());
     }
-    let node = settings.node_id;
     std::thread::Builder::new()
         .name("hookwire-acks".into())
-        .spawn(move || listen(&context, &sockets, node, &cores))
+        .spawn(move || listen(&context, &sockets, &cores))
         .map_err(|e| format!("cannot start the ack listener: {e}"))?;
     Ok(())
 }
@@ -53,7 +53,6 @@ pub fn start(settings: &Settings, cores: Vec<mpsc::Sender<AckBatch>>) -> Result<
 fn listen(
     _context: &zmq::Context,
     sockets: &[(usize, zmq::Socket)],
-    node: u16,
     cores: &[mpsc::Sender<AckBatch>],
 ) {
     let mut bad_seen = 0u64;
@@ -76,19 +75,16 @@ fn listen(
                     break;
                 };
                 for frame in &frames {
-                    bad += parse(frame, |id| match core_of(id, node, cores.len()) {
-                        Some(core) => {
-                            per_core[core].push(id);
-                            true
-                        }
-                        None => false,
+                    bad += parse(frame, |id| {
+                        per_core[core_of(id, cores.len())].push(id);
+                        true
                     });
                 }
             }
             if bad > 0 {
                 if bad_seen == 0 || (bad_seen + bad) / 1000 > bad_seen / 1000 {
                     tracing::warn!(
-                        "--ack-endpoint: {bad} token(s) that are no id this node sent (ids are decimal, separated by spaces, commas or newlines); {} so far, counted in /stats",
+                        "--ack-endpoint: {bad} token(s) that are no id (ids are decimal, separated by spaces, commas or newlines); {} so far, counted in /stats",
                         bad_seen + bad
                     );
                 }
@@ -116,20 +112,23 @@ fn listen(
     }
 }
 
-/// The core of this node that sent `id`, from its worker bits.
-fn core_of(id: u64, node: u16, cores: usize) -> Option<usize> {
-    let worker = (id >> 12) & 0x3ff;
-    let (id_node, core) = (
-        worker >> CORE_BITS,
-        (worker & ((1 << CORE_BITS) - 1)) as usize,
-    );
-    (id_node == u64::from(node) && core < cores).then_some(core)
+/// The core of this run that holds the event of `id`: the core part of
+/// its worker bits, modulo `cores`. A core adopts the spool directories of
+/// the cores `k` with `k % cores == core` of a run with more cores (see
+/// `spool::dir::core_dirs`), and re-sends their events under their old
+/// ids, so an id of a core `k >= cores` is held by core `k % cores`. The
+/// node part is not looked at: the spool's events keep the ids of the run
+/// that accepted them, which may have had another `--node-id`; a core that
+/// holds no such event counts the id unknown.
+fn core_of(id: u64, cores: usize) -> usize {
+    let core = ((id >> 12) & ((1 << CORE_BITS) - 1)) as usize;
+    core % cores.max(1)
 }
 
 /// Reads one ack frame, ids in decimal separated by spaces, commas or
 /// newlines (a JSON array of ids, strings or numbers, reads the same), and
-/// hands each to `take`, which says whether it is an id of this node;
-/// returns the tokens that were not.
+/// hands each to `take`, which says whether it took it; returns the
+/// tokens that were no id or not taken.
 fn parse(frame: &[u8], mut take: impl FnMut(u64) -> bool) -> u64 {
     let separator = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b',' | b'[' | b']' | b'"');
     let mut bad = 0;
@@ -168,10 +167,17 @@ mod tests {
     }
 
     #[test]
-    fn an_id_goes_to_the_core_that_sent_it() {
+    fn an_id_goes_to_the_core_that_holds_its_event() {
         let id = |node: u64, core: u64| (1u64 << 40) | (((node << 6) | core) << 12) | 7;
-        assert_eq!(core_of(id(3, 5), 3, 8), Some(5));
-        assert_eq!(core_of(id(3, 5), 2, 8), None, "another node's");
-        assert_eq!(core_of(id(3, 9), 3, 8), None, "no such core");
+        assert_eq!(core_of(id(3, 5), 8), 5);
+        // A restart with fewer cores: core 9 of a run with 12 cores is
+        // adopted by core 9 % 8 = 1 (`k % cores == core`, spool::dir).
+        assert_eq!(core_of(id(3, 9), 8), 1);
+        assert_eq!(core_of(id(3, 63), 2), 1);
+        assert_eq!(core_of(id(3, 6), 3), 0);
+        assert_eq!(core_of(id(3, 5), 1), 0);
+        // Another --node-id before the restart: the same rule.
+        assert_eq!(core_of(id(2, 5), 8), 5);
+        assert_eq!(core_of(id(15, 9), 8), 1);
     }
 }
