@@ -98,6 +98,18 @@ fn consumer_restarts_past_the_window_receive_nothing_again() {
         assert!(got.is_empty(), "restart {restart} got {got:?} again");
     }
     assert_eq!(route_stats(&server), (3, 3), "nothing more went out");
+    // Restart 2 found the three kept but too old: counted and logged, not
+    // dropped silently (restart 3 found none kept).
+    let s = stats(&server);
+    assert_eq!(s["merged"]["routes"][0]["resend_skipped"], 3, "{s}");
+    let warned = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("3 events not re-sent: first sent more than --resend-window"))
+        .count();
+    assert_eq!(warned, 1, "one warning, at restart 2");
 
     // The consumer gone when hookwire drains: the old events are not kept
     // for the next start.

@@ -129,7 +129,7 @@ struct RouteFamily {
     merge: fn(u64, u64) -> u64,
 }
 
-const ROUTE_FAMILIES: [RouteFamily; 9] = [
+const ROUTE_FAMILIES: [RouteFamily; 10] = [
     RouteFamily {
         name: "hookwire_events_delivered_total",
         kind: "counter",
@@ -142,6 +142,13 @@ const ROUTE_FAMILIES: [RouteFamily; 9] = [
         kind: "counter",
         help: "Events handed to ZeroMQ again after a consumer disconnected, by route.",
         value: |r| r.resent,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_events_resend_skipped_total",
+        kind: "counter",
+        help: "Events not re-sent after a consumer disconnected because they were first sent more than --resend-window ago, by route.",
+        value: |r| r.resend_skipped,
         merge: |a, b| a + b,
     },
     RouteFamily {

@@ -124,6 +124,9 @@ struct RouteStats {
     connected: usize,
     delivered: u64,
     resent: u64,
+    /// Accepted mode: events not re-sent after a disconnect because they
+    /// were first sent more than `--resend-window` ago.
+    resend_skipped: u64,
     /// Acknowledged routes: sent, not acknowledged yet; the oldest's age.
     #[serde(skip_serializing_if = "Option::is_none")]
     acks: Option<AckStats>,
@@ -290,6 +293,7 @@ impl RouteStats {
             connected: r.connected,
             delivered: r.delivered,
             resent: r.resent,
+            resend_skipped: r.resend_skipped,
             acks: r.acked.then_some(AckStats {
                 unacked: r.unacked,
                 oldest_unacked_ms: r.oldest_unacked_ms,
@@ -336,6 +340,7 @@ pub(super) fn merged_routes<'a>(
             a.connected = a.connected.min(b.connected);
             a.delivered += b.delivered;
             a.resent += b.resent;
+            a.resend_skipped += b.resend_skipped;
             a.unacked += b.unacked;
             a.oldest_unacked_ms = a.oldest_unacked_ms.max(b.oldest_unacked_ms);
             a.acks_unknown += b.acks_unknown;

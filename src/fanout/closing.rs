@@ -175,7 +175,18 @@ impl Closing {
             unix_ms(),
             self.window_ms,
         );
-        let Respooled { events, bytes, .. } = self.recent.respool(spool, route, bound);
+        let Respooled {
+            events,
+            bytes,
+            too_old,
+            ..
+        } = self.recent.respool(spool, route, bound);
+        if too_old > 0 {
+            tracing::warn!(
+                "{too_old} events not re-sent: first sent more than --resend-window ({} ms) ago; a consumer that was that far behind may not have processed them",
+                self.window_ms
+            );
+        }
         let unacknowledged: u64 = self.connections.iter().map(|c| c.unacknowledged).sum();
         if unacknowledged > bytes {
             tracing::warn!(

@@ -72,6 +72,9 @@ pub struct RouteStatus {
     pub delivered: u64,
     /// Events handed to ZeroMQ again after a consumer disconnected.
     pub resent: u64,
+    /// Events not re-sent after a disconnect because they were first sent
+    /// more than `--resend-window` ago.
+    pub resend_skipped: u64,
     /// The route takes acknowledgements.
     pub acked: bool,
     /// Events sent and not acknowledged yet.
@@ -371,6 +374,16 @@ impl Fanout {
                             respooled.skipped
                         );
                     }
+                    if respooled.too_old > 0 {
+                        route.resend_skipped += respooled.too_old as u64;
+                        tracing::warn!(
+                            "core {}: route {}: {} events not re-sent: first sent more than --resend-window ({} ms) ago; a consumer that was that far behind may not have processed them",
+                            self.core,
+                            self.specs[i].pattern,
+                            respooled.too_old,
+                            self.window_ms
+                        );
+                    }
                     ("its last", respooled.bytes)
                 };
                 let (core, pattern) = (self.core, &self.specs[i].pattern);
@@ -463,6 +476,7 @@ impl Fanout {
                 waiting: self.spool.borrow().routes[i].stored(),
                 delivered: r.delivered,
                 resent: r.resent,
+                resend_skipped: r.resend_skipped,
                 acked: r.acks.is_some(),
                 unacked: r.acks.as_ref().map_or(0, |a| a.len() as u64),
                 oldest_unacked_ms: r

@@ -43,6 +43,10 @@ pub(super) struct Respooled {
     pub bytes: u64,
     /// Events kept that were past the window or the queues' bound.
     pub dropped: usize,
+    /// Of those, the events not re-sent because they were first sent more
+    /// than `--resend-window` ago (within the queues' bound otherwise): a
+    /// consumer that was that far behind may not have processed them.
+    pub too_old: usize,
     /// The oldest events not re-sent: the spool's filesystem had no room
     /// for them above `--spool-min-free`.
     pub skipped: usize,
@@ -113,18 +117,19 @@ impl Recent {
         out
     }
 
-    /// The kept events within `bound`, oldest first, and how many others
-    /// were kept. A first send in the future (the clock went back) has no
-    /// known age and is not re-sent.
-    fn within(&self, bound: Bound) -> (Vec<Kept<'_>>, usize) {
+    /// The kept events within `bound`, oldest first, how many others
+    /// were kept, and how many of those were left out for their age alone
+    /// (those past the queues' bound are not counted). A first send in the
+    /// future (the clock went back) counts as age 0: re-sent.
+    fn within(&self, bound: Bound) -> (Vec<Kept<'_>>, usize, usize) {
         let all = self.kept();
         let total = all.len();
         let (mut messages, mut bytes) = (0u64, 0u64);
         let mut out = Vec::new();
+        let mut too_old = 0;
         for k in all.into_iter().rev() {
-            let young =
-                k.first_sent <= bound.now_ms && bound.now_ms - k.first_sent < bound.window_ms;
-            if !young {
+            if bound.now_ms.saturating_sub(k.first_sent) >= bound.window_ms {
+                too_old += 1;
                 continue;
             }
             if messages < bound.messages {
@@ -139,7 +144,7 @@ impl Recent {
         }
         out.reverse();
         let dropped = total - out.len();
-        (out, dropped)
+        (out, dropped, too_old)
     }
 
     /// Forgets every kept event.
@@ -154,8 +159,8 @@ impl Recent {
     /// limit does not refuse them (the bound limits them).
     pub fn respool(&mut self, spool: &mut CoreSpool, route: usize, bound: Bound) -> Respooled {
         let mut out = Respooled::default();
-        let (again, dropped) = self.within(bound);
-        out.dropped = dropped;
+        let (again, dropped, too_old) = self.within(bound);
+        (out.dropped, out.too_old) = (dropped, too_old);
         // The re-sends may not take the filesystem below --spool-min-free:
         // new events need that room more. The newest are kept, as those
         // are the likeliest not to have been processed.
@@ -223,7 +228,7 @@ mod tests {
         r.clear();
         assert!(firsts(&r, ALL).is_empty(), "cleared means forgotten");
         r.push(b"key", b"env", 1_000);
-        let (kept, dropped) = r.within(ALL);
+        let (kept, dropped, _) = r.within(ALL);
         assert_eq!(
             (kept[0].key, kept[0].envelope, dropped),
             (&b"key"[..], &b"env"[..], 0)
@@ -256,15 +261,23 @@ mod tests {
             ..ALL
         };
         assert_eq!(firsts(&r, at(1_000, 350)), [7, 8, 9], "younger than 350 ms");
+        assert_eq!(r.within(at(1_000, 350)).2, 7, "seven too old");
         assert!(
             firsts(&r, at(60_000, 5_000)).is_empty(),
             "a minute later: nothing"
         );
+        assert_eq!(r.within(at(60_000, 5_000)).2, 10, "all too old");
         assert_eq!(
             firsts(&r, at(500, 5_000)),
-            [0, 1, 2, 3, 4, 5],
-            "sent in the future: no age"
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            "sent in the future (the clock went back): age 0, re-sent"
         );
+        assert_eq!(
+            firsts(&r, at(500, 350)),
+            [2, 3, 4, 5, 6, 7, 8, 9],
+            "sent at 0 and 100 are 500 and 400 ms old; the rest younger or in the future"
+        );
+        assert_eq!(r.within(at(500, 350)).2, 2);
         let queues = Bound {
             messages: 2,
             bytes: 25,
@@ -275,7 +288,7 @@ mod tests {
             [6, 7, 8, 9],
             "two messages, then 25 bytes: two more of 11"
         );
-        let (_, dropped) = r.within(queues);
-        assert_eq!(dropped, 6);
+        let (_, dropped, too_old) = r.within(queues);
+        assert_eq!((dropped, too_old), (6, 0), "past the queues, not too old");
     }
 }

@@ -26,6 +26,9 @@ pub(super) struct Route {
     /// Events handed to ZeroMQ again after a consumer disconnected (with
     /// acks: or when their ack was overdue).
     pub resent: u64,
+    /// Accepted mode: events not re-sent after a disconnect because they
+    /// were first sent more than `--resend-window` ago.
+    pub resend_skipped: u64,
     /// Acks of ids this core does not hold (acked twice, or unknown).
     pub acks_unknown: u64,
     /// Ack tokens that were no id.
@@ -67,6 +70,7 @@ impl Route {
             sndhwm,
             delivered: 0,
             resent: 0,
+            resend_skipped: 0,
             acks_unknown: 0,
             acks_bad: 0,
             depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
