@@ -86,3 +86,55 @@ fn real_envelopes_match_the_published_schema() {
     let out = validate(&[serde_json::to_vec(&broken).unwrap()]);
     assert_eq!(out.matches("invalid:").count(), 2, "{out}");
 }
+
+/// A service with a `[[source]]` adds `td.delivery` and `td.headers`.
+#[test]
+fn envelopes_of_a_source_match_the_published_schema() {
+    let dir = temp_dir("schema-source");
+    let config = dir.join("hookwire.toml");
+    std::fs::write(
+        &config,
+        "[[source]]\nservice = \"gh\"\nverify = \"none\"\nheaders = [\"X-GitHub-Event\"]\ndelivery-header = \"X-GitHub-Delivery\"\n",
+    )
+    .unwrap();
+    let (server, sink) = server_and_sink(&["--config", config.to_str().unwrap()]);
+    let body = br#"{"action":"opened","n":1}"#;
+    let post = |headers: &str| {
+        let head = format!(
+            "POST /gh/push HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        server.request(&[head.as_bytes(), &body[..]].concat())
+    };
+    let requests = [
+        post("X-GitHub-Event: pull_request\r\nX-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958\r\n"),
+        post("X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0959\r\n"),
+        post("X-GitHub-Event: push\r\n"),
+    ];
+    for r in &requests {
+        assert_eq!(r.status, 200, "{:?}", r.json());
+    }
+    let envelopes = sink.recv_raw(requests.len(), Duration::from_secs(10));
+    let first: serde_json::Value = envelopes
+        .iter()
+        .map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap())
+        .find(|e| e["td"]["headers"]["x-github-event"] == "pull_request")
+        .expect("the first request's envelope");
+    assert_eq!(
+        (&first["td"]["delivery"], &first["td"]["headers"]),
+        (
+            &serde_json::json!("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            &serde_json::json!({"x-github-event": "pull_request"})
+        ),
+        "{first}"
+    );
+    let out = validate(&envelopes);
+    assert_eq!(out.trim(), format!("ok {}", requests.len()), "{out}");
+
+    // Header names are lower-case, values strings.
+    let mut broken = first.clone();
+    broken["td"]["headers"] = serde_json::json!({"X-GitHub-Event": "push", "x-n": 1});
+    let out = validate(&[serde_json::to_vec(&broken).unwrap()]);
+    assert_eq!(out.matches("invalid:").count(), 2, "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
