@@ -129,7 +129,7 @@ struct RouteFamily {
     merge: fn(u64, u64) -> u64,
 }
 
-const ROUTE_FAMILIES: [RouteFamily; 10] = [
+const ROUTE_FAMILIES: [RouteFamily; 11] = [
     RouteFamily {
         name: "hookwire_events_delivered_total",
         kind: "counter",
@@ -177,6 +177,13 @@ const ROUTE_FAMILIES: [RouteFamily; 10] = [
         kind: "counter",
         help: "Acknowledged routes: ack tokens that were no id, by route.",
         value: |r| r.acks_bad,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_acks_dropped_total",
+        kind: "counter",
+        help: "Acknowledged routes: acks dropped because the core's channel was full (their events are sent again), by route.",
+        value: |r| r.acks_dropped,
         merge: |a, b| a + b,
     },
     RouteFamily {

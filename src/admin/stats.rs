@@ -143,6 +143,8 @@ struct AckStats {
     unknown: u64,
     /// Tokens that were no id.
     bad: u64,
+    /// Acks dropped: the core's channel was full (their events come again).
+    dropped: u64,
 }
 
 /// Spool depth in bytes.
@@ -299,6 +301,7 @@ impl RouteStats {
                 oldest_unacked_ms: r.oldest_unacked_ms,
                 unknown: r.acks_unknown,
                 bad: r.acks_bad,
+                dropped: r.acks_dropped,
             }),
             waiting: r.waiting,
             depth: Depth {
@@ -345,6 +348,7 @@ pub(super) fn merged_routes<'a>(
             a.oldest_unacked_ms = a.oldest_unacked_ms.max(b.oldest_unacked_ms);
             a.acks_unknown += b.acks_unknown;
             a.acks_bad += b.acks_bad;
+            a.acks_dropped += b.acks_dropped;
             a.waiting += b.waiting;
             let _ = a.depth.add(&b.depth);
         }

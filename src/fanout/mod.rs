@@ -85,6 +85,8 @@ pub struct RouteStatus {
     pub acks_unknown: u64,
     /// Ack tokens that were no id.
     pub acks_bad: u64,
+    /// Acks dropped by the listener: this core's channel was full.
+    pub acks_dropped: u64,
     /// Spool depth in bytes, sampled every tick of the retry task.
     pub depth: hdrhistogram::Histogram<u64>,
 }
@@ -421,11 +423,12 @@ impl Fanout {
 
     /// Takes acknowledgements for route `route`: each id held is
     /// delivered; others, and `bad` tokens that were no id, are counted.
-    pub fn ack(&mut self, route: usize, ids: &[u64], bad: u64) {
+    pub fn ack(&mut self, route: usize, ids: &[u64], bad: u64, dropped: u64) {
         let Some(route) = self.routes.get_mut(route) else {
             return;
         };
         route.acks_bad += bad;
+        route.acks_dropped += dropped;
         let Some(acks) = &mut route.acks else {
             route.acks_unknown += ids.len() as u64;
             return;
@@ -486,6 +489,7 @@ impl Fanout {
                     .map_or(0, |t| resend::unix_ms().saturating_sub(t)),
                 acks_unknown: r.acks_unknown,
                 acks_bad: r.acks_bad,
+                acks_dropped: r.acks_dropped,
                 depth: r.depth.clone(),
             })
             .collect()

@@ -33,6 +33,8 @@ pub(super) struct Route {
     pub acks_unknown: u64,
     /// Ack tokens that were no id.
     pub acks_bad: u64,
+    /// Acks dropped by the listener: this core's channel was full.
+    pub acks_dropped: u64,
     pub depth: hdrhistogram::Histogram<u64>,
 }
 
@@ -73,6 +75,7 @@ impl Route {
             resend_skipped: 0,
             acks_unknown: 0,
             acks_bad: 0,
+            acks_dropped: 0,
             depth: hdrhistogram::Histogram::new_with_bounds(1, 1 << 40, 2).expect("valid bounds"),
         })
     }

@@ -9,18 +9,31 @@ use std::sync::mpsc;
 use crate::config::Settings;
 use crate::event::id::CORE_BITS;
 
-/// Acknowledged ids of one route for one core, and tokens that were no
-/// id at all (counted by the core that gets them).
+/// Acknowledged ids of one route for one core, tokens that were no id at
+/// all, and ids dropped before it because the core's channel was full
+/// (counted by the core that gets them).
 #[derive(Debug)]
 pub struct AckBatch {
     pub route: usize,
     pub ids: Vec<u64>,
     pub bad: u64,
+    pub dropped: u64,
 }
 
+/// The largest ack message taken (`ZMQ_MAXMSGSIZE`): a peer that sends a
+/// larger one is disconnected. 64 KiB holds some 3 000 ids.
+const MAX_MESSAGE: i64 = 64 << 10;
+/// Ack messages queued by libzmq per consumer before it stops reading
+/// from that consumer (`ZMQ_RCVHWM`).
+const RCVHWM: i32 = 1_000;
+/// Batches queued for one core: the listener drops more (an ack dropped
+/// only makes its event come again) rather than let memory grow.
+pub const CHANNEL: usize = 1_024;
+
 /// Binds every acknowledged route's endpoint and starts the listener
-/// thread, which hands ids to `cores` (one sender per core).
-pub fn start(settings: &Settings, cores: Vec<mpsc::Sender<AckBatch>>) -> Result<(), String> {
+/// thread, which hands ids to `cores` (one bounded sender per core, of
+/// [`CHANNEL`] batches).
+pub fn start(settings: &Settings, cores: Vec<mpsc::SyncSender<AckBatch>>) -> Result<(), String> {
     let context = zmq::Context::new();
     let mut sockets = Vec::new();
     for (route, spec) in settings.routes.iter().enumerate() {
@@ -30,6 +43,8 @@ pub fn start(settings: &Settings, cores: Vec<mpsc::Sender<AckBatch>>) -> Result<
         let bind = || -> Result<zmq::Socket, zmq::Error> {
             let socket = context.socket(zmq::PULL)?;
             socket.set_linger(0)?;
+            socket.set_maxmsgsize(MAX_MESSAGE)?;
+            socket.set_rcvhwm(RCVHWM)?;
             if crate::config::needs_ipv6(endpoint) {
                 socket.set_ipv6(true)?;
             }
@@ -53,20 +68,34 @@ pub fn start(settings: &Settings, cores: Vec<mpsc::Sender<AckBatch>>) -> Result<
 fn listen(
     _context: &zmq::Context,
     sockets: &[(usize, zmq::Socket)],
-    cores: &[mpsc::Sender<AckBatch>],
+    cores: &[mpsc::SyncSender<AckBatch>],
 ) {
     let mut bad_seen = 0u64;
+    let mut dropped_seen = 0u64;
+    // Per core and route: ids dropped and not yet told to the core.
+    let mut untold = vec![vec![0u64; sockets.len()]; cores.len()];
+    let mut poll_failed = false;
     loop {
         let mut items: Vec<zmq::PollItem<'_>> = sockets
             .iter()
             .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
             .collect();
-        if zmq::poll(&mut items, 100).is_err() {
+        if let Err(e) = zmq::poll(&mut items, 100) {
+            // Not a spin: wait as a poll that timed out would.
+            if !std::mem::replace(&mut poll_failed, true) {
+                tracing::warn!(
+                    "--ack-endpoint: polling the ack sockets failed: {e}; retrying every 100 ms"
+                );
+            }
+            drop(items);
+            std::thread::sleep(std::time::Duration::from_millis(100));
             continue;
         }
+        poll_failed = false;
         let readable: Vec<bool> = items.iter().map(zmq::PollItem::is_readable).collect();
         drop(items);
-        for ((route, socket), _) in sockets.iter().zip(readable).filter(|(_, r)| *r) {
+        let readable = sockets.iter().enumerate().zip(readable).filter(|(_, r)| *r);
+        for ((slot, (route, socket)), _) in readable {
             let mut per_core: Vec<Vec<u64>> = vec![Vec::new(); cores.len()];
             let mut bad = 0u64;
             // At most a thousand messages at a time, so no route starves.
@@ -91,22 +120,40 @@ fn listen(
                 bad_seen += bad;
             }
             let mut gone = 0;
+            let mut dropped = 0u64;
             for (core, ids) in per_core.into_iter().enumerate() {
                 let bad = if core == 0 { bad } else { 0 };
-                if ids.is_empty() && bad == 0 {
+                let told = &mut untold[core][slot];
+                if ids.is_empty() && bad == 0 && *told == 0 {
                     continue;
                 }
+                let n = ids.len() as u64;
                 let batch = AckBatch {
                     route: *route,
                     ids,
                     bad,
+                    dropped: *told,
                 };
-                if cores[core].send(batch).is_err() {
-                    gone += 1;
+                match cores[core].try_send(batch) {
+                    Ok(()) => *told = 0,
+                    Err(mpsc::TrySendError::Full(_)) => {
+                        *told += n;
+                        dropped += n;
+                    }
+                    Err(mpsc::TrySendError::Disconnected(_)) => gone += 1,
                 }
             }
             if gone == cores.len() {
                 return;
+            }
+            if dropped > 0 {
+                if dropped_seen == 0 || (dropped_seen + dropped) / 1000 > dropped_seen / 1000 {
+                    tracing::warn!(
+                        "--ack-endpoint: {dropped} ack(s) dropped: a core is not keeping up with its acks (their events are sent again); {} so far, counted in /stats",
+                        dropped_seen + dropped
+                    );
+                }
+                dropped_seen += dropped;
             }
         }
     }

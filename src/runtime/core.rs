@@ -92,7 +92,9 @@ impl Core {
     pub fn control(&self, accepting: bool) -> u64 {
         let mut shard = self.shard.borrow_mut();
         while let Ok(batch) = self.acks.try_recv() {
-            shard.fanout.ack(batch.route, &batch.ids, batch.bad);
+            shard
+                .fanout
+                .ack(batch.route, &batch.ids, batch.bad, batch.dropped);
         }
         shard.fanout.tick();
         while let Ok(Ask::Snapshot(reply)) = self.asks.try_recv() {

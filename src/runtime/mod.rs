@@ -42,8 +42,9 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
     let drain = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let usage = SpoolUsage::new(settings.cores);
-    let (ack_senders, mut ack_receivers): (Vec<_>, Vec<_>) =
-        (0..settings.cores).map(|_| mpsc::channel()).unzip();
+    let (ack_senders, mut ack_receivers): (Vec<_>, Vec<_>) = (0..settings.cores)
+        .map(|_| mpsc::sync_channel(acks::CHANNEL))
+        .unzip();
     acks::start(&settings, ack_senders)?;
     let mut handles = Vec::new();
     let mut cores = Vec::new();
