@@ -372,6 +372,9 @@ mod tests {
             let e = settings(&["--ack-endpoint", bad]).unwrap_err();
             assert!(e.to_string().contains("--ack-endpoint"), "{bad}: {e}");
         }
+        // Bound, not connected to: any host.
+        let any = settings(&["--ack-endpoint", "*=tcp://*:5557"]).unwrap();
+        assert_eq!(any.routes[0].ack.as_deref(), Some("tcp://*:5557"));
         let twice = ["--ack-endpoint", "*=tcp://127.0.0.1:3;*=tcp://127.0.0.1:4"];
         assert!(settings(&twice).is_err());
     }
