@@ -23,6 +23,9 @@ pub struct Closing {
     window_ms: u64,
     /// The route's SNDHWM ([`bound`]).
     sndhwm: i32,
+    /// The route takes acknowledgements: its unacknowledged events are
+    /// kept by `Fanout::keep_unacked`, its resend ring is always empty.
+    acked: bool,
     /// A consumer disconnected since the last tick or while the socket
     /// closed: what libzmq queued for it is gone.
     lost: bool,
@@ -72,6 +75,7 @@ impl Closing {
         window_ms: u64,
     ) -> Self {
         let sndhwm = route.sndhwm;
+        let acked = route.acks.is_some();
         let Route {
             socket,
             mut peers,
@@ -106,6 +110,7 @@ impl Closing {
             queues,
             window_ms,
             sndhwm,
+            acked,
             lost,
             gone: None,
             settled: closed_at + linger,
@@ -155,7 +160,13 @@ impl Closing {
     /// consumers, what libzmq dropped for a slow one is not the route's
     /// latest events.
     /// The spool's limit does not apply: these events got their 200.
+    ///
+    /// An acknowledged route keeps nothing here (and warns of nothing):
+    /// what was not acknowledged is kept whole by `Fanout::keep_unacked`.
     pub fn respool(mut self, spool: &mut CoreSpool, route: usize) -> usize {
+        if self.acked {
+            return 0;
+        }
         self.poll();
         let in_time = self
             .gone
