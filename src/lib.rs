@@ -17,6 +17,7 @@
 //!   core.rs         a core's start and control loop (delivery, admin asks, timeouts)
 //!   spooling.rs     the flusher (outbox → ZeroMQ, spool writes) and spool delivery
 //!   drain.rs        the graceful drain, in three phases
+//!   acks.rs         the ack listener: acknowledged ids to the core that sent them
 //!   snapshot.rs     a copy of a core's metrics and routes, for the admin
 //! conn/             one connection
 //!   mod.rs          the sans-IO Conn: buffer, pipelining, framing, 100-continue
@@ -30,7 +31,7 @@
 //!   merge.rs        grouping repeated and bracketed keys
 //!   charset.rs      a body's charset and its decoding to UTF-8
 //! event/            the routing key; envelope.rs: the encoder; id.rs: snowflake ids
-//! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, closing
+//! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, acked, closing
 //! spool/            the on-disk spool: records, segments, writer, reader, tickets
 //! http/             request heads, chunked bodies, content codings, media types,
 //!                   client address, responses
@@ -42,7 +43,8 @@
 //! admin/            the private admin listener: /health, /ready, /stats, /metrics
 //! config/           flags, HOOKWIRE_* env and the TOML file → Settings
 //! log.rs            tracing lines on stderr, by level
-//! tap.rs            the built-in PULL consumer
+//! consumer.rs       a consumer for Rust services: repeats dropped by id, acks
+//! tap.rs            the built-in PULL consumer, on consumer.rs
 //! testing.rs        a core's state outside the server, for benches and tests
 //! ```
 //!
@@ -74,6 +76,7 @@
 pub mod admin;
 pub mod config;
 pub mod conn;
+pub mod consumer;
 pub mod event;
 pub mod fanout;
 pub mod http;

@@ -129,12 +129,61 @@ struct RouteFamily {
     merge: fn(u64, u64) -> u64,
 }
 
-const ROUTE_FAMILIES: [RouteFamily; 4] = [
+const ROUTE_FAMILIES: [RouteFamily; 11] = [
     RouteFamily {
         name: "hookwire_events_delivered_total",
         kind: "counter",
-        help: "Events handed to ZeroMQ, by route.",
+        help: "Events handed to ZeroMQ for the first time, by route.",
         value: |r| r.delivered,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_events_resent_total",
+        kind: "counter",
+        help: "Events handed to ZeroMQ again after a consumer disconnected, by route.",
+        value: |r| r.resent,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_events_resend_skipped_total",
+        kind: "counter",
+        help: "Events not re-sent after a consumer disconnected because they were first sent more than --resend-window ago, by route.",
+        value: |r| r.resend_skipped,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_events_unacked",
+        kind: "gauge",
+        help: "Acknowledged routes: events sent and not acknowledged yet, by route.",
+        value: |r| r.unacked,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_unacked_oldest_age_milliseconds",
+        kind: "gauge",
+        help: "Acknowledged routes: how long ago the oldest unacknowledged event was first sent, by route (core=\"all\": the oldest).",
+        value: |r| r.oldest_unacked_ms,
+        merge: u64::max,
+    },
+    RouteFamily {
+        name: "hookwire_acks_unknown_total",
+        kind: "counter",
+        help: "Acknowledged routes: acks of ids not held (acknowledged twice, or never sent), by route.",
+        value: |r| r.acks_unknown,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_acks_bad_total",
+        kind: "counter",
+        help: "Acknowledged routes: ack tokens that were no id, by route.",
+        value: |r| r.acks_bad,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_acks_dropped_total",
+        kind: "counter",
+        help: "Acknowledged routes: acks dropped because the core's channel was full (their events are sent again), by route.",
+        value: |r| r.acks_dropped,
         merge: |a, b| a + b,
     },
     RouteFamily {

@@ -123,8 +123,28 @@ struct RouteStats {
     route: String,
     connected: usize,
     delivered: u64,
+    resent: u64,
+    /// Accepted mode: events not re-sent after a disconnect because they
+    /// were first sent more than `--resend-window` ago.
+    resend_skipped: u64,
+    /// Acknowledged routes: sent, not acknowledged yet; the oldest's age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acks: Option<AckStats>,
     waiting: u64,
     depth: Depth,
+}
+
+/// An acknowledged route's acks.
+#[derive(Serialize)]
+struct AckStats {
+    unacked: u64,
+    oldest_unacked_ms: u64,
+    /// Acks of ids not held (acknowledged twice, or unknown).
+    unknown: u64,
+    /// Tokens that were no id.
+    bad: u64,
+    /// Acks dropped: the core's channel was full (their events come again).
+    dropped: u64,
 }
 
 /// Spool depth in bytes.
@@ -274,6 +294,15 @@ impl RouteStats {
             route: r.pattern.clone(),
             connected: r.connected,
             delivered: r.delivered,
+            resent: r.resent,
+            resend_skipped: r.resend_skipped,
+            acks: r.acked.then_some(AckStats {
+                unacked: r.unacked,
+                oldest_unacked_ms: r.oldest_unacked_ms,
+                unknown: r.acks_unknown,
+                bad: r.acks_bad,
+                dropped: r.acks_dropped,
+            }),
             waiting: r.waiting,
             depth: Depth {
                 p50: r.depth.value_at_quantile(0.5),
@@ -313,6 +342,13 @@ pub(super) fn merged_routes<'a>(
         for (a, b) in routes.iter_mut().zip(&s.routes) {
             a.connected = a.connected.min(b.connected);
             a.delivered += b.delivered;
+            a.resent += b.resent;
+            a.resend_skipped += b.resend_skipped;
+            a.unacked += b.unacked;
+            a.oldest_unacked_ms = a.oldest_unacked_ms.max(b.oldest_unacked_ms);
+            a.acks_unknown += b.acks_unknown;
+            a.acks_bad += b.acks_bad;
+            a.acks_dropped += b.acks_dropped;
             a.waiting += b.waiting;
             let _ = a.depth.add(&b.depth);
         }

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::sources::SourceSpec;
 use super::values::{
-    list, Ack, Address, Admin, ClientIpHeader, Endpoint, Frames, Headroom, Interval, RouteSpec,
-    Sched, Size, TrustedNet,
+    list, Ack, AckSpec, Address, Admin, ClientIpHeader, Endpoint, Frames, Headroom, Interval,
+    RouteSpec, Sched, Size, TrustedNet,
 };
 
 /// The options of `serve`, from the command line and the environment (clap)
@@ -50,6 +50,24 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "list::<';', _, _>")]
     pub route: Vec<RouteSpec>,
+    /// Acknowledged delivery for a route: `<route glob>=<endpoint>`, bound
+    /// (PULL) for its consumers' acknowledgements (repeatable; `;` separates them in the env var)
+    #[arg(
+        long,
+        env = "HOOKWIRE_ACK_ENDPOINT",
+        value_name = "GLOB=ENDPOINT",
+        value_delimiter = ';'
+    )]
+    #[serde(deserialize_with = "list::<';', _, _>")]
+    pub ack_endpoint: Vec<AckSpec>,
+    /// Acknowledged routes: an event not acknowledged this long after it was sent is sent again
+    #[arg(
+        long,
+        env = "HOOKWIRE_ACK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub ack_timeout: Interval,
     /// Wire format: one frame (the envelope) or two (the key, then the envelope)
     #[arg(long, env = "HOOKWIRE_FRAMES", default_value = "json")]
     pub frames: Frames,
@@ -213,6 +231,15 @@ pub struct ServeOptions {
         default_value = "64MiB"
     )]
     pub resend_buffer: Size,
+    /// Accepted mode: how long after its first send an event may still be
+    /// re-sent when a consumer disconnects; 0 = never re-sent
+    #[arg(
+        long,
+        env = "HOOKWIRE_RESEND_WINDOW",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    pub resend_window: Interval,
     // Not 9090: Prometheus's own default port, often taken where it scrapes.
     /// Private admin listener (/metrics, /stats, /health, /ready), or `off`
     #[arg(
@@ -304,6 +331,8 @@ impl ServeArgs {
             listen,
             push,
             route,
+            ack_endpoint,
+            ack_timeout,
             frames,
             cores,
             node_id,
@@ -325,6 +354,7 @@ impl ServeArgs {
             replay_window,
             sndhwm,
             resend_buffer,
+            resend_window,
             admin,
             drain_timeout,
             strict
