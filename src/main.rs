@@ -121,8 +121,13 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The start-up lines scripts wait for: printed as they are, whatever
     // RUST_LOG filters.
     say(format_args!(
-        "listen http://{} cores={}\n",
-        running.addr, settings.cores
+        "listen http://{} cores={} io={}\n",
+        running.addr,
+        settings.cores,
+        match settings.io {
+            hookwire::config::Io::Uring => "uring",
+            hookwire::config::Io::Poll => "poll",
+        }
     ));
     if let Some(addr) = admin {
         say(format_args!("admin http://{addr}\n"));

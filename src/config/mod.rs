@@ -18,7 +18,7 @@ use ipnet::IpNet;
 pub use cli::{Cli, Command, TapArgs};
 pub use error::ConfigError;
 pub use options::{ServeArgs, ServeOptions};
-pub use values::{needs_ipv6, Frames, Headroom, RouteSpec, Sched};
+pub use values::{needs_ipv6, Frames, Headroom, Io, RouteSpec, Sched};
 
 use crate::conn::INITIAL;
 use crate::event::id::{MAX_CORES, MAX_NODE_ID};
@@ -56,6 +56,9 @@ pub struct Settings {
     /// outbox to ZeroMQ while more than one event waits (zero: none).
     pub flush_interval: Duration,
     pub zmq_sched: Sched,
+    /// `--io`, as asked (the core falls back to `poll` where `uring` is
+    /// not supported).
+    pub io: Io,
     pub replay_window: Duration,
     pub sndhwm: i32,
     /// Bytes of recently sent events kept for re-sending (accepted mode).
@@ -132,6 +135,11 @@ impl Settings {
             sync_interval: o.sync_interval.0,
             flush_interval: o.flush_interval.0,
             zmq_sched: o.zmq_sched,
+            // Chosen at start: kernels before 6.0 lack what `uring` needs.
+            io: match o.io {
+                Io::Uring if !crate::conn::ring::supported() => Io::Poll,
+                io => io,
+            },
             replay_window: o.replay_window.0,
             sndhwm: o.sndhwm,
             resend_buffer: o.resend_buffer.0,

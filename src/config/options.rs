@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::sources::SourceSpec;
 use super::values::{
-    list, Ack, AckSpec, Address, Admin, ClientIpHeader, Endpoint, Frames, Headroom, Interval,
+    list, Ack, AckSpec, Address, Admin, ClientIpHeader, Endpoint, Frames, Headroom, Interval, Io,
     RouteSpec, Sched, Size, TrustedNet,
 };
 
@@ -206,6 +206,11 @@ pub struct ServeOptions {
         default_value = "batch"
     )]
     pub zmq_sched: Sched,
+    /// The connections' data path: `uring` (multishot receive into a shared
+    /// buffer ring, batched sends; Linux 6.0+, else `poll`) or `poll`
+    /// (readiness through io_uring, then `recv`/`send` calls)
+    #[arg(long, env = "HOOKWIRE_IO", value_name = "PATH", default_value = "uring")]
+    pub io: Io,
     /// Durable mode: journal files are kept this long after delivery, for replay after a crash
     #[arg(
         long,
@@ -351,6 +356,7 @@ impl ServeArgs {
             sync_interval,
             flush_interval,
             zmq_sched,
+            io,
             replay_window,
             sndhwm,
             resend_buffer,

@@ -301,6 +301,17 @@ pub enum Frames {
     KeyJson,
 }
 
+/// How a core's connections move their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Io {
+    /// io_uring: multishot accept, multishot receive into a shared
+    /// provided-buffer ring, sends submitted together (Linux 6.0+; older
+    /// kernels fall back to `poll`).
+    Uring,
+    /// A multishot poll through io_uring, then `recv`/`send` calls.
+    Poll,
+}
+
 /// The Linux scheduling policy of libzmq's I/O threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Sched {
@@ -354,7 +365,7 @@ macro_rules! from_str_by_choice {
         }
     )*};
 }
-from_str_by_choice!(Frames, Sched, Ack, ClientIpHeader);
+from_str_by_choice!(Frames, Io, Sched, Ack, ClientIpHeader);
 
 /// The file spells a value as the command line does: each of these types is
 /// read from its text (a number as its digits, so `max-body = 65536` is
@@ -369,7 +380,7 @@ macro_rules! deserialize_by_from_str {
     )*};
 }
 deserialize_by_from_str!(Size, Headroom, Interval, Address, Admin);
-deserialize_by_from_str!(Frames, Sched, Ack, ClientIpHeader);
+deserialize_by_from_str!(Frames, Io, Sched, Ack, ClientIpHeader);
 
 /// Reads a string, or a number as its digits. Hand-written: serde's derives
 /// have no "string or number as text".

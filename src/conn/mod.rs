@@ -14,6 +14,8 @@
 pub mod budget;
 pub mod io;
 pub mod registry;
+pub mod ring;
+pub mod ring_io;
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -118,8 +120,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(peer: IpAddr, settings: &Settings, budget: Rc<Budget>) -> Self {
+        Self::new_with(peer, settings, budget, vec![0; INITIAL])
+    }
+
+    fn new_with(peer: IpAddr, settings: &Settings, budget: Rc<Budget>, buf: Vec<u8>) -> Self {
         Self {
-            buf: vec![0; INITIAL],
+            buf,
             start: 0,
             end: 0,
             out: Vec::with_capacity(4096),
@@ -141,6 +147,29 @@ impl Conn {
         }
     }
 
+    /// A connection of the ring path: no buffer of its own until a request
+    /// spans receives, an output buffer that grows with its responses.
+    pub fn lazy(peer: IpAddr, settings: &Settings, budget: Rc<Budget>) -> Self {
+        let mut conn = Self::new_with(peer, settings, budget, Vec::new());
+        conn.out = Vec::new();
+        conn
+    }
+
+    /// Appends received bytes (from the core's ring) to the partial
+    /// request in the connection's own buffer.
+    pub fn append(&mut self, data: &[u8]) {
+        if self.buf.len() - self.end < data.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < data.len() {
+            self.own(self.end + data.len());
+        }
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+    }
+
     /// Whether part of a request is waiting for more bytes.
     pub fn pending(&self) -> bool {
         self.start < self.end
@@ -151,6 +180,9 @@ impl Conn {
     /// request needs more. `Err(n)`: its body needs `n` more bytes than
     /// the core's budget has left; read nothing until they are.
     pub fn room(&mut self) -> Result<(), usize> {
+        if self.buf.len() < INITIAL {
+            self.buf.resize(INITIAL, 0);
+        }
         if self.held > 0 && self.end - self.start < INITIAL && self.want <= INITIAL {
             // What is left of a large read fits the resting size.
             self.buf.copy_within(self.start..self.end, 0);
@@ -219,13 +251,65 @@ impl Conn {
 
     /// Answers every complete request in the buffer.
     pub fn process(&mut self, shard: &mut Shard) -> Step {
+        let mut buf = std::mem::take(&mut self.buf);
+        let step = self.run(shard, &mut buf);
+        self.buf = buf;
+        // An empty connection holds none of the budget.
+        if self.start == self.end && self.held > 0 {
+            self.rest();
+        }
+        step
+    }
+
+    /// Answers every complete request in `data`, received into a buffer
+    /// that is not the connection's (the core's ring), parsed in place.
+    /// The connection holds no partial request. What is left of an
+    /// incomplete one is copied into the connection's own buffer.
+    pub fn feed(&mut self, shard: &mut Shard, data: &mut [u8]) -> Step {
+        debug_assert!(!self.pending());
+        self.start = 0;
+        self.end = data.len();
+        let step = self.run(shard, data);
+        let left = self.end - self.start;
+        if left > 0 {
+            if self.buf.len() < left {
+                self.own(left);
+            }
+            self.buf[..left].copy_from_slice(&data[self.start..self.end]);
+        }
+        self.start = 0;
+        self.end = left;
+        step
+    }
+
+    /// Gives the connection its own buffer, for a request that spans
+    /// receives (idle connections of the ring path hold none).
+    #[cold]
+    #[inline(never)]
+    fn own(&mut self, at_least: usize) {
+        let mut len = self.buf.len().max(INITIAL);
+        while len < at_least {
+            len *= 2;
+        }
+        if len > INITIAL {
+            // Held past the resting size like a grown buffer: counted, as
+            // the bytes are here already.
+            let n = len - INITIAL.max(self.buf.len());
+            self.budget.force(n);
+            self.held += n;
+        }
+        self.buf.resize(len, 0);
+    }
+
+    /// [`Conn::process`] over `buf`, the buffer `start..end` index.
+    fn run(&mut self, shard: &mut Shard, buf: &mut [u8]) -> Step {
         let mut completed = 0;
         loop {
             if self.head.is_none() {
                 // Empty lines before a request line are ignored (RFC 9112
                 // §2.2; some senders end a body with an extra CRLF): they
                 // neither start a request nor its timeout.
-                let blank = self.buf[self.start..self.end]
+                let blank = buf[self.start..self.end]
                     .iter()
                     .take_while(|&&b| b == b'\r' || b == b'\n')
                     .count();
@@ -234,13 +318,9 @@ impl Conn {
             if self.start == self.end {
                 self.start = 0;
                 self.end = 0;
-                // An empty connection holds none of the budget.
-                if self.held > 0 {
-                    self.rest();
-                }
                 return Step::More { completed };
             }
-            let pending = &self.buf[self.start..self.end];
+            let pending = &buf[self.start..self.end];
             // Spans are relative to the request's start, so a head parsed
             // on an earlier read stays valid after the buffer is compacted.
             let head = match self.head.take() {
@@ -255,7 +335,7 @@ impl Conn {
                 },
             };
             let framing = head.framing();
-            let (body, total) = match self.framed(&head, framing) {
+            let (body, total) = match self.framed(buf, &head, framing) {
                 Framed::Complete { body, total } => (body, total),
                 Framed::Partial { want } => {
                     self.want = want;
@@ -265,7 +345,7 @@ impl Conn {
                 }
                 Framed::Bad(e) => return self.fail(shard, e, completed),
             };
-            let pending = &self.buf[self.start..self.end];
+            let pending = &buf[self.start..self.end];
             // While draining, requests pipelined behind this one are
             // still answered; the last one read says the connection closes.
             let last_while_draining = self.closing && total == pending.len();
@@ -308,8 +388,8 @@ impl Conn {
     /// Where the body of the request at `start` ends, once it is all
     /// here; a chunked body is decoded in place.
     #[inline(always)]
-    fn framed(&mut self, head: &request::Head, framing: Framing) -> Framed {
-        let pending = &mut self.buf[self.start..self.end];
+    fn framed(&mut self, buf: &mut [u8], head: &request::Head, framing: Framing) -> Framed {
+        let pending = &mut buf[self.start..self.end];
         match framing {
             Framing::None => Framed::Complete {
                 body: head.len..head.len,

@@ -25,6 +25,9 @@ struct ConnEntry {
     deadline: Option<Instant>,
     /// The sweep found it past its deadline and ended its read.
     timed_out: bool,
+    /// Waiting for a send to finish (the ring path): the sweep shuts both
+    /// ways, which ends the send.
+    writing: bool,
 }
 
 impl Registry {
@@ -34,6 +37,7 @@ impl Registry {
             idle: false,
             deadline: None,
             timed_out: false,
+            writing: false,
         })
     }
 
@@ -46,12 +50,22 @@ impl Registry {
         }
     }
 
+    /// Before waiting for a send: the peer must take it by `deadline`.
+    pub fn writing(&self, key: usize, deadline: Instant) {
+        if let Some(e) = self.conns.borrow_mut().get_mut(key) {
+            e.idle = false;
+            e.writing = true;
+            e.deadline = Some(deadline);
+        }
+    }
+
     /// After a read: the connection is busy, its timeout does not run.
     /// Returns whether the read was ended by the timeout sweep.
     pub fn busy(&self, key: usize) -> bool {
         match self.conns.borrow_mut().get_mut(key) {
             Some(e) => {
                 e.idle = false;
+                e.writing = false;
                 e.deadline = None;
                 e.timed_out
             }
@@ -75,9 +89,14 @@ impl Registry {
         for (_, e) in self.conns.borrow_mut().iter_mut() {
             if !e.timed_out && e.deadline.is_some_and(|d| now >= d) {
                 e.timed_out = true;
+                let how = if e.writing {
+                    libc::SHUT_RDWR
+                } else {
+                    libc::SHUT_RD
+                };
                 // SAFETY: the fd belongs to a live connection of this core
                 // (entries are removed before their stream is dropped).
-                unsafe { libc::shutdown(e.fd, libc::SHUT_RD) };
+                unsafe { libc::shutdown(e.fd, how) };
             }
         }
     }

@@ -9,12 +9,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::os::fd::RawFd;
+
 use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Settings;
 use crate::conn::budget::Budget;
 use crate::conn::registry::Registry;
+use crate::conn::ring::Ring;
 use crate::shard::Shard;
 
 /// Pending connections the kernel queues per listener.
@@ -68,6 +71,8 @@ pub fn bind(settings: &Settings) -> std::io::Result<Vec<StdListener>> {
         if addr.is_ipv6() {
             socket.set_only_v6(false)?;
         }
+        // Accepted connections inherit it: no system call per connection.
+        socket.set_nodelay(true)?;
         socket.bind(&addr.into())?;
         socket.listen(LISTEN_BACKLOG)?;
         let listener: StdListener = socket.into();
@@ -102,6 +107,50 @@ pub async fn accept_loop(
             }
             Err(e) => {
                 // Out of descriptors or memory: back off, never exit.
+                tracing::warn!("core {core}: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The ring path's accept loop: one multishot accept on `fd` (the core's
+/// listener), a task per connection, until cancelled (the listener is then
+/// closed).
+pub async fn accept_loop_ring(
+    core: usize,
+    fd: RawFd,
+    ring: Rc<Ring>,
+    shard: Rc<RefCell<Shard>>,
+    registry: Rc<Registry>,
+    budget: Rc<Budget>,
+    settings: Arc<Settings>,
+) {
+    struct Unlisten(Rc<Ring>);
+    impl Drop for Unlisten {
+        fn drop(&mut self) {
+            self.0.unlisten();
+        }
+    }
+    ring.listen(fd);
+    let _unlisten = Unlisten(ring.clone());
+    loop {
+        match ring.accept().await {
+            Ok(conn) => {
+                shard.borrow_mut().metrics.counters.connections_accepted += 1;
+                let conn = crate::conn::ring_io::serve(
+                    conn,
+                    ring.clone(),
+                    shard.clone(),
+                    registry.clone(),
+                    budget.clone(),
+                    settings.clone(),
+                );
+                glommio::spawn_local(conn).detach();
+            }
+            Err(errno) => {
+                // Out of descriptors or memory: back off, never exit.
+                let e = std::io::Error::from_raw_os_error(errno);
                 tracing::warn!("core {core}: accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }

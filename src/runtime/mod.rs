@@ -17,7 +17,8 @@ use std::sync::{mpsc, Arc};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::Settings;
+use crate::config::{Io, Settings};
+use crate::conn::ring::Ring;
 use crate::spool::SpoolUsage;
 use snapshot::{Ask, CoreSnapshot};
 
@@ -101,18 +102,41 @@ async fn run_core(
     drain: Arc<AtomicBool>,
     usage: Arc<SpoolUsage>,
 ) -> Result<CoreSnapshot, Box<dyn std::error::Error>> {
-    // SAFETY: `fd` is a bound, listening socket whose ownership was given
-    // up by `into_raw_fd` for this core alone.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let core = core::Core::start(id, settings, inbox, usage).await?;
-    let accept = glommio::spawn_local(listener::accept_loop(
-        id,
-        listener,
-        core.shard.clone(),
-        core.registry.clone(),
-        core.budget.clone(),
-        core.settings.clone(),
-    ));
+    let ring = match core.settings.io {
+        Io::Uring => match Ring::start() {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                tracing::warn!("core {id}: no io_uring buffer ring ({e}): --io poll");
+                None
+            }
+        },
+        Io::Poll => None,
+    };
+    let accept = match ring {
+        Some(ring) => glommio::spawn_local(listener::accept_loop_ring(
+            id,
+            fd,
+            ring,
+            core.shard.clone(),
+            core.registry.clone(),
+            core.budget.clone(),
+            core.settings.clone(),
+        )),
+        None => {
+            // SAFETY: `fd` is a bound, listening socket whose ownership
+            // was given up by `into_raw_fd` for this core alone.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            glommio::spawn_local(listener::accept_loop(
+                id,
+                listener,
+                core.shard.clone(),
+                core.registry.clone(),
+                core.budget.clone(),
+                core.settings.clone(),
+            ))
+        }
+    };
     let _ = ready.send(Ok(id));
     core.serve(&drain).await;
     Ok(core.drain(accept).await)

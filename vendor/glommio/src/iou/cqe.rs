@@ -14,6 +14,9 @@ pub struct CQE {
     user_data: u64,
     res: i32,
     flags: CompletionFlags,
+    /// (hookwire) The flags as the kernel wrote them, with the bits
+    /// `CompletionFlags` does not name (a provided buffer's id).
+    raw_flags: u32,
 }
 
 impl CQE {
@@ -22,6 +25,7 @@ impl CQE {
             user_data: cqe.user_data,
             res: cqe.res,
             flags: CompletionFlags::from_bits_truncate(cqe.flags),
+            raw_flags: cqe.flags,
         }
     }
 
@@ -30,6 +34,7 @@ impl CQE {
             user_data,
             res,
             flags,
+            raw_flags: flags.bits(),
         }
     }
 
@@ -39,13 +44,19 @@ impl CQE {
     ) -> CQE {
         let user_data = cqe.user_data;
         let res = cqe.res;
-        let flags = CompletionFlags::from_bits_truncate(cqe.flags);
+        let raw_flags = cqe.flags;
+        let flags = CompletionFlags::from_bits_truncate(raw_flags);
 
         unsafe {
             uring_sys::io_uring_cqe_seen(ring.as_ptr(), cqe);
         }
 
-        CQE::from_raw_parts(user_data, res, flags)
+        CQE {
+            user_data,
+            res,
+            flags,
+            raw_flags,
+        }
     }
 
     pub fn user_data(&self) -> u64 {
@@ -65,7 +76,7 @@ impl CQE {
     }
 
     pub fn raw_flags(&self) -> u32 {
-        self.flags.bits()
+        self.raw_flags
     }
 }
 

@@ -111,6 +111,7 @@ mod stream;
 mod tcp_socket;
 mod udp_socket;
 mod unix;
+pub mod uring;
 pub use self::{
     stream::{Buffered, Preallocated},
     tcp_socket::{AcceptedTcpStream, TcpListener, TcpStream},

@@ -79,7 +79,21 @@ enum UringOpDescriptor {
     SockRecv(usize, i32),
     SockRecvMsg(usize, i32),
     Nop,
+    /// (hookwire) A submission written as given (see `crate::net::uring`).
+    Raw(RawSqe),
 }
+
+/// (hookwire) Tag of the user data of raw operations: their completions go
+/// to the ring's raw handler, never to a source.
+pub(crate) const RAW_TAG: u64 = 1 << 63;
+
+pub(crate) use crate::net::uring::RawSqe;
+
+const _: () = assert!(std::mem::size_of::<RawSqe>() == 64);
+
+/// (hookwire) What the main ring calls for each completion of a raw
+/// operation: `(user_data, res, flags)`.
+pub(crate) type RawHandler = Rc<RefCell<Option<Box<dyn FnMut(u64, i32, u32)>>>>;
 
 #[derive(Debug)]
 pub(crate) struct UringDescriptor {
@@ -296,6 +310,18 @@ fn fill_sqe<F>(
 ) where
     F: FnOnce(usize) -> Option<DmaBuffer>,
 {
+    if let UringOpDescriptor::Raw(raw) = &op.args {
+        let mut raw = *raw;
+        raw.user_data = op.user_data;
+        // SAFETY: `RawSqe` has the layout of `io_uring_sqe`.
+        unsafe {
+            ptr::write(
+                sqe.raw_mut() as *mut uring_sys::io_uring_sqe as *mut RawSqe,
+                raw,
+            )
+        };
+        return;
+    }
     let mut user_data = op.user_data;
     unsafe {
         match op.args {
@@ -461,6 +487,7 @@ fn fill_sqe<F>(
                 });
             }
             UringOpDescriptor::Nop => sqe.prep_nop(),
+            UringOpDescriptor::Raw(_) => unreachable!(),
         }
         sqe.set_user_data(user_data);
         sqe.set_flags(op.flags);
@@ -539,7 +566,7 @@ fn extract_one_chain(
     queue
         .drain(chain)
         .filter(move |op| {
-            if op.user_data > 0 {
+            if op.user_data > 0 && op.user_data & RAW_TAG == 0 {
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
                     x.wakers.submitted_at = Some(now);
@@ -950,6 +977,8 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// (hookwire) Where raw operations' completions go.
+    raw_handler: RawHandler,
 }
 
 impl SleepableRing {
@@ -988,6 +1017,7 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
+            raw_handler: Rc::new(RefCell::new(None)),
         })
     }
 
@@ -1241,6 +1271,19 @@ impl UringCommon for SleepableRing {
         let source_map = self.source_map.clone();
         let cqe = self.ring.peek_for_cqe();
         let last = cqe.as_ref().is_none_or(is_final);
+        if let Some(raw) = cqe.as_ref().filter(|c| c.user_data() & RAW_TAG != 0) {
+            // (hookwire) A raw operation's completion: to the handler. It
+            // counts as a wake-up, so the loop does not sleep before the
+            // tasks it may have woken run.
+            let handler = self.raw_handler.clone();
+            if let Some(h) = handler.borrow_mut().as_mut() {
+                h(raw.user_data() & !RAW_TAG, raw.raw_result(), raw.raw_flags());
+            }
+            if last {
+                self.in_kernel -= 1;
+            }
+            return Some(true);
+        }
         process_one_event(
             cqe,
             |source| match source.source_type {
@@ -1320,6 +1363,12 @@ pub(crate) struct Reactor {
     blocking_thread: BlockingThreadPool,
 
     rings_depth: usize,
+
+    /// (hookwire) The main ring's submission queue and raw handler, reached
+    /// without borrowing the ring (a raw handler queues operations while
+    /// the ring is busy with its completions).
+    main_queue: ReactorQueue,
+    main_raw_handler: RawHandler,
 }
 
 pub(crate) fn common_flags() -> PollFlags {
@@ -1430,7 +1479,11 @@ impl Reactor {
             latency_ring.install_eventfd(&eventfd_src);
         }
 
+        let main_queue = main_ring.submission_queue.clone();
+        let main_raw_handler = main_ring.raw_handler.clone();
         Ok(Reactor {
+            main_queue,
+            main_raw_handler,
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
@@ -1448,6 +1501,53 @@ impl Reactor {
 
     pub(crate) fn id(&self) -> usize {
         self.notifier.id()
+    }
+
+    /// (hookwire) Queues a raw operation on the main ring: it goes to the
+    /// kernel with the loop's next submission. Its completions go to the
+    /// handler set with `set_raw_handler`.
+    pub(crate) fn submit_raw(&self, sqe: RawSqe) {
+        debug_assert!(sqe.user_data & RAW_TAG == 0);
+        self.main_queue
+            .borrow_mut()
+            .submissions
+            .push_back(UringDescriptor {
+                fd: sqe.fd,
+                flags: SubmissionFlags::empty(),
+                user_data: sqe.user_data | RAW_TAG,
+                args: UringOpDescriptor::Raw(sqe),
+            });
+    }
+
+    /// (hookwire) Sets what the main ring calls for every completion of a
+    /// raw operation; `None` drops it.
+    pub(crate) fn set_raw_handler(&self, handler: Option<Box<dyn FnMut(u64, i32, u32)>>) {
+        *self.main_raw_handler.borrow_mut() = handler;
+    }
+
+    /// (hookwire) `io_uring_register(2)` on the main ring.
+    pub(crate) fn register_main(
+        &self,
+        opcode: u32,
+        arg: *const libc::c_void,
+        nr_args: u32,
+    ) -> io::Result<i32> {
+        let fd = self.main_ring.borrow().ring_fd();
+        // SAFETY: the caller passes what `opcode` expects.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                fd as libc::c_long,
+                opcode as libc::c_long,
+                arg,
+                nr_args as libc::c_long,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as i32)
+        }
     }
 
     pub(crate) fn ring_depth(&self) -> usize {
