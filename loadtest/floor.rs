@@ -2,15 +2,18 @@
 //! HTTP parsing, no decoding, no envelope, no ZeroMQ. What this design
 //! costs on this machine before hookwire does any work of its own.
 //!
-//! Like hookwire: one glommio executor per core, pinned, registered io_uring
-//! buffers, each with its own SO_REUSEPORT listener (glommio's
-//! `TcpListener::bind`), TCP_NODELAY, one read into the connection's buffer,
-//! one write per read. It counts the `\r\n\r\n` that end request heads in
+//! Like hookwire: one glommio executor per core, pinned, each with its own
+//! SO_REUSEPORT listener, TCP_NODELAY, and hookwire's data path: with
+//! `--io uring` (the default) hookwire's ring (`hookwire::conn::ring`:
+//! multishot accept, multishot receive into the core's provided-buffer
+//! ring, the bytes looked at in place, one send per receive queued and
+//! submitted with the loop's next turn); with `--io poll` glommio's
+//! `TcpStream`, one read into the connection's buffer, one write per read. It counts the `\r\n\r\n` that end request heads in
 //! what it read (also across reads) and writes that many fixed 200s, the
 //! size of hookwire's answer to a GET postback — so it handles keep-alive
 //! and pipelining like hookwire, but only for requests without a body.
 //!
-//! `cargo run --release --example floor -- --listen 127.0.0.1:8081 [--cores N]`
+//! `cargo run --release --example floor -- --listen 127.0.0.1:8081 [--cores N] [--io uring|poll]`
 //!
 //! Prints `ready` on stderr once every core listens; stops on SIGTERM/SIGINT.
 
@@ -19,7 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use std::os::fd::{IntoRawFd, RawFd};
+use std::rc::Rc;
+
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use hookwire::conn::ring::{Ring, Rx};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -33,12 +40,14 @@ fn main() {
     let mut listen: Option<SocketAddr> = None;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut cores = cpus;
+    let mut uring = true;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--listen" => listen = Some(value.parse().expect("--listen IP:PORT")),
             "--cores" => cores = value.parse().expect("--cores N"),
+            "--io" => uring = value == "uring",
             _ => panic!("unknown option {flag}; use --listen IP:PORT [--cores N]"),
         }
     }
@@ -58,15 +67,29 @@ fn main() {
             .name(&format!("floor-core-{core}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
-                let listener = TcpListener::bind(addr).expect("bind");
-                let _ = ready.send(());
-                let accept = glommio::spawn_local(async move {
-                    loop {
-                        if let Ok(stream) = listener.accept().await {
-                            glommio::spawn_local(serve(stream)).detach();
+                let accept = if uring {
+                    let listener = bind(addr);
+                    let ring = Ring::start().expect("the io_uring buffer ring");
+                    ring.listen(listener.into_raw_fd());
+                    let _ = ready.send(());
+                    glommio::spawn_local(async move {
+                        loop {
+                            if let Ok(fd) = ring.accept().await {
+                                glommio::spawn_local(serve_ring(ring.clone(), fd)).detach();
+                            }
                         }
-                    }
-                });
+                    })
+                } else {
+                    let listener = TcpListener::bind(addr).expect("bind");
+                    let _ = ready.send(());
+                    glommio::spawn_local(async move {
+                        loop {
+                            if let Ok(stream) = listener.accept().await {
+                                glommio::spawn_local(serve(stream)).detach();
+                            }
+                        }
+                    })
+                };
                 while !stop.load(Ordering::Relaxed) {
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
@@ -78,11 +101,66 @@ fn main() {
     for _ in 0..cores {
         ready_rx.recv().expect("a core failed to start");
     }
-    eprintln!("listen http://{addr} cores={cores}");
+    let io = if uring { "uring" } else { "poll" };
+    eprintln!("listen http://{addr} cores={cores} io={io}");
     eprintln!("ready");
     for h in handles {
         let _ = h.join();
     }
+}
+
+/// A SO_REUSEPORT listener with TCP_NODELAY (inherited by its connections).
+fn bind(addr: SocketAddr) -> std::net::TcpListener {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    socket.set_nodelay(true).expect("TCP_NODELAY");
+    socket.bind(&addr.into()).expect("bind");
+    socket.listen(4096).expect("listen");
+    socket.into()
+}
+
+/// One connection on the ring: the bytes of each receive are looked at in
+/// the ring's buffer, which goes back at once.
+async fn serve_ring(ring: Rc<Ring>, fd: RawFd) {
+    let key = ring.open(fd);
+    let mut out = Vec::new();
+    let mut tail = [0u8; 3];
+    loop {
+        // SAFETY: no own buffer is given, so none is read into.
+        let heads = match unsafe { ring.recv(key, false, std::ptr::null_mut(), 0) }.await {
+            Rx::Buf { bid, len } => {
+                // SAFETY: the receive's buffer, recycled right after.
+                let n = count_heads(&mut tail, unsafe { ring.buffer(bid, len) });
+                ring.recycle(bid);
+                n
+            }
+            Rx::Dry => {
+                // The ring ran dry: wait for it to refill (rare here).
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            Rx::Own(_) | Rx::End(_) => break,
+        };
+        if heads == 0 {
+            continue;
+        }
+        if !ring.sent(key).await {
+            break;
+        }
+        out.clear();
+        for _ in 0..heads {
+            out.extend_from_slice(RESPONSE);
+        }
+        ring.send(key, &mut out);
+    }
+    ring.sent(key).await;
+    ring.close(key);
 }
 
 async fn serve(stream: TcpStream) {
