@@ -561,6 +561,16 @@ impl Ring {
         .await
     }
 
+    /// A receive into the ring already come, without waiting.
+    pub fn next_buffer(&self, key: usize) -> Option<Rx> {
+        let mut inner = self.inner.borrow_mut();
+        let rx = &mut inner.slots[key].rx;
+        match rx.front() {
+            Some(Rx::Buf { .. }) => rx.pop_front(),
+            _ => None,
+        }
+    }
+
     /// The bytes of ring buffer `bid`, until [`Ring::recycle`].
     ///
     /// # Safety

@@ -202,31 +202,19 @@ impl Session {
     async fn answer(&mut self, read: Read, settings: &Settings) -> Option<Step> {
         self.conn.closing = self.registered.registry.draining.get();
         let first = *self.first_byte.get_or_insert(read.at);
-        let step = {
-            let mut shard = self.shard.borrow_mut();
-            match read.rx {
-                Rx::Buf { bid, len } => {
-                    shard.metrics.counters.bytes_in += len as u64;
-                    // SAFETY: the buffer is this receive's, recycled below
-                    // once its requests are answered.
-                    let data = unsafe { self.ring.buffer(bid, len) };
-                    let step = if self.conn.pending() {
-                        self.conn.append(data);
-                        self.conn.process(&mut shard)
-                    } else {
-                        self.conn.feed(&mut shard, data)
-                    };
-                    self.ring.recycle(bid);
-                    step
-                }
-                Rx::Own(n) => {
-                    shard.metrics.counters.bytes_in += n as u64;
-                    self.conn.filled(n);
-                    self.conn.process(&mut shard)
-                }
-                Rx::End(_) | Rx::Dry => unreachable!("no bytes to answer"),
-            }
-        };
+        let mut step = self.take(read.rx);
+        // What else has arrived is answered with it, as one read of all of
+        // it would: one wait for tickets, one send.
+        while let (Step::More { completed }, false) = (step, read.last) {
+            let Some(rx) = self.ring.next_buffer(self.key) else {
+                break;
+            };
+            step = match self.take(rx) {
+                Step::More { completed: c } => Step::More { completed: completed + c },
+                Step::Done { completed: c } => Step::Done { completed: completed + c },
+                Step::Close { completed: c } => Step::Close { completed: completed + c },
+            };
+        }
         if let Some(last) = self.conn.waits.iter().map(|w| w.ticket).max() {
             self.tickets.wait(last).await;
             self.conn
@@ -251,6 +239,33 @@ impl Session {
             }
         }
         Some(step)
+    }
+
+    /// Answers the requests completed by what `rx` brought.
+    fn take(&mut self, rx: Rx) -> Step {
+        let mut shard = self.shard.borrow_mut();
+        match rx {
+            Rx::Buf { bid, len } => {
+                shard.metrics.counters.bytes_in += len as u64;
+                // SAFETY: the buffer is this receive's, recycled below
+                // once its requests are answered.
+                let data = unsafe { self.ring.buffer(bid, len) };
+                let step = if self.conn.pending() {
+                    self.conn.append(data);
+                    self.conn.process(&mut shard)
+                } else {
+                    self.conn.feed(&mut shard, data)
+                };
+                self.ring.recycle(bid);
+                step
+            }
+            Rx::Own(n) => {
+                shard.metrics.counters.bytes_in += n as u64;
+                self.conn.filled(n);
+                self.conn.process(&mut shard)
+            }
+            Rx::End(_) | Rx::Dry => unreachable!("no bytes to answer"),
+        }
     }
 
     /// Queues `out` to be sent, after the previous send is done (a
