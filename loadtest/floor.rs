@@ -26,9 +26,9 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use hookwire::conn::ring::{Ring, Rx};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
+use hookwire::conn::ring::{Ring, Rx};
 
 /// hookwire's default `--idle-timeout`.
 const IDLE: Duration = Duration::from_secs(60);

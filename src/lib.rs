@@ -21,7 +21,10 @@
 //!   snapshot.rs     a copy of a core's metrics and routes, for the admin
 //! conn/             one connection
 //!   mod.rs          the sans-IO Conn: buffer, pipelining, framing, 100-continue
-//!   io.rs           its read → process → write loop, timeouts
+//!   ring.rs         the core's io_uring data path: multishot accept and receive
+//!                   into a shared provided-buffer ring, sends queued per turn
+//!   ring_io.rs      a connection's receive → process → send loop on it (--io uring)
+//!   io.rs           the same over glommio's TcpStream (--io poll)
 //!   registry.rs     the core's connections: deadlines, the timeout sweep, the drain
 //! shard.rs          a core's reused state and the request handler
 //! ingest/           path, query, body → routing fields and the members of `data`
@@ -50,8 +53,11 @@
 //!
 //! # A request's path
 //!
-//! [`conn::io::serve`] reads into the connection's buffer;
-//! [`conn::Conn::process`] asks [`http::request`] for a head and, once the
+//! [`conn::ring_io::serve`] takes the bytes the kernel received into the
+//! core's buffer ring ([`conn::ring`]) and [`conn::Conn::feed`] parses them
+//! there (a request that spans receives is copied into the connection's
+//! own buffer, for [`conn::Conn::process`]); [`conn::io::serve`], on
+//! `--io poll`, reads into the connection's buffer. [`conn::Conn::process`] asks [`http::request`] for a head and, once the
 //! body is complete (a chunked one decoded in place, a compressed one
 //! decoded by [`http::coding`] into the core's reused buffer), hands the
 //! request — slices of those buffers — to [`shard::Shard::handle`]. When
@@ -64,7 +70,8 @@
 //! core's outbox, `data` spliced from the decoded parameters and the
 //! sender's JSON bytes. The core's flusher hands the outbox to ZeroMQ with
 //! `DONTWAIT`, or to the spool (the 200 then waits for the write). Every
-//! response of one read leaves in one write.
+//! response of one receive leaves in one send, and the sends of a turn of
+//! the core's loop reach the kernel in one `io_uring_enter`.
 //!
 //! # Threading
 //!

@@ -321,6 +321,65 @@ fn hundred_pipelined_requests_in_one_write() {
     sink.assert_quiet(Duration::from_millis(100));
 }
 
+/// Both data paths (`--io uring`, the default where the kernel has it, and
+/// `--io poll`) say which runs on the start-up line and serve the same
+/// bytes alike: 200 pipelined GETs in one write (they span the ring's
+/// 4 KiB buffers, so requests are cut between receives), then a 20 KB
+/// JSON body sent in three writes (copied into the connection's own
+/// buffer), every event at the sink.
+#[test]
+fn both_data_paths_serve_split_and_pipelined_requests() {
+    for io in ["uring", "poll"] {
+        let (server, sink) = server_and_sink(&["--io", io, "--cores", "1"]);
+        let running = match io {
+            "uring" if !hookwire::conn::ring::supported() => "poll",
+            io => io,
+        };
+        let line = server
+            .banner
+            .iter()
+            .find(|l| l.starts_with("listen http://"))
+            .expect("the listen line");
+        assert!(line.ends_with(&format!(" io={running}")), "{io}: {line}");
+
+        let mut raw = Vec::new();
+        for i in 0..200 {
+            raw.extend_from_slice(
+                format!("GET /paths/p{i}?n={i}&pad=xxxxxxxxxxxx HTTP/1.1\r\nHost: test\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+        assert!(raw.len() > 2 * 4096);
+        let mut stream = server.connect();
+        let mut reader = ResponseReader::new(stream.try_clone().unwrap());
+        stream.write_all(&raw).unwrap();
+        for i in 0..200 {
+            reader
+                .next()
+                .expect("a response")
+                .assert_accepted(&format!("in.gen.paths.p{i}"));
+        }
+        let body = format!(r#"{{"big":"{}"}}"#, "y".repeat(20_000));
+        let req = post_request(
+            "/paths/big",
+            "Content-Type: application/json\r\n",
+            body.as_bytes(),
+        );
+        let thirds = [&req[..5000], &req[5000..13000], &req[13000..]];
+        for part in thirds {
+            stream.write_all(part).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        reader
+            .next()
+            .expect("a response")
+            .assert_accepted("in.gen.paths.big");
+        let got = sink.recv_raw(201, Duration::from_secs(10));
+        assert_eq!(got.len(), 201, "{io}: events at the sink");
+        sink.assert_quiet(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn ten_thousand_requests_on_one_keep_alive_connection() {
     const TOTAL: usize = 10_000;

@@ -209,7 +209,12 @@ pub struct ServeOptions {
     /// The connections' data path: `uring` (multishot receive into a shared
     /// buffer ring, batched sends; Linux 6.0+, else `poll`) or `poll`
     /// (readiness through io_uring, then `recv`/`send` calls)
-    #[arg(long, env = "HOOKWIRE_IO", value_name = "PATH", default_value = "uring")]
+    #[arg(
+        long,
+        env = "HOOKWIRE_IO",
+        value_name = "PATH",
+        default_value = "uring"
+    )]
     pub io: Io,
     /// Durable mode: journal files are kept this long after delivery, for replay after a crash
     #[arg(

@@ -40,7 +40,6 @@ const IORING_ACCEPT_MULTISHOT: u16 = 1 << 0;
 const IORING_CQE_F_BUFFER: u32 = 1;
 const IORING_CQE_F_MORE: u32 = 2;
 const IORING_REGISTER_PBUF_RING: u32 = 22;
-const IORING_UNREGISTER_PBUF_RING: u32 = 23;
 
 /// What a completion is for: the low byte of its user data.
 const KIND_IGNORE: u64 = 0;
@@ -119,7 +118,10 @@ struct Slot {
 }
 
 /// The provided-buffer ring: its entries, shared with the kernel, and the
-/// buffers.
+/// buffers. A core's ring lives as long as its executor, and the kernel
+/// drops the registration with the executor's io_uring: the mappings are
+/// never unmapped (an unmap while receives could still fill them, or a
+/// call to the ring from outside its executor, would be worse).
 struct Buffers {
     entries: *mut u8,
     data: *mut u8,
@@ -214,34 +216,6 @@ impl Buffers {
         debug_assert!(len <= BUF_SIZE && (bid as usize) < BUF_COUNT);
         // SAFETY: within the buffers' mapping.
         unsafe { self.data.add(bid as usize * BUF_SIZE) }
-    }
-}
-
-impl Drop for Buffers {
-    fn drop(&mut self) {
-        if self.entries.is_null() {
-            return;
-        }
-        let reg = BufReg {
-            ring_addr: 0,
-            ring_entries: 0,
-            bgid: GROUP,
-            flags: 0,
-            resv: [0; 3],
-        };
-        // SAFETY: unregisters the group registered in `new`; with the
-        // executor gone already the call fails and the mapping stays.
-        let gone = unsafe {
-            raw::register(
-                IORING_UNREGISTER_PBUF_RING,
-                &reg as *const BufReg as *const libc::c_void,
-                1,
-            )
-        };
-        if gone.is_ok() {
-            unmap(self.entries, BUF_COUNT * std::mem::size_of::<BufEntry>());
-            unmap(self.data, BUF_COUNT * BUF_SIZE);
-        }
     }
 }
 

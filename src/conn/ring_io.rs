@@ -210,9 +210,15 @@ impl Session {
                 break;
             };
             step = match self.take(rx) {
-                Step::More { completed: c } => Step::More { completed: completed + c },
-                Step::Done { completed: c } => Step::Done { completed: completed + c },
-                Step::Close { completed: c } => Step::Close { completed: completed + c },
+                Step::More { completed: c } => Step::More {
+                    completed: completed + c,
+                },
+                Step::Done { completed: c } => Step::Done {
+                    completed: completed + c,
+                },
+                Step::Close { completed: c } => Step::Close {
+                    completed: completed + c,
+                },
             };
         }
         if let Some(last) = self.conn.waits.iter().map(|w| w.ticket).max() {

@@ -95,6 +95,13 @@ bitflags::bitflags! {
         /// (hookwire) Completions are processed at the task's next kernel
         /// transition instead of interrupting it with an IPI (Linux 5.19+).
         const COOP_TASKRUN = 1 << 8;
+        /// (hookwire) The kernel flags `IORING_SQ_TASKRUN` while task work waits.
+        const TASKRUN_FLAG = 1 << 9;
+        /// (hookwire) Only the creating thread submits (Linux 6.0+).
+        const SINGLE_ISSUER = 1 << 12;
+        /// (hookwire) Task work waits for the thread's next `io_uring_enter`
+        /// with `IORING_ENTER_GETEVENTS` (Linux 6.1+).
+        const DEFER_TASKRUN = 1 << 13;
     }
 }
 

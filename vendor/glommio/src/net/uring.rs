@@ -11,7 +11,8 @@
 //! The handler must not call [`set_handler`]; it may call [`submit`] and
 //! wake tasks.
 //!
-//! Only for the thread of a running executor.
+//! Only for the thread of a running executor: elsewhere [`submit`] and
+//! [`set_handler`] do nothing and [`register`] fails.
 
 use std::io;
 
@@ -42,15 +43,20 @@ pub struct RawSqe {
 }
 
 
-/// Queues `sqe` on the current executor's main ring.
+/// Queues `sqe` on the current executor's main ring; nothing outside a
+/// running executor (its tasks dropped as it ends: its ring goes with it).
 pub fn submit(sqe: RawSqe) {
-    crate::executor().reactor().sys.submit_raw(sqe)
+    if crate::executor::executor_id().is_some() {
+        crate::executor().reactor().sys.submit_raw(sqe)
+    }
 }
 
 /// Sets what the current executor's main ring calls for each completion of
 /// a raw operation (`None` drops it).
 pub fn set_handler(handler: Option<Box<dyn FnMut(u64, i32, u32)>>) {
-    crate::executor().reactor().sys.set_raw_handler(handler)
+    if crate::executor::executor_id().is_some() {
+        crate::executor().reactor().sys.set_raw_handler(handler)
+    }
 }
 
 /// `io_uring_register(2)` on the current executor's main ring (for
@@ -59,5 +65,8 @@ pub fn set_handler(handler: Option<Box<dyn FnMut(u64, i32, u32)>>) {
 /// # Safety
 /// `arg` and `nr_args` must be what the kernel expects for `opcode`.
 pub unsafe fn register(opcode: u32, arg: *const libc::c_void, nr_args: u32) -> io::Result<i32> {
+    if crate::executor::executor_id().is_none() {
+        return Err(io::Error::new(io::ErrorKind::Other, "no running executor"));
+    }
     crate::executor().reactor().sys.register_main(opcode, arg, nr_args)
 }

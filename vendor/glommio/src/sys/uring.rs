@@ -979,6 +979,8 @@ struct SleepableRing {
     in_kernel: usize,
     /// (hookwire) Where raw operations' completions go.
     raw_handler: RawHandler,
+    /// (hookwire) Created with `IORING_SETUP_DEFER_TASKRUN`.
+    defer: bool,
 }
 
 impl SleepableRing {
@@ -994,8 +996,26 @@ impl SleepableRing {
         // busy core and at once when it goes to sleep, instead of forcing a
         // reschedule IPI on it each time. Kernels before 5.19 refuse the
         // flag: then the ring is created as upstream does.
-        let coop = match name {
-            "main" => iou::IoUring::new_with_flags(
+        // (hookwire) With `GLOMMIO_DEFER_TASKRUN=1` (an experiment), the
+        // main ring's task work waits for the loop's next entry into the
+        // kernel (Linux 6.1+), which asks for completions each time.
+        let defer = name == "main"
+            && std::env::var_os("GLOMMIO_DEFER_TASKRUN").is_some_and(|v| v == "1");
+        let deferred = match defer {
+            true => iou::IoUring::new_with_flags(
+                size as _,
+                iou::SetupFlags::SINGLE_ISSUER
+                    | iou::SetupFlags::DEFER_TASKRUN
+                    | iou::SetupFlags::TASKRUN_FLAG,
+                iou::SetupFeatures::empty(),
+            )
+            .ok(),
+            false => None,
+        };
+        let defer = deferred.is_some();
+        let coop = match (deferred, name) {
+            (Some(ring), _) => Some(ring),
+            (None, "main") => iou::IoUring::new_with_flags(
                 size as _,
                 iou::SetupFlags::COOP_TASKRUN,
                 iou::SetupFeatures::empty(),
@@ -1018,6 +1038,7 @@ impl SleepableRing {
             source_map,
             in_kernel: 0,
             raw_handler: Rc::new(RefCell::new(None)),
+            defer,
         })
     }
 
@@ -1237,6 +1258,41 @@ impl UringCommon for SleepableRing {
         // We only need to enter the kernel to submit SQEs, not to collect CQEs (the
         // kernel posts the CQEs asynchronously for us)
         self.waiting_kernel_submission() > 0
+    }
+
+    fn consume_completion_queue(&mut self, woke: &mut usize) -> usize {
+        // (hookwire) Deferred task work (`IORING_SQ_TASKRUN`, bit 2 of the
+        // submission queue's flags) runs when asked for completions.
+        if self.defer && self.waiting_kernel_collection() == 0 {
+            // SAFETY: `kflags` points into the ring's mapped memory.
+            let kflags = unsafe { std::ptr::read_volatile(self.ring.raw().sq.kflags) };
+            if kflags & (1 << 2) != 0 {
+                // SAFETY: an `io_uring_enter` that submits nothing.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_io_uring_enter,
+                        self.ring_fd() as libc::c_long,
+                        0 as libc::c_long,
+                        0 as libc::c_long,
+                        1 as libc::c_long, /* IORING_ENTER_GETEVENTS */
+                        std::ptr::null::<libc::c_void>(),
+                        0 as libc::c_long,
+                    )
+                };
+            }
+        }
+        let mut completed = 0;
+        loop {
+            match self.consume_one_event() {
+                None => break,
+                Some(false) => completed += 1,
+                Some(true) => {
+                    completed += 1;
+                    *woke += 1;
+                }
+            }
+        }
+        completed
     }
 
     fn can_sleep(&self) -> bool {
