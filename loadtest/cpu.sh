@@ -55,11 +55,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 next=${base_port:-0}
+# Sets P to the next port (not in a subshell, so the count goes on).
 port() {
     if [ "$next" = 0 ]; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+        P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     else
-        echo "$next"; next=$((next + 1))
+        P=$next; next=$((next + 1))
     fi
 }
 ticks() { # utime+stime of every thread of the given PIDs
@@ -82,7 +83,7 @@ names=() urls=() spids=()
 add() { names+=("$1"); urls+=("$2"); spids+=("$3"); }
 
 # nginx, one worker
-p=$(port); d=$work/nginx; mkdir -p "$d"
+port; p=$P; d=$work/nginx; mkdir -p "$d"
 cat >"$d/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -114,7 +115,7 @@ sinks=()
 hookwire() { # name binary [options]
     local name=$1 b=$2; shift 2
     local zp hp ap sp hp_pid
-    zp=$(port); hp=$(port); ap=$(port)
+    port; zp=$P; port; hp=$P; port; ap=$P
     "$sink" --bind "tcp://127.0.0.1:$zp" --max-seconds 3600 >"$work/$name.sink.json" 2>/dev/null &
     sp=$!; pids+=("$sp"); sinks+=("$name:$sp")
     "$b" --listen "127.0.0.1:$hp" --admin "127.0.0.1:$ap" --push "tcp://127.0.0.1:$zp" \
@@ -126,7 +127,7 @@ hookwire() { # name binary [options]
 floor_run() { # name binary [options]
     local name=$1 b=$2; shift 2
     local fp
-    fp=$(port)
+    port; fp=$P
     "$b" --listen "127.0.0.1:$fp" --cores 1 "$@" 2>"$work/$name.err" &
     local f=$!; pids+=("$f")
     wait_ok "http://127.0.0.1:$fp/"
@@ -155,9 +156,10 @@ measure() {
         n=$(echo "$out" | awk '/requests in/ {print $1}')
         bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
     else
+        # Requests cut by -z's deadline are not errors of the server.
         out=$(timeout $((secs + 30)) oha --no-tui --output-format json -c 64 -z "${secs}s" "$url")
         n=$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["statusCodeDistribution"].get("200",0))')
-        bad=$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(v for k,v in d["statusCodeDistribution"].items() if k!="200")+sum(d.get("errorDistribution",{}).values()))')
+        bad=$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(v for k,v in d["statusCodeDistribution"].items() if k!="200")+sum(v for k,v in d.get("errorDistribution",{}).items() if "deadline" not in k))')
     fi
     # shellcheck disable=SC2086
     after=$(ticks ${spids[$i]})

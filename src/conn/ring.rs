@@ -168,7 +168,7 @@ impl Buffers {
             resv: [0; 3],
         };
         // SAFETY: `reg` describes the mapping above, page-aligned, of
-        // `BUF_COUNT` entries; it stays mapped until unregistered (Drop).
+        // `BUF_COUNT` entries; it stays mapped for good.
         let registered = unsafe {
             raw::register(
                 IORING_REGISTER_PBUF_RING,
@@ -179,7 +179,6 @@ impl Buffers {
         if let Err(e) = registered {
             unmap(b.entries, BUF_COUNT * std::mem::size_of::<BufEntry>());
             unmap(b.data, BUF_COUNT * BUF_SIZE);
-            b.entries = std::ptr::null_mut();
             return Err(e);
         }
         for bid in 0..BUF_COUNT as u16 {
