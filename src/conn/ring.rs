@@ -438,10 +438,8 @@ impl Ring {
             cancel(ud(0, KIND_ACCEPT));
         }
         close(fd);
-        for r in inner.accepts.ready.drain(..) {
-            if let Ok(c) = r {
-                close(c);
-            }
+        for c in inner.accepts.ready.drain(..).flatten() {
+            close(c);
         }
     }
 
