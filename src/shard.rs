@@ -383,7 +383,10 @@ impl Shard {
         let start = staging.len();
         envelope::encode(staging, &head, &td, |o| ingest.write_data(o, req, &fields));
         let handoff = self.clock.raw();
-        let ticket = Some(self.fanout.send(&routes, self.key.as_bytes(), start));
+        let ticket = Some(
+            self.fanout
+                .send(&routes, self.key.as_bytes(), start, id::time_of(id)),
+        );
         if self.settings.durable {
             // Accepted mode records it in `flush_outbox`.
             self.metrics

@@ -361,6 +361,74 @@ fn default_settings_and_pipelined_bursts_do_not_allocate() {
     );
 }
 
+/// An acknowledged route (`--ack-endpoint`): each event is held until its
+/// ack, and the acks are taken as the core takes the ack listener's
+/// batches. Holding and acking reuse the route's arena, map and queues.
+#[test]
+fn acknowledged_routes_hold_and_take_acks_without_allocating() {
+    const WARMUP: usize = 2_000;
+    const MEASURED: usize = 10_000;
+    const BURST: usize = 16;
+    // The ack endpoint is never bound here (the listener belongs to the
+    // server); the consumer thread hands the ids back instead.
+    let InProcess {
+        pull,
+        settings,
+        mut shard,
+        context: _context,
+    } = in_process_with(&[
+        "--sndhwm",
+        "100000",
+        "--ack-endpoint",
+        "*=tcp://127.0.0.1:1",
+    ]);
+    let (ids_tx, ids_rx) = std::sync::mpsc::channel::<u64>();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumer = {
+        let taken = taken.clone();
+        pull.set_rcvtimeo(2_000).unwrap();
+        std::thread::spawn(move || {
+            while let Ok(envelope) = pull.recv_bytes(0) {
+                ids_tx.send(common::id_of(&envelope)).unwrap();
+                taken.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut conn = hookwire::testing::conn(&settings);
+    let pipelined = burst(BURST);
+    let mut acks = Vec::with_capacity(1024);
+    let mut sent = 0;
+    let mut round = |conn: &mut Conn, shard: &mut Shard| {
+        accepted(conn, shard, GET, 1);
+        accepted(conn, shard, &pipelined, BURST);
+        sent += 1 + BURST;
+        keep_up(&taken, sent, 0);
+        acks.clear();
+        acks.extend(ids_rx.try_iter());
+        shard.fanout.ack(0, &acks, 0, 0);
+    };
+    for _ in 0..WARMUP {
+        round(&mut conn, &mut shard);
+    }
+    let n = allocations_in(|| {
+        for _ in 0..MEASURED / (1 + BURST) {
+            round(&mut conn, &mut shard);
+        }
+    });
+    // Ids still in the channel are acked last; then nothing is held.
+    acks.clear();
+    acks.extend(ids_rx.try_iter());
+    shard.fanout.ack(0, &acks, 0, 0);
+    assert_eq!(shard.fanout.unacked(), 0, "every event was acked");
+    assert_eq!(shard.fanout.waiting(), 0, "nothing went to the backlog");
+    drop(conn);
+    consumer.join().unwrap();
+    assert_eq!(
+        n, 0,
+        "allocations over {MEASURED} events on an acknowledged route"
+    );
+}
+
 /// Durable mode's write path: each 200 waits for its journal write, which
 /// the core's flusher does for every request that came since the last one
 /// (here: once per burst). Driven on an executor, as a core does: the
