@@ -23,6 +23,10 @@
 //! A third group, `signed_webhook`, times the 4 KiB JSON webhook unsigned
 //! and signed as GitHub signs it, to a source that verifies it.
 //!
+//! `acks` times the Affise GET through the whole pipeline on a plain route
+//! and on an acknowledged one (`--ack-endpoint`), whose consumer acks every
+//! id: the core's cost of holding each event and taking its ack.
+//!
 //! `cargo bench --bench pipeline`
 
 mod samples;
@@ -286,5 +290,80 @@ fn record_metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, signed, record_metrics);
+/// The Affise GET to ZeroMQ on a plain route, and on an acknowledged one
+/// whose consumer thread reads each envelope's id and hands it back; the
+/// bench thread takes those acks every [`BATCH`] events, as the core takes
+/// the ack listener's batches between connections.
+fn acked(c: &mut Criterion) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let raw = samples::all()
+        .into_iter()
+        .find(|s| s.name == "affise_get")
+        .expect("the Affise sample")
+        .raw;
+    let mut group = c.benchmark_group("acks");
+    group.throughput(Throughput::Elements(1));
+    for name in ["plain", "acked"] {
+        pin(cpus - 1);
+        let context = zmq::Context::new();
+        let pull = context.socket(zmq::PULL).unwrap();
+        pull.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+        let (ids_tx, ids) = std::sync::mpsc::channel::<u64>();
+        std::thread::spawn(move || {
+            while let Ok(envelope) = pull.recv_bytes(0) {
+                let at = memchr::memmem::find(&envelope, br#""id":""#).expect("an id") + 6;
+                let digits = envelope[at..].iter().take_while(|b| b.is_ascii_digit());
+                let id = digits.fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if ids_tx.send(id).is_err() {
+                    break;
+                }
+            }
+        });
+        // Bound only by the server's listener, which this bench does not
+        // start: the acks come back through the channel above.
+        let mut args = vec!["--sndhwm", "100000"];
+        if name == "acked" {
+            args.extend_from_slice(&["--ack-endpoint", "*=tcp://127.0.0.1:1"]);
+        }
+        let settings = Arc::new(hookwire::testing::settings_with(&endpoint, &args));
+        let mut shard = hookwire::testing::shard(settings.clone()).unwrap();
+        let mut conn = hookwire::testing::conn(&settings);
+        pin(0);
+        let mut batch = Vec::with_capacity(4096);
+        let mut n = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                hookwire::testing::feed(&mut conn, raw);
+                conn.process(&mut shard);
+                n += 1;
+                if n % BATCH == 0 {
+                    shard.flush_outbox();
+                    conn.waits.clear();
+                    batch.clear();
+                    batch.extend(ids.try_iter());
+                    if name == "acked" {
+                        shard.fanout.ack(0, &batch, 0, 0);
+                    }
+                }
+                let len = conn.out.len();
+                conn.out.clear();
+                len
+            })
+        });
+        shard.flush_outbox();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        batch.clear();
+        batch.extend(ids.try_iter());
+        if name == "acked" {
+            shard.fanout.ack(0, &batch, 0, 0);
+            // Every event was acked: what was timed is a hold and an ack.
+            assert_eq!(shard.fanout.unacked(), 0, "events left unacked");
+        }
+        assert_eq!(shard.fanout.waiting(), 0, "{name}: events left waiting");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, signed, acked, record_metrics);
 criterion_main!(benches);
