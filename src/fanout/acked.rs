@@ -64,9 +64,12 @@ pub(super) enum Ack {
 
 impl Unacked {
     pub fn new(limit: u64, timeout: Duration) -> Self {
+        // Room for the events of a busy second from the start: a map
+        // whose acked entries leave tombstones is rehashed in place (not
+        // grown) while it holds at most half its capacity.
         Self {
-            events: HashMap::new(),
-            order: VecDeque::new(),
+            events: HashMap::with_capacity(1024),
+            order: VecDeque::with_capacity(2048),
             arena: Vec::new(),
             spans: VecDeque::new(),
             turn: 0,
