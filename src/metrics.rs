@@ -120,6 +120,9 @@ pub struct Counters {
     pub bytes_out: u64,
     pub connections_accepted: u64,
     pub connections_closed: u64,
+    /// Connections answered 503 overloaded and closed as they were
+    /// accepted (not counted in `connections_accepted`).
+    pub connections_refused: u64,
 }
 
 impl Counters {
@@ -152,6 +155,7 @@ impl Counters {
         self.bytes_out += o.bytes_out;
         self.connections_accepted += o.connections_accepted;
         self.connections_closed += o.connections_closed;
+        self.connections_refused += o.connections_refused;
     }
 }
 

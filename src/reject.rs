@@ -61,6 +61,7 @@ codes! {
     SpoolFull = "spool_full", ServiceUnavailable;
     SpoolError = "spool_error", ServiceUnavailable;
     NoRoute = "no_route", ServiceUnavailable;
+    Overloaded = "overloaded", ServiceUnavailable;
 }
 
 impl Code {
@@ -102,6 +103,9 @@ pub enum Refusal {
     NoRoute,
     SpoolFull,
     SpoolError,
+    /// The core has `--max-connections`' share open, or no descriptor
+    /// left for one more: the connection closes after the answer.
+    Overloaded,
 }
 
 impl From<Error> for Refusal {
@@ -131,6 +135,7 @@ impl Refusal {
             Refusal::NoRoute => Code::NoRoute,
             Refusal::SpoolFull => Code::SpoolFull,
             Refusal::SpoolError => Code::SpoolError,
+            Refusal::Overloaded => Code::Overloaded,
         }
     }
 
@@ -209,6 +214,10 @@ impl Refusal {
             }
             Refusal::SpoolError => {
                 "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later"
+            }
+            Refusal::Overloaded => {
+                "hookwire has as many connections open as it takes (--max-connections, or the \
+                 open-files limit); retry later, or reuse a keep-alive connection"
             }
         }
     }
