@@ -232,7 +232,7 @@ fn slow_readers_are_bounded_closed_and_keep_their_events() {
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         socket.connect(&server.addr.into()).unwrap();
-        let mut stream: TcpStream = socket.into();
+        let stream: TcpStream = socket.into();
         let mut raw = Vec::new();
         for i in 0..REQUESTS {
             raw.extend_from_slice(
