@@ -20,6 +20,9 @@
 //! one core's work (libzmq's I/O thread, which writes the batches to TCP,
 //! is measured with the whole process in loadtest/).
 //!
+//! A third group, `signed_webhook`, times the 4 KiB JSON webhook unsigned
+//! and signed as GitHub signs it, to a source that verifies it.
+//!
 //! `cargo bench --bench pipeline`
 
 mod samples;
@@ -163,6 +166,73 @@ fn compressed(sample: &samples::Sample, coding: &str) -> Vec<u8> {
     raw
 }
 
+/// The 4 KiB JSON webhook, unsigned (no `[[source]]`) and signed as
+/// GitHub signs (`X-Hub-Signature-256`, a source that verifies it and
+/// copies a header and the delivery id into the envelope): what verifying
+/// costs per event, up to the envelope in the outbox.
+fn signed(c: &mut Criterion) {
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
+    let config = std::env::temp_dir().join(format!("hookwire-bench-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[source]]\nservice = \"appsflyer\"\nverify = \"github\"\nsecrets = [\"bench-secret\"]\nheaders = [\"X-GitHub-Event\"]\n",
+    )
+    .unwrap();
+    let unsigned = samples::all()
+        .into_iter()
+        .find(|s| s.name == "webhook_json_4k")
+        .expect("the 4 KiB JSON sample");
+    let body = unsigned.body_bytes();
+    let key = hookwire::source::Key::new(hookwire::source::Algorithm::Sha256, b"bench-secret");
+    let mut hex = [0u8; 128];
+    let mac = std::str::from_utf8(key.sign(&[body]).hex(&mut hex))
+        .unwrap()
+        .to_owned();
+    let head_end = unsigned.head().len - 2;
+    let mut signed = unsigned.raw[..head_end].to_vec();
+    signed.extend_from_slice(
+        format!(
+            "X-Hub-Signature-256: sha256={mac}\r\nX-GitHub-Event: install\r\n\
+             X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    signed.extend_from_slice(body);
+
+    let mut group = c.benchmark_group("signed_webhook");
+    for (name, raw, extra) in [
+        ("unsigned_4k", unsigned.raw, None),
+        ("signed_4k", &signed[..], Some(&config)),
+    ] {
+        let mut args = vec!["--sndhwm", "100000"];
+        if let Some(config) = extra {
+            args.extend_from_slice(&["--config", config.to_str().unwrap()]);
+        }
+        let settings = Arc::new(hookwire::testing::settings_with(&endpoint, &args));
+        let mut shard = hookwire::testing::shard(settings.clone()).unwrap();
+        let mut conn = hookwire::testing::conn(&settings);
+        check_one(&mut conn, &mut shard, name, raw);
+        group.throughput(Throughput::Bytes(raw.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), raw, |b, raw| {
+            b.iter(|| {
+                hookwire::testing::feed(&mut conn, raw);
+                conn.process(&mut shard);
+                assert_eq!(shard.fanout.discard_outbox(), 1, "one envelope per request");
+                conn.waits.clear();
+                let len = conn.out.len();
+                conn.out.clear();
+                len
+            })
+        });
+    }
+    group.finish();
+    let _ = std::fs::remove_file(config);
+}
+
 /// Before timing a sample: one request of it is accepted with a 200 and
 /// one envelope (a sample that is refused would time the error path).
 fn check_one(conn: &mut Conn, shard: &mut Shard, name: &str, raw: &[u8]) {
@@ -216,5 +286,5 @@ fn record_metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, record_metrics);
+criterion_group!(benches, pipeline, signed, record_metrics);
 criterion_main!(benches);

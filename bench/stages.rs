@@ -23,7 +23,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use hookwire::event::envelope::{self, Transport, Uid};
 use hookwire::event::id::{self, IdGen};
 use hookwire::event::RoutingKey;
-use hookwire::http::client_ip;
+use hookwire::http::client_ip::{self, AddressHeader};
 use hookwire::http::request;
 use hookwire::http::request::Request;
 use hookwire::ingest::form::Params;
@@ -167,7 +167,10 @@ fn envelope_encode(c: &mut Criterion) {
             text(&fields.name).as_bytes(),
         );
         let uid = fields.uid.as_ref().map(text);
-        let td = Transport::of(&req, client_ip::resolve(&req, &trusted));
+        let td = Transport::of(
+            &req,
+            client_ip::resolve(&req, &trusted, AddressHeader::Auto),
+        );
         let mut ids = IdGen::new(id::worker_id(0, 0));
         let mut time_text = id::MsText::default();
         let now = id::now_ms();
@@ -224,7 +227,7 @@ fn transport(c: &mut Criterion) {
             b.iter(|| {
                 Transport::of(
                     black_box(&req),
-                    client_ip::resolve(black_box(&req), &trusted),
+                    client_ip::resolve(black_box(&req), &trusted, AddressHeader::Auto),
                 )
             })
         });

@@ -17,6 +17,7 @@
 //!   core.rs         a core's start and control loop (delivery, admin asks, timeouts)
 //!   spooling.rs     the flusher (outbox → ZeroMQ, spool writes) and spool delivery
 //!   drain.rs        the graceful drain, in three phases
+//!   acks.rs         the ack listener: acknowledged ids to the core that sent them
 //!   snapshot.rs     a copy of a core's metrics and routes, for the admin
 //! conn/             one connection
 //!   mod.rs          the sans-IO Conn: buffer, pipelining, framing, 100-continue
@@ -30,17 +31,20 @@
 //!   merge.rs        grouping repeated and bracketed keys
 //!   charset.rs      a body's charset and its decoding to UTF-8
 //! event/            the routing key; envelope.rs: the encoder; id.rs: snowflake ids
-//! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, closing
+//! fanout/           per-core PUSH sockets: routes, outbox, peers, resend, acked, closing
 //! spool/            the on-disk spool: records, segments, writer, reader, tickets
 //! http/             request heads, chunked bodies, content codings, media types,
 //!                   client address, responses
+//! source/           [[source]]s: per-sender verification (verify.rs, mac.rs) and
+//!                   subscription challenges (challenge.rs)
 //! reject.rs         every refusal's status, code and message
 //! jsonw.rs          the JSON writers the encoders share
 //! metrics.rs        per-core hdrhistograms and counters
 //! admin/            the private admin listener: /health, /ready, /stats, /metrics
 //! config/           flags, HOOKWIRE_* env and the TOML file → Settings
 //! log.rs            tracing lines on stderr, by level
-//! tap.rs            the built-in PULL consumer
+//! consumer.rs       a consumer for Rust services: repeats dropped by id, acks
+//! tap.rs            the built-in PULL consumer, on consumer.rs
 //! testing.rs        a core's state outside the server, for benches and tests
 //! ```
 //!
@@ -50,7 +54,10 @@
 //! [`conn::Conn::process`] asks [`http::request`] for a head and, once the
 //! body is complete (a chunked one decoded in place, a compressed one
 //! decoded by [`http::coding`] into the core's reused buffer), hands the
-//! request — slices of those buffers — to [`shard::Shard::handle`]. [`ingest`] decodes
+//! request — slices of those buffers — to [`shard::Shard::handle`]. When
+//! the config has `[[source]]`s, the service's [`source`] is checked first
+//! (allowed address, signature over the decoded body, subscription
+//! challenge). [`ingest`] decodes
 //! the query and body into the core's reused scratch and validates service,
 //! name and projectId; [`fanout`] admits the event (a route must match and
 //! have room); [`event`] takes the ids and writes the envelope into the
@@ -69,6 +76,7 @@
 pub mod admin;
 pub mod config;
 pub mod conn;
+pub mod consumer;
 pub mod event;
 pub mod fanout;
 pub mod http;
@@ -79,6 +87,7 @@ pub mod metrics;
 pub mod reject;
 pub mod runtime;
 pub mod shard;
+pub mod source;
 pub mod spool;
 pub mod tap;
 pub mod testing;

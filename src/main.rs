@@ -134,6 +134,14 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             route.endpoints.join(",")
         ));
     }
+    for source in &settings.sources.list {
+        say(format_args!("{}\n", source.describe()));
+    }
+    if settings.sources.strict {
+        say(format_args!(
+            "strict: services without a [[source]] get 404 unknown_service\n"
+        ));
+    }
     say(format_args!("ready\n"));
     say_disk_space(&settings);
 

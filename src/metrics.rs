@@ -10,7 +10,7 @@ use crate::http::Status;
 use crate::reject::Code;
 
 /// Statuses in the order of [`Counters::requests`].
-pub const STATUSES: [Status; 10] = [
+pub const STATUSES: [Status; 12] = [
     Status::Ok,
     Status::NoContent,
     Status::BadRequest,
@@ -21,6 +21,8 @@ pub const STATUSES: [Status; 10] = [
     Status::UnsupportedMediaType,
     Status::HeadersTooLarge,
     Status::ServiceUnavailable,
+    Status::Unauthorized,
+    Status::Forbidden,
 ];
 
 /// Upper bounds of the Prometheus histogram buckets, 10 µs to 10 s.
@@ -105,7 +107,7 @@ impl Hist {
 }
 
 /// Per-core counters. Gauges are filled in when a snapshot is taken.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Counters {
     /// Responses by status, indexed like [`STATUSES`].
     pub requests: [u64; STATUSES.len()],
@@ -123,6 +125,53 @@ pub struct Counters {
     /// Connections answered 503 overloaded and closed as they were
     /// accepted (not counted in `connections_accepted`).
     pub connections_refused: u64,
+    /// Per `[[source]]` (in the config's order), then one for services no
+    /// source matches; empty when no source is configured.
+    pub sources: Vec<SourceCounts>,
+}
+
+// By hand: arrays longer than 32 have no derived `Default`.
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            requests: [0; STATUSES.len()],
+            refusals: [0; Code::ALL.len()],
+            events_accepted: 0,
+            events_refused: 0,
+            handoffs: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            connections_accepted: 0,
+            connections_closed: 0,
+            connections_refused: 0,
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// One source's events: accepted, refused by code, challenges answered.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceCounts {
+    pub accepted: u64,
+    pub refusals: [u64; Code::ALL.len()],
+    pub challenges: u64,
+}
+
+impl Default for SourceCounts {
+    fn default() -> Self {
+        Self {
+            accepted: 0,
+            refusals: [0; Code::ALL.len()],
+            challenges: 0,
+        }
+    }
+}
+
+impl SourceCounts {
+    /// Events refused, whatever the code.
+    pub fn refused(&self) -> u64 {
+        self.refusals.iter().sum()
+    }
 }
 
 impl Counters {
@@ -156,6 +205,17 @@ impl Counters {
         self.connections_accepted += o.connections_accepted;
         self.connections_closed += o.connections_closed;
         self.connections_refused += o.connections_refused;
+        if self.sources.len() < o.sources.len() {
+            self.sources
+                .resize(o.sources.len(), SourceCounts::default());
+        }
+        for (a, b) in self.sources.iter_mut().zip(&o.sources) {
+            a.accepted += b.accepted;
+            a.challenges += b.challenges;
+            for (x, y) in a.refusals.iter_mut().zip(b.refusals) {
+                *x += y;
+            }
+        }
     }
 }
 

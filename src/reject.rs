@@ -62,6 +62,13 @@ codes! {
     SpoolError = "spool_error", ServiceUnavailable;
     NoRoute = "no_route", ServiceUnavailable;
     Overloaded = "overloaded", ServiceUnavailable;
+    MissingSignature = "missing_signature", Unauthorized;
+    InvalidSignature = "invalid_signature", Unauthorized;
+    StaleTimestamp = "stale_timestamp", Unauthorized;
+    ForbiddenAddress = "forbidden_address", Forbidden;
+    InvalidVerifyToken = "invalid_verify_token", Forbidden;
+    UnknownService = "unknown_service", NotFound;
+    UnsignedQuery = "unsigned_query", BadRequest;
 }
 
 impl Code {
@@ -106,6 +113,27 @@ pub enum Refusal {
     /// The core has `--max-connections`' share open, or no descriptor
     /// left for one more: the connection closes after the answer.
     Overloaded,
+    /// A source's signature (or token) header or parameter is absent;
+    /// `why` names what the scheme wants.
+    MissingSignature {
+        why: &'static str,
+    },
+    /// Present but no secret of the source signs it so.
+    InvalidSignature {
+        why: &'static str,
+    },
+    /// The signed timestamp is further from now than the tolerance.
+    StaleTimestamp,
+    /// The client address is outside the source's `allow` list.
+    ForbiddenAddress,
+    /// Meta's subscription check with a `hub.verify_token` that is not
+    /// the source's `verify-token`.
+    InvalidVerifyToken,
+    /// `strict`: no source matches the service.
+    UnknownService,
+    /// A query string on a request whose source signs only the body: its
+    /// parameters would go into `data` unverified.
+    UnsignedQuery,
 }
 
 impl From<Error> for Refusal {
@@ -136,6 +164,13 @@ impl Refusal {
             Refusal::SpoolFull => Code::SpoolFull,
             Refusal::SpoolError => Code::SpoolError,
             Refusal::Overloaded => Code::Overloaded,
+            Refusal::MissingSignature { .. } => Code::MissingSignature,
+            Refusal::InvalidSignature { .. } => Code::InvalidSignature,
+            Refusal::StaleTimestamp => Code::StaleTimestamp,
+            Refusal::ForbiddenAddress => Code::ForbiddenAddress,
+            Refusal::InvalidVerifyToken => Code::InvalidVerifyToken,
+            Refusal::UnknownService => Code::UnknownService,
+            Refusal::UnsignedQuery => Code::UnsignedQuery,
         }
     }
 
@@ -218,6 +253,28 @@ impl Refusal {
             Refusal::Overloaded => {
                 "hookwire has as many connections open as it takes (--max-connections, or the \
                  open-files limit); retry later, or reuse a keep-alive connection"
+            }
+            Refusal::MissingSignature { why } | Refusal::InvalidSignature { why } => why,
+            Refusal::StaleTimestamp => {
+                "the signed timestamp is further from now than this source's tolerance; \
+                 check the sender's clock and send a freshly signed request"
+            }
+            Refusal::ForbiddenAddress => {
+                "this source accepts events only from the addresses in its allow list; \
+                 send from one of them (or add yours to the source's allow)"
+            }
+            Refusal::InvalidVerifyToken => {
+                "hub.verify_token is not this source's verify-token; \
+                 set the same token in the sender's subscription and in hookwire's config"
+            }
+            Refusal::UnknownService => {
+                "no [[source]] is configured for this service and hookwire runs strict; \
+                 send to a configured service or add a [[source]] for it"
+            }
+            Refusal::UnsignedQuery => {
+                "this source's signature covers the body only, so a query string is refused \
+                 (its parameters would reach consumers unverified); give the sender the URL \
+                 without it, putting name and projectId in the path"
             }
         }
     }

@@ -6,18 +6,20 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::event::envelope::{self, Transport, Uid};
+use crate::event::envelope::{self, Copied, Transport, Uid};
 use crate::event::id::{self, IdGen, MsText, WallClock};
 use crate::event::RoutingKey;
 use crate::fanout::{Fanout, Refused};
 use crate::http::coding::Decoder;
-use crate::http::request::{Method, Request};
+use crate::http::request::{at, header, Method, Request};
 use crate::http::response::{self, DateCache, Persist};
 use crate::http::{client_ip, Status};
 use crate::ingest::route::{self, Path};
 use crate::ingest::Ingest;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceCounts};
 use crate::reject::{Refusal, ALLOW};
+use crate::source::challenge::{self, Answer};
+use crate::source::{verify, Reply, Source, TokenAt, Verify};
 use crate::spool::{CoreSpool, Tickets};
 
 const PROBE_BODY: &[u8] = b"{\"status\":\"ok\",\"service\":\"hookwire\"}";
@@ -37,6 +39,8 @@ pub struct Shard {
     key: RoutingKey,
     body: Vec<u8>,
     headers: Vec<u8>,
+    /// A challenge's answer, a decoded query token.
+    scratch: Vec<u8>,
     pub fanout: Fanout,
     pub metrics: Metrics,
     clock: quanta::Clock,
@@ -54,6 +58,9 @@ impl Shard {
         settings: Arc<Settings>,
         spool: Rc<RefCell<CoreSpool>>,
     ) -> Result<Self, zmq::Error> {
+        let mut metrics = Metrics::default();
+        let slots = settings.sources.labels().len();
+        metrics.counters.sources = vec![SourceCounts::default(); slots];
         Ok(Self {
             core,
             ids: IdGen::new(id::worker_id(settings.node_id, core)),
@@ -65,8 +72,9 @@ impl Shard {
             key: RoutingKey::with_capacity(160),
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),
+            scratch: Vec::new(),
             fanout: Fanout::new(core, &settings, spool)?,
-            metrics: Metrics::default(),
+            metrics,
             clock: quanta::Clock::new(),
             settings,
         })
@@ -139,29 +147,176 @@ impl Shard {
                 self.refuse(Refusal::MissingService, persist, true, out);
                 return None;
             }
-            Ok(Path::Event(target)) if method == Method::Head => {
-                // Checked as its GET would be (name, projectId, uid…), so
-                // a HEAD that GET would refuse gets the same status; no
-                // event either way.
-                match self.ingest.prepare(req, target).map(|_| ()) {
-                    Ok(()) => self.probe(persist, false, out),
-                    Err(refusal) => self.refuse(refusal, persist, false, out),
-                }
-                return None;
-            }
             Ok(Path::Root) => {
                 self.probe(persist, method != Method::Head, out);
                 return None;
             }
             Ok(Path::Event(target)) => target,
         };
-        match self.accept(req, target, out, persist) {
+        // The source's slot in the per-source counters, with sources.
+        let slot = match self.settings.sources.is_empty() {
+            true => None,
+            false => Some(self.gate(req, &target, persist, out)?),
+        };
+        if method == Method::Head {
+            // Checked as its GET would be (name, projectId, uid…), so a
+            // HEAD that GET would refuse gets the same status; no event
+            // either way.
+            match self.ingest.prepare(req, target).map(|_| ()) {
+                Ok(()) => self.probe(persist, false, out),
+                Err(refusal) => self.refuse(refusal, persist, false, out),
+            }
+            return None;
+        }
+        let accepted = match slot {
+            None => self.accept(req, target, None, out, persist),
+            Some(slot) => self.accept_from(req, target, slot, out, persist),
+        };
+        match accepted {
             Ok(ticket) => ticket,
             Err(refusal) => {
-                self.refuse(refusal, persist, true, out);
+                self.refuse_in(slot, refusal, persist, true, out);
                 None
             }
         }
+    }
+
+    /// The checks of the service's `[[source]]`: strict mode, allowed
+    /// addresses, a subscription challenge, the signature. Returns the
+    /// source's slot (the last for a service no source matches), or `None`
+    /// when the request has been answered (refused, or a challenge).
+    #[inline(never)]
+    fn gate(
+        &mut self,
+        req: &Request<'_>,
+        target: &route::Target,
+        persist: Persist,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let settings = self.settings.clone();
+        let sources = &settings.sources;
+        let send_body = req.head.method() != Method::Head;
+        let Some(slot) = sources.find(at(req.buf, &target.service)) else {
+            let unmatched = Some(sources.list.len());
+            if sources.strict {
+                self.refuse_in(unmatched, Refusal::UnknownService, persist, send_body, out);
+                return None;
+            }
+            return unmatched;
+        };
+        let source = &sources.list[slot];
+        if !source.allow.is_empty() {
+            let ip = client_ip::resolve(req, &settings.trusted_proxies, settings.client_ip).ip;
+            if !source.allow.iter().any(|net| net.contains(&ip)) {
+                let refusal = Refusal::ForbiddenAddress;
+                self.refuse_in(Some(slot), refusal, persist, send_body, out);
+                return None;
+            }
+        }
+        if let Some(answer) = challenge::unsigned(source, req, &mut self.scratch) {
+            self.answer(slot, answer, persist, out);
+            return None;
+        }
+        let query = req.head.query.as_ref();
+        if source.verify.signs_body() && query.is_some_and(|q| !q.is_empty()) {
+            self.refuse_in(Some(slot), Refusal::UnsignedQuery, persist, send_body, out);
+            return None;
+        }
+        let now = self.stamp(self.clock.raw()) / 1000;
+        if let Err(refusal) = verify::check(source, req, now, &mut self.scratch) {
+            self.refuse_in(Some(slot), refusal, persist, send_body, out);
+            return None;
+        }
+        if let Some(answer) = challenge::signed(source, req, &mut self.scratch) {
+            self.answer(slot, answer, persist, out);
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// [`Self::accept`] for a request whose service has a source: a
+    /// token in the query is blanked out of a copy of the head first (to
+    /// `&`s, which decode to nothing), so it never reaches `data`.
+    #[inline(never)]
+    fn accept_from(
+        &mut self,
+        req: &Request<'_>,
+        target: route::Target,
+        slot: usize,
+        out: &mut Vec<u8>,
+        persist: Persist,
+    ) -> Result<Option<u64>, Refusal> {
+        let settings = self.settings.clone();
+        let token = match &settings.sources.list.get(slot).map(|s| &s.verify) {
+            Some(Verify::Token(TokenAt::Param(name))) => name.as_bytes(),
+            _ => return self.accept(req, target, Some(slot), out, persist),
+        };
+        let (Some(query), mut head) = (&req.head.query, std::mem::take(&mut self.scratch)) else {
+            return self.accept(req, target, Some(slot), out, persist);
+        };
+        head.clear();
+        head.extend_from_slice(req.buf);
+        blank(&mut head[query.start as usize..query.end as usize], token);
+        let masked = Request { buf: &head, ..*req };
+        let accepted = self.accept(&masked, target, Some(slot), out, persist);
+        self.scratch = head;
+        accepted
+    }
+
+    /// Counts an event of the source in `slot`, and writes its `text:`
+    /// reply if it has one (`true`).
+    #[inline(never)]
+    fn accepted_from(&mut self, slot: usize, persist: Persist, out: &mut Vec<u8>) -> bool {
+        self.metrics.counters.sources[slot].accepted += 1;
+        let Some(Reply::Text(text)) = self.settings.sources.list.get(slot).map(|s| &s.reply) else {
+            return false;
+        };
+        let body = text.as_bytes();
+        response::write_as(out, &self.date, Status::Ok, persist, response::TEXT, body);
+        true
+    }
+
+    /// Answers a subscription challenge with what it wrote to `scratch`.
+    #[inline(never)]
+    fn answer(
+        &mut self,
+        slot: usize,
+        answer: Result<Answer, Refusal>,
+        persist: Persist,
+        out: &mut Vec<u8>,
+    ) {
+        let content_type = match answer {
+            Ok(Answer::Text) => response::TEXT,
+            Ok(Answer::Json) => &b"application/json"[..],
+            Err(refusal) => return self.refuse_in(Some(slot), refusal, persist, true, out),
+        };
+        self.stamp_now();
+        self.metrics.counters.response(Status::Ok);
+        self.metrics.counters.sources[slot].challenges += 1;
+        response::write_as(
+            out,
+            &self.date,
+            Status::Ok,
+            persist,
+            content_type,
+            &self.scratch,
+        );
+    }
+
+    /// [`Self::refuse`], counted for the source in `slot` too.
+    #[inline(never)]
+    fn refuse_in(
+        &mut self,
+        slot: Option<usize>,
+        refusal: Refusal,
+        persist: Persist,
+        send_body: bool,
+        out: &mut Vec<u8>,
+    ) {
+        if let Some(slot) = slot {
+            self.metrics.counters.sources[slot].refusals[refusal.code().index()] += 1;
+        }
+        self.refuse(refusal, persist, send_body, out);
     }
 
     /// Decodes, encodes and hands over one event, then writes the 200.
@@ -169,6 +324,7 @@ impl Shard {
         &mut self,
         req: &Request<'_>,
         target: route::Target,
+        slot: Option<usize>,
         out: &mut Vec<u8>,
         persist: Persist,
     ) -> Result<Option<u64>, Refusal> {
@@ -215,8 +371,13 @@ impl Shard {
             id: id_text,
             time: self.time_text.get(id::time_of(id)),
         };
-        let client = client_ip::resolve(req, &self.settings.trusted_proxies);
-        let td = Transport::of(req, client);
+        let client =
+            client_ip::resolve(req, &self.settings.trusted_proxies, self.settings.client_ip);
+        let mut td = Transport::of(req, client);
+        // The last slot is the services no source matches.
+        if let Some(source) = slot.and_then(|s| self.settings.sources.list.get(s)) {
+            from_source(&mut td, req, source);
+        }
         let ingest = &mut self.ingest;
         let staging = self.fanout.staging();
         let start = staging.len();
@@ -230,10 +391,15 @@ impl Shard {
                 .record_raw(&self.clock, handoff, self.clock.raw());
         }
         self.metrics.counters.events_accepted += 1;
+        self.metrics.counters.response(Status::Ok);
+        if let Some(slot) = slot {
+            if self.accepted_from(slot, persist, out) {
+                return Ok(ticket);
+            }
+        }
 
         self.body.clear();
         response::accepted_body(&mut self.body, self.key.as_bytes(), id_text);
-        self.metrics.counters.response(Status::Ok);
         response::write(out, &self.date, Status::Ok, persist, b"", &self.body, true);
         Ok(ticket)
     }
@@ -301,5 +467,45 @@ impl Shard {
             b"",
             false,
         );
+    }
+}
+
+/// A source's additions to `td`: the sender's delivery id and the headers
+/// it copies.
+#[inline(never)]
+fn from_source<'a>(td: &mut Transport<'a>, req: &Request<'a>, source: &'a Source) {
+    td.delivery = (source.delivery.iter()).find_map(|h| header(req.buf, h.as_bytes()));
+    td.copied = Copied {
+        head: req.buf,
+        names: &source.headers,
+    };
+}
+
+/// Overwrites with `&` every `name=…` (and `name[…]=…`) pair of a query
+/// string: empty pairs, which the query decoder skips.
+fn blank(query: &mut [u8], name: &[u8]) {
+    let mut start = 0;
+    while start < query.len() {
+        let end = memchr::memchr(b'&', &query[start..]).map_or(query.len(), |p| start + p);
+        let pair = &query[start..end];
+        let key = &pair[..memchr::memchr(b'=', pair).unwrap_or(pair.len())];
+        let top = &key[..memchr::memchr(b'[', key).unwrap_or(key.len())];
+        if top == name {
+            query[start..end].fill(b'&');
+        }
+        start = end + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn blanking_leaves_empty_pairs() {
+        let mut q = b"a=1&secure=t0k&secure[]=x&secured=2&b".to_vec();
+        super::blank(&mut q, b"secure");
+        let mut want = b"a=1".to_vec();
+        want.resize(3 + 23, b'&');
+        want.extend_from_slice(b"secured=2&b");
+        assert_eq!(q, want);
     }
 }

@@ -107,7 +107,7 @@ pub fn read_spool(
         for route in 0..spool.routes.len() {
             while steps < max_steps {
                 let r = &mut spool.routes[route];
-                let next = spool::deliver(r, route, durable, window, |key, envelope| {
+                let next = spool::deliver(r, route, durable, window, |key, envelope, _| {
                     send(key, envelope);
                     true
                 });

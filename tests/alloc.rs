@@ -438,6 +438,138 @@ fn durable_mode_allocates_per_flush_not_per_request() {
     }
 }
 
+/// With `[[source]]`s: a 4 KiB JSON webhook signed as GitHub signs it,
+/// verified (HMAC-SHA256 over the body, two secrets while one is rolled,
+/// a header and the delivery id copied into the envelope), a token
+/// postback (the token checked and left out of `data`), and a GET to a
+/// service no source matches: none allocates.
+#[test]
+fn verifying_signed_webhooks_does_not_allocate() {
+    const WARMUP: usize = 2_000;
+    const MEASURED: usize = 5_000;
+    let dir = std::env::temp_dir().join(format!("hookwire-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("sources.toml");
+    std::fs::write(
+        &config,
+        "[[source]]\nservice = \"appsflyer\"\nverify = \"github\"\n\
+         secrets = [\"old-secret\", \"new-secret\"]\nheaders = [\"X-GitHub-Event\"]\n\
+         [[source]]\nservice = \"cpa\"\nverify = \"token\"\ntoken-param = \"secure\"\n\
+         secrets = [\"t0ken\"]\nreply = \"text:OK\"\n",
+    )
+    .unwrap();
+    let InProcess {
+        pull,
+        settings,
+        mut shard,
+        context: _context,
+    } = in_process_with(&["--sndhwm", "100000", "--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut conn = hookwire::testing::conn(&settings);
+
+    let sample: &[u8] = include_bytes!("../bench/samples/webhook_json.http");
+    let split = memchr::memmem::find(sample, b"\r\n\r\n").unwrap();
+    let body = &sample[split + 4..];
+    assert!(body.len() > 3800, "a 4 KiB body");
+    let key = hookwire::source::Key::new(hookwire::source::Algorithm::Sha256, b"new-secret");
+    let mut hex = [0u8; 128];
+    let mac = std::str::from_utf8(key.sign(&[body]).hex(&mut hex))
+        .unwrap()
+        .to_owned();
+    let mut signed = sample[..split + 2].to_vec();
+    signed.extend_from_slice(
+        format!(
+            "X-Hub-Signature-256: sha256={mac}\r\nX-GitHub-Event: install\r\n\
+             X-GitHub-Delivery: 72d3162e-cc78-11e3-81ab-4c9367dc0958\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    signed.extend_from_slice(body);
+    let token: &[u8] =
+        b"GET /cpa/conversion/7?clickid=a1b2&secure=t0ken&payout=12.50 HTTP/1.1\r\nHost: h\r\n\r\n";
+
+    let total = WARMUP + 3 * MEASURED;
+    let consumer = std::thread::spawn(move || {
+        let mut last = Vec::new();
+        for i in 0..total {
+            let envelope = pull.recv_bytes(0).expect("an envelope within 20 s");
+            if i % 3 == 0 || i + 3 >= total {
+                last.push(envelope);
+            }
+        }
+        last
+    });
+    let one = |conn: &mut Conn, shard: &mut Shard, raw: &[u8]| {
+        hookwire::testing::feed(conn, raw);
+        assert_eq!(conn.process(shard), Step::More { completed: 1 });
+        shard.flush_outbox();
+        conn.waits.clear();
+        assert!(
+            conn.out.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&conn.out)
+        );
+        conn.out.clear();
+    };
+    for i in 0..WARMUP {
+        let raw = [&signed[..], token, GET][i % 3];
+        one(&mut conn, &mut shard, raw);
+    }
+    let counts = [&signed[..], token, GET].map(|raw| {
+        allocations_in(|| {
+            for _ in 0..MEASURED {
+                one(&mut conn, &mut shard, raw);
+            }
+        })
+    });
+    let kept = consumer.join().unwrap();
+    let last =
+        |n: usize| -> serde_json::Value { serde_json::from_slice(&kept[kept.len() - n]).unwrap() };
+    // The last of each kind really verified, copied and hid what it should.
+    let get = last(1);
+    assert_eq!(get["key"], "in.gen.affise.conversion");
+    assert!(get["td"].get("delivery").is_none());
+    let [signed_allocs, token_allocs, get_allocs] = counts;
+    assert_eq!(
+        signed_allocs, 0,
+        "allocations over {MEASURED} signed 4 KiB webhooks"
+    );
+    assert_eq!(
+        token_allocs, 0,
+        "allocations over {MEASURED} token postbacks"
+    );
+    assert_eq!(
+        get_allocs, 0,
+        "allocations over {MEASURED} GETs to a service without a source"
+    );
+    let metrics = &shard.metrics.counters.sources;
+    assert_eq!(metrics.len(), 3, "two sources and `-`");
+    assert_eq!(metrics[0].accepted as usize, WARMUP / 3 + MEASURED + 1);
+    assert!(metrics.iter().all(|s| s.refused() == 0));
+    let signed_envelope = kept
+        .iter()
+        .map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap())
+        .find(|e| e["key"] == "in.gen.appsflyer.install")
+        .expect("a signed webhook's envelope");
+    assert_eq!(
+        signed_envelope["td"]["delivery"],
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    );
+    assert_eq!(
+        signed_envelope["td"]["headers"]["x-github-event"],
+        "install"
+    );
+    let token_envelope = kept
+        .iter()
+        .map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap())
+        .find(|e| e["key"] == "in.gen.cpa.conversion")
+        .expect("a token postback's envelope");
+    assert_eq!(
+        token_envelope["data"],
+        serde_json::json!({"clickid": "a1b2", "payout": "12.50"})
+    );
+}
+
 /// Allocations of one durable-mode flush, at most: the write jobs (a list,
 /// a file path copied, the last partial block kept), and glommio's for
 /// the DMA buffer and each write and sync it submits.

@@ -468,6 +468,33 @@ fn tap_refuses_a_bind_without_a_scheme_naming_the_form() {
     );
 }
 
+/// `tap --ack` connects and `--ack-endpoint` binds: a bad value of each is
+/// refused naming the form of its own kind.
+#[test]
+fn ack_endpoints_are_checked_as_connect_and_bind_endpoints() {
+    // Port 0 is "any" only to bind on.
+    let out = Command::new(BIN)
+        .args(["tap", "--ack", "tcp://127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--ack")
+            && stderr.contains("'tcp://127.0.0.1:0' is not a ZeroMQ endpoint to connect to")
+            && stderr.contains("tcp://host:port or ipc://path"),
+        "{stderr}"
+    );
+    let stderr = refused(&["--ack-endpoint", "*=127.0.0.1:5557"], &[]);
+    assert!(
+        stderr.contains("--ack-endpoint")
+            && stderr.contains("'127.0.0.1:5557' is not a ZeroMQ endpoint to bind on")
+            && stderr.contains("host * and port 0 or * mean any"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn libzmq_is_bundled_not_a_system_library() {
     // zmq-sys builds libzmq from source and links it statically, so the

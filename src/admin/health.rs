@@ -45,6 +45,12 @@ struct RouteReadiness {
     ready: bool,
     /// Bytes waiting in the spools of all cores.
     waiting: u64,
+    /// Acknowledged routes: events sent and not acknowledged yet, and how
+    /// long ago the oldest was first sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unacked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_unacked_ms: Option<u64>,
     /// Why not ready: `no_consumer`, and in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'static str>,
@@ -163,6 +169,16 @@ fn route_readiness(answered: &[&CoreSnapshot]) -> Vec<RouteReadiness> {
             endpoints: spec.endpoints.join(","),
             ready: reason.is_none(),
             waiting: answered.iter().map(|s| s.routes[r].waiting).sum(),
+            unacked: spec
+                .acked
+                .then(|| answered.iter().map(|s| s.routes[r].unacked).sum()),
+            oldest_unacked_ms: spec.acked.then(|| {
+                answered
+                    .iter()
+                    .map(|s| s.routes[r].oldest_unacked_ms)
+                    .max()
+                    .unwrap_or(0)
+            }),
             code: reason.is_some().then_some("no_consumer"),
             reason,
         });

@@ -134,12 +134,61 @@ struct RouteFamily {
     merge: fn(u64, u64) -> u64,
 }
 
-const ROUTE_FAMILIES: [RouteFamily; 4] = [
+const ROUTE_FAMILIES: [RouteFamily; 11] = [
     RouteFamily {
         name: "hookwire_events_delivered_total",
         kind: "counter",
-        help: "Events handed to ZeroMQ, by route.",
+        help: "Events handed to ZeroMQ for the first time, by route.",
         value: |r| r.delivered,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_events_resent_total",
+        kind: "counter",
+        help: "Events handed to ZeroMQ again after a consumer disconnected, by route.",
+        value: |r| r.resent,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_events_resend_skipped_total",
+        kind: "counter",
+        help: "Events not re-sent after a consumer disconnected because they were first sent more than --resend-window ago, by route.",
+        value: |r| r.resend_skipped,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_events_unacked",
+        kind: "gauge",
+        help: "Acknowledged routes: events sent and not acknowledged yet, by route.",
+        value: |r| r.unacked,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_unacked_oldest_age_milliseconds",
+        kind: "gauge",
+        help: "Acknowledged routes: how long ago the oldest unacknowledged event was first sent, by route (core=\"all\": the oldest).",
+        value: |r| r.oldest_unacked_ms,
+        merge: u64::max,
+    },
+    RouteFamily {
+        name: "hookwire_acks_unknown_total",
+        kind: "counter",
+        help: "Acknowledged routes: acks of ids not held (acknowledged twice, or never sent), by route.",
+        value: |r| r.acks_unknown,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_acks_bad_total",
+        kind: "counter",
+        help: "Acknowledged routes: ack tokens that were no id, by route.",
+        value: |r| r.acks_bad,
+        merge: |a, b| a + b,
+    },
+    RouteFamily {
+        name: "hookwire_acks_dropped_total",
+        kind: "counter",
+        help: "Acknowledged routes: acks dropped because the core's channel was full (their events are sent again), by route.",
+        value: |r| r.acks_dropped,
         merge: |a, b| a + b,
     },
     RouteFamily {
@@ -198,6 +247,10 @@ pub(super) fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     for family in &COUNTERS {
         counter(&mut text, family, &sets);
     }
+    let labels = answered.first().map_or(&[][..], |s| &s.source_labels[..]);
+    if !labels.is_empty() {
+        by_source(&mut text, &sets, labels);
+    }
     for family in &CORE_FAMILIES {
         core_family(&mut text, family, &answered);
     }
@@ -255,6 +308,53 @@ fn refusals_by_code(text: &mut Text, sets: &[Labelled]) {
     for set in sets {
         for (code, n) in Counters::refusal_codes().zip(set.metrics.counters.refusals) {
             text.sample(name, &[("core", &set.core), ("code", code)], n);
+        }
+    }
+}
+
+/// Per `[[source]]` (and `-`): events accepted, refusals by code (the
+/// codes any core has counted for some source), challenges answered.
+fn by_source(text: &mut Text, sets: &[Labelled], labels: &[String]) {
+    let all = &sets
+        .last()
+        .expect("the merged set")
+        .metrics
+        .counters
+        .sources;
+    let codes: Vec<(usize, &str)> = Counters::refusal_codes()
+        .enumerate()
+        .filter(|(i, _)| all.iter().any(|s| s.refusals[*i] > 0))
+        .collect();
+    let families: [(&str, &str); 3] = [
+        (
+            "hookwire_source_accepted_total",
+            "Events accepted, by [[source]] (\"-\": services no source matches).",
+        ),
+        (
+            "hookwire_source_refusals_total",
+            "Requests refused, by [[source]] and error code.",
+        ),
+        (
+            "hookwire_source_challenges_total",
+            "Subscription challenges answered, by [[source]].",
+        ),
+    ];
+    for (f, (name, help)) in families.iter().enumerate() {
+        text.family(name, "counter", help);
+        for set in sets {
+            for (label, counts) in labels.iter().zip(&set.metrics.counters.sources) {
+                let base = [("core", set.core.as_str()), ("source", label.as_str())];
+                match f {
+                    0 => text.sample(name, &base, counts.accepted),
+                    1 => {
+                        for &(i, code) in &codes {
+                            let labels = [base[0], base[1], ("code", code)];
+                            text.sample(name, &labels, counts.refusals[i]);
+                        }
+                    }
+                    _ => text.sample(name, &base, counts.challenges),
+                }
+            }
         }
     }
 }

@@ -56,6 +56,21 @@ struct MetricsStats {
     connections: Connections,
     inflight_body: InflightBody,
     routes: Vec<RouteStats>,
+    /// Per `[[source]]`, then `-` for services none matches; absent
+    /// without sources.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<SourceStats>,
+}
+
+/// One source's events.
+#[derive(Serialize)]
+struct SourceStats {
+    source: String,
+    accepted: u64,
+    refused: u64,
+    /// Refusals by error code, the codes seen only.
+    refusals: Members<&'static str, u64>,
+    challenges: u64,
 }
 
 /// Request bodies in memory (`--max-inflight-body`); merged: summed.
@@ -110,8 +125,28 @@ struct RouteStats {
     route: String,
     connected: usize,
     delivered: u64,
+    resent: u64,
+    /// Accepted mode: events not re-sent after a disconnect because they
+    /// were first sent more than `--resend-window` ago.
+    resend_skipped: u64,
+    /// Acknowledged routes: sent, not acknowledged yet; the oldest's age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acks: Option<AckStats>,
     waiting: u64,
     depth: Depth,
+}
+
+/// An acknowledged route's acks.
+#[derive(Serialize)]
+struct AckStats {
+    unacked: u64,
+    oldest_unacked_ms: u64,
+    /// Acks of ids not held (acknowledged twice, or unknown).
+    unknown: u64,
+    /// Tokens that were no id.
+    bad: u64,
+    /// Acks dropped: the core's channel was full (their events come again).
+    dropped: u64,
 }
 
 /// Spool depth in bytes.
@@ -145,6 +180,7 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
         waits: a.waits + s.inflight_body.waits,
     });
     let disk = DiskState::merged(answered.iter().copied());
+    let labels = answered.first().map_or(&[][..], |s| &s.source_labels[..]);
     Stats {
         uptime_seconds: rounded(uptime.as_secs_f64(), 3),
         cores_answering: answered.len(),
@@ -154,12 +190,19 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
             &merged_routes,
             open,
             body,
+            labels,
         ),
         cores: answered
             .iter()
             .map(|s| CoreStats {
                 core: s.core,
-                metrics: metrics_stats(&s.metrics, &s.routes, s.open_connections, s.inflight_body),
+                metrics: metrics_stats(
+                    &s.metrics,
+                    &s.routes,
+                    s.open_connections,
+                    s.inflight_body,
+                    labels,
+                ),
             })
             .collect(),
         spool: SpoolStats {
@@ -173,7 +216,13 @@ pub(super) fn stats(snaps: &[Option<CoreSnapshot>]) -> Stats {
     }
 }
 
-fn metrics_stats(m: &Metrics, routes: &[RouteStatus], open: usize, body: Figures) -> MetricsStats {
+fn metrics_stats(
+    m: &Metrics,
+    routes: &[RouteStatus],
+    open: usize,
+    body: Figures,
+    labels: &[String],
+) -> MetricsStats {
     let c = &m.counters;
     MetricsStats {
         latencies: Members(
@@ -206,6 +255,17 @@ fn metrics_stats(m: &Metrics, routes: &[RouteStatus], open: usize, body: Figures
             waits: body.waits,
         },
         routes: routes.iter().map(RouteStats::of).collect(),
+        sources: labels
+            .iter()
+            .zip(&c.sources)
+            .map(|(label, s)| SourceStats {
+                source: label.clone(),
+                accepted: s.accepted,
+                refused: s.refused(),
+                refusals: seen(Counters::refusal_codes().zip(s.refusals)),
+                challenges: s.challenges,
+            })
+            .collect(),
     }
 }
 
@@ -237,6 +297,15 @@ impl RouteStats {
             route: r.pattern.clone(),
             connected: r.connected,
             delivered: r.delivered,
+            resent: r.resent,
+            resend_skipped: r.resend_skipped,
+            acks: r.acked.then_some(AckStats {
+                unacked: r.unacked,
+                oldest_unacked_ms: r.oldest_unacked_ms,
+                unknown: r.acks_unknown,
+                bad: r.acks_bad,
+                dropped: r.acks_dropped,
+            }),
             waiting: r.waiting,
             depth: Depth {
                 p50: r.depth.value_at_quantile(0.5),
@@ -276,6 +345,13 @@ pub(super) fn merged_routes<'a>(
         for (a, b) in routes.iter_mut().zip(&s.routes) {
             a.connected = a.connected.min(b.connected);
             a.delivered += b.delivered;
+            a.resent += b.resent;
+            a.resend_skipped += b.resend_skipped;
+            a.unacked += b.unacked;
+            a.oldest_unacked_ms = a.oldest_unacked_ms.max(b.oldest_unacked_ms);
+            a.acks_unknown += b.acks_unknown;
+            a.acks_bad += b.acks_bad;
+            a.acks_dropped += b.acks_dropped;
             a.waiting += b.waiting;
             let _ = a.depth.add(&b.depth);
         }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::error::{env_var, ConfigError};
 use super::options::ServeArgs;
-use super::values::{bind_endpoint, Invalid};
+use super::values::{bind_endpoint, connect_endpoint, Invalid};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +39,10 @@ pub struct TapArgs {
     /// Exit after this many envelopes
     #[arg(long)]
     pub count: Option<u64>,
+    /// Acknowledge each envelope printed to this endpoint (a route's
+    /// --ack-endpoint)
+    #[arg(long, value_name = "ENDPOINT", value_parser = connect_endpoint)]
+    pub ack: Option<String>,
 }
 
 impl Cli {

@@ -18,6 +18,14 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A `[[source]]` is a table of the file, not a flag.
+        if self.option.starts_with("[[") {
+            write!(f, "{}", self.option)?;
+            if let Some(origin) = &self.origin {
+                write!(f, " in {origin}")?;
+            }
+            return write!(f, ": {}", self.message);
+        }
         write!(f, "--{}", self.option)?;
         if let Some(origin) = &self.origin {
             write!(f, " (set by {origin})")?;

@@ -6,6 +6,7 @@ mod cli;
 mod error;
 mod file;
 mod options;
+mod sources;
 mod values;
 
 use std::net::SocketAddr;
@@ -21,8 +22,9 @@ pub use values::{needs_ipv6, Frames, Headroom, RouteSpec, Sched};
 
 use crate::conn::INITIAL;
 use crate::event::id::{MAX_CORES, MAX_NODE_ID};
+use crate::http::client_ip::AddressHeader;
 use error::{ensure, origin};
-use values::{Ack, Endpoint};
+use values::{Ack, AckSpec, ClientIpHeader, Endpoint};
 
 /// Validated settings, shared read-only by every core.
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct Settings {
     pub cores: usize,
     pub node_id: u16,
     pub trusted_proxies: Vec<IpNet>,
+    /// Where a trusted proxy's client address is read.
+    pub client_ip: AddressHeader,
     pub max_body: usize,
     pub max_header: usize,
     /// Bytes of request bodies in memory, for the whole process.
@@ -58,9 +62,17 @@ pub struct Settings {
     pub sndhwm: i32,
     /// Bytes of recently sent events kept for re-sending (accepted mode).
     pub resend_buffer: u64,
+    /// Accepted mode: the longest an event is re-sent for after its first
+    /// send (zero: never).
+    pub resend_window: Duration,
+    /// Acknowledged routes: how long a sent event waits for its ack before
+    /// it is sent again.
+    pub ack_timeout: Duration,
     /// `None`: the admin listener is off.
     pub admin: Option<SocketAddr>,
     pub drain_timeout: Duration,
+    /// The `[[source]]`s and `--strict`.
+    pub sources: crate::source::Sources,
 }
 
 impl Settings {
@@ -81,7 +93,9 @@ impl Settings {
         let sources = args.sources.clone();
         Self::validate(args.over(file)).map_err(|mut e| {
             let file = config.as_deref().map(|path| (path, &keys[..]));
-            e.origin = origin(&e.option, &sources, file);
+            if e.origin.is_none() {
+                e.origin = origin(&e.option, &sources, file);
+            }
             e
         })
     }
@@ -92,7 +106,8 @@ impl Settings {
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cores = o.cores.unwrap_or(available.min(MAX_CORES));
         check_ranges(&o, cores)?;
-        let routes = routes(o.push, o.route)?;
+        let routes = routes(o.push, o.route, o.ack_endpoint)?;
+        let sources = sources::build(o.source, o.strict, o.config.as_deref())?;
         Ok(Settings {
             listen: o.listen.0,
             share_port: o.share_port,
@@ -101,6 +116,12 @@ impl Settings {
             cores,
             node_id: o.node_id,
             trusted_proxies: trusted_proxies(o.trusted_proxy),
+            client_ip: match o.client_ip_header {
+                ClientIpHeader::Auto => AddressHeader::Auto,
+                ClientIpHeader::XRealIp => AddressHeader::XRealIp,
+                ClientIpHeader::XForwardedFor => AddressHeader::XForwardedFor,
+                ClientIpHeader::Forwarded => AddressHeader::Forwarded,
+            },
             max_body: o.max_body.0 as usize,
             max_header: o.max_header.0 as usize,
             max_inflight_body: o.max_inflight_body.0,
@@ -117,8 +138,11 @@ impl Settings {
             replay_window: o.replay_window.0,
             sndhwm: o.sndhwm,
             resend_buffer: o.resend_buffer.0,
+            resend_window: o.resend_window.0,
+            ack_timeout: o.ack_timeout.0,
             admin: o.admin.0,
             drain_timeout: o.drain_timeout.0,
+            sources,
         })
     }
 }
@@ -145,6 +169,7 @@ fn check_ranges(o: &ServeOptions, cores: usize) -> Result<(), ConfigError> {
         ("sync-interval", o.sync_interval),
         ("replay-window", o.replay_window),
         ("drain-timeout", o.drain_timeout),
+        ("ack-timeout", o.ack_timeout),
     ] {
         ensure(!interval.0.is_zero(), option, "must be longer than zero")?;
     }
@@ -219,7 +244,11 @@ impl Settings {
 
 /// `--push`'s catch-all route first, then each `--route`; without either,
 /// the catch-all to `tcp://127.0.0.1:5555`.
-fn routes(push: Vec<Endpoint>, route: Vec<RouteSpec>) -> Result<Vec<RouteSpec>, ConfigError> {
+fn routes(
+    push: Vec<Endpoint>,
+    route: Vec<RouteSpec>,
+    acks: Vec<AckSpec>,
+) -> Result<Vec<RouteSpec>, ConfigError> {
     for Endpoint(endpoint) in &push {
         values::warn_if_unresolved("push", endpoint);
     }
@@ -231,6 +260,7 @@ fn routes(push: Vec<Endpoint>, route: Vec<RouteSpec>) -> Result<Vec<RouteSpec>, 
         routes.push(RouteSpec {
             pattern: "*".into(),
             endpoints: push.into_iter().map(|Endpoint(e)| e).collect(),
+            ack: None,
         });
     }
     routes.extend(route);
@@ -238,10 +268,23 @@ fn routes(push: Vec<Endpoint>, route: Vec<RouteSpec>) -> Result<Vec<RouteSpec>, 
         routes.push(RouteSpec {
             pattern: "*".into(),
             endpoints: vec!["tcp://127.0.0.1:5555".into()],
+            ack: None,
         });
     }
     let message = "at most 64 routes (including --push) are supported";
     ensure(routes.len() <= 64, "route", message)?;
+    for AckSpec { pattern, endpoint } in acks {
+        let Some(route) = routes.iter_mut().find(|r| r.pattern == pattern) else {
+            let message = format!("'{pattern}' is no route's glob (`*` is --push's route)");
+            return Err(error::bad("ack-endpoint", message));
+        };
+        ensure(
+            route.ack.is_none(),
+            "ack-endpoint",
+            format!("route '{pattern}' has two"),
+        )?;
+        route.ack = Some(endpoint);
+    }
     Ok(routes)
 }
 
@@ -295,7 +338,8 @@ mod tests {
             s.routes,
             [RouteSpec {
                 pattern: "*".into(),
-                endpoints: vec!["tcp://127.0.0.1:5555".into()]
+                endpoints: vec!["tcp://127.0.0.1:5555".into()],
+                ack: None,
             }]
         );
         assert_eq!(s.frames, Frames::Json);
@@ -304,6 +348,7 @@ mod tests {
         assert_eq!(s.admin, Some("127.0.0.1:9733".parse().unwrap()));
         assert_eq!(s.drain_timeout, Duration::from_secs(10));
         assert_eq!(s.resend_buffer, 64 << 20);
+        assert_eq!(s.resend_window, Duration::from_secs(5));
         assert_eq!(s.max_inflight_body, 256 << 20);
         assert_eq!(s.zmq_sched, Sched::Batch);
         assert_eq!(
@@ -345,6 +390,31 @@ mod tests {
         assert_eq!(s.routes.len(), 2);
         assert_eq!(s.routes[0].pattern, "*");
         assert_eq!(s.routes[1].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn an_ack_endpoint_names_its_route_by_glob() {
+        let s = settings(&[
+            "--push",
+            "tcp://127.0.0.1:1",
+            "--route",
+            "in.gen.a.*=tcp://127.0.0.1:2",
+            "--ack-endpoint",
+            "in.gen.a.*=tcp://127.0.0.1:3",
+        ])
+        .unwrap();
+        assert_eq!(s.routes[0].ack, None);
+        assert_eq!(s.routes[1].ack.as_deref(), Some("tcp://127.0.0.1:3"));
+        assert_eq!(s.ack_timeout, Duration::from_secs(30));
+        for bad in ["in.gen.b.*=tcp://127.0.0.1:3", "*", "*=nope"] {
+            let e = settings(&["--ack-endpoint", bad]).unwrap_err();
+            assert!(e.to_string().contains("--ack-endpoint"), "{bad}: {e}");
+        }
+        // Bound, not connected to: any host.
+        let any = settings(&["--ack-endpoint", "*=tcp://*:5557"]).unwrap();
+        assert_eq!(any.routes[0].ack.as_deref(), Some("tcp://*:5557"));
+        let twice = ["--ack-endpoint", "*=tcp://127.0.0.1:3;*=tcp://127.0.0.1:4"];
+        assert!(settings(&twice).is_err());
     }
 
     #[test]

@@ -7,9 +7,10 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Deserialize;
 
+use super::sources::SourceSpec;
 use super::values::{
-    list, Ack, Address, Admin, Endpoint, Frames, Headroom, Interval, RouteSpec, Sched, Size,
-    TrustedNet,
+    list, Ack, AckSpec, Address, Admin, ClientIpHeader, Endpoint, Frames, Headroom, Interval,
+    RouteSpec, Sched, Size, TrustedNet,
 };
 
 /// The options of `serve`, from the command line and the environment (clap)
@@ -49,6 +50,24 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "list::<';', _, _>")]
     pub route: Vec<RouteSpec>,
+    /// Acknowledged delivery for a route: `<route glob>=<endpoint>`, bound
+    /// (PULL) for its consumers' acknowledgements (repeatable; `;` separates them in the env var)
+    #[arg(
+        long,
+        env = "HOOKWIRE_ACK_ENDPOINT",
+        value_name = "GLOB=ENDPOINT",
+        value_delimiter = ';'
+    )]
+    #[serde(deserialize_with = "list::<';', _, _>")]
+    pub ack_endpoint: Vec<AckSpec>,
+    /// Acknowledged routes: an event not acknowledged this long after it was sent is sent again
+    #[arg(
+        long,
+        env = "HOOKWIRE_ACK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub ack_timeout: Interval,
     /// Wire format: one frame (the envelope) or two (the key, then the envelope)
     #[arg(long, env = "HOOKWIRE_FRAMES", default_value = "json")]
     pub frames: Frames,
@@ -68,6 +87,17 @@ pub struct ServeOptions {
     )]
     #[serde(deserialize_with = "list::<',', _, _>")]
     pub trusted_proxy: Vec<TrustedNet>,
+    /// The header a trusted proxy names the client in: `auto` reads the
+    /// first present of X-Real-IP, X-Forwarded-For, Forwarded; name the one
+    /// your proxy writes so a client cannot supply another (needed for a
+    /// source's `allow`)
+    #[arg(
+        long,
+        env = "HOOKWIRE_CLIENT_IP_HEADER",
+        value_name = "HEADER",
+        default_value = "auto"
+    )]
+    pub client_ip_header: ClientIpHeader,
     /// Largest accepted body, e.g. `1MiB`, `512k`, `65536`
     #[arg(
         long,
@@ -206,6 +236,15 @@ pub struct ServeOptions {
         default_value = "64MiB"
     )]
     pub resend_buffer: Size,
+    /// Accepted mode: how long after its first send an event may still be
+    /// re-sent when a consumer disconnects; 0 = never re-sent
+    #[arg(
+        long,
+        env = "HOOKWIRE_RESEND_WINDOW",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    pub resend_window: Interval,
     // Not 9090: Prometheus's own default port, often taken where it scrapes.
     /// Private admin listener (/metrics, /stats, /health, /ready), or `off`
     #[arg(
@@ -223,6 +262,14 @@ pub struct ServeOptions {
         default_value = "10s"
     )]
     pub drain_timeout: Interval,
+    /// Refuse services that no `[[source]]` of the config file matches
+    /// (404 unknown_service)
+    #[arg(long, env = "HOOKWIRE_STRICT")]
+    pub strict: bool,
+    /// The config file's `[[source]]` tables (the file only).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub source: Vec<SourceSpec>,
 }
 
 impl Default for ServeOptions {
@@ -280,6 +327,7 @@ impl ServeArgs {
                 // Every field is listed: a new option left out does not compile.
                 ServeOptions {
                     config: flags.config,
+                    source: file.source,
                     $($option: if given(stringify!($option)) { flags.$option } else { file.$option },)*
                 }
             };
@@ -288,10 +336,13 @@ impl ServeArgs {
             listen,
             push,
             route,
+            ack_endpoint,
+            ack_timeout,
             frames,
             cores,
             node_id,
             trusted_proxy,
+            client_ip_header,
             max_body,
             max_header,
             max_inflight_body,
@@ -309,8 +360,10 @@ impl ServeArgs {
             replay_window,
             sndhwm,
             resend_buffer,
+            resend_window,
             admin,
-            drain_timeout
+            drain_timeout,
+            strict
         )
     }
 }

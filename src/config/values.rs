@@ -166,11 +166,17 @@ impl FromStr for Endpoint {
     }
 }
 
-/// An endpoint `hookwire tap` binds on: of a form a PUSH socket can reach
-/// (libzmq judges the rest when it binds: `tcp://*:5555` is fine there).
+/// An endpoint hookwire binds on (`tap --bind`, `--ack-endpoint`): of a
+/// form a PUSH socket can reach (libzmq judges the rest when it binds:
+/// `tcp://*:5555` is fine there).
 pub fn bind_endpoint(endpoint: &str) -> Result<String, Invalid> {
     endpoint_form(endpoint, true)?;
     Ok(endpoint.to_owned())
+}
+
+/// An endpoint hookwire connects to (`tap --ack`), as [`Endpoint`].
+pub fn connect_endpoint(endpoint: &str) -> Result<String, Invalid> {
+    endpoint.parse().map(|Endpoint(e)| e)
 }
 
 /// Refuses an endpoint no consumer can be reached at, naming the forms
@@ -178,9 +184,12 @@ pub fn bind_endpoint(endpoint: &str) -> Result<String, Invalid> {
 /// port may also be `0` or `*`: any free one.
 fn endpoint_form(endpoint: &str, bind: bool) -> Result<(), Invalid> {
     let not = || {
-        Invalid(format!(
-            "'{endpoint}' is not a ZeroMQ endpoint (expected tcp://host:port or ipc://path)"
-        ))
+        let form = if bind {
+            "to bind on (expected tcp://host:port or ipc://path; host * and port 0 or * mean any)"
+        } else {
+            "to connect to (expected tcp://host:port or ipc://path)"
+        };
+        Invalid(format!("'{endpoint}' is not a ZeroMQ endpoint {form}"))
     };
     let (scheme, rest) = endpoint.split_once("://").ok_or_else(not)?;
     let ok = match scheme {
@@ -228,6 +237,32 @@ pub fn warn_if_unresolved(option: &str, endpoint: &str) {
 pub struct RouteSpec {
     pub pattern: String,
     pub endpoints: Vec<String>,
+    /// `--ack-endpoint`: where its consumers send the ids they finished;
+    /// `None`: a route without acknowledgements.
+    pub ack: Option<String>,
+}
+
+/// `--ack-endpoint GLOB=EP`: the route with that glob takes acknowledgements,
+/// bound (PULL) at the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckSpec {
+    pub pattern: String,
+    pub endpoint: String,
+}
+
+impl FromStr for AckSpec {
+    type Err = Invalid;
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        let (pattern, endpoint) = text
+            .split_once('=')
+            .ok_or_else(|| Invalid(format!("'{text}' is not <route glob>=<endpoint>")))?;
+        // Bound (PULL), not connected to.
+        let endpoint = bind_endpoint(endpoint.trim())?;
+        Ok(AckSpec {
+            pattern: pattern.trim().into(),
+            endpoint,
+        })
+    }
 }
 
 impl FromStr for RouteSpec {
@@ -251,6 +286,7 @@ impl FromStr for RouteSpec {
         Ok(RouteSpec {
             pattern: pattern.into(),
             endpoints,
+            ack: None,
         })
     }
 }
@@ -276,6 +312,18 @@ pub enum Sched {
     Normal,
 }
 
+/// Which header a trusted proxy names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientIpHeader {
+    /// The first present of X-Real-IP, X-Forwarded-For, Forwarded.
+    Auto,
+    #[value(name = "x-real-ip")]
+    XRealIp,
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    Forwarded,
+}
+
 /// When the 200 is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Ack {
@@ -286,7 +334,7 @@ pub enum Ack {
 }
 
 /// One of a [`ValueEnum`]'s names, for the file (clap reads the flag).
-fn choice<E: ValueEnum>(text: &str) -> Result<E, Invalid> {
+pub(super) fn choice<E: ValueEnum>(text: &str) -> Result<E, Invalid> {
     E::from_str(text.trim(), false).map_err(|_| {
         let names: Vec<String> = E::value_variants()
             .iter()
@@ -306,7 +354,7 @@ macro_rules! from_str_by_choice {
         }
     )*};
 }
-from_str_by_choice!(Frames, Sched, Ack);
+from_str_by_choice!(Frames, Sched, Ack, ClientIpHeader);
 
 /// The file spells a value as the command line does: each of these types is
 /// read from its text (a number as its digits, so `max-body = 65536` is
@@ -321,7 +369,7 @@ macro_rules! deserialize_by_from_str {
     )*};
 }
 deserialize_by_from_str!(Size, Headroom, Interval, Address, Admin);
-deserialize_by_from_str!(Frames, Sched, Ack);
+deserialize_by_from_str!(Frames, Sched, Ack, ClientIpHeader);
 
 /// Reads a string, or a number as its digits. Hand-written: serde's derives
 /// have no "string or number as text".
@@ -378,4 +426,10 @@ impl<'de> Visitor<'de> for Texts {
         }
         Ok(texts)
     }
+}
+
+/// Strings in the file: one string or an array of them, each kept whole
+/// (a secret may hold any character).
+pub fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    deserializer.deserialize_any(Texts)
 }

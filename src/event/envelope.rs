@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use super::RoutingKey;
 use crate::http::client_ip::Client;
-use crate::http::request::{at, Request};
-use crate::jsonw::{write_lossless, write_u64};
+use crate::http::request::{at, header, Request};
+use crate::jsonw::{write_lossless, write_str, write_u64};
 
 /// Transport data: where the request came from. Absent headers are `None`
 /// and are omitted from the envelope.
@@ -20,6 +20,19 @@ pub struct Transport<'a> {
     pub ua: Option<&'a [u8]>,
     pub referer: Option<&'a [u8]>,
     pub host: Option<&'a [u8]>,
+    /// The sender's delivery id (a source's delivery header): `td.delivery`.
+    pub delivery: Option<&'a [u8]>,
+    /// Headers a source copies into `td.headers`.
+    pub copied: Copied<'a>,
+}
+
+/// Request headers to copy into `td.headers`: names (lower-case) found in
+/// the head's bytes as the envelope is written. Those the request does not
+/// carry are left out; `td.headers` is absent when none is there.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Copied<'a> {
+    pub head: &'a [u8],
+    pub names: &'a [String],
 }
 
 impl<'a> Transport<'a> {
@@ -31,6 +44,8 @@ impl<'a> Transport<'a> {
             ua: header(&req.head.user_agent),
             referer: header(&req.head.referer),
             host: client.host,
+            delivery: None,
+            copied: Copied::default(),
         }
     }
 }
@@ -106,12 +121,47 @@ pub fn encode(
             write_lossless(out, value);
         }
     }
+    if let Some(delivery) = td.delivery {
+        name(out, b",\"delivery\":");
+        write_lossless(out, delivery);
+    }
+    if !td.copied.names.is_empty() {
+        write_copied(out, &td.copied, &mut name);
+    }
     out.extend_from_slice(b"},\"data\":{");
     data(out);
     out.extend_from_slice(b"},\"id\":\"");
     out.extend_from_slice(head.id.as_bytes());
     out.extend_from_slice(b"\",\"time\":");
     out.extend_from_slice(head.time.as_bytes());
+    out.push(b'}');
+}
+
+/// `"headers":{"x-github-event":"push",…}`, when any is there.
+#[cold]
+#[inline(never)]
+fn write_copied(
+    out: &mut Vec<u8>,
+    copied: &Copied<'_>,
+    name: &mut impl FnMut(&mut Vec<u8>, &[u8]),
+) {
+    let mut found = copied
+        .names
+        .iter()
+        .filter_map(|n| Some((n, header(copied.head, n.as_bytes())?)))
+        .peekable();
+    if found.peek().is_none() {
+        return;
+    }
+    name(out, b",\"headers\":{");
+    for (i, (n, value)) in found.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, n);
+        out.push(b':');
+        write_lossless(out, value);
+    }
     out.push(b'}');
 }
 
@@ -183,6 +233,52 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"key":"in.gen.calltrack.call","channel":"http","service":"calltrack","name":"call","projectId":0,"uid":"6462464730849083392","td":{"ip":"109.252.93.158","ua":"curl/7.60.0"},"data":{"param1":"value1"},"id":"6462464730849083393","time":1540771658623}"#
+        );
+    }
+
+    #[test]
+    fn delivery_and_copied_headers() {
+        let mut key = RoutingKey::default();
+        key.set(b"github", b"push");
+        let head = Head {
+            key: &key,
+            project_id: 0,
+            uid: Uid::Given("1234567890"),
+            id: "1",
+            time: "2",
+        };
+        let names = ["x-github-event".to_owned(), "x-absent".to_owned()];
+        let buf = b"POST /github/push HTTP/1.1\r\nX-GitHub-Event: push\r\n\r\n";
+        let td = Transport {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            delivery: Some(b"72d3162e"),
+            copied: Copied {
+                head: buf,
+                names: &names,
+            },
+            ..Transport::default()
+        };
+        let mut out = Vec::new();
+        encode(&mut out, &head, &td, |_| {});
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            text.contains(r#""td":{"ip":"127.0.0.1","delivery":"72d3162e","headers":{"x-github-event":"push"}}"#),
+            "{text}"
+        );
+        // None of the names present: no `headers` at all.
+        let td = Transport {
+            copied: Copied {
+                head: buf,
+                names: &names[1..],
+            },
+            ..td
+        };
+        out.clear();
+        encode(&mut out, &head, &td, |_| {});
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            text.contains(r#""td":{"ip":"127.0.0.1","delivery":"72d3162e"}"#),
+            "{text}"
         );
     }
 

@@ -1,12 +1,13 @@
 //! A drain's closing sockets: each route's socket closed with a linger,
 //! its consumers' kernel send queues watched (SIOCOUTQ) until they have
-//! all arrived, and the resend ring put back in the spool if they may not.
+//! all arrived, and what they may not have processed put back in the
+//! spool if they may not.
 
 use std::time::{Duration, Instant};
 
 use super::peers::{PeerEvent, Peers};
-use super::resend::{Recent, Respooled};
-use super::route::Route;
+use super::resend::{unix_ms, Recent, Respooled};
+use super::route::{bound, Route};
 use crate::spool::CoreSpool;
 
 /// A route whose socket is closing, with its monitor and its consumers'
@@ -14,6 +15,17 @@ use crate::spool::CoreSpool;
 pub struct Closing {
     peers: Peers,
     recent: Recent,
+    /// What the consumers, those open at the close and those lost since,
+    /// may not have processed: their count and their kernel queues.
+    consumers: u64,
+    queues: u64,
+    /// `--resend-window`, in milliseconds.
+    window_ms: u64,
+    /// The route's SNDHWM ([`bound`]).
+    sndhwm: i32,
+    /// The route takes acknowledgements: its unacknowledged events are
+    /// kept by `Fanout::keep_unacked`, its resend ring is always empty.
+    acked: bool,
     /// A consumer disconnected since the last tick or while the socket
     /// closed: what libzmq queued for it is gone.
     lost: bool,
@@ -56,7 +68,14 @@ impl Closing {
     /// Closes `route`'s socket, letting libzmq send what it still queues
     /// for `linger` at most (from `closed_at`), and keeps its monitor and
     /// copies of its connections' descriptors to watch.
-    pub(super) fn start(route: Route, linger: Duration, closed_at: Instant) -> Self {
+    pub(super) fn start(
+        route: Route,
+        linger: Duration,
+        closed_at: Instant,
+        window_ms: u64,
+    ) -> Self {
+        let sndhwm = route.sndhwm;
+        let acked = route.acks.is_some();
         let Route {
             socket,
             mut peers,
@@ -66,9 +85,17 @@ impl Closing {
         // Events since the last tick: a consumer that left then
         // took what libzmq had queued for it with it.
         let mut lost = false;
+        let (mut consumers, mut queues) = (0, 0);
+        peers.sample();
         while let Some(event) = peers.read() {
-            lost |= event == PeerEvent::Lost;
+            if let PeerEvent::Lost { queues: q } = event {
+                lost = true;
+                consumers += 1;
+                queues += q;
+            }
         }
+        consumers += peers.fds().count() as u64;
+        queues += peers.queues();
         // Copies of the connections' descriptors keep them open
         // after libzmq closes its own, so the kernel's queue for
         // each consumer can be watched until it has all arrived.
@@ -79,6 +106,11 @@ impl Closing {
         Self {
             peers,
             recent,
+            consumers,
+            queues,
+            window_ms,
+            sndhwm,
+            acked,
             lost,
             gone: None,
             settled: closed_at + linger,
@@ -92,7 +124,7 @@ impl Closing {
     pub fn poll(&mut self) -> bool {
         while let Some(event) = self.peers.read() {
             match event {
-                PeerEvent::Lost => self.lost = true,
+                PeerEvent::Lost { .. } => self.lost = true,
                 PeerEvent::Stopped => self.gone = Some(Instant::now()),
                 PeerEvent::Ready | PeerEvent::Other => {}
             }
@@ -112,21 +144,29 @@ impl Closing {
     }
 
     /// Accepted mode, once [`Self::poll`] said done or the drain's time is
-    /// up: appends to the route's spool the latest events handed to
-    /// ZeroMQ when any of them may not have reached a consumer, and
-    /// returns how many (the next start sends them; consumers drop the
-    /// repeats of those that did arrive by `id`).
+    /// up: appends to the route's spool, as re-sends, the latest events
+    /// handed to ZeroMQ that a consumer may not have processed (within
+    /// `--resend-window` and its queues) when any of them may not have
+    /// reached a consumer, and returns how many (the next start sends
+    /// them; consumers drop the repeats of those that did arrive by `id`).
     ///
     /// Nothing is kept when every consumer got everything: the socket was
     /// gone before its linger ran out (libzmq wrote all it queued to the
     /// kernel), no consumer left meanwhile, each consumer's connection was
     /// found and its kernel acknowledged every byte, and none was ever
     /// crowded (libzmq drops a batch its engine could not write only when
-    /// the kernel's queue was full). Otherwise the whole resend buffer is
-    /// kept, as after a consumer disconnect: with several consumers, what
-    /// libzmq dropped for a slow one is not the route's latest events.
+    /// the kernel's queue was full). Otherwise what every consumer may
+    /// hold is kept, as after a consumer disconnect: with several
+    /// consumers, what libzmq dropped for a slow one is not the route's
+    /// latest events.
     /// The spool's limit does not apply: these events got their 200.
+    ///
+    /// An acknowledged route keeps nothing here (and warns of nothing):
+    /// what was not acknowledged is kept whole by `Fanout::keep_unacked`.
     pub fn respool(mut self, spool: &mut CoreSpool, route: usize) -> usize {
+        if self.acked {
+            return 0;
+        }
         self.poll();
         let in_time = self
             .gone
@@ -139,11 +179,29 @@ impl Closing {
         if delivered {
             return 0;
         }
-        let Respooled { events, bytes, .. } = self.recent.respool(spool, route);
+        let bound = bound(
+            self.sndhwm,
+            self.consumers,
+            self.queues,
+            unix_ms(),
+            self.window_ms,
+        );
+        let Respooled {
+            events,
+            bytes,
+            too_old,
+            ..
+        } = self.recent.respool(spool, route, bound);
+        if too_old > 0 {
+            tracing::warn!(
+                "{too_old} events not re-sent: first sent more than --resend-window ({} ms) ago; a consumer that was that far behind may not have processed them",
+                self.window_ms
+            );
+        }
         let unacknowledged: u64 = self.connections.iter().map(|c| c.unacknowledged).sum();
         if unacknowledged > bytes {
             tracing::warn!(
-                "{} sent to consumers was not acknowledged by their kernels when the drain ended, more than the {} the resend buffer kept: events may be lost; raise --resend-buffer or --drain-timeout",
+                "{} sent to consumers was not acknowledged by their kernels when the drain ended, more than the {} kept for re-sending: events may be lost; raise --resend-buffer, --resend-window or --drain-timeout",
                 bytesize::ByteSize(unacknowledged).to_string_as(true),
                 bytesize::ByteSize(bytes).to_string_as(true)
             );

@@ -10,16 +10,20 @@
 //!
 //! # Layout
 //!
-//! Imports point one way, from this file down: `route` uses `peers` and
-//! `resend`, `closing` those three; `outbox` and `sched` use none of them.
+//! Imports point one way, from this file down: `route` uses `peers`,
+//! `resend` and `acked`, `closing` the first three; `outbox` and `sched`
+//! use none of them.
 //!
 //! - `route`: one route's socket, consumers and counters; the send.
 //! - `outbox`: accepted mode's events of one executor cycle.
 //! - `peers`: the socket monitor's events, and the consumers they make.
-//! - `resend`: the resend ring, put back in the spool on a disconnect.
+//! - `resend`: the resend ring; what a consumer that left may not have
+//!   processed goes back to the spool, marked as re-sends.
+//! - `acked`: an acknowledged route's unacknowledged events.
 //! - `closing`: a drain's closing sockets and their consumers' queues.
 //! - `sched`: the scheduling policy of libzmq's threads.
 
+mod acked;
 mod closing;
 mod outbox;
 mod peers;
@@ -33,14 +37,15 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
+use acked::{Ack, Unacked};
 pub use closing::Closing;
 use outbox::Outbox;
 use peers::PeerEvent;
-use route::{try_send, Route};
+use route::{envelope_id, try_send, Route};
 use sched::with_sched;
 
 use crate::config::{Frames, RouteSpec, Settings};
-use crate::spool::{self, CoreSpool};
+use crate::spool::{self, CoreSpool, Sent};
 
 /// The routes an event goes to: indices, inline for up to four matches.
 pub type RouteSet = SmallVec<[u16; 4]>;
@@ -63,8 +68,25 @@ pub struct RouteStatus {
     pub connected: usize,
     /// Bytes waiting in this core's spool.
     pub waiting: u64,
-    /// Events handed to ZeroMQ.
+    /// Events handed to ZeroMQ for the first time.
     pub delivered: u64,
+    /// Events handed to ZeroMQ again after a consumer disconnected.
+    pub resent: u64,
+    /// Events not re-sent after a disconnect because they were first sent
+    /// more than `--resend-window` ago.
+    pub resend_skipped: u64,
+    /// The route takes acknowledgements.
+    pub acked: bool,
+    /// Events sent and not acknowledged yet.
+    pub unacked: u64,
+    /// How long ago the oldest of them was first sent, in milliseconds.
+    pub oldest_unacked_ms: u64,
+    /// Acks of ids not held (acknowledged twice, or unknown).
+    pub acks_unknown: u64,
+    /// Ack tokens that were no id.
+    pub acks_bad: u64,
+    /// Acks dropped by the listener: this core's channel was full.
+    pub acks_dropped: u64,
     /// Spool depth in bytes, sampled every tick of the retry task.
     pub depth: hdrhistogram::Histogram<u64>,
 }
@@ -80,6 +102,8 @@ pub struct Fanout {
     _context: zmq::Context,
     frames: Frames,
     core: usize,
+    /// `--resend-window`, in milliseconds.
+    window_ms: u64,
     pub spool: Rc<RefCell<CoreSpool>>,
 }
 
@@ -113,7 +137,13 @@ impl Fanout {
                 .routes
                 .iter()
                 .enumerate()
-                .map(|(i, spec)| Route::connect(&context, core, i, spec, settings.sndhwm, resend))
+                .map(|(i, spec)| {
+                    let acks = spec
+                        .ack
+                        .is_some()
+                        .then(|| Unacked::new(unacked_limit(settings), settings.ack_timeout));
+                    Route::connect(&context, core, i, spec, settings.sndhwm, resend, acks)
+                })
                 .collect::<Result<_, _>>()
         })?;
         Ok(Self {
@@ -123,6 +153,7 @@ impl Fanout {
             _context: context,
             frames: settings.frames,
             core,
+            window_ms: settings.resend_window.as_millis() as u64,
             spool,
         })
     }
@@ -188,11 +219,11 @@ impl Fanout {
             let i = usize::from(i);
             let route = &mut self.routes[i];
             let log = &mut spool.routes[i];
-            let queued = log.active();
+            let queued = log.active() || route.acks.as_ref().is_some_and(Unacked::full);
             log.append(key, envelope);
             if !queued && try_send(&route.socket, self.frames, key, envelope) {
                 log.delivered_through_tail();
-                route.delivered += 1;
+                sent_first(route, key, envelope, Instant::now(), resend::unix_ms());
             }
         }
         self.outbox.arena.truncate(start);
@@ -242,16 +273,17 @@ impl Fanout {
             frames,
             ..
         } = self;
+        let (now, now_ms) = (Instant::now(), resend::unix_ms());
         for &entry in &outbox.entries {
             let (key, envelope) = (outbox.text(entry.key), outbox.text(entry.envelope));
             let i = usize::from(entry.route);
             let route = &mut routes[i];
             let log = &mut spool.routes[i];
-            if log.active() || !try_send(&route.socket, *frames, key, envelope) {
+            let held = route.acks.as_ref().is_some_and(Unacked::full);
+            if log.active() || held || !try_send(&route.socket, *frames, key, envelope) {
                 log.append(key, envelope);
             } else {
-                route.recent.push(key, envelope);
-                route.delivered += 1;
+                sent_first(route, key, envelope, now, now_ms);
             }
         }
         outbox.clear();
@@ -264,16 +296,42 @@ impl Fanout {
         let mut spool = self.spool.borrow_mut();
         let (durable, window) = (spool.durable, spool.retention());
         let mut reads = Vec::new();
+        let (now, now_ms) = (Instant::now(), resend::unix_ms());
         for (i, route) in self.routes.iter_mut().enumerate() {
             let frames = self.frames;
-            let next = spool::deliver(&mut spool.routes[i], i, durable, window, |key, envelope| {
-                let sent = try_send(&route.socket, frames, key, envelope);
-                if sent {
-                    route.recent.push(key, envelope);
-                    route.delivered += 1;
-                }
-                sent
-            });
+            let next = spool::deliver(
+                &mut spool.routes[i],
+                i,
+                durable,
+                window,
+                |key, envelope, before| {
+                    if route.acks.as_ref().is_some_and(Unacked::full)
+                        || !try_send(&route.socket, frames, key, envelope)
+                    {
+                        return false;
+                    }
+                    match (before, &mut route.acks) {
+                        (Sent::Never, _) => sent_first(route, key, envelope, now, now_ms),
+                        // A re-send keeps its first send's time: its
+                        // re-sends end with the window.
+                        (Sent::At(first), None) => {
+                            route.recent.push(key, envelope, first);
+                            route.resent += 1;
+                        }
+                        (Sent::At(first), Some(acks)) => {
+                            hold(acks, key, envelope, now, first);
+                            route.resent += 1;
+                        }
+                        (Sent::Replay, acks) => {
+                            if let Some(acks) = acks {
+                                hold(acks, key, envelope, now, now_ms);
+                            }
+                            route.resent += 1;
+                        }
+                    }
+                    true
+                },
+            );
             if !matches!(next, spool::Next::Idle) {
                 reads.push(next);
             }
@@ -301,20 +359,42 @@ impl Fanout {
         let mut spool = self.spool.borrow_mut();
         spool.share_usage();
         for (i, route) in self.routes.iter_mut().enumerate() {
+            route.peers.sample();
             while let Some(event) = route.peers.read() {
-                if event != PeerEvent::Lost {
+                let PeerEvent::Lost { queues } = event else {
+                    continue;
+                };
+                if let Some(acks) = &mut route.acks {
+                    acks.lost();
+                    tracing::info!(
+                        "core {}: route {}: a consumer disconnected; re-sending the {} events not acknowledged",
+                        self.core,
+                        self.specs[i].pattern,
+                        acks.len()
+                    );
                     continue;
                 }
                 let (what, bytes) = if spool.durable {
                     ("the journal's last", spool.routes[i].rewind())
                 } else {
-                    let respooled = route.recent.respool(&mut spool, i);
+                    let bound = route.bound(1, queues, resend::unix_ms(), self.window_ms);
+                    let respooled = route.recent.respool(&mut spool, i, bound);
                     if respooled.skipped > 0 {
                         tracing::warn!(
                             "core {}: route {}: {} of the oldest events sent are not re-sent: the spool's filesystem has no room for them above --spool-min-free",
                             self.core,
                             self.specs[i].pattern,
                             respooled.skipped
+                        );
+                    }
+                    if respooled.too_old > 0 {
+                        route.resend_skipped += respooled.too_old as u64;
+                        tracing::warn!(
+                            "core {}: route {}: {} events not re-sent: first sent more than --resend-window ({} ms) ago; a consumer that was that far behind may not have processed them",
+                            self.core,
+                            self.specs[i].pattern,
+                            respooled.too_old,
+                            self.window_ms
                         );
                     }
                     ("its last", respooled.bytes)
@@ -335,6 +415,67 @@ impl Fanout {
         for (route, log) in self.routes.iter_mut().zip(&spool.routes) {
             route.depth.saturating_record(log.stored());
         }
+        let now = Instant::now();
+        let frames = self.frames;
+        for route in &mut self.routes {
+            let Route {
+                acks: Some(acks),
+                socket,
+                resent,
+                ..
+            } = route
+            else {
+                continue;
+            };
+            *resent +=
+                acks.resend_due(now, |key, envelope| try_send(socket, frames, key, envelope));
+        }
+    }
+
+    /// Takes acknowledgements for route `route`: each id held is
+    /// delivered; others, and `bad` tokens that were no id, are counted.
+    pub fn ack(&mut self, route: usize, ids: &[u64], bad: u64, dropped: u64) {
+        let Some(route) = self.routes.get_mut(route) else {
+            return;
+        };
+        route.acks_bad += bad;
+        route.acks_dropped += dropped;
+        let Some(acks) = &mut route.acks else {
+            route.acks_unknown += ids.len() as u64;
+            return;
+        };
+        for &id in ids {
+            match acks.ack(id) {
+                Ack::Done => route.delivered += 1,
+                Ack::Unknown => route.acks_unknown += 1,
+            }
+        }
+    }
+
+    /// Events sent on acknowledged routes and not acknowledged yet.
+    pub fn unacked(&self) -> usize {
+        self.routes
+            .iter()
+            .filter_map(|r| r.acks.as_ref())
+            .map(Unacked::len)
+            .sum()
+    }
+
+    /// Appends every unacknowledged event to its route's spool as a
+    /// re-send (the next start sends it again) and returns how many.
+    pub fn keep_unacked(&mut self) -> usize {
+        let mut spool = self.spool.borrow_mut();
+        let mut kept = 0;
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            if let Some(acks) = &mut route.acks {
+                let log = &mut spool.routes[i];
+                kept += acks.drain(|key, envelope, first| log.append_repeat(key, envelope, first));
+            }
+        }
+        if kept > 0 {
+            spool.tickets.take(); // wakes the flusher; nobody waits for these
+        }
+        kept
     }
 
     pub fn status(&self) -> Vec<RouteStatus> {
@@ -348,6 +489,18 @@ impl Fanout {
                 connected: r.peers.ready(),
                 waiting: self.spool.borrow().routes[i].stored(),
                 delivered: r.delivered,
+                resent: r.resent,
+                resend_skipped: r.resend_skipped,
+                acked: r.acks.is_some(),
+                unacked: r.acks.as_ref().map_or(0, |a| a.len() as u64),
+                oldest_unacked_ms: r
+                    .acks
+                    .as_ref()
+                    .and_then(Unacked::oldest_first_sent)
+                    .map_or(0, |t| resend::unix_ms().saturating_sub(t)),
+                acks_unknown: r.acks_unknown,
+                acks_bad: r.acks_bad,
+                acks_dropped: r.acks_dropped,
                 depth: r.depth.clone(),
             })
             .collect()
@@ -359,9 +512,40 @@ impl Fanout {
     /// afterwards (the spool stays).
     pub fn close_sockets(&mut self, linger: Duration) -> Vec<Closing> {
         let closed_at = Instant::now();
+        let window_ms = self.window_ms;
         std::mem::take(&mut self.routes)
             .into_iter()
-            .map(|route| Closing::start(route, linger, closed_at))
+            .map(|route| Closing::start(route, linger, closed_at, window_ms))
             .collect()
     }
+}
+
+/// Records an event's first send: held for its ack on an acknowledged
+/// route (delivered once acked), else kept for re-sending and delivered.
+#[inline]
+fn sent_first(route: &mut Route, key: &[u8], envelope: &[u8], now: Instant, now_ms: u64) {
+    match &mut route.acks {
+        Some(acks) => hold(acks, key, envelope, now, now_ms),
+        None => {
+            route.recent.push(key, envelope, now_ms);
+            route.delivered += 1;
+        }
+    }
+}
+
+/// Holds a sent event for its ack, by the id in its envelope (every
+/// envelope has one; one that did not could never be acked, so it is not
+/// held).
+fn hold(acks: &mut Unacked, key: &[u8], envelope: &[u8], now: Instant, first_sent: u64) {
+    if let Some(id) = envelope_id(envelope) {
+        acks.hold(id, key, envelope, now, first_sent);
+    }
+}
+
+/// The memory one acknowledged route may hold unacknowledged on one core:
+/// its share of `--resend-buffer` (which such routes do not use), at
+/// least 1 MiB.
+fn unacked_limit(settings: &Settings) -> u64 {
+    let share = settings.resend_buffer / (settings.cores * settings.routes.len()).max(1) as u64;
+    share.max(1 << 20)
 }

@@ -6,8 +6,11 @@
 pub(super) enum PeerEvent {
     /// A consumer completed the ZeroMQ handshake: it can take events.
     Ready,
-    /// A consumer that had completed the handshake disconnected.
-    Lost,
+    /// A consumer that had completed the handshake disconnected; its
+    /// kernel queues could hold `queues` bytes (as last sampled).
+    Lost {
+        queues: u64,
+    },
     /// The socket is gone (closed, and done sending or lingering).
     Stopped,
     Other,
@@ -31,6 +34,8 @@ struct Peer {
     ready: bool,
     /// `handshakes` when it connected.
     handshakes_before: u64,
+    /// The most its kernel queues were seen able to hold ([`queue_sizes`]).
+    queues: u64,
 }
 
 impl Peers {
@@ -72,6 +77,20 @@ impl Peers {
         self.connections.iter().map(|p| p.fd)
     }
 
+    /// Reads each connection's queue sizes, which the kernel grows with
+    /// the traffic; what a consumer that leaves may not have processed is
+    /// bounded by them.
+    pub fn sample(&mut self) {
+        for p in &mut self.connections {
+            p.queues = p.queues.max(queue_sizes(p.fd));
+        }
+    }
+
+    /// The queues of the connections open now, summed.
+    pub fn queues(&self) -> u64 {
+        self.connections.iter().map(|p| p.queues).sum()
+    }
+
     /// The next event from the monitor, if one waits.
     ///
     /// HANDSHAKE_SUCCEEDED does not say which connection it is for: it
@@ -92,6 +111,7 @@ impl Peers {
                     fd: value,
                     ready: false,
                     handshakes_before: self.handshakes,
+                    queues: queue_sizes(value),
                 });
                 PeerEvent::Other
             }
@@ -107,7 +127,7 @@ impl Peers {
                     Some(i) => {
                         let p = self.connections.remove(i);
                         if p.ready || self.handshakes > p.handshakes_before {
-                            PeerEvent::Lost
+                            PeerEvent::Lost { queues: p.queues }
                         } else {
                             PeerEvent::Other
                         }
@@ -119,4 +139,36 @@ impl Peers {
             _ => PeerEvent::Other,
         })
     }
+}
+
+/// What a connection's kernel queues can hold: this side's send queue
+/// (SO_SNDBUF of libzmq's descriptor `fd`, as the kernel has grown it;
+/// 0 once it is closed) and the consumer's receive queue, which is not
+/// visible from here: taken as the most this kernel lets one grow to.
+fn queue_sizes(fd: std::os::fd::RawFd) -> u64 {
+    // SAFETY: `fd` is libzmq's, open unless its DISCONNECTED is still
+    // unread; it is only read with getsockopt, which fails on a closed one.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let send = socket2::SockRef::from(&borrowed)
+        .send_buffer_size()
+        .unwrap_or(0) as u64;
+    send + receive_queue_max()
+}
+
+/// The largest TCP receive queue: the third field of `tcp_rmem` or
+/// `rmem_max`, whichever is larger (6 MiB, Linux's default, if unreadable).
+fn receive_queue_max() -> u64 {
+    static MAX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let read = |path: &str| -> Option<u64> {
+            let text = std::fs::read_to_string(path).ok()?;
+            text.split_whitespace().last()?.parse().ok()
+        };
+        let tcp = read("/proc/sys/net/ipv4/tcp_rmem");
+        let core = read("/proc/sys/net/core/rmem_max");
+        match (tcp, core) {
+            (None, None) => 6 << 20,
+            (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
+        }
+    })
 }

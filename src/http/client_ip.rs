@@ -105,13 +105,25 @@ fn forwarded_nodes<'a>(headers: impl Iterator<Item = &'a [u8]>) -> SmallVec<[Opt
     nodes
 }
 
+/// The header a trusted proxy names the client in (`--client-ip-header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressHeader {
+    /// The first present of `X-Real-IP`, `X-Forwarded-For`, `Forwarded`.
+    Auto,
+    XRealIp,
+    XForwardedFor,
+    Forwarded,
+}
+
 /// `X-Real-IP`, `X-Forwarded-For`, `Forwarded` and `X-Forwarded-Host`
 /// count only when the TCP peer is a trusted proxy. Of the address
 /// headers the first present counts, in that order: `X-Real-IP` is one
 /// address a proxy sets; common proxies append to `X-Forwarded-For` and
 /// pass a `Forwarded` they did not write through, so `Forwarded` is read
-/// when no `X-Forwarded-For` came.
-pub fn resolve<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Client<'a> {
+/// when no `X-Forwarded-For` came. A proxy that writes one of them but
+/// passes the others through lets a client pick its address under
+/// `Auto`; naming the header (`only`) reads that one alone.
+pub fn resolve<'a>(req: &Request<'a>, trusted: &[IpNet], only: AddressHeader) -> Client<'a> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     let peer = req.peer.to_canonical();
     let via_proxy = is_trusted(&peer);
@@ -131,9 +143,13 @@ pub fn resolve<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Client<'a> {
                 is_trusted(&hop)
             }
         };
-        if let Some(real) = header(&req.head.real_ip).and_then(hop_ip) {
+        let reads = |h: AddressHeader| only == AddressHeader::Auto || only == h;
+        let real = header(&req.head.real_ip).filter(|_| reads(AddressHeader::XRealIp));
+        let xff = header(&req.head.forwarded_for).filter(|_| reads(AddressHeader::XForwardedFor));
+        let forwarded = reads(AddressHeader::Forwarded) && !req.head.forwarded.is_empty();
+        if let Some(real) = real.and_then(hop_ip) {
             ip = real;
-        } else if let Some(xff) = header(&req.head.forwarded_for) {
+        } else if let Some(xff) = xff {
             for hop in xff.rsplit(|&b| b == b',') {
                 if trim(hop).is_empty() {
                     continue; // `a, , b` or a trailing comma: formatting
@@ -142,7 +158,7 @@ pub fn resolve<'a>(req: &Request<'a>, trusted: &[IpNet]) -> Client<'a> {
                     break;
                 }
             }
-        } else if !req.head.forwarded.is_empty() {
+        } else if forwarded {
             let headers = req.head.forwarded.iter().map(|s| at(req.buf, s));
             for node in forwarded_nodes(headers).into_iter().rev() {
                 if !walk(node.and_then(node_ip)) {

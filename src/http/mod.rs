@@ -41,6 +41,8 @@ pub enum Status {
     UnsupportedMediaType,
     HeadersTooLarge,
     ServiceUnavailable,
+    Unauthorized,
+    Forbidden,
 }
 
 impl Status {
@@ -56,6 +58,8 @@ impl Status {
             Status::UnsupportedMediaType => b"HTTP/1.1 415 Unsupported Media Type\r\n",
             Status::HeadersTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
             Status::ServiceUnavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
+            Status::Unauthorized => b"HTTP/1.1 401 Unauthorized\r\n",
+            Status::Forbidden => b"HTTP/1.1 403 Forbidden\r\n",
         }
     }
 
@@ -76,6 +80,8 @@ impl Status {
             Status::UnsupportedMediaType => 415,
             Status::HeadersTooLarge => 431,
             Status::ServiceUnavailable => 503,
+            Status::Unauthorized => 401,
+            Status::Forbidden => 403,
         }
     }
 }

@@ -87,6 +87,26 @@ pub fn at<'a>(buf: &'a [u8], span: &Span) -> &'a [u8] {
     &buf[span.start as usize..span.end as usize]
 }
 
+/// The value of the first header named `name` (lower-case) in the head
+/// `head`, trimmed. A re-scan of the head's bytes for the headers beyond
+/// [`Head`]'s, made only for a request whose source asks for them: the
+/// parse itself keeps no more spans than every request needs.
+pub fn header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    // The request line, then one header a line (httparse checked the form).
+    let mut rest = &head[memchr::memchr(b'\n', head)? + 1..];
+    while let Some(end) = memchr::memchr(b'\n', rest) {
+        let line = &rest[..end];
+        rest = &rest[end + 1..];
+        if line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name)
+        {
+            return Some(trim(&line[name.len() + 1..]));
+        }
+    }
+    None
+}
+
 /// Parses a request head at the start of `buf`. `Ok(None)`: not all of it
 /// has arrived yet (and it is still within `max_head` bytes).
 pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<Head>, Error> {
@@ -352,6 +372,19 @@ mod tests {
         };
         raw_non_utf8_partial: b"GET /s/n?city=\xcc\xee" => |_, r| assert!(r.unwrap().is_none());
         raw_non_utf8_garbage_stays_malformed: b"\xcc\xee /s HTTP/1.1\r\n\r\n" => |_, r| assert_eq!(r.unwrap_err(), Error::Malformed);
+    }
+
+    #[test]
+    fn headers_found_by_rescanning() {
+        let head = b"POST /s HTTP/1.1\r\nHost: a\r\nX-GitHub-Event: push\r\nx-hub-signature-256:  sha256=ab \r\nX-GitHub-Event: second\r\n\r\n";
+        assert_eq!(header(head, b"x-github-event"), Some(&b"push"[..]));
+        assert_eq!(
+            header(head, b"x-hub-signature-256"),
+            Some(&b"sha256=ab"[..])
+        );
+        assert_eq!(header(head, b"x-github"), None);
+        assert_eq!(header(head, b"post /s http/1.1"), None);
+        assert_eq!(header(head, b"missing"), None);
     }
 
     #[test]

@@ -64,17 +64,7 @@ pub fn write(
     body: &[u8],
     send_body: bool,
 ) {
-    out.extend_from_slice(status.line());
-    out.extend_from_slice(b"Date: ");
-    out.extend_from_slice(date.get());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(COMMON);
-    out.extend_from_slice(extra_headers);
-    match persist {
-        Persist::Default => {}
-        Persist::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
-        Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
-    }
+    head(out, date, status, persist, extra_headers);
     if status != Status::NoContent {
         out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
         write_u64(out, body.len() as u64);
@@ -83,6 +73,45 @@ pub fn write(
     out.extend_from_slice(b"\r\n");
     if send_body {
         out.extend_from_slice(body);
+    }
+}
+
+/// `Content-Type` of a challenge's echo or a `text:` reply, with the
+/// header that keeps browsers from reading it as anything else.
+pub const TEXT: &[u8] = b"text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff";
+
+/// A complete response whose body is of type `content_type` ([`TEXT`], or
+/// `application/json`).
+pub fn write_as(
+    out: &mut Vec<u8>,
+    date: &DateCache,
+    status: Status,
+    persist: Persist,
+    content_type: &[u8],
+    body: &[u8],
+) {
+    head(out, date, status, persist, b"");
+    out.extend_from_slice(b"Content-Type: ");
+    out.extend_from_slice(content_type);
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    write_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+/// The status line and the headers before the body's.
+#[inline(always)]
+fn head(out: &mut Vec<u8>, date: &DateCache, status: Status, persist: Persist, extra: &[u8]) {
+    out.extend_from_slice(status.line());
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(date.get());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(COMMON);
+    out.extend_from_slice(extra);
+    match persist {
+        Persist::Default => {}
+        Persist::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use super::acks::AckBatch;
 use super::snapshot::{Ask, CoreSnapshot};
 use super::spooling::{deliver, flusher, Pause};
 use crate::config::Settings;
@@ -18,6 +19,13 @@ use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
 /// How often a core looks at its control channel and spool when idle.
 const TICK: Duration = Duration::from_millis(10);
 
+/// What reaches a core from other threads: the admin's asks and the ack
+/// listener's acknowledgements.
+pub(super) struct Inbox {
+    pub asks: mpsc::Receiver<Ask>,
+    pub acks: mpsc::Receiver<AckBatch>,
+}
+
 /// One core's state, as its control loop and drain see it.
 pub(super) struct Core {
     pub id: usize,
@@ -28,6 +36,8 @@ pub(super) struct Core {
     /// The core's share of `--max-inflight-body`.
     pub budget: Rc<Budget>,
     asks: mpsc::Receiver<Ask>,
+    /// Acknowledgements for this core's events, from the ack listener.
+    acks: mpsc::Receiver<AckBatch>,
     started: Instant,
 }
 
@@ -36,7 +46,7 @@ impl Core {
     pub(super) async fn start(
         id: usize,
         settings: Arc<Settings>,
-        asks: mpsc::Receiver<Ask>,
+        Inbox { asks, acks }: Inbox,
         usage: Arc<SpoolUsage>,
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let spool_config = SpoolConfig::for_core(&settings, id, usage);
@@ -70,6 +80,7 @@ impl Core {
             registry: Rc::new(Registry::default()),
             budget: Rc::new(Budget::new(settings.inflight_body_per_core())),
             asks,
+            acks,
             started: Instant::now(),
             settings,
         })
@@ -80,6 +91,11 @@ impl Core {
     /// still waiting for a consumer.
     pub fn control(&self, accepting: bool) -> u64 {
         let mut shard = self.shard.borrow_mut();
+        while let Ok(batch) = self.acks.try_recv() {
+            shard
+                .fanout
+                .ack(batch.route, &batch.ids, batch.bad, batch.dropped);
+        }
         shard.fanout.tick();
         while let Ok(Ask::Snapshot(reply)) = self.asks.try_recv() {
             let _ = reply.send(self.snapshot(&shard, accepting));

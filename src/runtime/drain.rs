@@ -19,6 +19,7 @@ impl Core {
         accept.cancel().await;
         self.finish_connections(deadline).await;
         self.hand_off(deadline).await;
+        self.await_acks(deadline).await;
         let mut last = self.snapshot(&self.shard.borrow(), false);
         let closing = self.close_sockets(deadline).await;
         if !self.settings.durable {
@@ -69,6 +70,24 @@ impl Core {
         // The last hand-off: after any write still in flight (bounded).
         self.shard.borrow_mut().flush_outbox();
         write_out(&self.spool, Duration::from_secs(1)).await;
+    }
+
+    /// Acknowledged routes: waits for the consumers' acks of what was sent,
+    /// until the deadline; what is still unacknowledged then is kept in
+    /// the spool, and the next start sends it again.
+    async fn await_acks(&self, deadline: Instant) {
+        while self.shard.borrow().fanout.unacked() > 0 && Instant::now() < deadline {
+            self.control(false);
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        let kept = self.shard.borrow_mut().fanout.keep_unacked();
+        if kept > 0 {
+            write_out(&self.spool, Duration::from_secs(2)).await;
+            tracing::warn!(
+                "core {}: {kept} events sent were not acknowledged before the drain ended: kept in the spool, the next start sends them again",
+                self.id
+            );
+        }
     }
 
     /// Closes the sockets: ZeroMQ may send what it queued, and the

@@ -2,6 +2,7 @@
 //! listener, connections, spool tasks and control loop, and the graceful
 //! drain that ends them.
 
+pub mod acks;
 mod core;
 mod drain;
 mod listener;
@@ -41,9 +42,14 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
     let drain = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let usage = SpoolUsage::new(settings.cores);
+    let (ack_senders, mut ack_receivers): (Vec<_>, Vec<_>) = (0..settings.cores)
+        .map(|_| mpsc::sync_channel(acks::CHANNEL))
+        .unzip();
+    acks::start(&settings, ack_senders)?;
     let mut handles = Vec::new();
     let mut cores = Vec::new();
     for (core, listener) in listeners.into_iter().enumerate() {
+        let acks = ack_receivers.remove(0);
         let fd = listener.into_raw_fd();
         let settings = settings.clone();
         let ready = ready_tx.clone();
@@ -56,7 +62,8 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
             // DMA buffers for the spool's writes and reads.
             .io_memory(4 << 20)
             .spawn(move || async move {
-                match run_core(core, fd, settings, &ready, ask_rx, drain, usage).await {
+                let inbox = core::Inbox { asks: ask_rx, acks };
+                match run_core(core, fd, settings, &ready, inbox, drain, usage).await {
                     Ok(last) => last,
                     Err(e) => {
                         let _ = ready.send(Err(format!("core {core}: {e}")));
@@ -90,14 +97,14 @@ async fn run_core(
     fd: RawFd,
     settings: Arc<Settings>,
     ready: &mpsc::Sender<Result<usize, String>>,
-    asks: mpsc::Receiver<Ask>,
+    inbox: core::Inbox,
     drain: Arc<AtomicBool>,
     usage: Arc<SpoolUsage>,
 ) -> Result<CoreSnapshot, Box<dyn std::error::Error>> {
     // SAFETY: `fd` is a bound, listening socket whose ownership was given
     // up by `into_raw_fd` for this core alone.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let core = core::Core::start(id, settings, asks, usage).await?;
+    let core = core::Core::start(id, settings, inbox, usage).await?;
     let accept = glommio::spawn_local(listener::accept_loop(
         id,
         listener,

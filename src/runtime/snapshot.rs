@@ -35,6 +35,9 @@ pub struct CoreSnapshot {
     pub spool_max: u64,
     pub spool_error: Option<String>,
     pub disk: DiskState,
+    /// The labels of `metrics.counters.sources`: each `[[source]]`'s
+    /// service glob, then `-`.
+    pub source_labels: Vec<String>,
 }
 
 /// The spool's filesystem, as a core last looked at it.
@@ -103,6 +106,7 @@ impl CoreSnapshot {
                 min_free: spool.disk.min_free,
                 no_space: spool.disk.no_space(),
             },
+            source_labels: shard.settings().sources.labels(),
         }
     }
 
@@ -120,6 +124,7 @@ impl CoreSnapshot {
             spool_max: 0,
             spool_error: None,
             disk: DiskState::default(),
+            source_labels: Vec::new(),
         }
     }
 }

@@ -44,7 +44,7 @@ mod usage;
 mod writer;
 
 pub use dir::{check_dir, lock_dir, route_dirs, stranded, Stranded};
-pub use reader::{deliver, opened, read, store_chunk, Next};
+pub use reader::{deliver, opened, read, store_chunk, Next, Sent};
 pub use record::OVERHEAD as RECORD_OVERHEAD;
 pub use segment::RouteSpool;
 pub use spools::{CoreSpool, SpoolConfig};

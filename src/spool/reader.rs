@@ -32,6 +32,17 @@ pub enum Next {
     Open { route: usize, path: PathBuf },
 }
 
+/// Whether a spooled record was handed to a consumer before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Not yet: this is its first send.
+    Never,
+    /// Accepted mode: a re-send after a disconnect, first sent then (Unix ms).
+    At(u64),
+    /// Durable mode: the journal replayed after a disconnect.
+    Replay,
+}
+
 /// Hands records at the head of `route` to `send` until it refuses or the
 /// chunk in memory runs out. Deletes delivered files.
 pub fn deliver(
@@ -39,7 +50,7 @@ pub fn deliver(
     route: usize,
     durable: bool,
     window: Duration,
-    mut send: impl FnMut(&[u8], &[u8]) -> bool,
+    mut send: impl FnMut(&[u8], &[u8], Sent) -> bool,
 ) -> Next {
     let now = Instant::now();
     forget_retired(spool, window, now);
@@ -56,7 +67,12 @@ pub fn deliver(
         }
         let remaining = seg.end() - spool.head;
         match record_at_head(spool, remaining) {
-            Ok(Some(Record { key, envelope, len })) => {
+            Ok(Some(Record {
+                key,
+                envelope,
+                first_sent,
+                len,
+            })) => {
                 if let Some(from) = spool.resync {
                     let path = seg.path.display();
                     let at = spool.head - seg.start;
@@ -66,7 +82,12 @@ pub fn deliver(
                         from - seg.start
                     );
                 }
-                if !send(key, envelope) {
+                let sent = match first_sent {
+                    Some(ms) => Sent::At(ms),
+                    None if spool.head < spool.replayed_to => Sent::Replay,
+                    None => Sent::Never,
+                };
+                if !send(key, envelope, sent) {
                     return Next::Idle;
                 }
                 spool.resync = None;
@@ -119,11 +140,13 @@ fn drop_delivered(spool: &mut RouteSpool, durable: bool, now: Instant) {
         }
         if durable {
             // Kept closed: read again only if a consumer disconnects
-            // ([`RouteSpool::rewind`]).
+            // ([`RouteSpool::rewind`]). A replayed file keeps its first
+            // delivery's time: replays do not extend its window.
             seg.file = None;
+            let since = *seg.delivered.get_or_insert(now);
             spool.retired.push_back(Retired {
                 segment: seg,
-                since: now,
+                since,
             });
         } else {
             let _ = std::fs::remove_file(&seg.path);

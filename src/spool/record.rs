@@ -1,6 +1,11 @@
 //! The record codec: `[len u32 LE][crc32c u32 LE][payload]`, the payload
 //! `[key_len u16 LE][key][envelope]`, and what is wrong where a record
 //! does not parse.
+//!
+//! A re-send (an event handed to a consumer before, kept again after a
+//! disconnect) sets the key length's top bit and carries, after it, when
+//! the event was first sent (`u64 LE`, Unix milliseconds), so that its
+//! re-sends stay bounded by `--resend-window` across restarts too.
 
 /// Bytes before a record's payload: its length and its CRC.
 pub(super) const HEADER: usize = 8;
@@ -10,15 +15,23 @@ pub const OVERHEAD: usize = HEADER + 2;
 /// device's logical block size); a file's last block is padded with zeros.
 pub(super) const ALIGN: u64 = 4096;
 
+/// The key length's top bit: the record is a re-send.
+const REPEAT: u16 = 0x8000;
+
 /// Appends one record to `out`; the CRC covers the length bytes and the
-/// payload.
+/// payload. `first_sent`: a re-send, first sent then (Unix ms).
 #[inline]
-pub(super) fn encode(out: &mut Vec<u8>, key: &[u8], envelope: &[u8]) {
-    let payload_len = 2 + key.len() + envelope.len();
+pub(super) fn encode(out: &mut Vec<u8>, key: &[u8], envelope: &[u8], first_sent: Option<u64>) {
+    let stamp = if first_sent.is_some() { 8 } else { 0 };
+    let payload_len = 2 + stamp + key.len() + envelope.len();
     let start = out.len();
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    let flag = if first_sent.is_some() { REPEAT } else { 0 };
+    out.extend_from_slice(&(key.len() as u16 | flag).to_le_bytes());
+    if let Some(ms) = first_sent {
+        out.extend_from_slice(&ms.to_le_bytes());
+    }
     out.extend_from_slice(key);
     out.extend_from_slice(envelope);
     let crc = crc32c::crc32c_append(
@@ -48,6 +61,8 @@ pub(super) enum Damage {
 pub(super) struct Record<'a> {
     pub key: &'a [u8],
     pub envelope: &'a [u8],
+    /// A re-send: when the event was first sent (Unix ms).
+    pub first_sent: Option<u64>,
     /// Bytes it takes on disk, header included.
     pub len: u64,
 }
@@ -96,13 +111,23 @@ pub(super) fn parse_record(b: &[u8], remaining: u64) -> Parsed<'_> {
     if crc32c::crc32c_append(crc32c::crc32c(&b[0..4]), payload) != crc {
         return Err(Damage::Crc);
     }
-    let key_len = u16::from_le_bytes([payload[0], payload[1]]) as usize;
-    if 2 + key_len > len {
+    let word = u16::from_le_bytes([payload[0], payload[1]]);
+    let key_len = usize::from(word & !REPEAT);
+    let (first_sent, at) = match word & REPEAT {
+        0 => (None, 2),
+        _ if len < 10 => return Err(Damage::Crc),
+        _ => {
+            let ms = u64::from_le_bytes(payload[2..10].try_into().unwrap());
+            (Some(ms), 10)
+        }
+    };
+    if at + key_len > len {
         return Err(Damage::Crc);
     }
     Ok(Some(Record {
-        key: &payload[2..2 + key_len],
-        envelope: &payload[2 + key_len..],
+        key: &payload[at..at + key_len],
+        envelope: &payload[at + key_len..],
+        first_sent,
         len: (HEADER + len) as u64,
     }))
 }
@@ -126,20 +151,34 @@ mod tests {
         let mut r = RouteSpool::new(PathBuf::from("/nonexistent"));
         r.append(b"in.gen.a.b", b"{\"x\":1}");
         r.append(b"k", b"{}");
+        r.append_repeat(b"in.gen.r.s", b"{\"y\":2}", 1_700_000_000_123);
         let bytes = r.pending.clone();
         let all = bytes.len() as u64;
         let Record {
             key,
             envelope: env,
+            first_sent,
             len,
         } = parse_record(&bytes, all).unwrap().unwrap();
         assert_eq!((key, env), (&b"in.gen.a.b"[..], &b"{\"x\":1}"[..]));
-        let Record {
-            key, envelope: env, ..
-        } = parse_record(&bytes[len as usize..], all - len)
+        assert_eq!(first_sent, None);
+        let second = parse_record(&bytes[len as usize..], all - len)
             .unwrap()
             .unwrap();
-        assert_eq!((key, env), (&b"k"[..], &b"{}"[..]));
+        assert_eq!((second.key, second.envelope), (&b"k"[..], &b"{}"[..]));
+        let at = (len + second.len) as usize;
+        let third = parse_record(&bytes[at..], all - at as u64)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (third.key, third.envelope, third.first_sent),
+            (
+                &b"in.gen.r.s"[..],
+                &b"{\"y\":2}"[..],
+                Some(1_700_000_000_123)
+            ),
+            "a re-send keeps its first send's time"
+        );
         assert_eq!(
             parse_record(&bytes[..len as usize - 1], all),
             Ok(None),

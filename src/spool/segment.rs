@@ -31,6 +31,9 @@ pub(super) struct Segment {
     pub tail: Vec<u8>,
     /// When the file was opened (durable mode rotates by age too).
     pub opened: Instant,
+    /// Durable mode: when it was first delivered, kept through replays so
+    /// that its replay window does not start again.
+    pub delivered: Option<Instant>,
 }
 
 impl Segment {
@@ -44,6 +47,7 @@ impl Segment {
             sealed: true,
             tail: Vec::new(),
             opened: Instant::now(),
+            delivered: None,
         }
     }
 
@@ -94,6 +98,9 @@ pub struct RouteSpool {
     /// Looking for the next good record after damage that began at this
     /// logical offset (of the front segment).
     pub(super) resync: Option<u64>,
+    /// Durable mode: records before this offset were handed to ZeroMQ
+    /// before; a replay sends them again.
+    pub(super) replayed_to: u64,
 }
 
 impl RouteSpool {
@@ -109,6 +116,7 @@ impl RouteSpool {
             in_flight: 0,
             retired: VecDeque::new(),
             resync: None,
+            replayed_to: 0,
         }
     }
 
@@ -182,7 +190,16 @@ impl RouteSpool {
         if self.segments.back().is_none_or(|s| s.sealed) {
             self.open_segment();
         }
-        record::encode(&mut self.pending, key, envelope);
+        record::encode(&mut self.pending, key, envelope, None);
+    }
+
+    /// Appends a re-send of an event first handed to ZeroMQ at
+    /// `first_sent` (Unix ms).
+    pub fn append_repeat(&mut self, key: &[u8], envelope: &[u8], first_sent: u64) {
+        if self.segments.back().is_none_or(|s| s.sealed) {
+            self.open_segment();
+        }
+        record::encode(&mut self.pending, key, envelope, Some(first_sent));
     }
 
     /// Marks everything appended so far as delivered (durable mode: the
@@ -204,6 +221,7 @@ impl RouteSpool {
         self.resync = None;
         let start = self.segments.front().map_or(self.head, |s| s.start);
         let replay = self.head - start;
+        self.replayed_to = self.replayed_to.max(self.head);
         self.head = start;
         self.chunk = None;
         replay
@@ -221,6 +239,7 @@ impl RouteSpool {
             sealed: false,
             tail: Vec::new(),
             opened: Instant::now(),
+            delivered: None,
         });
     }
 }

@@ -605,6 +605,24 @@ pub fn python() -> std::path::PathBuf {
     .clone()
 }
 
+/// A venv of its own with the base requirements and `tests/py/<file>`
+/// (heavy packages only the tests that need them install).
+pub fn python_with(file: &str) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py");
+    let out = Command::new("bash")
+        .arg(dir.join("setup.sh"))
+        .arg(dir.join(file))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/py/setup.sh");
+    assert!(
+        out.status.success(),
+        "tests/py/setup.sh {file} failed: {}",
+        out.status
+    );
+    std::path::PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
+}
+
 /// Runs `code` with [`python`]; `args` become `sys.argv[1:]`. Returns its
 /// stdout; panics with its stderr when it fails.
 pub fn run_python(code: &str, args: &[&str]) -> String {
