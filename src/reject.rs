@@ -61,6 +61,7 @@ codes! {
     SpoolFull = "spool_full", ServiceUnavailable;
     SpoolError = "spool_error", ServiceUnavailable;
     NoRoute = "no_route", ServiceUnavailable;
+    Overloaded = "overloaded", ServiceUnavailable;
     MissingSignature = "missing_signature", Unauthorized;
     InvalidSignature = "invalid_signature", Unauthorized;
     StaleTimestamp = "stale_timestamp", Unauthorized;
@@ -109,6 +110,9 @@ pub enum Refusal {
     NoRoute,
     SpoolFull,
     SpoolError,
+    /// The core has `--max-connections`' share open, or no descriptor
+    /// left for one more: the connection closes after the answer.
+    Overloaded,
     /// A source's signature (or token) header or parameter is absent;
     /// `why` names what the scheme wants.
     MissingSignature {
@@ -159,6 +163,7 @@ impl Refusal {
             Refusal::NoRoute => Code::NoRoute,
             Refusal::SpoolFull => Code::SpoolFull,
             Refusal::SpoolError => Code::SpoolError,
+            Refusal::Overloaded => Code::Overloaded,
             Refusal::MissingSignature { .. } => Code::MissingSignature,
             Refusal::InvalidSignature { .. } => Code::InvalidSignature,
             Refusal::StaleTimestamp => Code::StaleTimestamp,
@@ -244,6 +249,10 @@ impl Refusal {
             }
             Refusal::SpoolError => {
                 "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later"
+            }
+            Refusal::Overloaded => {
+                "hookwire has as many connections open as it takes (--max-connections, or the \
+                 open-files limit); retry later, or reuse a keep-alive connection"
             }
             Refusal::MissingSignature { why } | Refusal::InvalidSignature { why } => why,
             Refusal::StaleTimestamp => {

@@ -242,6 +242,17 @@ impl Fanout {
         n
     }
 
+    /// The envelopes waiting in the outbox, one per route entry, in order.
+    /// Only for tests and fuzzing, which check what the encoder wrote; the
+    /// server never calls it.
+    #[doc(hidden)]
+    pub fn outbox_envelopes(&self) -> impl Iterator<Item = &[u8]> {
+        self.outbox
+            .entries
+            .iter()
+            .map(|e| self.outbox.text(e.envelope))
+    }
+
     /// Events waiting in the outbox for the next [`Self::flush_outbox`].
     pub fn outbox_events(&self) -> usize {
         self.outbox.events

@@ -114,6 +114,7 @@ async fn run_core(
     let accept = glommio::spawn_local(listener::accept_loop(
         id,
         listener,
+        fd,
         core.shard.clone(),
         core.registry.clone(),
         core.budget.clone(),
