@@ -10,7 +10,7 @@ use crate::http::Status;
 use crate::reject::Code;
 
 /// Statuses in the order of [`Counters::requests`].
-pub const STATUSES: [Status; 12] = [
+pub const STATUSES: [Status; 13] = [
     Status::Ok,
     Status::NoContent,
     Status::BadRequest,
@@ -23,6 +23,7 @@ pub const STATUSES: [Status; 12] = [
     Status::ServiceUnavailable,
     Status::Unauthorized,
     Status::Forbidden,
+    Status::Found,
 ];
 
 /// Upper bounds of the Prometheus histogram buckets, 10 µs to 10 s.
@@ -107,7 +108,7 @@ impl Hist {
 }
 
 /// Per-core counters. Gauges are filled in when a snapshot is taken.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Counters {
     /// Responses by status, indexed like [`STATUSES`].
     pub requests: [u64; STATUSES.len()],
@@ -133,6 +134,24 @@ pub struct SourceCounts {
     pub accepted: u64,
     pub refusals: [u64; Code::ALL.len()],
     pub challenges: u64,
+}
+
+// By hand: arrays of more than 32 have no derived `Default`.
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            requests: [0; STATUSES.len()],
+            refusals: [0; Code::ALL.len()],
+            events_accepted: 0,
+            events_refused: 0,
+            handoffs: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            connections_accepted: 0,
+            connections_closed: 0,
+            sources: Vec::new(),
+        }
+    }
 }
 
 impl Default for SourceCounts {

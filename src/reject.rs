@@ -68,6 +68,7 @@ codes! {
     InvalidVerifyToken = "invalid_verify_token", Forbidden;
     UnknownService = "unknown_service", NotFound;
     UnsignedQuery = "unsigned_query", BadRequest;
+    RedirectNotAllowed = "redirect_not_allowed", BadRequest;
 }
 
 impl Code {
@@ -130,6 +131,10 @@ pub enum Refusal {
     /// A query string on a request whose source signs only the body: its
     /// parameters would go into `data` unverified.
     UnsignedQuery,
+    /// A click's `to=` target that is not followed: why.
+    RedirectNotAllowed {
+        why: &'static str,
+    },
 }
 
 impl From<Error> for Refusal {
@@ -166,6 +171,7 @@ impl Refusal {
             Refusal::InvalidVerifyToken => Code::InvalidVerifyToken,
             Refusal::UnknownService => Code::UnknownService,
             Refusal::UnsignedQuery => Code::UnsignedQuery,
+            Refusal::RedirectNotAllowed { .. } => Code::RedirectNotAllowed,
         }
     }
 
@@ -245,7 +251,9 @@ impl Refusal {
             Refusal::SpoolError => {
                 "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later"
             }
-            Refusal::MissingSignature { why } | Refusal::InvalidSignature { why } => why,
+            Refusal::MissingSignature { why }
+            | Refusal::InvalidSignature { why }
+            | Refusal::RedirectNotAllowed { why } => why,
             Refusal::StaleTimestamp => {
                 "the signed timestamp is further from now than this source's tolerance; \
                  check the sender's clock and send a freshly signed request"
