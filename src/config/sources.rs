@@ -349,9 +349,11 @@ fn one(spec: SourceSpec) -> Result<Source, Refused> {
             Some(t) if !t.is_empty() && t.bytes().all(|b| (b' '..=b'~').contains(&b)) => {
                 Reply::Text(t.to_owned())
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "reply: {r:?} is not \"json\", \"gif\" or \"text:<printable ASCII>\" (\"text:OK\")"
-            )),
+            ))
+            }
         },
     };
     let redirect_allow = spec

@@ -96,10 +96,14 @@ pub fn check_target(target: &[u8], allow: &[HostPattern]) -> Result<(), Bad> {
                     URL-encode it into the to= parameter",
         );
     }
-    let lower = |n: usize| target.get(..n).map(<[u8]>::to_ascii_lowercase);
-    let rest = if lower(7).as_deref() == Some(b"http://") {
+    let scheme = |s: &[u8]| {
+        target
+            .get(..s.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(s))
+    };
+    let rest = if scheme(b"http://") {
         &target[7..]
-    } else if lower(8).as_deref() == Some(b"https://") {
+    } else if scheme(b"https://") {
         &target[8..]
     } else {
         return Err(
@@ -137,7 +141,7 @@ pub fn check_target(target: &[u8], allow: &[HostPattern]) -> Result<(), Bad> {
     };
     if !allow.iter().any(|p| p.matches(host)) {
         return Err(
-            "the click target's host is not in this source's redirect-allow list; \
+            "the click target's host (to=) is not in this source's redirect-allow list; \
                     add it to redirect-allow or send a target on an allowed host",
         );
     }
