@@ -3,7 +3,6 @@
 
 use super::Status;
 use crate::jsonw::{write_str, write_u64};
-use crate::source::browser::GIF;
 
 /// The `Date` header value, formatted once per second per core.
 #[derive(Debug, Clone)]
@@ -51,8 +50,16 @@ pub enum Persist {
     Close,
 }
 
+/// The 43-byte transparent 1×1 GIF89a every pixel is answered with.
+pub const GIF: [u8; 43] = *b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\
+\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
+
+/// The CORS headers of a request without an origin list: any origin, no
+/// credentials.
+pub const ANY_ORIGIN: &[u8] = b"Access-Control-Allow-Origin: *\r\n";
+
 /// What every response to one request starts with: the Date, and the CORS
-/// headers ([`crate::source::browser::ANY_ORIGIN`] unless the request's
+/// headers ([`ANY_ORIGIN`] unless the request's
 /// source lists origins).
 #[derive(Debug, Clone, Copy)]
 pub struct Common<'a> {
@@ -186,13 +193,21 @@ mod tests {
     }
 
     #[test]
+    fn gif_is_a_1x1_gif89a() {
+        assert_eq!(GIF.len(), 43);
+        assert_eq!(&GIF[..6], b"GIF89a");
+        assert_eq!(&GIF[6..10], &[1, 0, 1, 0]);
+        assert_eq!(GIF[42], b';');
+    }
+
+    #[test]
     fn response_shape() {
         let mut d = DateCache::default();
         d.update(0);
         let mut out = Vec::new();
         let common = Common {
             date: &d,
-            cors: crate::source::browser::ANY_ORIGIN,
+            cors: ANY_ORIGIN,
         };
         write(
             &mut out,

@@ -1,11 +1,8 @@
-//! The browser channel of a source: the image pixel, the click redirect's
-//! target checks and macros, the uid cookie and the CORS origin list.
+//! The browser channel of a source: the click redirect's target checks
+//! and macros, the uid cookie and the CORS origin list (the pixel's GIF is
+//! [`crate::http::response::gif`]'s).
 //! Built once by [`crate::config`]; requests only read it. Pure and
 //! allocation-free: the handler passes its reused buffers in.
-
-/// The 43-byte transparent 1×1 GIF89a every pixel is answered with.
-pub const GIF: [u8; 43] = *b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff\
-\x21\xf9\x04\x01\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b";
 
 /// Longest click target (`to=`, decoded) that is followed.
 pub const MAX_TARGET: usize = 2048;
@@ -13,10 +10,6 @@ pub const MAX_TARGET: usize = 2048;
 /// How long the uid cookie lives: about three years (browsers may cap it;
 /// Chromium keeps a cookie at most 400 days).
 pub const COOKIE_MAX_AGE: u64 = 3 * 365 * 24 * 3600;
-
-/// The CORS headers of a request without an origin list: any origin, no
-/// credentials.
-pub const ANY_ORIGIN: &[u8] = b"Access-Control-Allow-Origin: *\r\n";
 
 /// One `redirect-allow` entry: a host, or `*.` and a domain (any host
 /// under it, not the domain itself). Lower-case.
@@ -304,14 +297,6 @@ mod tests {
             .iter()
             .map(|e| HostPattern::parse(e).unwrap())
             .collect()
-    }
-
-    #[test]
-    fn gif_is_a_1x1_gif89a() {
-        assert_eq!(GIF.len(), 43);
-        assert_eq!(&GIF[..6], b"GIF89a");
-        assert_eq!(&GIF[6..10], &[1, 0, 1, 0]);
-        assert_eq!(GIF[42], b';');
     }
 
     #[test]
