@@ -186,7 +186,7 @@ impl Shard {
                 return None;
             }
             Ok(Path::Root) if method == Method::Post || self.pixel => {
-                self.refuse(Refusal::MissingService, persist, true, out);
+                self.refuse(Refusal::MissingService, persist, method != Method::Head, out);
                 return None;
             }
             Ok(Path::Root) => {
