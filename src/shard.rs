@@ -186,7 +186,12 @@ impl Shard {
                 return None;
             }
             Ok(Path::Root) if method == Method::Post || self.pixel => {
-                self.refuse(Refusal::MissingService, persist, method != Method::Head, out);
+                self.refuse(
+                    Refusal::MissingService,
+                    persist,
+                    method != Method::Head,
+                    out,
+                );
                 return None;
             }
             Ok(Path::Root) => {
