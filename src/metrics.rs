@@ -10,7 +10,7 @@ use crate::http::Status;
 use crate::reject::Code;
 
 /// Statuses in the order of [`Counters::requests`].
-pub const STATUSES: [Status; 12] = [
+pub const STATUSES: [Status; 13] = [
     Status::Ok,
     Status::NoContent,
     Status::BadRequest,
@@ -23,6 +23,7 @@ pub const STATUSES: [Status; 12] = [
     Status::ServiceUnavailable,
     Status::Unauthorized,
     Status::Forbidden,
+    Status::Found,
 ];
 
 /// Upper bounds of the Prometheus histogram buckets, 10 µs to 10 s.

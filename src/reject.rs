@@ -69,6 +69,7 @@ codes! {
     InvalidVerifyToken = "invalid_verify_token", Forbidden;
     UnknownService = "unknown_service", NotFound;
     UnsignedQuery = "unsigned_query", BadRequest;
+    RedirectNotAllowed = "redirect_not_allowed", BadRequest;
 }
 
 impl Code {
@@ -134,6 +135,10 @@ pub enum Refusal {
     /// A query string on a request whose source signs only the body: its
     /// parameters would go into `data` unverified.
     UnsignedQuery,
+    /// A click's `to=` target that is not followed: why.
+    RedirectNotAllowed {
+        why: &'static str,
+    },
 }
 
 impl From<Error> for Refusal {
@@ -171,6 +176,7 @@ impl Refusal {
             Refusal::InvalidVerifyToken => Code::InvalidVerifyToken,
             Refusal::UnknownService => Code::UnknownService,
             Refusal::UnsignedQuery => Code::UnsignedQuery,
+            Refusal::RedirectNotAllowed { .. } => Code::RedirectNotAllowed,
         }
     }
 
@@ -254,7 +260,9 @@ impl Refusal {
                 "hookwire has as many connections open as it takes (--max-connections, or the \
                  open-files limit); retry later, or reuse a keep-alive connection"
             }
-            Refusal::MissingSignature { why } | Refusal::InvalidSignature { why } => why,
+            Refusal::MissingSignature { why }
+            | Refusal::InvalidSignature { why }
+            | Refusal::RedirectNotAllowed { why } => why,
             Refusal::StaleTimestamp => {
                 "the signed timestamp is further from now than this source's tolerance; \
                  check the sender's clock and send a freshly signed request"

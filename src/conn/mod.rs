@@ -24,7 +24,7 @@ use budget::Budget;
 use crate::config::Settings;
 use crate::http::coding::{self, Bad, Coding};
 use crate::http::request::{self, Framing, Method, Request};
-use crate::http::response::Persist;
+use crate::http::response::{self, Persist};
 use crate::http::{chunked, Error};
 use crate::reject::Refusal;
 use crate::shard::Shard;
@@ -388,7 +388,8 @@ impl Conn {
                 continue;
             }
             self.out.extend_from_slice(&old[at..w.start]);
-            shard.refuse(Refusal::SpoolError, w.persist, true, &mut self.out);
+            let gif = response::is_gif(&old[w.start..w.end]);
+            shard.refuse_later(Refusal::SpoolError, w.persist, gif, &mut self.out);
             at = w.end;
         }
         self.out.extend_from_slice(&old[at..]);
