@@ -133,12 +133,17 @@ fn out_of_descriptors_every_sender_is_answered_and_logs_are_rate_limited() {
         96,
     );
     let started = Instant::now();
-    // More connections than descriptors, each sending a GET at once.
+    // More connections than descriptors, all open before any sends its
+    // GET: however fast the server answers, accept runs out while they
+    // wait.
+    let all_open = std::sync::Arc::new(std::sync::Barrier::new(200));
     let senders: Vec<_> = (0..200)
         .map(|i| {
             let addr = server.addr;
+            let all_open = all_open.clone();
             std::thread::spawn(move || {
                 let s = TcpStream::connect(addr).unwrap();
+                all_open.wait();
                 get_on(s, &format!("/fd/limit?i={i}"), Duration::from_secs(15))
             })
         })
