@@ -19,6 +19,12 @@ thread_local! {
 
 /// Runs `f` with the process's settings and core 0's shard.
 pub fn with_core<R>(f: impl FnOnce(&Arc<Settings>, &mut Shard) -> R) -> R {
+    with_core_using(&[], f)
+}
+
+/// [`with_core`] for a core made with `extra` options too (those of the
+/// first call: the core is made once per process).
+pub fn with_core_using<R>(extra: &[&str], f: impl FnOnce(&Arc<Settings>, &mut Shard) -> R) -> R {
     CORE.with(|core| {
         let mut core = core.borrow_mut();
         let (settings, shard) = core.get_or_insert_with(|| {
@@ -30,10 +36,9 @@ pub fn with_core<R>(f: impl FnOnce(&Arc<Settings>, &mut Shard) -> R) -> R {
             let endpoint = pull.get_last_endpoint().unwrap().unwrap();
             std::mem::forget(pull);
             std::mem::forget(context);
-            let settings = Arc::new(hookwire::testing::settings_with(
-                &endpoint,
-                &["--sndhwm", "100000", "--max-body", MAX_BODY],
-            ));
+            let mut args = vec!["--sndhwm", "100000", "--max-body", MAX_BODY];
+            args.extend_from_slice(extra);
+            let settings = Arc::new(hookwire::testing::settings_with(&endpoint, &args));
             let shard = hookwire::testing::shard(settings.clone()).unwrap();
             (settings, shard)
         });

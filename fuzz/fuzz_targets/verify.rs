@@ -8,14 +8,11 @@
 
 #![no_main]
 
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use hookwire::config::Settings;
-use hookwire::shard::Shard;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -73,38 +70,14 @@ const SERVICES: [&str; 8] = [
     "stripe", "github", "shopify", "slack", "sw", "inhouse", "token", "zoom",
 ];
 
-thread_local! {
-    static CORE: RefCell<Option<(Arc<Settings>, Shard)>> = const { RefCell::new(None) };
-}
-
-fn with_core<R>(f: impl FnOnce(&Arc<Settings>, &mut Shard) -> R) -> R {
-    CORE.with(|core| {
-        let mut core = core.borrow_mut();
-        let (settings, shard) = core.get_or_insert_with(|| {
-            let context = zmq::Context::new();
-            let pull = context.socket(zmq::PULL).unwrap();
-            pull.bind("tcp://127.0.0.1:*").unwrap();
-            let endpoint = pull.get_last_endpoint().unwrap().unwrap();
-            std::mem::forget(pull);
-            std::mem::forget(context);
-            let path = std::env::temp_dir()
-                .join(format!("hookwire-fuzz-verify-{}.toml", std::process::id()));
-            std::fs::write(&path, CONFIG).unwrap();
-            let settings = Arc::new(hookwire::testing::settings_with(
-                &endpoint,
-                &[
-                    "--sndhwm",
-                    "100000",
-                    "--max-body",
-                    common::MAX_BODY,
-                    "--config",
-                    path.to_str().unwrap(),
-                ],
-            ));
-            let shard = hookwire::testing::shard(settings.clone()).unwrap();
-            (settings, shard)
-        });
-        f(settings, shard)
+/// The config file of the sources above, written once per process.
+fn config() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("hookwire-fuzz-verify-{}.toml", std::process::id()));
+        std::fs::write(&path, CONFIG).unwrap();
+        path.to_str().unwrap().to_owned()
     })
 }
 
@@ -179,7 +152,7 @@ fuzz_target!(|data: &[u8]| {
     let service = usize::from(pick % 8);
     let mode = (pick / 8) % 3;
     let name = SERVICES[service];
-    with_core(|settings, shard| {
+    common::with_core_using(&["--config", config()], |settings, shard| {
         let mut conn = hookwire::testing::conn(settings);
         if mode == 2 {
             // Raw: the sender's headers and body are the input's.
@@ -189,9 +162,16 @@ fuzz_target!(|data: &[u8]| {
             shard.fanout.discard_outbox();
             return;
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let ts = now.to_string();
-        let query = if name == "token" { "?secure=tok-fuzz" } else { "" };
+        let query = if name == "token" {
+            "?secure=tok-fuzz"
+        } else {
+            ""
+        };
         let tampered = mode == 1 && name != "token";
         let mut signed = Vec::new();
         if name != "token" {
@@ -226,7 +206,10 @@ fuzz_target!(|data: &[u8]| {
         if tampered {
             assert_eq!(code, 401, "a tampered signature was not refused: {said}");
         } else {
-            assert!(code != 401 && code != 403, "a signed request was refused: {said}");
+            assert!(
+                code != 401 && code != 403,
+                "a signed request was refused: {said}"
+            );
         }
     });
 });
