@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::conn::budget::Budget;
 use crate::conn::registry::Registry;
 use crate::conn::ring::Ring;
+use crate::conn::workers::Workers;
 use crate::http::response::Persist;
 use crate::reject::Refusal;
 use crate::shard::Shard;
@@ -204,6 +205,7 @@ pub async fn accept_loop_ring(
     ring.listen(fd);
     let _unlisten = Unlisten(ring.clone());
     let mut gate = Gate::new(core, shard.clone(), &settings);
+    let workers = Workers::new(ring.clone(), shard, registry, budget, settings);
     loop {
         match ring.accept().await {
             Ok(conn) if !gate.admit() => {
@@ -217,18 +219,11 @@ pub async fn accept_loop_ring(
                 };
                 gate.refuse(stream);
             }
-            Ok(conn) => {
-                let conn = crate::conn::ring_io::serve(
-                    conn,
-                    ring.clone(),
-                    shard.clone(),
-                    registry.clone(),
-                    budget.clone(),
-                    settings.clone(),
-                );
-                glommio::spawn_local(conn).detach();
+            Ok(conn) => workers.dispatch(conn),
+            Err(errno) => {
+                gate.failed(std::io::Error::from_raw_os_error(errno), fd)
+                    .await
             }
-            Err(errno) => gate.failed(std::io::Error::from_raw_os_error(errno), fd).await,
         }
     }
 }
