@@ -260,6 +260,10 @@ struct Inner {
     dry: u64,
 }
 
+/// Receives a connection may have waiting before its multishot receive
+/// is stopped (armed again once they are taken).
+const MAX_QUEUED: usize = 4;
+
 /// Closed connections' slot queues kept for new ones.
 const MAX_SPARE: usize = 1024;
 /// The largest send buffer kept with them.
@@ -369,6 +373,14 @@ impl Ring {
                             bid,
                             len: res as u32,
                         });
+                        if slot.rx.len() >= MAX_QUEUED && more && !slot.cancelling {
+                            // Its task is not keeping up (a sender that
+                            // does not read its answers, a body waiting
+                            // for the budget): stop receiving for it, so
+                            // one connection cannot drain the ring.
+                            slot.cancelling = true;
+                            cancel(ud(key, KIND_RECV));
+                        }
                     } else {
                         inner.bufs.put(bid);
                         inner.bufs.publish();
@@ -555,6 +567,15 @@ impl Ring {
             Poll::Pending
         })
         .await
+    }
+
+    /// The length of the receive into the ring that the next
+    /// [`Ring::recv`] returns at once, if one has come.
+    pub fn queued(&self, key: usize) -> Option<usize> {
+        match self.inner.borrow().slots[key].rx.front() {
+            Some(Rx::Buf { len, .. }) => Some(*len as usize),
+            _ => None,
+        }
     }
 
     /// A receive into the ring already come, without waiting.
