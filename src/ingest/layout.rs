@@ -38,7 +38,34 @@ pub struct Layout {
     delims: Vec<u64>,
     /// Bytes of numbers and literals: outside strings and none of the above.
     scalar: Vec<u64>,
+    /// Opening quotes of strings.
+    opens: Vec<u64>,
+    /// Quotes that open or close a string (not escaped).
+    quotes: Vec<u64>,
+    /// Where the backslashes that start an escape are (rare in webhooks).
+    escapes: Vec<u32>,
+    /// A byte that is never valid where it is: a control byte inside a
+    /// string, one outside a string that is not whitespace, an escape
+    /// outside a string, or a string the document never closes.
+    stray: bool,
+    /// Some byte is not ASCII.
+    non_ascii: bool,
 }
+
+/// What [`Layout::walk`] reports of one member of a top-level object.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The key's text as sent, between its quotes.
+    pub key: Range<usize>,
+    /// The value, without the whitespace around it.
+    pub value: Range<usize>,
+    /// The value holds no whitespace between its tokens.
+    pub compact: bool,
+}
+
+/// Why [`Layout::walk`] stopped: the document is not one it can vouch for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsure;
 
 /// The raw classes of one 64-byte block.
 #[derive(Default)]
@@ -48,6 +75,10 @@ struct Block {
     ws: u64,
     brackets: u64,
     delims: u64,
+    /// Bytes below 0x20.
+    ctrl: u64,
+    /// Bytes of 0x80 and above.
+    high: u64,
 }
 
 impl Layout {
@@ -60,9 +91,13 @@ impl Layout {
             &mut self.brackets,
             &mut self.delims,
             &mut self.scalar,
+            &mut self.opens,
+            &mut self.quotes,
         ] {
             v.clear();
         }
+        self.escapes.clear();
+        let (mut stray, mut high) = (0u64, 0u64);
         // Carried from block to block: inside a string; the next byte is
         // escaped by a backslash that ended the block.
         let (mut in_string, mut escape_next) = (0u64, false);
@@ -85,12 +120,26 @@ impl Layout {
             let strings = prefix_xor(quotes) ^ in_string;
             in_string = 0u64.wrapping_sub(strings >> 63);
             let outside = !strings & valid;
-            self.ws.push(block.ws & outside);
+            let ws = block.ws & outside;
+            self.ws.push(ws);
             self.brackets.push(block.brackets & outside);
             self.delims.push(block.delims & outside);
             let other = block.ws | block.brackets | block.delims | block.quote;
             self.scalar.push(!other & outside);
+            self.opens.push(quotes & strings);
+            self.quotes.push(quotes & valid);
+            // Backslashes that escape the next byte: inside strings only.
+            let mut starts = block.backslash & !escaped & valid;
+            stray |= (block.ctrl & valid & !ws) | (starts & outside);
+            high |= block.high & valid;
+            let base = 64 * (self.ws.len() as u32 - 1);
+            while starts != 0 {
+                self.escapes.push(base + starts.trailing_zeros());
+                starts &= starts - 1;
+            }
         }
+        self.stray = stray != 0 || in_string != 0;
+        self.non_ascii = high != 0;
     }
 
     /// Checks every number and literal with `valid` (the first that fails:
@@ -158,6 +207,149 @@ impl Layout {
             }
         }
         Ok(())
+    }
+
+    /// The backslashes that start an escape, in order.
+    pub fn escapes(&self) -> &[u32] {
+        &self.escapes
+    }
+
+    /// Some byte of the document is not ASCII.
+    pub fn non_ascii(&self) -> bool {
+        self.non_ascii
+    }
+
+    /// Checks the document's grammar in one walk over its structure (the
+    /// brackets, `,` and `:`, the opening quotes and the starts of numbers
+    /// and literals), each number and literal with `valid`, and reports
+    /// each member of a top-level object to `member` in order. `Err` when
+    /// the document is not JSON, nests deeper than [`MAX_DEPTH`], or
+    /// `valid` or `member` refuses: the caller then decides the slow way.
+    /// Escapes, and the bytes' UTF-8, are the caller's to check.
+    pub fn walk(
+        &self,
+        raw: &[u8],
+        valid: impl Fn(&[u8]) -> bool,
+        mut member: impl FnMut(Member) -> Result<(), Unsure>,
+    ) -> Result<(), Unsure> {
+        /// What may come next.
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        enum Next {
+            Value,
+            ValueOrClose,
+            KeyOrClose,
+            Key,
+            Colon,
+            CommaOrClose,
+            Nothing,
+        }
+        if self.stray {
+            return Err(Unsure);
+        }
+        let mut next = Next::Value;
+        let mut depth = 0usize;
+        // Bit `d`: the container at depth `d + 1` is an object.
+        let mut objects = 0u64;
+        // Of the top-level member being read: its key, where its value
+        // starts, where the last value token ended.
+        let (mut key, mut start, mut end) = (0..0, 0, 0);
+        let mut report = |key: &Range<usize>, value: Range<usize>| {
+            let compact = !self.has_ws(value.clone());
+            let key = key.clone();
+            member(Member {
+                key,
+                value,
+                compact,
+            })
+        };
+        let mut carry = 0u64;
+        for w in 0..self.scalar.len() {
+            let scalar = self.scalar[w];
+            let starts = scalar & !((scalar << 1) | carry);
+            carry = scalar >> 63;
+            let mut events = self.brackets[w] | self.delims[w] | self.opens[w] | starts;
+            while events != 0 {
+                let at = 64 * w + events.trailing_zeros() as usize;
+                events &= events - 1;
+                let in_object = depth > 0 && (objects >> (depth - 1)) & 1 == 1;
+                match raw[at] {
+                    b',' if next == Next::CommaOrClose => {
+                        if depth == 1 && in_object {
+                            report(&key, start..end)?;
+                        }
+                        next = if in_object { Next::Key } else { Next::Value };
+                    }
+                    b':' if next == Next::Colon => next = Next::Value,
+                    close @ (b'}' | b']') => {
+                        let object = close == b'}';
+                        let empty = if object {
+                            Next::KeyOrClose
+                        } else {
+                            Next::ValueOrClose
+                        };
+                        if depth == 0 || in_object != object || !(next == empty || next == Next::CommaOrClose) {
+                            return Err(Unsure);
+                        }
+                        if depth == 1 && object && next == Next::CommaOrClose {
+                            report(&key, start..end)?;
+                        }
+                        depth -= 1;
+                        end = at + 1;
+                        next = if depth == 0 { Next::Nothing } else { Next::CommaOrClose };
+                    }
+                    b'"' if matches!(next, Next::Key | Next::KeyOrClose) => {
+                        if depth == 1 {
+                            key = at + 1..self.string_end(at) - 1;
+                        }
+                        next = Next::Colon;
+                    }
+                    c if matches!(next, Next::Value | Next::ValueOrClose) => {
+                        if depth == 1 {
+                            start = at;
+                        }
+                        match c {
+                            b'{' | b'[' => {
+                                if depth == MAX_DEPTH {
+                                    return Err(Unsure);
+                                }
+                                let object = c == b'{';
+                                objects = (objects & !(1 << depth)) | (u64::from(object) << depth);
+                                depth += 1;
+                                next = if object {
+                                    Next::KeyOrClose
+                                } else {
+                                    Next::ValueOrClose
+                                };
+                                continue;
+                            }
+                            b'"' => {
+                                if depth == 1 {
+                                    end = self.string_end(at);
+                                }
+                            }
+                            b',' | b':' => return Err(Unsure),
+                            _ => {
+                                end = self.next_clear(&self.scalar, at);
+                                if !valid(&raw[at..end]) {
+                                    return Err(Unsure);
+                                }
+                            }
+                        }
+                        next = if depth == 0 { Next::Nothing } else { Next::CommaOrClose };
+                    }
+                    _ => return Err(Unsure),
+                }
+            }
+        }
+        match next {
+            Next::Nothing => Ok(()),
+            _ => Err(Unsure),
+        }
+    }
+
+    /// Just past the quote that closes the string opened at `open`.
+    fn string_end(&self, open: usize) -> usize {
+        self.next_set(&self.quotes, open + 1) + 1
     }
 
     /// The first byte at or after `at` that is not whitespace outside a
@@ -290,7 +482,7 @@ fn classify(block: &[u8; 64]) -> Block {
     for lane in 0..4 {
         // SAFETY: SSE2 is part of x86_64; the load reads 16 bytes of the
         // 64-byte block (lane < 4), unaligned.
-        let (quote, backslash, ws, brackets, delims) = unsafe {
+        let (classes, ctrl, high) = unsafe {
             let v = _mm_loadu_si128(block.as_ptr().add(16 * lane).cast());
             let is = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
             let bits = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16);
@@ -304,14 +496,20 @@ fn classify(block: &[u8; 64]) -> Block {
             );
             let delims = _mm_or_si128(is(b','), is(b':'));
             let (quote, backslash) = (bits(is(b'"')), bits(is(b'\\')));
-            (quote, backslash, bits(ws), bits(open_close), bits(delims))
+            // Below 0x20: unchanged by an unsigned min with 0x1F.
+            let ctrl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
+            let classes = (quote, backslash, bits(ws), bits(open_close), bits(delims));
+            (classes, bits(ctrl), bits(v))
         };
+        let (quote, backslash, ws, brackets, delims) = classes;
         let shift = 16 * lane;
         b.quote |= quote << shift;
         b.backslash |= backslash << shift;
         b.ws |= ws << shift;
         b.brackets |= brackets << shift;
         b.delims |= delims << shift;
+        b.ctrl |= ctrl << shift;
+        b.high |= high << shift;
     }
     b
 }
@@ -336,6 +534,12 @@ fn classify_bytes(block: &[u8; 64]) -> Block {
             b'{' | b'}' | b'[' | b']' => b.brackets |= bit,
             b',' | b':' => b.delims |= bit,
             _ => {}
+        }
+        if c < 0x20 {
+            b.ctrl |= bit;
+        }
+        if c >= 0x80 {
+            b.high |= bit;
         }
     }
     b
