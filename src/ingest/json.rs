@@ -1121,6 +1121,127 @@ mod tests {
         }
     }
 
+    /// What a parse found, to compare the one pass with the simd-json path.
+    fn outcome(j: &JsonBody, shape: Shape) -> String {
+        let field = |f: &Field| match f {
+            Field::Text(r) => format!("{:?}", j.text(r)),
+            other => format!("{other:?}"),
+        };
+        let members: Vec<_> = (j.members.iter())
+            .map(|m| (j.text(&m.key).to_owned(), m.value.clone(), m.compact))
+            .collect();
+        format!(
+            "{shape:?} {members:?} {:?} name {} projectId {} uid {}",
+            j.spans,
+            field(&j.name),
+            field(&j.project_id),
+            field(&j.uid)
+        )
+    }
+
+    /// Every document the one pass accepts, the simd-json path accepts
+    /// too, with the same members, spans and routing fields; every one it
+    /// does not vouch for goes that path. Valid documents and mutations
+    /// of them (bytes deleted, replaced, inserted: brackets, quotes,
+    /// escapes, control and non-UTF-8 bytes).
+    #[test]
+    fn one_pass_agrees_with_the_simd_json_path() {
+        let mut g = Gen(0x5EED_0F0E_9A55_1234);
+        let (mut fast, mut slow) = (JsonBody::default(), JsonBody::default());
+        let (mut vouched, mut valid_vouched, mut valid) = (0, 0, 0);
+        let mut docs = vec![
+            r#"{"name":"le\u0061d","projectId":"4\u0032","uid":12345678901,"k\"\n":"\ud83d\ude00\/"}"#.to_owned(),
+            r#"{"projectId":0,"uid":"0012345678901","name":"x"}"#.to_owned(),
+            r#"{"projectId":-0,"name":1}"#.to_owned(),
+            r#"{"projectId":1.5,"uid":true,"name":null}"#.to_owned(),
+            r#"{"a":"\u00e9\\","\u0430":[]}"#.to_owned(),
+            " [ ] ".to_owned(),
+            "\"s\"".to_owned(),
+            "-12.50".to_owned(),
+            "{}".to_owned(),
+        ];
+        for _ in 0..4_000 {
+            let mut doc = String::from("{");
+            for n in 0..g.next() % 6 {
+                if n > 0 {
+                    doc.push(',');
+                }
+                g.ws(&mut doc);
+                let key = ["name", "projectId", "uid", "a", "b\\u0041"][(g.next() % 5) as usize];
+                doc.push_str(&format!("\"{key}\":"));
+                g.ws(&mut doc);
+                g.value(&mut doc, 0);
+            }
+            doc.push('}');
+            docs.push(doc);
+        }
+        let bytes: &[&[u8]] = &[
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b":",
+            b"\"",
+            b"\\",
+            b"\\u",
+            b"\\ud800",
+            b"\\udc00",
+            b"1",
+            b"-",
+            b".",
+            b"e",
+            b"t",
+            b" ",
+            b"\n",
+            b"\x01",
+            b"\xff",
+            b"\xd0\xb0",
+            b"\x00",
+        ];
+        for doc in &docs {
+            let mut variants = vec![doc.as_bytes().to_vec()];
+            for _ in 0..6 {
+                let mut m = doc.as_bytes().to_vec();
+                let at = (g.next() % (m.len() as u64 + 1)) as usize;
+                let insert = bytes[(g.next() % bytes.len() as u64) as usize];
+                match g.next() % 3 {
+                    0 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    1 if at < m.len() => {
+                        m.splice(at..at + 1, insert.iter().copied());
+                    }
+                    _ => {
+                        m.splice(at..at, insert.iter().copied());
+                    }
+                }
+                variants.push(m);
+            }
+            for body in variants {
+                let want = slow.parse_tape(&body);
+                if want.is_ok() {
+                    valid += 1;
+                }
+                let Ok(shape) = fast.one_pass(&body) else {
+                    continue;
+                };
+                vouched += 1;
+                let show = String::from_utf8_lossy(&body);
+                let want =
+                    want.unwrap_or_else(|e| panic!("{show}: one pass took, simd-json {e:?}"));
+                valid_vouched += 1;
+                assert_eq!(outcome(&fast, shape), outcome(&slow, want), "{show}");
+                // And `parse` gives the same.
+                assert_eq!(fast.parse(&body), Ok(shape), "{show}");
+            }
+        }
+        assert!(vouched == valid_vouched && vouched > 0);
+        // Most valid documents take the one pass (the generator's
+        // `1e9` and 30-digit numbers, and negative routing fields, do not).
+        assert!(valid_vouched * 2 > valid, "{valid_vouched} of {valid}");
+    }
+
     #[test]
     fn member_spans_and_compactness_match_the_document() {
         let mut g = Gen(0x1234_5678_9ABC_DEF1);
