@@ -230,36 +230,17 @@ impl Layout {
         valid: impl Fn(&[u8]) -> bool,
         mut member: impl FnMut(Member) -> Result<(), Unsure>,
     ) -> Result<(), Unsure> {
-        /// What may come next.
-        #[derive(Clone, Copy, PartialEq, Eq)]
-        enum Next {
-            Value,
-            ValueOrClose,
-            KeyOrClose,
-            Key,
-            Colon,
-            CommaOrClose,
-            Nothing,
-        }
+        use grammar::*;
         if self.stray {
             return Err(Unsure);
         }
-        let mut next = Next::Value;
+        let mut state = TOP_VALUE;
+        // The state to return to when the container at each depth closes.
+        let mut after = [DONE; MAX_DEPTH];
         let mut depth = 0usize;
-        // Bit `d`: the container at depth `d + 1` is an object.
-        let mut objects = 0u64;
         // Of the top-level member being read: its key, where its value
         // starts, where the last value token ended.
         let (mut key, mut start, mut end) = (0..0, 0, 0);
-        let mut report = |key: &Range<usize>, value: Range<usize>| {
-            let compact = !self.has_ws(value.clone());
-            let key = key.clone();
-            member(Member {
-                key,
-                value,
-                compact,
-            })
-        };
         let mut carry = 0u64;
         for w in 0..self.scalar.len() {
             let scalar = self.scalar[w];
@@ -269,89 +250,69 @@ impl Layout {
             while events != 0 {
                 let at = 64 * w + events.trailing_zeros() as usize;
                 events &= events - 1;
-                let in_object = depth > 0 && (objects >> (depth - 1)) & 1 == 1;
-                match raw[at] {
-                    b',' if next == Next::CommaOrClose => {
-                        if depth == 1 && in_object {
-                            report(&key, start..end)?;
+                let kind = KIND[usize::from(raw[at])];
+                let step = TABLE[usize::from(state)][usize::from(kind)];
+                if step == ERR {
+                    return Err(Unsure);
+                }
+                if depth == 1 {
+                    // Inside the top level: its members' keys and spans.
+                    match (state, kind) {
+                        (OBJ_KEY_OR_CLOSE | OBJ_KEY, STR) => key = at + 1..self.string_end(at) - 1,
+                        (OBJ_VALUE, _) => {
+                            start = at;
+                            end = if kind == STR {
+                                self.string_end(at)
+                            } else {
+                                at + 1
+                            };
                         }
-                        next = if in_object { Next::Key } else { Next::Value };
+                        (OBJ_NEXT, COMMA | CLOSE_OBJ) => {
+                            member(Member {
+                                key: key.clone(),
+                                value: start..end,
+                                compact: !self.has_ws(start..end),
+                            })?;
+                        }
+                        _ => {}
                     }
-                    b':' if next == Next::Colon => next = Next::Value,
-                    close @ (b'}' | b']') => {
-                        let object = close == b'}';
-                        let empty = if object {
-                            Next::KeyOrClose
-                        } else {
-                            Next::ValueOrClose
-                        };
-                        if depth == 0
-                            || in_object != object
-                            || !(next == empty || next == Next::CommaOrClose)
-                        {
+                }
+                if step < SPECIAL {
+                    state = step;
+                    continue;
+                }
+                match step & !STATE {
+                    SPECIAL => {
+                        let scalar_end = self.next_clear(&self.scalar, at);
+                        if !valid(&raw[at..scalar_end]) {
                             return Err(Unsure);
                         }
-                        if depth == 1 && object && next == Next::CommaOrClose {
-                            report(&key, start..end)?;
+                        end = scalar_end;
+                        state = step & STATE;
+                    }
+                    OPEN => {
+                        if depth == MAX_DEPTH {
+                            return Err(Unsure);
                         }
+                        after[depth] = AFTER[usize::from(state)];
+                        depth += 1;
+                        state = if kind == OPEN_OBJ {
+                            OBJ_KEY_OR_CLOSE
+                        } else {
+                            ARR_VALUE_OR_CLOSE
+                        };
+                    }
+                    _ => {
+                        debug_assert_eq!(step, CLOSE);
                         depth -= 1;
+                        state = after[depth];
                         end = at + 1;
-                        next = if depth == 0 {
-                            Next::Nothing
-                        } else {
-                            Next::CommaOrClose
-                        };
                     }
-                    b'"' if matches!(next, Next::Key | Next::KeyOrClose) => {
-                        if depth == 1 {
-                            key = at + 1..self.string_end(at) - 1;
-                        }
-                        next = Next::Colon;
-                    }
-                    c if matches!(next, Next::Value | Next::ValueOrClose) => {
-                        if depth == 1 {
-                            start = at;
-                        }
-                        match c {
-                            b'{' | b'[' => {
-                                if depth == MAX_DEPTH {
-                                    return Err(Unsure);
-                                }
-                                let object = c == b'{';
-                                objects = (objects & !(1 << depth)) | (u64::from(object) << depth);
-                                depth += 1;
-                                next = if object {
-                                    Next::KeyOrClose
-                                } else {
-                                    Next::ValueOrClose
-                                };
-                                continue;
-                            }
-                            b'"' => {
-                                if depth == 1 {
-                                    end = self.string_end(at);
-                                }
-                            }
-                            b',' | b':' => return Err(Unsure),
-                            _ => {
-                                end = self.next_clear(&self.scalar, at);
-                                if !valid(&raw[at..end]) {
-                                    return Err(Unsure);
-                                }
-                            }
-                        }
-                        next = if depth == 0 {
-                            Next::Nothing
-                        } else {
-                            Next::CommaOrClose
-                        };
-                    }
-                    _ => return Err(Unsure),
                 }
             }
         }
-        match next {
-            Next::Nothing => Ok(()),
+        match state {
+            DONE => Ok(()),
             _ => Err(Unsure),
         }
     }
@@ -474,6 +435,95 @@ impl Layout {
             }
         }
     }
+}
+
+/// The tables [`Layout::walk`] steps through: a state (what may come
+/// next) and the kind of the token met give the next state, or a step
+/// that needs more than a lookup.
+mod grammar {
+    // Token kinds.
+    pub const STR: u8 = 0;
+    pub const SCALAR: u8 = 1;
+    pub const OPEN_OBJ: u8 = 2;
+    pub const OPEN_ARR: u8 = 3;
+    pub const CLOSE_OBJ: u8 = 4;
+    pub const CLOSE_ARR: u8 = 5;
+    pub const COMMA: u8 = 6;
+    pub const COLON: u8 = 7;
+
+    /// The kind of each byte that starts a token (a number or literal for
+    /// any byte the layout marks as one).
+    pub static KIND: [u8; 256] = {
+        let mut k = [SCALAR; 256];
+        k[b'"' as usize] = STR;
+        k[b'{' as usize] = OPEN_OBJ;
+        k[b'[' as usize] = OPEN_ARR;
+        k[b'}' as usize] = CLOSE_OBJ;
+        k[b']' as usize] = CLOSE_ARR;
+        k[b',' as usize] = COMMA;
+        k[b':' as usize] = COLON;
+        k
+    };
+
+    // States: what may come next.
+    pub const TOP_VALUE: u8 = 0;
+    pub const OBJ_KEY_OR_CLOSE: u8 = 1;
+    pub const OBJ_KEY: u8 = 2;
+    pub const OBJ_COLON: u8 = 3;
+    pub const OBJ_VALUE: u8 = 4;
+    /// A comma or the close of an object.
+    pub const OBJ_NEXT: u8 = 5;
+    pub const ARR_VALUE_OR_CLOSE: u8 = 6;
+    pub const ARR_VALUE: u8 = 7;
+    /// A comma or the close of an array.
+    pub const ARR_NEXT: u8 = 8;
+    /// The document's value is complete: nothing may follow.
+    pub const DONE: u8 = 9;
+
+    /// The bits of a step that hold a state.
+    pub const STATE: u8 = 0x0F;
+    /// Steps from here on need more than the lookup. This one: a number
+    /// or literal to check, then the state in the low bits.
+    pub const SPECIAL: u8 = 0x10;
+    /// An object or array opens: one level deeper.
+    pub const OPEN: u8 = 0x20;
+    /// A container closes: back to the state saved when it opened.
+    pub const CLOSE: u8 = 0x30;
+    /// Not JSON.
+    pub const ERR: u8 = 0xFF;
+
+    /// The state after a complete value, by the state it started in.
+    pub static AFTER: [u8; 10] = {
+        let mut a = [DONE; 10];
+        a[OBJ_VALUE as usize] = OBJ_NEXT;
+        a[ARR_VALUE_OR_CLOSE as usize] = ARR_NEXT;
+        a[ARR_VALUE as usize] = ARR_NEXT;
+        a
+    };
+
+    pub static TABLE: [[u8; 8]; 10] = {
+        let mut t = [[ERR; 8]; 10];
+        let values = [TOP_VALUE, OBJ_VALUE, ARR_VALUE_OR_CLOSE, ARR_VALUE];
+        let mut i = 0;
+        while i < values.len() {
+            let s = values[i] as usize;
+            t[s][STR as usize] = AFTER[s];
+            t[s][SCALAR as usize] = SPECIAL | AFTER[s];
+            t[s][OPEN_OBJ as usize] = OPEN;
+            t[s][OPEN_ARR as usize] = OPEN;
+            i += 1;
+        }
+        t[OBJ_KEY_OR_CLOSE as usize][STR as usize] = OBJ_COLON;
+        t[OBJ_KEY as usize][STR as usize] = OBJ_COLON;
+        t[OBJ_COLON as usize][COLON as usize] = OBJ_VALUE;
+        t[OBJ_KEY_OR_CLOSE as usize][CLOSE_OBJ as usize] = CLOSE;
+        t[OBJ_NEXT as usize][CLOSE_OBJ as usize] = CLOSE;
+        t[OBJ_NEXT as usize][COMMA as usize] = OBJ_KEY;
+        t[ARR_VALUE_OR_CLOSE as usize][CLOSE_ARR as usize] = CLOSE;
+        t[ARR_NEXT as usize][CLOSE_ARR as usize] = CLOSE;
+        t[ARR_NEXT as usize][COMMA as usize] = ARR_VALUE;
+        t
+    };
 }
 
 /// Bit `k` set when some bit at or below `k` is set an odd number of times:
