@@ -23,6 +23,15 @@
 //! A third group, `signed_webhook`, times the 4 KiB JSON webhook unsigned
 //! and signed as GitHub signs it, to a source that verifies it.
 //!
+//! `acks` times the Affise GET through the whole pipeline on a plain route
+//! and on an acknowledged one (`--ack-endpoint`), whose consumer acks every
+//! id: the core's cost of holding each event and taking its ack.
+//!
+//! `browser` times one browser's request three ways, up to the envelope in
+//! the outbox: a plain GET (the JSON 200), the same GET as an image pixel
+//! (`.gif`: the GIF) and as a tracked click (`to=` checked against
+//! `redirect-allow`, its macros filled: the 302).
+//!
 //! `cargo bench --bench pipeline`
 
 mod samples;
@@ -233,13 +242,86 @@ fn signed(c: &mut Criterion) {
     let _ = std::fs::remove_file(config);
 }
 
+/// A browser's GET (a returning visitor: its uid cookie is sent) as a
+/// plain event, an image pixel and a tracked click, to one shard whose
+/// `click` source allows redirects to `*.shop.example`.
+fn browser(c: &mut Criterion) {
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    std::thread::spawn(move || while pull.recv_bytes(0).is_ok() {});
+    let config = std::env::temp_dir().join(format!(
+        "hookwire-bench-browser-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        "[[source]]\nservice = \"click\"\nredirect-allow = [\"offer.example\", \"*.shop.example\"]\n",
+    )
+    .unwrap();
+    let args = ["--sndhwm", "100000", "--config", config.to_str().unwrap()];
+    let settings = Arc::new(hookwire::testing::settings_with(&endpoint, &args));
+    let mut shard = hookwire::testing::shard(settings.clone()).unwrap();
+    let mut conn = hookwire::testing::conn(&settings);
+    let _ = std::fs::remove_file(config);
+
+    let headers = "Host: hooks.example\r\n\
+        User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36\r\n\
+        Accept: image/avif,image/webp,image/apng,image/*,*/*;q=0.8\r\n\
+        Referer: https://www.shop.example/checkout/thanks\r\n\
+        Cookie: _ga=GA1.2.1234567890.1700000000; uid=7534950524404105216\r\n\r\n";
+    let query = "clickid=a1b2c3d4e5f6&sum=12.50&currency=USD&sub1=spring%20sale";
+    let to = "https%3A%2F%2Fwww.shop.example%2Flp%3Fclick%3D%7Bid%7D%26u%3D%7Buid%7D%26s%3D%7Bparam%3Asub1%7D";
+    let cases = [
+        (
+            "plain_get",
+            format!("GET /click/conversion/7?{query} HTTP/1.1\r\n{headers}"),
+            &b"HTTP/1.1 200 OK\r\n"[..],
+        ),
+        (
+            "pixel",
+            format!("GET /click/conversion/7.gif?{query} HTTP/1.1\r\n{headers}"),
+            b"HTTP/1.1 200 OK\r\n",
+        ),
+        (
+            "redirect",
+            format!("GET /click/conversion/7?{query}&to={to} HTTP/1.1\r\n{headers}"),
+            b"HTTP/1.1 302 Found\r\n",
+        ),
+    ];
+    let mut group = c.benchmark_group("browser");
+    for (name, raw, status) in &cases {
+        let raw = raw.as_bytes();
+        check_status(&mut conn, &mut shard, name, raw, status);
+        group.throughput(Throughput::Bytes(raw.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), raw, |b, raw| {
+            b.iter(|| {
+                hookwire::testing::feed(&mut conn, raw);
+                conn.process(&mut shard);
+                assert_eq!(shard.fanout.discard_outbox(), 1, "one envelope per request");
+                conn.waits.clear();
+                let len = conn.out.len();
+                conn.out.clear();
+                len
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Before timing a sample: one request of it is accepted with a 200 and
 /// one envelope (a sample that is refused would time the error path).
 fn check_one(conn: &mut Conn, shard: &mut Shard, name: &str, raw: &[u8]) {
+    check_status(conn, shard, name, raw, b"HTTP/1.1 200 OK\r\n");
+}
+
+/// [`check_one`] for a sample answered with `status`.
+fn check_status(conn: &mut Conn, shard: &mut Shard, name: &str, raw: &[u8], status: &[u8]) {
     hookwire::testing::feed(conn, raw);
     assert_eq!(conn.process(shard), Step::More { completed: 1 }, "{name}");
     assert!(
-        conn.out.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        conn.out.starts_with(status),
         "{name}: {}",
         String::from_utf8_lossy(&conn.out)
     );
@@ -286,5 +368,80 @@ fn record_metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline, signed, record_metrics);
+/// The Affise GET to ZeroMQ on a plain route, and on an acknowledged one
+/// whose consumer thread reads each envelope's id and hands it back; the
+/// bench thread takes those acks every [`BATCH`] events, as the core takes
+/// the ack listener's batches between connections.
+fn acked(c: &mut Criterion) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let raw = samples::all()
+        .into_iter()
+        .find(|s| s.name == "affise_get")
+        .expect("the Affise sample")
+        .raw;
+    let mut group = c.benchmark_group("acks");
+    group.throughput(Throughput::Elements(1));
+    for name in ["plain", "acked"] {
+        pin(cpus - 1);
+        let context = zmq::Context::new();
+        let pull = context.socket(zmq::PULL).unwrap();
+        pull.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+        let (ids_tx, ids) = std::sync::mpsc::channel::<u64>();
+        std::thread::spawn(move || {
+            while let Ok(envelope) = pull.recv_bytes(0) {
+                let at = memchr::memmem::find(&envelope, br#""id":""#).expect("an id") + 6;
+                let digits = envelope[at..].iter().take_while(|b| b.is_ascii_digit());
+                let id = digits.fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if ids_tx.send(id).is_err() {
+                    break;
+                }
+            }
+        });
+        // Bound only by the server's listener, which this bench does not
+        // start: the acks come back through the channel above.
+        let mut args = vec!["--sndhwm", "100000"];
+        if name == "acked" {
+            args.extend_from_slice(&["--ack-endpoint", "*=tcp://127.0.0.1:1"]);
+        }
+        let settings = Arc::new(hookwire::testing::settings_with(&endpoint, &args));
+        let mut shard = hookwire::testing::shard(settings.clone()).unwrap();
+        let mut conn = hookwire::testing::conn(&settings);
+        pin(0);
+        let mut batch = Vec::with_capacity(4096);
+        let mut n = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                hookwire::testing::feed(&mut conn, raw);
+                conn.process(&mut shard);
+                n += 1;
+                if n % BATCH == 0 {
+                    shard.flush_outbox();
+                    conn.waits.clear();
+                    batch.clear();
+                    batch.extend(ids.try_iter());
+                    if name == "acked" {
+                        shard.fanout.ack(0, &batch, 0, 0);
+                    }
+                }
+                let len = conn.out.len();
+                conn.out.clear();
+                len
+            })
+        });
+        shard.flush_outbox();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        batch.clear();
+        batch.extend(ids.try_iter());
+        if name == "acked" {
+            shard.fanout.ack(0, &batch, 0, 0);
+            // Every event was acked: what was timed is a hold and an ack.
+            assert_eq!(shard.fanout.unacked(), 0, "events left unacked");
+        }
+        assert_eq!(shard.fanout.waiting(), 0, "{name}: events left waiting");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, signed, acked, browser, record_metrics);
 criterion_main!(benches);

@@ -218,6 +218,7 @@ fn envelope_encode(c: &mut Criterion) {
             let mut id_text = itoa::Buffer::new();
             let h = envelope::Head {
                 key: &key,
+                channel: envelope::Channel::Http,
                 project_id: fields.project_id,
                 uid,
                 id: id_text.format(id),

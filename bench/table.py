@@ -16,7 +16,7 @@ import sys
 
 ORDER = ["http_parse", "query_decode", "form_decode", "floor", "json_decode", "decode_merge",
          "envelope_encode", "transport", "id_gen", "to_envelope", "pipeline", "content_coding",
-         "signed_webhook", "hmac_sha256", "metrics"]
+         "signed_webhook", "browser", "hmac_sha256", "metrics"]
 
 root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
     os.environ.get("CARGO_TARGET_DIR", "target"), "criterion")
@@ -38,8 +38,8 @@ for dirpath, _dirs, files in os.walk(root):
 if not rows:
     sys.exit(f"no criterion results under {root}: run cargo bench first")
 SAMPLES = ["seed_get_path", "seed_get_query", "seed_json", "seed_form", "affise_get",
-           "amocrm_form_1k", "webhook_json_4k", "webhook_json_16k", "identity", "gzip", "zstd", "unsigned_4k",
-           "signed_4k"]
+           "amocrm_form_1k", "webhook_json_4k", "webhook_json_16k", "identity", "gzip", "zstd",
+           "unsigned_4k", "signed_4k", "plain_get", "pixel", "redirect"]
 rank = {g: i for i, g in enumerate(ORDER)}
 srank = {s: i for i, s in enumerate(SAMPLES)}
 rows.sort(key=lambda r: (rank.get(r[0], len(ORDER)), r[0], srank.get(r[1], len(SAMPLES)), r[1]))

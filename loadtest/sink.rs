@@ -9,7 +9,9 @@
 //! ```
 //!
 //! It also stops by itself after `--idle-exit` seconds without a message
-//! (0: never) and, whatever happens, after `--max-seconds`.
+//! (0: never) and, whatever happens, after `--max-seconds`. With `--ids
+//! FILE` it also writes the distinct ids there, sorted, as little-endian
+//! u64s, so runs with several consumers can count the union.
 //!
 //! `cargo run --release --example sink -- --bind tcp://127.0.0.1:5555`
 
@@ -25,6 +27,7 @@ struct Args {
     idle_exit: f64,
     max_seconds: f64,
     quiet_ms: u64,
+    ids: Option<String>,
 }
 
 fn args() -> Args {
@@ -33,6 +36,7 @@ fn args() -> Args {
         idle_exit: 0.0,
         max_seconds: 3600.0,
         quiet_ms: 300,
+        ids: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,8 +46,9 @@ fn args() -> Args {
             "--idle-exit" => a.idle_exit = value().parse().expect("--idle-exit SECONDS"),
             "--max-seconds" => a.max_seconds = value().parse().expect("--max-seconds SECONDS"),
             "--quiet-ms" => a.quiet_ms = value().parse().expect("--quiet-ms MS"),
+            "--ids" => a.ids = Some(value()),
             _ => panic!(
-                "unknown option {flag}; use --bind EP --idle-exit S --max-seconds S --quiet-ms MS"
+                "unknown option {flag}; use --bind EP --idle-exit S --max-seconds S --quiet-ms MS --ids FILE"
             ),
         }
     }
@@ -238,6 +243,10 @@ fn main() {
     }
     let seconds = started.elapsed().as_secs_f64();
     tally.finish();
+    if let Some(path) = &args.ids {
+        let bytes: Vec<u8> = tally.ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    }
     println!("{}", tally.json(seconds));
 }
 

@@ -35,8 +35,9 @@
 //! spool/            the on-disk spool: records, segments, writer, reader, tickets
 //! http/             request heads, chunked bodies, content codings, media types,
 //!                   client address, responses
-//! source/           [[source]]s: per-sender verification (verify.rs, mac.rs) and
-//!                   subscription challenges (challenge.rs)
+//! source/           [[source]]s: per-sender verification (verify.rs, mac.rs),
+//!                   subscription challenges (challenge.rs), and browsers' pixels,
+//!                   click targets, uid cookie and CORS origins (browser.rs)
 //! reject.rs         every refusal's status, code and message
 //! jsonw.rs          the JSON writers the encoders share
 //! metrics.rs        per-core hdrhistograms and counters

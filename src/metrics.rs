@@ -10,7 +10,7 @@ use crate::http::Status;
 use crate::reject::Code;
 
 /// Statuses in the order of [`Counters::requests`].
-pub const STATUSES: [Status; 12] = [
+pub const STATUSES: [Status; 13] = [
     Status::Ok,
     Status::NoContent,
     Status::BadRequest,
@@ -23,6 +23,7 @@ pub const STATUSES: [Status; 12] = [
     Status::ServiceUnavailable,
     Status::Unauthorized,
     Status::Forbidden,
+    Status::Found,
 ];
 
 /// Upper bounds of the Prometheus histogram buckets, 10 µs to 10 s.
@@ -107,7 +108,7 @@ impl Hist {
 }
 
 /// Per-core counters. Gauges are filled in when a snapshot is taken.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Counters {
     /// Responses by status, indexed like [`STATUSES`].
     pub requests: [u64; STATUSES.len()],
@@ -122,9 +123,31 @@ pub struct Counters {
     pub bytes_out: u64,
     pub connections_accepted: u64,
     pub connections_closed: u64,
+    /// Connections answered 503 overloaded and closed as they were
+    /// accepted (not counted in `connections_accepted`).
+    pub connections_refused: u64,
     /// Per `[[source]]` (in the config's order), then one for services no
     /// source matches; empty when no source is configured.
     pub sources: Vec<SourceCounts>,
+}
+
+// By hand: arrays longer than 32 have no derived `Default`.
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            requests: [0; STATUSES.len()],
+            refusals: [0; Code::ALL.len()],
+            events_accepted: 0,
+            events_refused: 0,
+            handoffs: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            connections_accepted: 0,
+            connections_closed: 0,
+            connections_refused: 0,
+            sources: Vec::new(),
+        }
+    }
 }
 
 /// One source's events: accepted, refused by code, challenges answered.
@@ -182,6 +205,7 @@ impl Counters {
         self.bytes_out += o.bytes_out;
         self.connections_accepted += o.connections_accepted;
         self.connections_closed += o.connections_closed;
+        self.connections_refused += o.connections_refused;
         if self.sources.len() < o.sources.len() {
             self.sources
                 .resize(o.sources.len(), SourceCounts::default());

@@ -61,6 +61,7 @@ codes! {
     SpoolFull = "spool_full", ServiceUnavailable;
     SpoolError = "spool_error", ServiceUnavailable;
     NoRoute = "no_route", ServiceUnavailable;
+    Overloaded = "overloaded", ServiceUnavailable;
     MissingSignature = "missing_signature", Unauthorized;
     InvalidSignature = "invalid_signature", Unauthorized;
     StaleTimestamp = "stale_timestamp", Unauthorized;
@@ -68,6 +69,7 @@ codes! {
     InvalidVerifyToken = "invalid_verify_token", Forbidden;
     UnknownService = "unknown_service", NotFound;
     UnsignedQuery = "unsigned_query", BadRequest;
+    RedirectNotAllowed = "redirect_not_allowed", BadRequest;
 }
 
 impl Code {
@@ -109,6 +111,9 @@ pub enum Refusal {
     NoRoute,
     SpoolFull,
     SpoolError,
+    /// The core has `--max-connections`' share open, or no descriptor
+    /// left for one more: the connection closes after the answer.
+    Overloaded,
     /// A source's signature (or token) header or parameter is absent;
     /// `why` names what the scheme wants.
     MissingSignature {
@@ -130,6 +135,10 @@ pub enum Refusal {
     /// A query string on a request whose source signs only the body: its
     /// parameters would go into `data` unverified.
     UnsignedQuery,
+    /// A click's `to=` target that is not followed: why.
+    RedirectNotAllowed {
+        why: &'static str,
+    },
 }
 
 impl From<Error> for Refusal {
@@ -159,6 +168,7 @@ impl Refusal {
             Refusal::NoRoute => Code::NoRoute,
             Refusal::SpoolFull => Code::SpoolFull,
             Refusal::SpoolError => Code::SpoolError,
+            Refusal::Overloaded => Code::Overloaded,
             Refusal::MissingSignature { .. } => Code::MissingSignature,
             Refusal::InvalidSignature { .. } => Code::InvalidSignature,
             Refusal::StaleTimestamp => Code::StaleTimestamp,
@@ -166,6 +176,7 @@ impl Refusal {
             Refusal::InvalidVerifyToken => Code::InvalidVerifyToken,
             Refusal::UnknownService => Code::UnknownService,
             Refusal::UnsignedQuery => Code::UnsignedQuery,
+            Refusal::RedirectNotAllowed { .. } => Code::RedirectNotAllowed,
         }
     }
 
@@ -245,7 +256,13 @@ impl Refusal {
             Refusal::SpoolError => {
                 "the event could not be stored: writing the spool failed (disk full or failing; see hookwire's log); retry later"
             }
-            Refusal::MissingSignature { why } | Refusal::InvalidSignature { why } => why,
+            Refusal::Overloaded => {
+                "hookwire has as many connections open as it takes (--max-connections, or the \
+                 open-files limit); retry later, or reuse a keep-alive connection"
+            }
+            Refusal::MissingSignature { why }
+            | Refusal::InvalidSignature { why }
+            | Refusal::RedirectNotAllowed { why } => why,
             Refusal::StaleTimestamp => {
                 "the signed timestamp is further from now than this source's tolerance; \
                  check the sender's clock and send a freshly signed request"

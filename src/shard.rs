@@ -6,18 +6,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::event::envelope::{self, Copied, Transport, Uid};
+use crate::event::envelope::{self, Channel, Copied, Transport, Uid};
 use crate::event::id::{self, IdGen, MsText, WallClock};
 use crate::event::RoutingKey;
 use crate::fanout::{Fanout, Refused};
 use crate::http::coding::Decoder;
 use crate::http::request::{at, header, Method, Request};
-use crate::http::response::{self, DateCache, Persist};
+use crate::http::response::{self, Common, DateCache, Persist, ANY_ORIGIN};
 use crate::http::{client_ip, Status};
 use crate::ingest::route::{self, Path};
 use crate::ingest::Ingest;
 use crate::metrics::{Metrics, SourceCounts};
 use crate::reject::{Refusal, ALLOW};
+use crate::source::browser::{self, Cookie, Macros};
 use crate::source::challenge::{self, Answer};
 use crate::source::{verify, Reply, Source, TokenAt, Verify};
 use crate::spool::{CoreSpool, Tickets};
@@ -41,6 +42,14 @@ pub struct Shard {
     headers: Vec<u8>,
     /// A challenge's answer, a decoded query token.
     scratch: Vec<u8>,
+    /// This request's CORS headers: `*` unless its source lists origins.
+    cors: Vec<u8>,
+    /// This request is an image pixel: its refusals get the GIF too.
+    pixel: bool,
+    /// A click's target, its macros filled in.
+    location: Vec<u8>,
+    /// The uid cookie of services without a source.
+    cookie: Cookie,
     pub fanout: Fanout,
     pub metrics: Metrics,
     clock: quanta::Clock,
@@ -73,6 +82,10 @@ impl Shard {
             body: Vec::with_capacity(256),
             headers: Vec::with_capacity(256),
             scratch: Vec::new(),
+            cors: ANY_ORIGIN.to_vec(),
+            pixel: false,
+            location: Vec::new(),
+            cookie: Cookie::default(),
             fanout: Fanout::new(core, &settings, spool)?,
             metrics,
             clock: quanta::Clock::new(),
@@ -111,6 +124,14 @@ impl Shard {
         now
     }
 
+    /// The Date and CORS headers of this request's responses.
+    fn common(&self) -> Common<'_> {
+        Common {
+            date: &self.date,
+            cors: &self.cors,
+        }
+    }
+
     /// [`Self::stamp`] at a fresh reading: for responses written without
     /// decoding an event.
     fn stamp_now(&mut self) {
@@ -126,6 +147,23 @@ impl Shard {
         persist: Persist,
         out: &mut Vec<u8>,
     ) -> Option<u64> {
+        let ticket = self.respond(req, persist, out);
+        if self.pixel || self.cors[..] != *ANY_ORIGIN {
+            self.browser_done();
+        }
+        ticket
+    }
+
+    /// Back to a request that is no pixel and has `*` CORS: what answers
+    /// outside [`Self::handle`] (framing errors, spool failures) assume.
+    #[cold]
+    fn browser_done(&mut self) {
+        self.pixel = false;
+        self.cors.clear();
+        self.cors.extend_from_slice(ANY_ORIGIN);
+    }
+
+    fn respond(&mut self, req: &Request<'_>, persist: Persist, out: &mut Vec<u8>) -> Option<u64> {
         let method = req.head.method();
         let target = match method {
             Method::Options => {
@@ -136,15 +174,24 @@ impl Shard {
                 self.refuse(Refusal::MethodNotAllowed, persist, true, out);
                 return None;
             }
-            _ => route::parse(req.buf, &req.head.path),
+            _ => {
+                let (path, pixel) = route::strip_gif(req.buf, &req.head.path);
+                self.pixel = pixel && method != Method::Post;
+                route::parse(req.buf, &path)
+            }
         };
         let target = match target {
             Err(refusal) => {
                 self.refuse(refusal, persist, method != Method::Head, out);
                 return None;
             }
-            Ok(Path::Root) if method == Method::Post => {
-                self.refuse(Refusal::MissingService, persist, true, out);
+            Ok(Path::Root) if method == Method::Post || self.pixel => {
+                self.refuse(
+                    Refusal::MissingService,
+                    persist,
+                    method != Method::Head,
+                    out,
+                );
                 return None;
             }
             Ok(Path::Root) => {
@@ -163,6 +210,10 @@ impl Shard {
             // HEAD that GET would refuse gets the same status; no event
             // either way.
             match self.ingest.prepare(req, target).map(|_| ()) {
+                Ok(()) if self.pixel => {
+                    self.metrics.counters.response(Status::Ok);
+                    response::gif(out, self.common(), persist, b"", false);
+                }
                 Ok(()) => self.probe(persist, false, out),
                 Err(refusal) => self.refuse(refusal, persist, false, out),
             }
@@ -205,6 +256,7 @@ impl Shard {
             return unmatched;
         };
         let source = &sources.list[slot];
+        self.browser_of(req, source);
         if !source.allow.is_empty() {
             let ip = client_ip::resolve(req, &settings.trusted_proxies, settings.client_ip).ip;
             if !source.allow.iter().any(|net| net.contains(&ip)) {
@@ -232,6 +284,21 @@ impl Shard {
             return None;
         }
         Some(slot)
+    }
+
+    /// What a source says of a browser's request: a `reply = "gif"`
+    /// source answers GETs as a pixel; one with `cors-origins` echoes a
+    /// listed origin with credentials, and no other.
+    fn browser_of(&mut self, req: &Request<'_>, source: &Source) {
+        let method = req.head.method();
+        if source.reply == Reply::Gif && matches!(method, Method::Get | Method::Head) {
+            self.pixel = true;
+        }
+        if !source.cors_origins.is_empty() {
+            self.cors.clear();
+            let origin = req.head.origin.as_ref().map(|o| at(req.buf, o));
+            browser::cors(origin, &source.cors_origins, &mut self.cors);
+        }
     }
 
     /// [`Self::accept`] for a request whose service has a source: a
@@ -263,16 +330,24 @@ impl Shard {
         accepted
     }
 
-    /// Counts an event of the source in `slot`, and writes its `text:`
-    /// reply if it has one (`true`).
+    /// Writes the `text:` reply of the source in `slot` if it has one
+    /// (`true`).
     #[inline(never)]
-    fn accepted_from(&mut self, slot: usize, persist: Persist, out: &mut Vec<u8>) -> bool {
-        self.metrics.counters.sources[slot].accepted += 1;
+    fn text_reply(&mut self, slot: usize, persist: Persist, out: &mut Vec<u8>) -> bool {
         let Some(Reply::Text(text)) = self.settings.sources.list.get(slot).map(|s| &s.reply) else {
             return false;
         };
         let body = text.as_bytes();
-        response::write_as(out, &self.date, Status::Ok, persist, response::TEXT, body);
+        let common = self.common();
+        response::write_as(
+            out,
+            common,
+            Status::Ok,
+            persist,
+            response::TEXT,
+            &self.headers,
+            body,
+        );
         true
     }
 
@@ -295,10 +370,11 @@ impl Shard {
         self.metrics.counters.sources[slot].challenges += 1;
         response::write_as(
             out,
-            &self.date,
+            self.common(),
             Status::Ok,
             persist,
             content_type,
+            b"",
             &self.scratch,
         );
     }
@@ -319,7 +395,8 @@ impl Shard {
         self.refuse(refusal, persist, send_body, out);
     }
 
-    /// Decodes, encodes and hands over one event, then writes the 200.
+    /// Decodes, encodes and hands over one event, then writes the 200 (a
+    /// pixel's GIF, a click's 302).
     fn accept(
         &mut self,
         req: &Request<'_>,
@@ -328,14 +405,38 @@ impl Shard {
         out: &mut Vec<u8>,
         persist: Persist,
     ) -> Result<Option<u64>, Refusal> {
+        // The last slot is the services no source matches.
+        let settings = slot.map(|_| self.settings.clone());
+        let source = settings
+            .as_ref()
+            .zip(slot)
+            .and_then(|(s, i)| s.sources.list.get(i));
+        let cookie_name = source.map_or("uid", |s| &s.cookie.name);
         let decode = self.clock.raw();
-        let fields = self.ingest.prepare(req, target);
+        let fields = self
+            .ingest
+            .prepare_with(req, target, cookie_name.as_bytes());
         let decoded = self.clock.raw();
         self.metrics.decode.record_raw(&self.clock, decode, decoded);
         let fields = fields?;
         // The event's time (and the Date header's) from the reading taken
         // before decoding: the request is complete by then.
         let now = self.stamp(decode);
+
+        let channel = match source {
+            _ if self.pixel => Channel::Pixel,
+            Some(s) if !s.redirect_allow.is_empty() && req.head.method() == Method::Get => {
+                match self.ingest.param(&fields, "to") {
+                    Some(to) => {
+                        browser::check_target(to, &s.redirect_allow)
+                            .map_err(|why| Refusal::RedirectNotAllowed { why })?;
+                        Channel::Redirect
+                    }
+                    None => Channel::Http,
+                }
+            }
+            _ => Channel::Http,
+        };
 
         // The key holds the service and name the envelope borrows; both
         // validated to [A-Za-z0-9_-] by `prepare`.
@@ -357,15 +458,21 @@ impl Shard {
             Refused::SpoolFull => Refusal::SpoolFull,
         })?;
 
+        let mut uid_text = itoa::Buffer::new();
         let uid = match uid_len {
             0 => Uid::Generated(self.ids.next(now)),
             n => Uid::Given(std::str::from_utf8(&uid_digits[..n]).expect("digits")),
+        };
+        let uid_str = match uid {
+            Uid::Given(digits) => digits,
+            Uid::Generated(id) => uid_text.format(id),
         };
         let id = self.ids.next(now);
         let mut id_text = itoa::Buffer::new();
         let id_text = id_text.format(id);
         let head = envelope::Head {
             key: &self.key,
+            channel,
             project_id: fields.project_id,
             uid,
             id: id_text,
@@ -374,16 +481,40 @@ impl Shard {
         let client =
             client_ip::resolve(req, &self.settings.trusted_proxies, self.settings.client_ip);
         let mut td = Transport::of(req, client);
-        // The last slot is the services no source matches.
-        if let Some(source) = slot.and_then(|s| self.settings.sources.list.get(s)) {
+        if let Some(source) = source {
             from_source(&mut td, req, source);
+        }
+        // A browser's request without a uid is given one to keep.
+        self.headers.clear();
+        if matches!(uid, Uid::Generated(_))
+            && (channel != Channel::Http || req.head.origin.is_some())
+        {
+            let cookie = source.map_or(&self.cookie, |s| &s.cookie);
+            cookie.write(uid_str.as_bytes(), &mut self.headers);
+        }
+        if channel == Channel::Redirect {
+            let ingest = &self.ingest;
+            let macros = Macros {
+                id: id_text,
+                uid: uid_str,
+                param: |name: &str| ingest.param(&fields, name),
+            };
+            let to = ingest.param(&fields, "to").unwrap_or_default();
+            self.location.clear();
+            browser::fill(to, &macros, &mut self.location);
+            self.headers.extend_from_slice(b"Location: ");
+            self.headers.extend_from_slice(&self.location);
+            self.headers.extend_from_slice(b"\r\n");
         }
         let ingest = &mut self.ingest;
         let staging = self.fanout.staging();
         let start = staging.len();
         envelope::encode(staging, &head, &td, |o| ingest.write_data(o, req, &fields));
         let handoff = self.clock.raw();
-        let ticket = Some(self.fanout.send(&routes, self.key.as_bytes(), start));
+        let ticket = Some(
+            self.fanout
+                .send(&routes, self.key.as_bytes(), start, id::time_of(id)),
+        );
         if self.settings.durable {
             // Accepted mode records it in `flush_outbox`.
             self.metrics
@@ -391,20 +522,35 @@ impl Shard {
                 .record_raw(&self.clock, handoff, self.clock.raw());
         }
         self.metrics.counters.events_accepted += 1;
-        self.metrics.counters.response(Status::Ok);
         if let Some(slot) = slot {
-            if self.accepted_from(slot, persist, out) {
-                return Ok(ticket);
+            self.metrics.counters.sources[slot].accepted += 1;
+        }
+        match channel {
+            Channel::Pixel => {
+                self.metrics.counters.response(Status::Ok);
+                response::gif(out, self.common(), persist, &self.headers, true);
+            }
+            Channel::Redirect => {
+                self.metrics.counters.response(Status::Found);
+                response::redirect(out, self.common(), persist, &self.headers);
+            }
+            Channel::Http => {
+                self.metrics.counters.response(Status::Ok);
+                if slot.is_some_and(|slot| self.text_reply(slot, persist, out)) {
+                    return Ok(ticket);
+                }
+                self.body.clear();
+                response::accepted_body(&mut self.body, self.key.as_bytes(), id_text);
+                let common = self.common();
+                let extra = &self.headers;
+                response::write(out, common, Status::Ok, persist, extra, &self.body, true);
             }
         }
-
-        self.body.clear();
-        response::accepted_body(&mut self.body, self.key.as_bytes(), id_text);
-        response::write(out, &self.date, Status::Ok, persist, b"", &self.body, true);
         Ok(ticket)
     }
 
-    /// Writes a JSON error response (without its body for a HEAD request).
+    /// Writes a JSON error response (without its body for a HEAD request);
+    /// a pixel's refusal is the GIF, its code in `X-Hookwire-Error`.
     pub fn refuse(
         &mut self,
         refusal: Refusal,
@@ -414,18 +560,47 @@ impl Shard {
     ) {
         self.stamp_now();
         let status = refusal.status();
-        self.metrics.counters.response(status);
         self.metrics.counters.refusal(refusal.code());
         if status == Status::ServiceUnavailable {
             self.metrics.counters.events_refused += 1;
         }
-        self.body.clear();
         let code = refusal.code().as_str();
+        if self.pixel {
+            self.metrics.counters.response(Status::Ok);
+            self.headers.clear();
+            self.headers.extend_from_slice(b"X-Hookwire-Error: ");
+            self.headers.extend_from_slice(code.as_bytes());
+            self.headers.extend_from_slice(b"\r\n");
+            response::gif(out, self.common(), persist, &self.headers, send_body);
+            return;
+        }
+        self.metrics.counters.response(status);
+        self.body.clear();
         response::error_body(&mut self.body, code, refusal.message(), refusal.at());
         let extra = refusal.headers();
         response::write(
-            out, &self.date, status, persist, extra, &self.body, send_body,
+            out,
+            self.common(),
+            status,
+            persist,
+            extra,
+            &self.body,
+            send_body,
         );
+    }
+
+    /// [`Self::refuse`] of a request answered earlier: a pixel's (`gif`)
+    /// is refused with the GIF.
+    pub fn refuse_later(
+        &mut self,
+        refusal: Refusal,
+        persist: Persist,
+        gif: bool,
+        out: &mut Vec<u8>,
+    ) {
+        self.pixel = gif;
+        self.refuse(refusal, persist, true, out);
+        self.pixel = false;
     }
 
     fn probe(&mut self, persist: Persist, send_body: bool, out: &mut Vec<u8>) {
@@ -433,7 +608,7 @@ impl Shard {
         self.metrics.counters.response(Status::Ok);
         response::write(
             out,
-            &self.date,
+            self.common(),
             Status::Ok,
             persist,
             b"",
@@ -442,31 +617,56 @@ impl Shard {
         );
     }
 
-    /// CORS preflight: any origin may POST events.
+    /// CORS preflight: any origin may send events, unless the path's
+    /// source lists origins (then only those, with credentials).
     fn preflight(&mut self, req: &Request<'_>, persist: Persist, out: &mut Vec<u8>) {
         self.stamp_now();
         self.metrics.counters.response(Status::NoContent);
+        let allowed = self.preflight_cors(req);
         self.headers.clear();
-        self.headers.extend_from_slice(
-            b"Access-Control-Allow-Methods: GET, POST, HEAD, OPTIONS\r\nAccess-Control-Max-Age: 86400\r\nAccess-Control-Allow-Headers: ",
-        );
-        match &req.head.request_headers {
-            Some(span) => self
-                .headers
-                .extend_from_slice(crate::http::request::at(req.buf, span)),
-            None => self.headers.extend_from_slice(b"Content-Type"),
+        if allowed {
+            self.headers.extend_from_slice(
+                b"Access-Control-Allow-Methods: GET, POST, HEAD, OPTIONS\r\nAccess-Control-Max-Age: 86400\r\nAccess-Control-Allow-Headers: ",
+            );
+            match &req.head.request_headers {
+                Some(span) => self.headers.extend_from_slice(at(req.buf, span)),
+                None => self.headers.extend_from_slice(b"Content-Type"),
+            }
+            self.headers.extend_from_slice(b"\r\n");
         }
-        self.headers.extend_from_slice(b"\r\n");
         self.headers.extend_from_slice(ALLOW);
         response::write(
             out,
-            &self.date,
+            self.common(),
             Status::NoContent,
             persist,
             &self.headers,
             b"",
             false,
         );
+    }
+
+    /// The CORS headers of a preflight to the path's source; `false` when
+    /// the source lists origins and this one is not among them.
+    fn preflight_cors(&mut self, req: &Request<'_>) -> bool {
+        if self.settings.sources.is_empty() {
+            return true;
+        }
+        let settings = self.settings.clone();
+        let (path, _) = route::strip_gif(req.buf, &req.head.path);
+        let Ok(Path::Event(target)) = route::parse(req.buf, &path) else {
+            return true;
+        };
+        let Some(slot) = settings.sources.find(at(req.buf, &target.service)) else {
+            return true;
+        };
+        let source = &settings.sources.list[slot];
+        if source.cors_origins.is_empty() {
+            return true;
+        }
+        self.cors.clear();
+        let origin = req.head.origin.as_ref().map(|o| at(req.buf, o));
+        browser::cors(origin, &source.cors_origins, &mut self.cors)
     }
 }
 

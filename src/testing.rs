@@ -86,3 +86,49 @@ pub fn feed(conn: &mut Conn, bytes: &[u8]) {
         rest = &rest[n..];
     }
 }
+
+/// Reads core 0's spool as its delivery does after a restart: the segment
+/// files are recovered, then every route's records are read with the
+/// spool's reader (opens and reads on a short-lived executor) and handed
+/// to `send`, which takes each one. Stops once every route is idle, or
+/// after `max_steps` opens and reads, so damage can never make it spin.
+pub fn read_spool(
+    settings: &Settings,
+    max_steps: usize,
+    mut send: impl FnMut(&[u8], &[u8]),
+) -> std::io::Result<usize> {
+    use crate::spool::{self, Next};
+    let config = SpoolConfig::for_core(settings, 0, SpoolUsage::new(1));
+    let durable = settings.durable;
+    let window = settings.replay_window;
+    glommio::LocalExecutor::default().run(async move {
+        let mut spool = CoreSpool::recover(&config).await?;
+        let mut steps = 0;
+        for route in 0..spool.routes.len() {
+            while steps < max_steps {
+                let r = &mut spool.routes[route];
+                let next = spool::deliver(r, route, durable, window, |key, envelope, _| {
+                    send(key, envelope);
+                    true
+                });
+                steps += 1;
+                match next {
+                    Next::Idle => break,
+                    Next::Read {
+                        file, offset, len, ..
+                    } => {
+                        let bytes = spool::read(file, offset, len).await?;
+                        spool::store_chunk(&mut spool.routes[route], offset, bytes);
+                    }
+                    Next::Open { path, .. } => {
+                        let file = glommio::io::DmaFile::open(&path)
+                            .await
+                            .map_err(std::io::Error::from);
+                        spool::opened(&mut spool.routes[route], &path, file)?;
+                    }
+                }
+            }
+        }
+        Ok(steps)
+    })
+}

@@ -361,6 +361,74 @@ fn default_settings_and_pipelined_bursts_do_not_allocate() {
     );
 }
 
+/// An acknowledged route (`--ack-endpoint`): each event is held until its
+/// ack, and the acks are taken as the core takes the ack listener's
+/// batches. Holding and acking reuse the route's arena, map and queues.
+#[test]
+fn acknowledged_routes_hold_and_take_acks_without_allocating() {
+    const WARMUP: usize = 2_000;
+    const MEASURED: usize = 10_000;
+    const BURST: usize = 16;
+    // The ack endpoint is never bound here (the listener belongs to the
+    // server); the consumer thread hands the ids back instead.
+    let InProcess {
+        pull,
+        settings,
+        mut shard,
+        context: _context,
+    } = in_process_with(&[
+        "--sndhwm",
+        "100000",
+        "--ack-endpoint",
+        "*=tcp://127.0.0.1:1",
+    ]);
+    let (ids_tx, ids_rx) = std::sync::mpsc::channel::<u64>();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumer = {
+        let taken = taken.clone();
+        pull.set_rcvtimeo(2_000).unwrap();
+        std::thread::spawn(move || {
+            while let Ok(envelope) = pull.recv_bytes(0) {
+                ids_tx.send(common::id_of(&envelope)).unwrap();
+                taken.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut conn = hookwire::testing::conn(&settings);
+    let pipelined = burst(BURST);
+    let mut acks = Vec::with_capacity(1024);
+    let mut sent = 0;
+    let mut round = |conn: &mut Conn, shard: &mut Shard| {
+        accepted(conn, shard, GET, 1);
+        accepted(conn, shard, &pipelined, BURST);
+        sent += 1 + BURST;
+        keep_up(&taken, sent, 0);
+        acks.clear();
+        acks.extend(ids_rx.try_iter());
+        shard.fanout.ack(0, &acks, 0, 0);
+    };
+    for _ in 0..WARMUP {
+        round(&mut conn, &mut shard);
+    }
+    let n = allocations_in(|| {
+        for _ in 0..MEASURED / (1 + BURST) {
+            round(&mut conn, &mut shard);
+        }
+    });
+    // Ids still in the channel are acked last; then nothing is held.
+    acks.clear();
+    acks.extend(ids_rx.try_iter());
+    shard.fanout.ack(0, &acks, 0, 0);
+    assert_eq!(shard.fanout.unacked(), 0, "every event was acked");
+    assert_eq!(shard.fanout.waiting(), 0, "nothing went to the backlog");
+    drop(conn);
+    consumer.join().unwrap();
+    assert_eq!(
+        n, 0,
+        "allocations over {MEASURED} events on an acknowledged route"
+    );
+}
+
 /// Durable mode's write path: each 200 waits for its journal write, which
 /// the core's flusher does for every request that came since the last one
 /// (here: once per burst). Driven on an executor, as a core does: the
@@ -583,4 +651,150 @@ fn the_counter_sees_allocations() {
         std::hint::black_box(v);
     });
     assert_eq!(n, 1);
+}
+
+/// The browser channel: an image pixel from a page that has its uid
+/// cookie and one from a page that is given one, a tracked click
+/// (target checked, macros filled, 302) and a credentialed CORS POST to a
+/// source that lists origins: none allocates.
+#[test]
+fn pixels_clicks_and_cors_do_not_allocate() {
+    const WARMUP: usize = 2_000;
+    const MEASURED: usize = 5_000;
+    let dir = std::env::temp_dir().join(format!("hookwire-alloc-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("sources.toml");
+    std::fs::write(
+        &config,
+        "[[source]]\nservice = \"click\"\nredirect-allow = [\"offer.example\", \"*.shop.example\"]\n\
+         cookie-domain = \".shop.example\"\n\
+         [[source]]\nservice = \"shop\"\ncors-origins = [\"https://shop.example\"]\n",
+    )
+    .unwrap();
+    let InProcess {
+        pull,
+        settings,
+        mut shard,
+        context: _context,
+    } = in_process_with(&["--sndhwm", "100000", "--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut conn = hookwire::testing::conn(&settings);
+
+    const BROWSER: &str = "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36\r\nReferer: https://shop.example/thanks\r\n";
+    let pixel = format!(
+        "GET /affise/conversion/7.gif?clickid=a1b2c3&sum=12.50 HTTP/1.1\r\nHost: h\r\n{BROWSER}Cookie: _ga=1; uid=12345678901234\r\n\r\n"
+    );
+    let new_pixel =
+        format!("GET /affise/conversion/7.gif?clickid=a1b2c3 HTTP/1.1\r\nHost: h\r\n{BROWSER}\r\n");
+    let click = format!(
+        "GET /click/go/3?sub1=spring%20sale&to=https%3A%2F%2Fa.shop.example%2Flp%3Fc%3D%7Bid%7D%26u%3D%7Buid%7D%26s%3D%7Bparam%3Asub1%7D HTTP/1.1\r\nHost: h\r\n{BROWSER}\r\n"
+    );
+    let body = br#"{"order":"A-17","sum":12.5}"#;
+    let cors = format!(
+        "POST /shop/order HTTP/1.1\r\nHost: h\r\n{BROWSER}Origin: https://shop.example\r\nContent-Type: application/json\r\nCookie: uid=12345678901234\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        std::str::from_utf8(body).unwrap()
+    );
+    let kinds: [(&[u8], &[u8]); 4] = [
+        (pixel.as_bytes(), b"HTTP/1.1 200 OK\r\n"),
+        (new_pixel.as_bytes(), b"HTTP/1.1 200 OK\r\n"),
+        (click.as_bytes(), b"HTTP/1.1 302 Found\r\n"),
+        (cors.as_bytes(), b"HTTP/1.1 200 OK\r\n"),
+    ];
+
+    let total = WARMUP + kinds.len() * MEASURED;
+    let consumer = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for i in 0..total {
+            let envelope = pull.recv_bytes(0).expect("an envelope within 20 s");
+            if i >= total - 4 * MEASURED && (i - (total - 4 * MEASURED)) % MEASURED == 0 {
+                kept.push(envelope);
+            }
+        }
+        kept
+    });
+    let mut last = Vec::new();
+    let one =
+        |conn: &mut Conn, shard: &mut Shard, raw: &[u8], status: &[u8], last: &mut Vec<u8>| {
+            hookwire::testing::feed(conn, raw);
+            assert_eq!(conn.process(shard), Step::More { completed: 1 });
+            shard.flush_outbox();
+            conn.waits.clear();
+            assert!(
+                conn.out.starts_with(status),
+                "{}",
+                String::from_utf8_lossy(&conn.out)
+            );
+            last.clear();
+            last.extend_from_slice(&conn.out);
+            conn.out.clear();
+        };
+    for i in 0..WARMUP {
+        let (raw, status) = kinds[i % kinds.len()];
+        one(&mut conn, &mut shard, raw, status, &mut last);
+    }
+    let mut responses = Vec::new();
+    let counts = kinds.map(|(raw, status)| {
+        let n = allocations_in(|| {
+            for _ in 0..MEASURED {
+                one(&mut conn, &mut shard, raw, status, &mut last);
+            }
+        });
+        responses.push(String::from_utf8_lossy(&last).into_owned());
+        n
+    });
+    assert_eq!(shard.fanout.waiting(), 0, "nothing went to the backlog");
+    let kept: Vec<serde_json::Value> = consumer
+        .join()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_slice(e).unwrap())
+        .collect();
+    // Each kind really was what it says.
+    assert_eq!(kept[0]["channel"], "pixel");
+    assert_eq!(kept[0]["uid"], "12345678901234");
+    assert!(responses[0].contains("Content-Type: image/gif\r\nContent-Length: 43\r\n"));
+    assert!(!responses[0].contains("Set-Cookie"));
+    assert_eq!(kept[1]["channel"], "pixel");
+    assert!(
+        responses[1].contains("Set-Cookie: uid="),
+        "{}",
+        responses[1]
+    );
+    assert_eq!(kept[2]["channel"], "redirect");
+    assert!(
+        responses[2].contains("Location: https://a.shop.example/lp?c="),
+        "{}",
+        responses[2]
+    );
+    assert!(
+        responses[2].contains("&s=spring%20sale\r\n"),
+        "{}",
+        responses[2]
+    );
+    assert!(
+        responses[2].contains("; Domain=.shop.example;"),
+        "{}",
+        responses[2]
+    );
+    assert_eq!(kept[3]["channel"], "http");
+    assert!(
+        responses[3].contains("Access-Control-Allow-Origin: https://shop.example\r\n"),
+        "{}",
+        responses[3]
+    );
+    let [pixel_allocs, new_pixel_allocs, click_allocs, cors_allocs] = counts;
+    assert_eq!(pixel_allocs, 0, "allocations over {MEASURED} pixels");
+    assert_eq!(
+        new_pixel_allocs, 0,
+        "allocations over {MEASURED} pixels that set the uid cookie"
+    );
+    assert_eq!(
+        click_allocs, 0,
+        "allocations over {MEASURED} click redirects"
+    );
+    assert_eq!(
+        cors_allocs, 0,
+        "allocations over {MEASURED} credentialed CORS POSTs"
+    );
 }

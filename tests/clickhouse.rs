@@ -1,7 +1,8 @@
 //! The ClickHouse writer (`clients/python/clickhouse_writer.py`) into chDB
-//! on an acknowledged route, killed with SIGKILL once mid-way: every event
-//! that got a 200 is in the table once after `OPTIMIZE … FINAL`. The
-//! 100 000-event run is `loadtest/clickhouse.sh`.
+//! on an acknowledged route, killed with SIGKILL once mid-way while it
+//! holds 1 000 events it never inserted: hookwire sends them again, and
+//! every event that got a 200 is in the table once after `OPTIMIZE …
+//! FINAL`. The 100 000-event run is `loadtest/clickhouse.sh`.
 
 mod common;
 
@@ -12,13 +13,16 @@ use std::time::Duration;
 
 use common::*;
 
-fn writer(python: &Path, pull: &str, ack: &str, store: &Path) -> Guard {
+/// The writer; `wait` is how long it waits for more events before
+/// inserting a batch smaller than 200.
+fn writer(python: &Path, pull: &str, ack: &str, store: &Path, wait: &str) -> Guard {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/clients/python/clickhouse_writer.py"
     );
     let mut child = Command::new(python)
-        .args([script, "--pull", pull, "--ack", ack, "--batch", "200"])
+        .args([script, "--pull", pull, "--ack", ack, "--batch", "2000"])
+        .args(["--wait", wait])
         .arg("--path")
         .arg(store)
         .stdout(Stdio::piped())
@@ -40,7 +44,9 @@ fn the_clickhouse_writer_keeps_every_event_once_through_a_kill() {
     let (pull, ack) = (free_endpoint(), free_endpoint());
     let ack_arg = format!("*={ack}");
     let server = Server::start(&["--cores", "2", "--push", &pull, "--ack-endpoint", &ack_arg]);
-    let mut w = writer(&python, &pull, &ack, &store);
+    // The first writer waits ten minutes for a full batch: it takes the
+    // first 1 000 events and never inserts (nor acks) them.
+    let mut w = writer(&python, &pull, &ack, &store, "600");
     let mut answered = 0;
     for round in 0..2 {
         for i in 0..1_000 {
@@ -50,16 +56,31 @@ fn the_clickhouse_writer_keeps_every_event_once_through_a_kill() {
             answered += 1;
         }
         if round == 0 {
+            eventually(
+                Duration::from_secs(30),
+                "1 000 events sent, none acked",
+                || {
+                    let r = &stats(&server)["merged"]["routes"][0];
+                    r["acks"]["unacked"] == 1_000 && r["delivered"] == 0
+                },
+            );
             let mut child = w.take();
             child.kill().unwrap();
             child.wait().unwrap();
-            w = writer(&python, &pull, &ack, &store);
+            w = writer(&python, &pull, &ack, &store, "0.2");
         }
     }
     eventually(Duration::from_secs(60), "every event acked", || {
         let r = &stats(&server)["merged"]["routes"][0];
         r["delivered"] == answered && r["acks"]["unacked"] == 0
     });
+    let resent = stats(&server)["merged"]["routes"][0]["resent"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        resent >= 1_000,
+        "the killed writer's 1 000 events went again: resent {resent}"
+    );
     let mut child = w.take();
     child.kill().unwrap();
     child.wait().unwrap();

@@ -138,3 +138,34 @@ fn envelopes_of_a_source_match_the_published_schema() {
     assert_eq!(out.matches("invalid:").count(), 2, "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pixel's and a click's envelopes: `channel` is `pixel` and `redirect`.
+#[test]
+fn pixel_and_click_envelopes_match_the_published_schema() {
+    let dir = temp_dir("schema-browser");
+    let config = dir.join("hookwire.toml");
+    std::fs::write(
+        &config,
+        "[[source]]\nservice = \"click\"\nredirect-allow = [\"offer.example\"]\n",
+    )
+    .unwrap();
+    let (server, sink) = server_and_sink(&["--config", config.to_str().unwrap()]);
+    let pixel = server.get("/affise/conversion/7.gif?clickid=c1");
+    assert_eq!(pixel.status, 200);
+    let click = server.get("/click/go?to=https%3A%2F%2Foffer.example%2F%3Fc%3D%7Bid%7D");
+    assert_eq!(click.status, 302);
+    let envelopes = sink.recv_raw(2, Duration::from_secs(10));
+    let mut channels: Vec<String> = envelopes
+        .iter()
+        .map(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap()["channel"].to_string())
+        .collect();
+    channels.sort();
+    assert_eq!(channels, ["\"pixel\"", "\"redirect\""]);
+    let out = validate(&envelopes);
+    assert_eq!(out.trim(), "ok 2", "{out}");
+    let mut broken: serde_json::Value = serde_json::from_slice(&envelopes[0]).unwrap();
+    broken["channel"] = serde_json::json!("img");
+    let out = validate(&[serde_json::to_vec(&broken).unwrap()]);
+    assert_eq!(out.matches("invalid:").count(), 1, "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -984,7 +984,7 @@ fn bad_sources_are_refused_at_start() {
         ("[[source]]\nservice = \"x\"\nsecrit = 1\n", "unknown field `secrit`"),
         ("[[source]]\nservice = \"x\"\nallow = [\"10.0.0.0/33\"]\n", "allow: '10.0.0.0/33' is not a CIDR"),
         ("[[source]]\nservice = \"x/y\"\n", "service: \"x/y\" is not a glob"),
-        ("[[source]]\nservice = \"x\"\nreply = \"xml\"\n", "reply: \"xml\" is not \"json\" or \"text:"),
+        ("[[source]]\nservice = \"x\"\nreply = \"xml\"\n", "reply: \"xml\" is not \"json\", \"gif\" or \"text:"),
     ] {
         let err = start(config);
         let says = says.replace("FILE", &file);

@@ -107,12 +107,14 @@ def main(argv=None):
     p.add_argument("--path", default="./events.chdb", help="chDB directory")
     p.add_argument("--url", help="a ClickHouse server (clickhouse-connect DSN) instead of chDB")
     p.add_argument("--table", default="hookwire.events")
-    p.add_argument("--batch", type=int, default=5000)
+    p.add_argument("--batch", type=int, default=5000, help="most events per insert")
+    p.add_argument("--wait", type=float, default=0.2,
+                   help="seconds without a new event before a smaller batch is inserted")
     args = p.parse_args(argv)
     store = ServerStore(args.url, args.table) if args.url else ChdbStore(args.path, args.table)
     consumer = Consumer(args.pull, ack=args.ack, frames=args.frames)
     print("ready", flush=True)
-    for batch in consumer.batches(size=args.batch, timeout=0.2):
+    for batch in consumer.batches(size=args.batch, timeout=args.wait):
         store.insert([row(e) for e in batch])  # committed: acked on the next turn
         print(f"inserted {len(batch)}", flush=True)
 

@@ -39,7 +39,7 @@ struct Counter {
     value: fn(&Counters) -> u64,
 }
 
-const COUNTERS: [Counter; 7] = [
+const COUNTERS: [Counter; 8] = [
     Counter {
         name: "hookwire_events_accepted_total",
         help: "Events answered with 200.",
@@ -74,6 +74,11 @@ const COUNTERS: [Counter; 7] = [
         name: "hookwire_connections_closed_total",
         help: "Connections closed.",
         value: |c| c.connections_closed,
+    },
+    Counter {
+        name: "hookwire_connections_refused_total",
+        help: "Connections answered 503 overloaded and closed as they were accepted (--max-connections reached, or out of descriptors).",
+        value: |c| c.connections_refused,
     },
 ];
 

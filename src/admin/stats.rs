@@ -115,6 +115,8 @@ struct Bytes {
 struct Connections {
     accepted: u64,
     closed: u64,
+    /// Answered 503 overloaded as they were accepted, and closed.
+    refused: u64,
     open: usize,
 }
 
@@ -243,6 +245,7 @@ fn metrics_stats(
         connections: Connections {
             accepted: c.connections_accepted,
             closed: c.connections_closed,
+            refused: c.connections_refused,
             open,
         },
         inflight_body: InflightBody {

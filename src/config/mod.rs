@@ -45,6 +45,8 @@ pub struct Settings {
     pub max_inflight_body: u64,
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// Connections open at once, for the whole process.
+    pub max_connections: usize,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     /// `--spool-min-free`: resolved against the filesystem's size at start.
@@ -125,6 +127,7 @@ impl Settings {
             max_inflight_body: o.max_inflight_body.0,
             idle_timeout: o.idle_timeout.0,
             request_timeout: o.request_timeout.0,
+            max_connections: o.max_connections.unwrap_or_else(default_max_connections),
             spool_dir: o.spool_dir,
             spool_max_bytes: o.spool_max_bytes.0,
             spool_min_free: o.spool_min_free,
@@ -179,7 +182,28 @@ fn check_ranges(o: &ServeOptions, cores: usize) -> Result<(), ConfigError> {
     let memory_text = bytesize::ByteSize(memory).to_string_as(true);
     let message = format!("must be at most this machine's memory ({memory_text})");
     ensure(o.resend_buffer.0 <= memory, "resend-buffer", message)?;
-    ensure(o.sndhwm >= 0, "sndhwm", "must be 0 (no limit) or more")
+    ensure(o.sndhwm >= 0, "sndhwm", "must be 0 (no limit) or more")?;
+    let message = "must be 1 or more";
+    ensure(o.max_connections != Some(0), "max-connections", message)
+}
+
+/// Descriptors kept for what is not a sender's connection: listeners,
+/// io_uring rings, ZeroMQ sockets, spool files, the admin listener.
+const OTHER_DESCRIPTORS: u64 = 256;
+
+/// `--max-connections` when not given: what the open-files limit leaves
+/// after the descriptors hookwire needs besides its senders' connections.
+/// The hard limit, which the binary raises the soft one to at start.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let open_files = if got { limit.rlim_max } else { 1024 };
+    let left = open_files.saturating_sub(OTHER_DESCRIPTORS.min(open_files / 4));
+    left.clamp(1, 1 << 24) as usize
 }
 
 /// A core's share of `--max-inflight-body` must hold one request of
@@ -210,6 +234,11 @@ impl Settings {
     /// A core's share of `--max-inflight-body`.
     pub fn inflight_body_per_core(&self) -> usize {
         (self.max_inflight_body / self.cores as u64) as usize
+    }
+
+    /// A core's share of `--max-connections` (at least one).
+    pub fn max_connections_per_core(&self) -> usize {
+        self.max_connections.div_ceil(self.cores)
     }
 }
 

@@ -140,6 +140,11 @@ pub struct ServeOptions {
         default_value = "10s"
     )]
     pub request_timeout: Interval,
+    /// Most connections open at once, for the whole process (split over
+    /// the cores); past it, a new connection gets 503 overloaded and is
+    /// closed [default: from the open-files limit]
+    #[arg(long, env = "HOOKWIRE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Also listen when another hookwire of this user already listens on
     /// the address (SO_REUSEPORT; the kernel splits new connections between
     /// them): for a restart without a gap, start the new process with this,
@@ -343,6 +348,7 @@ impl ServeArgs {
             max_inflight_body,
             idle_timeout,
             request_timeout,
+            max_connections,
             share_port,
             spool_dir,
             spool_max_bytes,

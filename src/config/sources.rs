@@ -12,6 +12,7 @@ use wildmatch::WildMatch;
 
 use super::error::ConfigError;
 use super::values::{self, choice, Interval, Invalid, TrustedNet};
+use crate::source::browser::{self, Cookie, HostPattern};
 use crate::source::verify::MAX_KEYS;
 use crate::source::{
     Algorithm, Challenge, Encoding, Generic, Key, Reply, Secret, Source, Sources, TokenAt, Verify,
@@ -40,6 +41,12 @@ pub struct SourceSpec {
     pub prefix: Option<String>,
     pub token_param: Option<String>,
     pub token_header: Option<String>,
+    #[serde(default, deserialize_with = "values::strings")]
+    pub redirect_allow: Vec<String>,
+    pub cookie_name: Option<String>,
+    pub cookie_domain: Option<String>,
+    #[serde(default, deserialize_with = "values::strings")]
+    pub cors_origins: Vec<String>,
 }
 
 /// `verify`.
@@ -337,18 +344,52 @@ fn one(spec: SourceSpec) -> Result<Source, Refused> {
     };
     let reply = match spec.reply.as_deref().map(str::trim) {
         None | Some("json") => Reply::Json,
+        Some("gif") => Reply::Gif,
         Some(r) => match r.strip_prefix("text:") {
             Some(t) if !t.is_empty() && t.bytes().all(|b| (b' '..=b'~').contains(&b)) => {
                 Reply::Text(t.to_owned())
             }
             _ => {
                 return Err(format!(
-                    "reply: {r:?} is not \"json\" or \"text:<printable ASCII>\" (\"text:OK\")"
-                ))
+                "reply: {r:?} is not \"json\", \"gif\" or \"text:<printable ASCII>\" (\"text:OK\")"
+            ))
             }
         },
     };
+    let redirect_allow = spec
+        .redirect_allow
+        .iter()
+        .map(|e| {
+            HostPattern::parse(e).ok_or_else(|| {
+                format!("redirect-allow: {e:?} is not a host name (\"offer.example\") or \"*.\" and a domain (\"*.shop.example\")")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cookie_name = spec.cookie_name.as_deref().map(str::trim).unwrap_or("uid");
+    if !browser::valid_cookie_name(cookie_name) {
+        return Err(format!(
+            "cookie-name: {cookie_name:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"
+        ));
+    }
+    let cookie_domain = spec.cookie_domain.as_deref().map(str::trim);
+    if let Some(d) = cookie_domain.filter(|d| !browser::valid_cookie_domain(d)) {
+        return Err(format!(
+            "cookie-domain: {d:?} is not a domain (\"shop.example\" or \".shop.example\")"
+        ));
+    }
+    let cors_origins = spec
+        .cors_origins
+        .iter()
+        .map(|o| {
+            browser::parse_origin(o).ok_or_else(|| {
+                format!("cors-origins: {o:?} is not an origin as browsers send it (\"https://shop.example\", a port if not the default, no path)")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Source {
+        redirect_allow,
+        cookie: Cookie::new(cookie_name, cookie_domain),
+        cors_origins,
         service: glob.to_owned(),
         glob: WildMatch::new(glob),
         verify,

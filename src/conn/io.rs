@@ -81,11 +81,19 @@ struct Read {
 impl Session {
     async fn run(&mut self, settings: &Settings) {
         loop {
-            let Some(read) = self.read(settings).await else {
+            let Some(mut read) = self.read(settings).await else {
                 return;
             };
-            let Some(step) = self.answer(&read).await else {
-                return;
+            let step = loop {
+                let Some(step) = self.answer(&read).await else {
+                    return;
+                };
+                if !(self.conn.held_back() && matches!(step, Step::More { .. })) {
+                    break step;
+                }
+                // Requests of this read left for want of room in `out`,
+                // now that it is written.
+                read.n = 0;
             };
             if read.last {
                 if self.conn.pending() && matches!(step, Step::More { .. }) {

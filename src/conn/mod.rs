@@ -24,7 +24,7 @@ use budget::Budget;
 use crate::config::Settings;
 use crate::http::coding::{self, Bad, Coding};
 use crate::http::request::{self, Framing, Method, Request};
-use crate::http::response::Persist;
+use crate::http::response::{self, Persist};
 use crate::http::{chunked, Error};
 use crate::reject::Refusal;
 use crate::shard::Shard;
@@ -32,6 +32,10 @@ use crate::spool::{Flushed, Tickets};
 
 /// Starting (and resting) size of a connection's read buffer.
 pub const INITIAL: usize = 16 * 1024;
+/// Responses one pass holds before they are written: a sender that
+/// pipelines many requests and reads slowly holds at most this much
+/// besides its read buffer; the rest of its requests wait in that buffer.
+pub const MAX_OUT: usize = 64 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// What the connection should do next.
@@ -103,6 +107,9 @@ pub struct Conn {
     /// How far its chunked body has been walked.
     chunks: chunked::Progress,
     continued: bool,
+    /// The last pass stopped at [`MAX_OUT`] with requests left in the
+    /// buffer: they are answered once `out` is written, before reading.
+    held_back: bool,
     peer: IpAddr,
     /// The core is draining: the last request in the buffer is answered
     /// with `Connection: close`, and the connection ends after it.
@@ -128,6 +135,7 @@ impl Conn {
             head: None,
             chunks: chunked::Progress::default(),
             continued: false,
+            held_back: false,
             peer,
             closing: false,
             max_header: settings.max_header,
@@ -217,9 +225,18 @@ impl Conn {
         self.end += n;
     }
 
-    /// Answers every complete request in the buffer.
+    /// Whether the last [`Conn::process`] left complete requests in the
+    /// buffer because `out` reached [`MAX_OUT`]: write `out`, then process
+    /// again without reading.
+    pub fn held_back(&self) -> bool {
+        self.held_back
+    }
+
+    /// Answers every complete request in the buffer, or as many as fit
+    /// [`MAX_OUT`] of responses.
     pub fn process(&mut self, shard: &mut Shard) -> Step {
         let mut completed = 0;
+        self.held_back = false;
         loop {
             if self.head.is_none() {
                 // Empty lines before a request line are ignored (RFC 9112
@@ -302,6 +319,10 @@ impl Conn {
             if persist == Persist::Close {
                 return Step::Done { completed };
             }
+            if self.out.len() >= MAX_OUT && self.start < self.end {
+                self.held_back = true;
+                return Step::More { completed };
+            }
         }
     }
 
@@ -367,7 +388,8 @@ impl Conn {
                 continue;
             }
             self.out.extend_from_slice(&old[at..w.start]);
-            shard.refuse(Refusal::SpoolError, w.persist, true, &mut self.out);
+            let gif = response::is_gif(&old[w.start..w.end]);
+            shard.refuse_later(Refusal::SpoolError, w.persist, gif, &mut self.out);
             at = w.end;
         }
         self.out.extend_from_slice(&old[at..]);

@@ -50,11 +50,34 @@ impl<'a> Transport<'a> {
     }
 }
 
+/// How an event arrived: its envelope's `channel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// A webhook or postback (and a browser's `fetch` or `sendBeacon`).
+    Http,
+    /// An image pixel (`.gif`).
+    Pixel,
+    /// A tracked click, answered with a redirect.
+    Redirect,
+}
+
+impl Channel {
+    /// The quoted value and the comma after it.
+    fn quoted(self) -> &'static [u8] {
+        match self {
+            Channel::Http => b"\"http\",",
+            Channel::Pixel => b"\"pixel\",",
+            Channel::Redirect => b"\"redirect\",",
+        }
+    }
+}
+
 /// The routing and identity fields of one event.
 #[derive(Debug, Clone, Copy)]
 pub struct Head<'a> {
     /// Holds the service and name too.
     pub key: &'a RoutingKey,
+    pub channel: Channel,
     pub project_id: u64,
     pub uid: Uid<'a>,
     /// The id's and the time's decimal text: the id also goes into the
@@ -82,7 +105,9 @@ pub fn encode(
     // service and name are validated to [A-Za-z0-9_-]: no escaping needed.
     out.extend_from_slice(b"{\"key\":\"");
     out.extend_from_slice(head.key.as_bytes());
-    out.extend_from_slice(b"\",\"channel\":\"http\",\"service\":\"");
+    out.extend_from_slice(b"\",\"channel\":");
+    out.extend_from_slice(head.channel.quoted());
+    out.extend_from_slice(b"\"service\":\"");
     out.extend_from_slice(head.key.service().as_bytes());
     out.extend_from_slice(b"\",\"name\":\"");
     out.extend_from_slice(head.key.name().as_bytes());
@@ -217,6 +242,7 @@ mod tests {
         key.set(b"calltrack", b"call");
         let head = Head {
             key: &key,
+            channel: Channel::Http,
             project_id: 0,
             uid: Uid::Generated(6462464730849083392),
             id: "6462464730849083393",
@@ -242,6 +268,7 @@ mod tests {
         key.set(b"github", b"push");
         let head = Head {
             key: &key,
+            channel: Channel::Http,
             project_id: 0,
             uid: Uid::Given("1234567890"),
             id: "1",

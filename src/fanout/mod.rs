@@ -207,8 +207,9 @@ impl Fanout {
     /// instead of per event), before it decides the ticket: an event
     /// ZeroMQ does not take then goes to the spool, and the ticket waits
     /// for that write. Durable mode: the event is journaled, and sent now
-    /// when nothing waits before it.
-    pub fn send(&mut self, set: &RouteSet, key: &[u8], start: usize) -> u64 {
+    /// when nothing waits before it; `now_ms` is the event's time (Unix
+    /// ms), its first send's.
+    pub fn send(&mut self, set: &RouteSet, key: &[u8], start: usize, now_ms: u64) -> u64 {
         let mut spool = self.spool.borrow_mut();
         if !spool.durable {
             self.outbox.push(set, key, start);
@@ -223,7 +224,7 @@ impl Fanout {
             log.append(key, envelope);
             if !queued && try_send(&route.socket, self.frames, key, envelope) {
                 log.delivered_through_tail();
-                sent_first(route, key, envelope, Instant::now(), resend::unix_ms());
+                sent_first(route, key, envelope, now_ms);
             }
         }
         self.outbox.arena.truncate(start);
@@ -239,6 +240,17 @@ impl Fanout {
         let n = self.outbox.entries.len();
         self.outbox.clear();
         n
+    }
+
+    /// The envelopes waiting in the outbox, one per route entry, in order.
+    /// Only for tests and fuzzing, which check what the encoder wrote; the
+    /// server never calls it.
+    #[doc(hidden)]
+    pub fn outbox_envelopes(&self) -> impl Iterator<Item = &[u8]> {
+        self.outbox
+            .entries
+            .iter()
+            .map(|e| self.outbox.text(e.envelope))
     }
 
     /// Events waiting in the outbox for the next [`Self::flush_outbox`].
@@ -262,7 +274,7 @@ impl Fanout {
             frames,
             ..
         } = self;
-        let (now, now_ms) = (Instant::now(), resend::unix_ms());
+        let now_ms = resend::unix_ms();
         for &entry in &outbox.entries {
             let (key, envelope) = (outbox.text(entry.key), outbox.text(entry.envelope));
             let i = usize::from(entry.route);
@@ -272,7 +284,7 @@ impl Fanout {
             if log.active() || held || !try_send(&route.socket, *frames, key, envelope) {
                 log.append(key, envelope);
             } else {
-                sent_first(route, key, envelope, now, now_ms);
+                sent_first(route, key, envelope, now_ms);
             }
         }
         outbox.clear();
@@ -285,7 +297,7 @@ impl Fanout {
         let mut spool = self.spool.borrow_mut();
         let (durable, window) = (spool.durable, spool.retention());
         let mut reads = Vec::new();
-        let (now, now_ms) = (Instant::now(), resend::unix_ms());
+        let now_ms = resend::unix_ms();
         for (i, route) in self.routes.iter_mut().enumerate() {
             let frames = self.frames;
             let next = spool::deliver(
@@ -300,7 +312,7 @@ impl Fanout {
                         return false;
                     }
                     match (before, &mut route.acks) {
-                        (Sent::Never, _) => sent_first(route, key, envelope, now, now_ms),
+                        (Sent::Never, _) => sent_first(route, key, envelope, now_ms),
                         // A re-send keeps its first send's time: its
                         // re-sends end with the window.
                         (Sent::At(first), None) => {
@@ -308,12 +320,12 @@ impl Fanout {
                             route.resent += 1;
                         }
                         (Sent::At(first), Some(acks)) => {
-                            hold(acks, key, envelope, now, first);
+                            hold(acks, key, envelope, now_ms, first);
                             route.resent += 1;
                         }
                         (Sent::Replay, acks) => {
                             if let Some(acks) = acks {
-                                hold(acks, key, envelope, now, now_ms);
+                                hold(acks, key, envelope, now_ms, now_ms);
                             }
                             route.resent += 1;
                         }
@@ -404,7 +416,7 @@ impl Fanout {
         for (route, log) in self.routes.iter_mut().zip(&spool.routes) {
             route.depth.saturating_record(log.stored());
         }
-        let now = Instant::now();
+        let now = resend::unix_ms();
         let frames = self.frames;
         for route in &mut self.routes {
             let Route {
@@ -512,9 +524,9 @@ impl Fanout {
 /// Records an event's first send: held for its ack on an acknowledged
 /// route (delivered once acked), else kept for re-sending and delivered.
 #[inline]
-fn sent_first(route: &mut Route, key: &[u8], envelope: &[u8], now: Instant, now_ms: u64) {
+fn sent_first(route: &mut Route, key: &[u8], envelope: &[u8], now_ms: u64) {
     match &mut route.acks {
-        Some(acks) => hold(acks, key, envelope, now, now_ms),
+        Some(acks) => hold(acks, key, envelope, now_ms, now_ms),
         None => {
             route.recent.push(key, envelope, now_ms);
             route.delivered += 1;
@@ -525,7 +537,7 @@ fn sent_first(route: &mut Route, key: &[u8], envelope: &[u8], now: Instant, now_
 /// Holds a sent event for its ack, by the id in its envelope (every
 /// envelope has one; one that did not could never be acked, so it is not
 /// held).
-fn hold(acks: &mut Unacked, key: &[u8], envelope: &[u8], now: Instant, first_sent: u64) {
+fn hold(acks: &mut Unacked, key: &[u8], envelope: &[u8], now: u64, first_sent: u64) {
     if let Some(id) = envelope_id(envelope) {
         acks.hold(id, key, envelope, now, first_sent);
     }

@@ -43,6 +43,8 @@ pub enum Status {
     ServiceUnavailable,
     Unauthorized,
     Forbidden,
+    /// A click's redirect.
+    Found,
 }
 
 impl Status {
@@ -60,6 +62,7 @@ impl Status {
             Status::ServiceUnavailable => b"HTTP/1.1 503 Service Unavailable\r\n",
             Status::Unauthorized => b"HTTP/1.1 401 Unauthorized\r\n",
             Status::Forbidden => b"HTTP/1.1 403 Forbidden\r\n",
+            Status::Found => b"HTTP/1.1 302 Found\r\n",
         }
     }
 
@@ -82,6 +85,7 @@ impl Status {
             Status::ServiceUnavailable => 503,
             Status::Unauthorized => 401,
             Status::Forbidden => 403,
+            Status::Found => 302,
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct Head {
     /// one into several).
     pub cookies: smallvec::SmallVec<[Span; 2]>,
     pub request_headers: Option<Span>,
+    /// `Origin`: a browser's request from a page.
+    pub origin: Option<Span>,
 }
 
 impl Head {
@@ -217,6 +219,7 @@ fn read_headers(
         match name.len() {
             4 if lower(b"host") => head.host = Some(span.of(value)),
             6 if lower(b"cookie") => head.cookies.push(span.of(value)),
+            6 if lower(b"origin") => head.origin = Some(span.of(value)),
             6 if lower(b"expect") => {
                 head.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
             }

@@ -69,8 +69,19 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Decodes and validates a request whose path names a service.
+    /// Decodes and validates a request whose path names a service, its
+    /// uid cookie named `uid`.
     pub fn prepare(&mut self, req: &Request<'_>, target: route::Target) -> Result<Fields, Refusal> {
+        self.prepare_with(req, target, b"uid")
+    }
+
+    /// [`Self::prepare`] with the uid read from the cookie named `cookie`.
+    pub fn prepare_with(
+        &mut self,
+        req: &Request<'_>,
+        target: route::Target,
+        cookie: &[u8],
+    ) -> Result<Fields, Refusal> {
         self.params.clear();
         if let Some(q) = &req.head.query {
             self.params.parse(at(req.buf, q));
@@ -97,7 +108,7 @@ impl Ingest {
                 route::parse_project_id(self.bytes(req, &t)).ok_or(Refusal::InvalidProjectId)?
             }
         };
-        let uid = self.uid(req, query_len, &body);
+        let uid = self.uid(req, query_len, &body, cookie);
         self.grouper.query.build(&self.params, 0..query_len);
         if body == Body::Form {
             self.grouper
@@ -123,6 +134,19 @@ impl Ingest {
             Text::Params(r) => self.params.text(r).as_bytes(),
             Text::Json(r) => self.json.text(r).as_bytes(),
         }
+    }
+
+    /// The first query parameter `name`, decoded, of the request
+    /// [`Self::prepare`] last read; else the first of its form body.
+    pub fn param(&self, fields: &Fields, name: &str) -> Option<&[u8]> {
+        let params = &self.params;
+        let in_body = match fields.body {
+            Body::Form => params.list.len(),
+            _ => fields.query_len,
+        };
+        (params.first(0..fields.query_len, name))
+            .or_else(|| params.first(fields.query_len..in_body, name))
+            .map(|r| params.text(&r).as_bytes())
     }
 
     /// Writes the members of `data`: the body's (those the query does not
@@ -307,7 +331,7 @@ impl Ingest {
 
     /// The first of query `uid`, body `uid`, cookie `uid` that looks like
     /// an id (of a repeated `uid`, the first value that does).
-    fn uid(&self, req: &Request<'_>, query_len: usize, body: &Body) -> Option<Text> {
+    fn uid(&self, req: &Request<'_>, query_len: usize, body: &Body, cookie: &[u8]) -> Option<Text> {
         let params = &self.params;
         let valid = |t: &Text| route::valid_uid(self.bytes(req, t));
         let from_query = params
@@ -335,7 +359,7 @@ impl Ingest {
                     .flat_map(|c| at(req.buf, c).split(|&b| b == b';'));
                 pairs.find_map(|pair| {
                     let pair = trim(pair);
-                    let value = pair.strip_prefix(b"uid=")?;
+                    let value = pair.strip_prefix(cookie)?.strip_prefix(b"=")?;
                     let start = (value.as_ptr() as usize - base) as u32;
                     Some(Text::Request(start..start + value.len() as u32)).filter(valid)
                 })

@@ -51,6 +51,18 @@ pub fn parse(buf: &[u8], path: &Span) -> Result<Path, Refusal> {
     }))
 }
 
+/// An image pixel's path: its last segment ends in `.gif`. Returns the
+/// path without the suffix (so name and projectId have none), and whether
+/// it had one.
+pub fn strip_gif(buf: &[u8], path: &Span) -> (Span, bool) {
+    let bytes = at(buf, path);
+    let pixel = bytes.len() >= 4 && bytes[bytes.len() - 4..].eq_ignore_ascii_case(b".gif");
+    match pixel {
+        true => (path.start..path.end - 4, true),
+        false => (path.clone(), false),
+    }
+}
+
 /// A service or event name: 1–64 of `[A-Za-z0-9_-]` (so also ASCII).
 pub fn valid_name(s: &[u8]) -> bool {
     (1..=64).contains(&s.len()) && s.iter().all(|&b| NAME_BYTE[usize::from(b)])
@@ -110,6 +122,31 @@ mod tests {
         p: Option<&str>,
     ) -> Option<(String, Option<String>, Option<String>)> {
         Some((s.into(), n.map(Into::into), p.map(Into::into)))
+    }
+
+    #[test]
+    fn pixel_paths_lose_their_suffix() {
+        let gif = |p: &str| {
+            let (span, pixel) = strip_gif(p.as_bytes(), &(0..p.len() as u32));
+            (
+                split(&p[span.start as usize..span.end as usize]).unwrap(),
+                pixel,
+            )
+        };
+        assert_eq!(
+            gif("/affise/conversion/7.gif"),
+            (ev("affise", Some("conversion"), Some("7")), true)
+        );
+        assert_eq!(
+            gif("/affise/conversion.GIF"),
+            (ev("affise", Some("conversion"), None), true)
+        );
+        assert_eq!(gif("/affise.gif"), (ev("affise", None, None), true));
+        assert_eq!(gif("/.gif"), (None, true));
+        assert_eq!(
+            gif("/affise/conversion"),
+            (ev("affise", Some("conversion"), None), false)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! holds its event, read from the id's worker bits, over that core's
 //! channel.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Weak};
 
 use crate::config::Settings;
 use crate::event::id::CORE_BITS;
@@ -32,8 +32,13 @@ pub const CHANNEL: usize = 1_024;
 
 /// Binds every acknowledged route's endpoint and starts the listener
 /// thread, which hands ids to `cores` (one bounded sender per core, of
-/// [`CHANNEL`] batches).
-pub fn start(settings: &Settings, cores: Vec<mpsc::SyncSender<AckBatch>>) -> Result<(), String> {
+/// [`CHANNEL`] batches). The thread ends once `alive` has no owner left
+/// (every core has ended).
+pub fn start(
+    settings: &Settings,
+    cores: Vec<mpsc::SyncSender<AckBatch>>,
+    alive: Weak<()>,
+) -> Result<(), String> {
     let context = zmq::Context::new();
     let mut sockets = Vec::new();
     for (route, spec) in settings.routes.iter().enumerate() {
@@ -59,23 +64,24 @@ pub fn start(settings: &Settings, cores: Vec<mpsc::SyncSender<AckBatch>>) -> Res
     }
     std::thread::Builder::new()
         .name("hookwire-acks".into())
-        .spawn(move || listen(&context, &sockets, &cores))
+        .spawn(move || listen(&context, &sockets, &cores, &alive))
         .map_err(|e| format!("cannot start the ack listener: {e}"))?;
     Ok(())
 }
 
-/// Reads acks until every core is gone.
+/// Reads acks until every core is gone (checked at least every 100 ms).
 fn listen(
     _context: &zmq::Context,
     sockets: &[(usize, zmq::Socket)],
     cores: &[mpsc::SyncSender<AckBatch>],
+    alive: &Weak<()>,
 ) {
     let mut bad_seen = 0u64;
     let mut dropped_seen = 0u64;
     // Per core and route: ids dropped and not yet told to the core.
     let mut untold = vec![vec![0u64; sockets.len()]; cores.len()];
     let mut poll_failed = false;
-    loop {
+    while alive.strong_count() > 0 {
         let mut items: Vec<zmq::PollItem<'_>> = sockets
             .iter()
             .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
@@ -211,6 +217,37 @@ mod tests {
         assert_eq!((ids.as_slice(), bad), (&[5, 6][..], 3));
         assert_eq!(parse(b"", |_| true), 0);
         assert_eq!(parse(b"\xff\xfe", |_| true), 1, "not UTF-8");
+    }
+
+    #[test]
+    fn the_listener_ends_with_the_last_core() {
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = format!("tcp://127.0.0.1:{port}");
+        let route = format!("*={endpoint}");
+        let settings =
+            crate::testing::settings_with("tcp://127.0.0.1:1", &["--ack-endpoint", &route]);
+        let alive = Arc::new(());
+        let (core, _inbox) = mpsc::sync_channel(1);
+        start(&settings, vec![core], Arc::downgrade(&alive)).unwrap();
+        let context = zmq::Context::new();
+        let probe = context.socket(zmq::PULL).unwrap();
+        assert!(probe.bind(&endpoint).is_err(), "the listener holds it");
+        drop(alive);
+        // No ack arrives; the listener still lets the endpoint go.
+        let since = Instant::now();
+        while probe.bind(&endpoint).is_err() {
+            assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "the listener outlived every core"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]

@@ -45,7 +45,10 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
     let (ack_senders, mut ack_receivers): (Vec<_>, Vec<_>) = (0..settings.cores)
         .map(|_| mpsc::sync_channel(acks::CHANNEL))
         .unzip();
-    acks::start(&settings, ack_senders)?;
+    // Held by every core until it ends: the ack listener stops with the
+    // last of them.
+    let alive = Arc::new(());
+    acks::start(&settings, ack_senders, Arc::downgrade(&alive))?;
     let mut handles = Vec::new();
     let mut cores = Vec::new();
     for (core, listener) in listeners.into_iter().enumerate() {
@@ -57,11 +60,13 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
         let usage = usage.clone();
         let (ask_tx, ask_rx) = mpsc::channel();
         cores.push(ask_tx);
+        let alive = alive.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
             .name(&format!("hookwire-core-{core}"))
             // DMA buffers for the spool's writes and reads.
             .io_memory(4 << 20)
             .spawn(move || async move {
+                let _alive = alive;
                 let inbox = core::Inbox { asks: ask_rx, acks };
                 match run_core(core, fd, settings, &ready, inbox, drain, usage).await {
                     Ok(last) => last,
@@ -74,6 +79,7 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
             .map_err(|e| format!("core {core}: cannot start executor: {e}"))?;
         handles.push(handle);
     }
+    drop(alive);
     drop(ready_tx);
     for _ in 0..settings.cores {
         match ready_rx.recv() {
@@ -108,6 +114,7 @@ async fn run_core(
     let accept = glommio::spawn_local(listener::accept_loop(
         id,
         listener,
+        fd,
         core.shard.clone(),
         core.registry.clone(),
         core.budget.clone(),

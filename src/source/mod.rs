@@ -5,6 +5,7 @@
 //! and how the 200 reads. Built and validated once by [`crate::config`];
 //! requests only look sources up.
 
+pub mod browser;
 pub mod challenge;
 pub mod mac;
 pub mod verify;
@@ -76,6 +77,12 @@ pub struct Source {
     /// Meta's `hub.verify_token`.
     pub verify_token: Option<Secret>,
     pub reply: Reply,
+    /// Hosts a click (`to=`) may be redirected to; empty: `to` is data.
+    pub redirect_allow: Vec<browser::HostPattern>,
+    /// The uid cookie's name and `Set-Cookie` line.
+    pub cookie: browser::Cookie,
+    /// Origins answered with credentialed CORS (lower-case); empty: `*`.
+    pub cors_origins: Vec<String>,
 }
 
 /// How a source's sender signs its requests.
@@ -173,6 +180,8 @@ pub enum Reply {
     Json,
     /// This text, as `text/plain` (`text:OK`).
     Text(String),
+    /// The transparent GIF of an image pixel, to GETs.
+    Gif,
 }
 
 /// A secret's bytes; never printed.
@@ -235,8 +244,20 @@ impl Source {
         if !self.delivery.is_empty() {
             text += &format!(", delivery {}", self.delivery.join("|"));
         }
-        if let Reply::Text(t) = &self.reply {
-            text += &format!(", reply text:{t}");
+        match &self.reply {
+            Reply::Text(t) => text += &format!(", reply text:{t}"),
+            Reply::Gif => text += ", reply gif",
+            Reply::Json => {}
+        }
+        if !self.redirect_allow.is_empty() {
+            let hosts: Vec<String> = self.redirect_allow.iter().map(|h| h.as_written()).collect();
+            text += &format!(", redirect-allow {}", hosts.join(","));
+        }
+        if self.cookie.name != "uid" {
+            text += &format!(", cookie {}", self.cookie.name);
+        }
+        if !self.cors_origins.is_empty() {
+            text += &format!(", cors-origins {}", self.cors_origins.join(","));
         }
         text
     }

@@ -293,6 +293,9 @@ mod tests {
             challenge: None,
             verify_token: None,
             reply: Reply::Json,
+            redirect_allow: Vec::new(),
+            cookie: Default::default(),
+            cors_origins: Vec::new(),
         }
     }
 

@@ -123,7 +123,31 @@ impl Server {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(args, env, None)
+    }
+
+    /// Starts hookwire with its open-files limit (soft and hard) at
+    /// `nofile`, as `ulimit -n` would leave it.
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Server {
+        Self::spawn(args, &[], Some(nofile))
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Server {
         let mut cmd = Command::new(BIN);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `limit`.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
         if !args.contains(&"--cores") {
             cmd.args(["--cores", "2"]);
