@@ -154,7 +154,9 @@ impl JsonBody {
             uid,
             ..
         } = self;
-        (members.clear(), text.clear(), spans.clear());
+        members.clear();
+        text.clear();
+        spans.clear();
         (*name, *project_id, *uid) = (Field::Absent, Field::Absent, Field::Absent);
         layout.build(body);
         if layout.non_ascii() && std::str::from_utf8(body).is_err() {
