@@ -95,6 +95,9 @@ fn take_batch(core: &RefCell<CoreSpool>) -> Option<Batch> {
     })
 }
 
+/// The most of a route's pending buffer kept between flushes.
+const PENDING_KEPT: usize = 1 << 20;
+
 /// Takes every route's pending bytes, aligned, as one job per route.
 fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
     // A journal file also rotates once it is half a replay window old,
@@ -121,6 +124,11 @@ fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
         let new_written = seg.written + r.pending.len() as u64;
         r.in_flight = r.pending.len() as u64;
         r.pending.clear();
+        if r.pending.capacity() > PENDING_KEPT {
+            // A burst (a consumer's re-sends) grew it: give the memory
+            // back rather than hold the burst's size for good.
+            r.pending = Vec::new();
+        }
         let create = seg.file.is_none().then(|| seg.path.clone());
         jobs.push(Job {
             route: i,
