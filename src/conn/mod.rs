@@ -16,7 +16,6 @@ pub mod io;
 pub mod registry;
 pub mod ring;
 pub mod ring_io;
-pub mod workers;
 
 use std::net::IpAddr;
 use std::ops::Range;

@@ -17,7 +17,6 @@ use crate::config::Settings;
 use crate::conn::budget::Budget;
 use crate::conn::registry::Registry;
 use crate::conn::ring::Ring;
-use crate::conn::workers::Workers;
 use crate::http::response::Persist;
 use crate::reject::Refusal;
 use crate::shard::Shard;
@@ -205,7 +204,6 @@ pub async fn accept_loop_ring(
     ring.listen(fd);
     let _unlisten = Unlisten(ring.clone());
     let mut gate = Gate::new(core, shard.clone(), &settings);
-    let workers = Workers::new(ring.clone(), shard, registry, budget, settings);
     loop {
         match ring.accept().await {
             Ok(conn) if !gate.admit() => {
@@ -219,7 +217,17 @@ pub async fn accept_loop_ring(
                 };
                 gate.refuse(stream);
             }
-            Ok(conn) => workers.dispatch(conn),
+            Ok(conn) => {
+                let conn = crate::conn::ring_io::serve(
+                    conn,
+                    ring.clone(),
+                    shard.clone(),
+                    registry.clone(),
+                    budget.clone(),
+                    settings.clone(),
+                );
+                glommio::spawn_local(conn).detach();
+            }
             Err(errno) => {
                 gate.failed(std::io::Error::from_raw_os_error(errno), fd)
                     .await
