@@ -447,16 +447,21 @@ fn a_stalled_handshake_is_closed_at_the_request_timeout() {
     for first in [&b""[..], &[0x16, 0x03, 0x01, 0x00][..]] {
         let mut stream = TcpStream::connect(server.addr).unwrap();
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         stream.write_all(first).unwrap();
         let started = Instant::now();
         let mut buf = [0u8; 64];
-        let n = stream.read(&mut buf).unwrap_or(0);
+        let closed = match stream.read(&mut buf) {
+            Ok(0) => true,
+            Ok(n) => panic!("answered {n} bytes to a stalled handshake"),
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
         let took = started.elapsed();
-        assert_eq!(n, 0, "closed without an answer");
+        assert!(closed, "still open after {took:?}");
+        // 1 s, with room for a loaded machine (the tests run in parallel).
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            took >= Duration::from_millis(900) && took < Duration::from_secs(12),
             "closed after {took:?}"
         );
     }
