@@ -153,6 +153,7 @@ fn decode_merge(c: &mut Criterion) {
             head: &head,
             body: s.body_bytes(),
             peer: peer(),
+            client_cert: hookwire::tls::ClientCert::NONE,
         };
         group.throughput(Throughput::Bytes(s.raw.len() as u64));
         group.bench_function(BenchmarkId::from_parameter(s.name), |b| {
@@ -185,6 +186,7 @@ fn envelope_encode(c: &mut Criterion) {
             head: &head,
             body: s.body_bytes(),
             peer: peer(),
+            client_cert: hookwire::tls::ClientCert::NONE,
         };
         let Ok(Path::Event(target)) = route::parse(req.buf, &req.head.path) else {
             unreachable!()
@@ -255,6 +257,7 @@ fn transport(c: &mut Criterion) {
             head: &head,
             body: b"",
             peer: peer(),
+            client_cert: hookwire::tls::ClientCert::NONE,
         };
         group.bench_function(BenchmarkId::from_parameter(s.name), |b| {
             b.iter(|| {

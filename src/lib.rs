@@ -24,7 +24,8 @@
 //!   ring.rs         the core's io_uring data path: multishot accept and receive
 //!                   into a shared provided-buffer ring, sends queued per turn
 //!   ring_io.rs      a connection's receive → process → send loop on it (--io uring)
-//!   io.rs           the same over glommio's TcpStream (--io poll)
+//!   io.rs           the same over glommio's TcpStream (--io poll), or a TLS stream
+//!   tls.rs          an HTTPS connection: handshake, kernel TLS or rustls, then io.rs
 //!   registry.rs     the core's connections: deadlines, the timeout sweep, the drain
 //! shard.rs          a core's reused state and the request handler
 //! ingest/           path, query, body → routing fields and the members of `data`
@@ -46,6 +47,7 @@
 //! metrics.rs        per-core hdrhistograms and counters
 //! admin/            the private admin listener: /health, /ready, /stats, /metrics
 //! config/           flags, HOOKWIRE_* env and the TOML file → Settings
+//! tls/              the rustls config, certificate reload, client CAs, kernel TLS
 //! log.rs            tracing lines on stderr, by level
 //! consumer.rs       a consumer for Rust services: repeats dropped by id, acks
 //! tap.rs            the built-in PULL consumer, on consumer.rs
@@ -99,3 +101,4 @@ pub mod source;
 pub mod spool;
 pub mod tap;
 pub mod testing;
+pub mod tls;

@@ -124,6 +124,11 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // and done before any other thread starts.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     raise_open_files_limit();
+    if let Some(tls) = &settings.tls {
+        // SIGHUP is caught from here on (before, it would end the process).
+        hookwire::tls::watch::spawn(tls.clone())
+            .map_err(|e| format!("cannot start the certificate watcher: {e}"))?;
+    }
     let running = hookwire::runtime::start(settings.clone())?;
     let admin = match settings.admin {
         Some(addr) => Some(
@@ -135,7 +140,12 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // The start-up lines scripts wait for: printed as they are, whatever
     // RUST_LOG filters.
     say(format_args!(
-        "listen http://{} cores={} io={}\n",
+        "listen {}://{} cores={} io={}\n",
+        if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         running.addr,
         settings.cores,
         match settings.io {
@@ -143,6 +153,16 @@ fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             hookwire::config::Io::Poll => "poll",
         }
     ));
+    if let Some(addr) = running.plain {
+        say(format_args!("listen-plain http://{addr}\n"));
+    }
+    if let Some(tls) = &settings.tls {
+        let not_after = hookwire::tls::certs::date(tls.not_after());
+        say(format_args!(
+            "tls {} valid until {not_after}\n",
+            tls.cert_path.display()
+        ));
+    }
     if let Some(addr) = admin {
         say(format_args!("admin http://{addr}\n"));
     }

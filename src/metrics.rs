@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 
 use crate::http::Status;
 use crate::reject::Code;
+use crate::tls::TlsCounts;
 
 /// Statuses in the order of [`Counters::requests`].
 pub const STATUSES: [Status; 13] = [
@@ -129,6 +130,8 @@ pub struct Counters {
     /// Per `[[source]]` (in the config's order), then one for services no
     /// source matches; empty when no source is configured.
     pub sources: Vec<SourceCounts>,
+    /// HTTPS: handshakes, their failures, kernel vs user-space TLS.
+    pub tls: TlsCounts,
 }
 
 // By hand: arrays longer than 32 have no derived `Default`.
@@ -146,6 +149,7 @@ impl Default for Counters {
             connections_closed: 0,
             connections_refused: 0,
             sources: Vec::new(),
+            tls: TlsCounts::default(),
         }
     }
 }
@@ -209,6 +213,12 @@ impl Counters {
         if self.sources.len() < o.sources.len() {
             self.sources
                 .resize(o.sources.len(), SourceCounts::default());
+        }
+        self.tls.handshakes += o.tls.handshakes;
+        self.tls.ktls += o.tls.ktls;
+        self.tls.user_space += o.tls.user_space;
+        for (a, b) in self.tls.failures.iter_mut().zip(o.tls.failures) {
+            *a += b;
         }
         for (a, b) in self.sources.iter_mut().zip(&o.sources) {
             a.accepted += b.accepted;

@@ -70,6 +70,9 @@ codes! {
     UnknownService = "unknown_service", NotFound;
     UnsignedQuery = "unsigned_query", BadRequest;
     RedirectNotAllowed = "redirect_not_allowed", BadRequest;
+    MissingClientCert = "missing_client_cert", Unauthorized;
+    UntrustedClientCert = "untrusted_client_cert", Forbidden;
+    HttpsRequired = "https_required", BadRequest;
 }
 
 impl Code {
@@ -139,6 +142,13 @@ pub enum Refusal {
     RedirectNotAllowed {
         why: &'static str,
     },
+    /// The source has a `client-ca` and the connection brought no client
+    /// certificate (or came over plain HTTP).
+    MissingClientCert,
+    /// The client certificate does not chain to the source's `client-ca`.
+    UntrustedClientCert,
+    /// Plain HTTP on the HTTPS port: answered in plain text, then closed.
+    HttpsRequired,
 }
 
 impl From<Error> for Refusal {
@@ -177,6 +187,9 @@ impl Refusal {
             Refusal::UnknownService => Code::UnknownService,
             Refusal::UnsignedQuery => Code::UnsignedQuery,
             Refusal::RedirectNotAllowed { .. } => Code::RedirectNotAllowed,
+            Refusal::MissingClientCert => Code::MissingClientCert,
+            Refusal::UntrustedClientCert => Code::UntrustedClientCert,
+            Refusal::HttpsRequired => Code::HttpsRequired,
         }
     }
 
@@ -283,6 +296,17 @@ impl Refusal {
                 "this source's signature covers the body only, so a query string is refused \
                  (its parameters would reach consumers unverified); give the sender the URL \
                  without it, putting name and projectId in the path"
+            }
+            Refusal::MissingClientCert => {
+                "this source accepts events only over HTTPS with a client certificate \
+                 (mutual TLS); send one issued by the CA in the source's client-ca"
+            }
+            Refusal::UntrustedClientCert => {
+                "the client certificate does not chain to this source's client-ca; \
+                 send one issued by that CA"
+            }
+            Refusal::HttpsRequired => {
+                "this port speaks HTTPS: send the request over TLS (an https:// URL)"
             }
         }
     }

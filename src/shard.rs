@@ -256,6 +256,14 @@ impl Shard {
             return unmatched;
         };
         let source = &sources.list[slot];
+        if source.client_ca.is_some() && !req.client_cert.trusted_by(slot) {
+            let refusal = match req.client_cert.presented {
+                true => Refusal::UntrustedClientCert,
+                false => Refusal::MissingClientCert,
+            };
+            self.refuse_in(Some(slot), refusal, persist, send_body, out);
+            return None;
+        }
         self.browser_of(req, source);
         if !source.allow.is_empty() {
             let ip = client_ip::resolve(req, &settings.trusted_proxies, settings.client_ip).ip;

@@ -68,6 +68,11 @@ enum Problem {
         reason: String,
     },
     Route(RouteReadiness),
+    /// The HTTPS certificate is within 7 days of its expiry.
+    Tls {
+        code: &'static str,
+        reason: String,
+    },
 }
 
 /// `/ready`: every core answers and accepts, every route has a consumer
@@ -84,6 +89,19 @@ pub(super) fn readiness(snaps: &[Option<CoreSnapshot>]) -> Readiness {
         min_free_bytes: disk.min_free,
     };
     let mut problems = core_problems(snaps);
+    if let Some((path, not_after)) = answered.first().and_then(|s| s.tls_cert.clone()) {
+        let left = not_after - crate::tls::certs::now_secs();
+        if left < crate::tls::EXPIRY_WARNING_SECS {
+            problems.push(Problem::Tls {
+                code: "tls_cert_expiring",
+                reason: format!(
+                    "the TLS certificate {path} expires {} ({:.1} days left): renew it; hookwire reloads it on SIGHUP or when the file changes",
+                    crate::tls::certs::date(not_after),
+                    left as f64 / 86_400.0
+                ),
+            });
+        }
+    }
     problems.extend(
         routes
             .iter()

@@ -10,6 +10,7 @@ use super::stats::merged;
 use crate::fanout::RouteStatus;
 use crate::metrics::{Counters, Metrics, BUCKETS, STATUSES};
 use crate::runtime::snapshot::{CoreSnapshot, DiskState};
+use crate::tls::Failure;
 
 /// A latency histogram of [`Metrics::histograms`], in the same order.
 struct Histogram {
@@ -258,6 +259,9 @@ pub(super) fn prometheus(snaps: &[Option<CoreSnapshot>]) -> String {
     for family in &ROUTE_FAMILIES {
         route_family(&mut text, family, &answered);
     }
+    if let Some(first) = answered.first().filter(|s| s.tls_cert.is_some()) {
+        tls(&mut text, &sets, first);
+    }
     let uptime = answered.iter().map(|s| s.uptime).max().unwrap_or_default();
     text.family(
         "hookwire_uptime_seconds",
@@ -356,6 +360,45 @@ fn by_source(text: &mut Text, sets: &[Labelled], labels: &[String]) {
                 }
             }
         }
+    }
+}
+
+/// HTTPS: handshakes, their failures by reason, connections by TLS path,
+/// and the certificate's days to expiry.
+fn tls(text: &mut Text, sets: &[Labelled], first: &CoreSnapshot) {
+    let name = "hookwire_tls_handshakes_total";
+    text.family(name, "counter", "TLS handshakes completed.");
+    for set in sets {
+        text.sample(
+            name,
+            &[("core", &set.core)],
+            set.metrics.counters.tls.handshakes,
+        );
+    }
+    let name = "hookwire_tls_handshake_failures_total";
+    text.family(name, "counter", "TLS handshakes failed, by reason (plain_http: plain HTTP sent to the HTTPS port; timeout: not done within --request-timeout).");
+    for set in sets {
+        for (reason, n) in Failure::ALL.iter().zip(set.metrics.counters.tls.failures) {
+            text.sample(name, &[("core", &set.core), ("reason", reason.as_str())], n);
+        }
+    }
+    let name = "hookwire_tls_connections_total";
+    text.family(name, "counter", "HTTPS connections after their handshake, by where the records are encrypted: ktls (the kernel) or user_space (rustls, where the kernel lacks TLS).");
+    for set in sets {
+        let tls = &set.metrics.counters.tls;
+        for (path, n) in [("ktls", tls.ktls), ("user_space", tls.user_space)] {
+            text.sample(name, &[("core", &set.core), ("path", path)], n);
+        }
+    }
+    let name = "hookwire_tls_cert_expiry_days";
+    text.family(
+        name,
+        "gauge",
+        "Days until the served certificate (--tls-cert) expires; /ready is 503 below 7.",
+    );
+    if let Some((path, not_after)) = &first.tls_cert {
+        let days = (not_after - crate::tls::certs::now_secs()) as f64 / 86_400.0;
+        text.sample(name, &[("cert", path)], format!("{days:.3}"));
     }
 }
 

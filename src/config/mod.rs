@@ -23,13 +23,17 @@ pub use values::{needs_ipv6, Frames, Headroom, Io, RouteSpec, Sched};
 use crate::conn::INITIAL;
 use crate::event::id::{MAX_CORES, MAX_NODE_ID};
 use crate::http::client_ip::AddressHeader;
-use error::{ensure, origin};
+use error::{bad, ensure, origin};
 use values::{Ack, AckSpec, ClientIpHeader, Endpoint};
 
 /// Validated settings, shared read-only by every core.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// `--listen-plain`: plain HTTP beside an HTTPS `listen`.
+    pub listen_plain: Option<SocketAddr>,
+    /// `--tls-cert` and `--tls-key`: `listen` speaks HTTPS.
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
     /// Join a port another process listens on (`--share-port`).
     pub share_port: bool,
     pub routes: Vec<RouteSpec>,
@@ -105,14 +109,17 @@ impl Settings {
 
     /// Checks what no value's type does, and reads the options into
     /// settings.
-    fn validate(o: ServeOptions) -> Result<Self, ConfigError> {
+    fn validate(mut o: ServeOptions) -> Result<Self, ConfigError> {
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cores = o.cores.unwrap_or(available.min(MAX_CORES));
         check_ranges(&o, cores)?;
+        let sources = sources::build(std::mem::take(&mut o.source), o.strict, o.config.as_deref())?;
+        let tls = tls(&o, &sources)?;
         let routes = routes(o.push, o.route, o.ack_endpoint)?;
-        let sources = sources::build(o.source, o.strict, o.config.as_deref())?;
         Ok(Settings {
             listen: o.listen.0,
+            listen_plain: o.listen_plain.map(|a| a.0),
+            tls,
             share_port: o.share_port,
             routes,
             frames: o.frames,
@@ -153,6 +160,61 @@ impl Settings {
             sources,
         })
     }
+}
+
+/// `--tls-cert` and `--tls-key` loaded (refused if expired or mismatched),
+/// with the sources' `client-ca`s.
+fn tls(
+    o: &ServeOptions,
+    sources: &crate::source::Sources,
+) -> Result<Option<std::sync::Arc<crate::tls::Tls>>, ConfigError> {
+    let cas: Vec<_> = sources.list.iter().map(|s| s.client_ca.clone()).collect();
+    let (cert, key) = match (&o.tls_cert, &o.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => {
+            return Err(bad(
+                "tls-key",
+                "--tls-cert needs --tls-key, the certificate's private key (PEM)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "tls-cert",
+                "--tls-key needs --tls-cert, the certificate (PEM, with its chain)",
+            ))
+        }
+        (None, None) => {
+            if let Some(i) = cas.iter().position(Option::is_some) {
+                return Err(ConfigError {
+                    option: format!("[[source]] #{} (service = {:?})", i + 1, sources.list[i].service),
+                    origin: o.config.as_ref().map(|f| f.display().to_string()),
+                    message: "client-ca: client certificates come over HTTPS; start with --tls-cert and --tls-key".into(),
+                });
+            }
+            ensure(
+                o.listen_plain.is_none(),
+                "listen-plain",
+                "only beside an HTTPS --listen (give --tls-cert and --tls-key)",
+            )?;
+            return Ok(None);
+        }
+    };
+    if let Some(i) = cas.iter().skip(64).position(Option::is_some) {
+        return Err(ConfigError {
+            option: format!("[[source]] #{}", i + 65),
+            origin: o.config.as_ref().map(|f| f.display().to_string()),
+            message: "client-ca: only the first 64 sources can have one; move it up".into(),
+        });
+    }
+    let tls = crate::tls::Tls::new(cert, key, &cas).map_err(|message| {
+        let option = if message.starts_with(&key.display().to_string()) {
+            "tls-key"
+        } else {
+            "tls-cert"
+        };
+        bad(option, message)
+    })?;
+    Ok(Some(std::sync::Arc::new(tls)))
 }
 
 /// The ranges no value's type holds to, and what depends on this machine.

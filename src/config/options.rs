@@ -31,6 +31,18 @@ pub struct ServeOptions {
         default_value = "0.0.0.0:8080"
     )]
     pub listen: Address,
+    /// A plain-HTTP listener beside an HTTPS --listen (for health checks
+    /// behind a load balancer); serves the same endpoints
+    #[arg(long, env = "HOOKWIRE_LISTEN_PLAIN", value_name = "ADDR")]
+    pub listen_plain: Option<Address>,
+    /// PEM certificate, the server's first, then its chain: with
+    /// --tls-key, --listen speaks HTTPS (TLS 1.2 and 1.3); reloaded on
+    /// SIGHUP and when the file changes
+    #[arg(long, env = "HOOKWIRE_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (ECDSA, RSA or Ed25519)
+    #[arg(long, env = "HOOKWIRE_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
     /// ZeroMQ endpoint for the catch-all route `*` (repeatable; consumers bind PULL)
     /// [default: tcp://127.0.0.1:5555 when no --push or --route is given]
     #[arg(
@@ -344,6 +356,9 @@ impl ServeArgs {
         }
         flag_else_file!(
             listen,
+            listen_plain,
+            tls_cert,
+            tls_key,
             push,
             route,
             ack_endpoint,

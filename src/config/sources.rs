@@ -47,6 +47,7 @@ pub struct SourceSpec {
     pub cookie_domain: Option<String>,
     #[serde(default, deserialize_with = "values::strings")]
     pub cors_origins: Vec<String>,
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// `verify`.
@@ -386,7 +387,16 @@ fn one(spec: SourceSpec) -> Result<Source, Refused> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let client_ca = match spec.client_ca {
+        Some(path) if path.as_os_str().is_empty() => return Err(
+            "client-ca: give the PEM file of the CA that issues this sender's client certificates"
+                .into(),
+        ),
+        // Relative to where hookwire runs, like the other paths.
+        path => path,
+    };
     Ok(Source {
+        client_ca,
         redirect_allow,
         cookie: Cookie::new(cookie_name, cookie_domain),
         cors_origins,

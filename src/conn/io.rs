@@ -2,13 +2,17 @@
 //! tickets → one write of every response → read again, with the core's
 //! registry keeping its timeouts. A body that needs more of the core's
 //! budget than is left waits for it before reading on.
+//!
+//! Generic over the stream: glommio's TcpStream for plain HTTP (and
+//! kernel TLS), rustls's stream over it for user-space TLS.
 
 use std::cell::RefCell;
-use std::os::fd::AsRawFd;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::budget::Budget;
@@ -18,6 +22,7 @@ use crate::config::Settings;
 use crate::http::Error;
 use crate::shard::Shard;
 use crate::spool::Tickets;
+use crate::tls::ClientCert;
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(
@@ -35,14 +40,43 @@ pub async fn serve(
         shard.borrow_mut().metrics.counters.connections_closed += 1;
         return;
     };
+    let fd = stream.as_raw_fd();
+    let peer = Peer {
+        fd,
+        ip: peer.ip(),
+        cert: ClientCert::NONE,
+    };
+    serve_stream(stream, peer, shard, registry, budget, settings).await;
+}
+
+/// The connection under a stream: its socket, the peer's address and what
+/// its client certificate proves.
+pub struct Peer {
+    pub fd: RawFd,
+    pub ip: IpAddr,
+    pub cert: ClientCert,
+}
+
+/// Serves a connection over `stream` (already set up: no delay, write
+/// timeout) until it closes.
+pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: Peer,
+    shard: Rc<RefCell<Shard>>,
+    registry: Rc<Registry>,
+    budget: Rc<Budget>,
+    settings: std::sync::Arc<Settings>,
+) {
     let tickets = shard.borrow().tickets();
+    let mut conn = Conn::new(peer.ip, &settings, budget.clone());
+    conn.client_cert = peer.cert;
     let mut session = Session {
         registered: Registered {
-            key: registry.register(stream.as_raw_fd()),
+            key: registry.register(peer.fd),
             registry,
             shard: shard.clone(),
         },
-        conn: Conn::new(peer.ip(), &settings, budget.clone()),
+        conn,
         budget,
         tickets,
         shard,
@@ -54,10 +88,10 @@ pub async fn serve(
 }
 
 /// One connection being served.
-struct Session {
+struct Session<S> {
     /// First, so the registry entry goes before the stream closes.
     registered: Registered,
-    stream: TcpStream,
+    stream: S,
     conn: Conn,
     budget: Rc<Budget>,
     shard: Rc<RefCell<Shard>>,
@@ -78,7 +112,7 @@ struct Read {
     last: bool,
 }
 
-impl Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn run(&mut self, settings: &Settings) {
         loop {
             let Some(mut read) = self.read(settings).await else {
@@ -189,6 +223,9 @@ impl Session {
             return Some(step);
         }
         self.stream.write_all(&self.conn.out).await.ok()?;
+        // A TLS stream may hold records back until flushed (a plain one
+        // holds none: nothing to do).
+        self.stream.flush().await.ok()?;
         let written = Instant::now();
         self.last_active = written;
         let mut shard = self.shard.borrow_mut();
@@ -227,7 +264,8 @@ impl Session {
     async fn time_out(&mut self) {
         self.conn
             .fail(&mut self.shard.borrow_mut(), Error::Timeout, 0);
-        let written = self.stream.write_all(&self.conn.out).await.is_ok();
+        let written = self.stream.write_all(&self.conn.out).await.is_ok()
+            && self.stream.flush().await.is_ok();
         let now = Instant::now();
         let mut shard = self.shard.borrow_mut();
         if written {

@@ -16,6 +16,7 @@ pub mod io;
 pub mod registry;
 pub mod ring;
 pub mod ring_io;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -113,6 +114,8 @@ pub struct Conn {
     /// buffer: they are answered once `out` is written, before reading.
     held_back: bool,
     peer: IpAddr,
+    /// What the client's certificate proves (HTTPS), for the sources.
+    pub client_cert: crate::tls::ClientCert,
     /// The core is draining: the last request in the buffer is answered
     /// with `Connection: close`, and the connection ends after it.
     pub closing: bool,
@@ -143,6 +146,7 @@ impl Conn {
             continued: false,
             held_back: false,
             peer,
+            client_cert: crate::tls::ClientCert::NONE,
             closing: false,
             max_header: settings.max_header,
             max_body: settings.max_body,
@@ -389,6 +393,7 @@ impl Conn {
                 head: &head,
                 body: &pending[body],
                 peer: self.peer,
+                client_cert: self.client_cert,
             };
             let at = self.out.len();
             let handled = match coding_of(&req).transpose() {

@@ -82,6 +82,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// The TCP peer.
     pub peer: IpAddr,
+    /// The connection's client certificate (HTTPS with a `client-ca`).
+    pub client_cert: crate::tls::ClientCert,
 }
 
 /// Returns the bytes of a span.

@@ -4,7 +4,7 @@
 //! ephemeral port), and each core's accept loop.
 
 use std::cell::{Cell, RefCell};
-use std::net::TcpListener as StdListener;
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::conn::ring::Ring;
 use crate::http::response::Persist;
 use crate::reject::Refusal;
 use crate::shard::Shard;
+use crate::tls::Tls;
 
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -32,8 +33,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// take a share of the traffic to its own consumers). A probe bound first
 /// without it is refused if anything listens there, unless `--share-port`
 /// asks for exactly that (a restart without a gap).
-pub fn bind(settings: &Settings) -> std::io::Result<Vec<StdListener>> {
-    let mut addr = settings.listen;
+pub fn bind(mut addr: SocketAddr, settings: &Settings) -> std::io::Result<Vec<StdListener>> {
     if addr.port() != 0 && !settings.share_port {
         let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         probe.set_reuse_address(true)?; // a restart is not held up by TIME_WAIT
@@ -154,11 +154,14 @@ impl Gate {
 /// Accepts connections and starts a task for each, until cancelled. Past
 /// the core's share of `--max-connections` a new connection is answered
 /// 503 overloaded and closed; out of descriptors, the spare one is given
-/// up to answer the oldest waiting sender the same way.
+/// up to answer the oldest waiting sender the same way. With `tls`, each
+/// connection is an HTTPS one.
+#[allow(clippy::too_many_arguments)]
 pub async fn accept_loop(
     core: usize,
     listener: TcpListener,
     listener_fd: RawFd,
+    tls: Option<Arc<Tls>>,
     shard: Rc<RefCell<Shard>>,
     registry: Rc<Registry>,
     budget: Rc<Budget>,
@@ -169,14 +172,26 @@ pub async fn accept_loop(
         match listener.accept().await {
             Ok(stream) if !gate.admit() => gate.refuse(stream),
             Ok(stream) => {
-                let conn = crate::conn::io::serve(
-                    stream,
-                    shard.clone(),
-                    registry.clone(),
-                    budget.clone(),
-                    settings.clone(),
-                );
-                glommio::spawn_local(conn).detach();
+                let (shard, registry) = (shard.clone(), registry.clone());
+                let (budget, settings) = (budget.clone(), settings.clone());
+                match &tls {
+                    Some(tls) => {
+                        let conn = crate::conn::tls::serve(
+                            stream,
+                            tls.clone(),
+                            shard,
+                            registry,
+                            budget,
+                            settings,
+                        );
+                        glommio::spawn_local(conn).detach();
+                    }
+                    None => {
+                        let conn =
+                            crate::conn::io::serve(stream, shard, registry, budget, settings);
+                        glommio::spawn_local(conn).detach();
+                    }
+                }
             }
             Err(e) => gate.failed(e.into(), listener_fd).await,
         }

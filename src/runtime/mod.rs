@@ -26,6 +26,8 @@ use snapshot::{Ask, CoreSnapshot};
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// `--listen-plain`'s address, once bound.
+    pub plain: Option<SocketAddr>,
     /// One per core; each returns the core's final snapshot after a drain.
     pub handles: Vec<glommio::ExecutorJoinHandle<CoreSnapshot>>,
     /// Senders of each core's control channel.
@@ -36,9 +38,19 @@ pub struct Running {
 
 /// Starts every core and returns once all of them accept connections.
 pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Error>> {
-    let listeners =
-        listener::bind(&settings).map_err(|e| format!("--listen {}: {e}", settings.listen))?;
+    let listeners = listener::bind(settings.listen, &settings)
+        .map_err(|e| format!("--listen {}: {e}", settings.listen))?;
     let addr = listeners[0].local_addr()?;
+    let mut plain_listeners = match settings.listen_plain {
+        Some(plain) => {
+            listener::bind(plain, &settings).map_err(|e| format!("--listen-plain {plain}: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    let plain = match plain_listeners.first() {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let drain = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
@@ -55,6 +67,8 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
     for (core, listener) in listeners.into_iter().enumerate() {
         let acks = ack_receivers.remove(0);
         let fd = listener.into_raw_fd();
+        let plain_fd =
+            (!plain_listeners.is_empty()).then(|| plain_listeners.remove(0).into_raw_fd());
         let settings = settings.clone();
         let ready = ready_tx.clone();
         let drain = drain.clone();
@@ -69,7 +83,11 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
             .spawn(move || async move {
                 let _alive = alive;
                 let inbox = core::Inbox { asks: ask_rx, acks };
-                match run_core(core, fd, settings, &ready, inbox, drain, usage).await {
+                let fds = Fds {
+                    listen: fd,
+                    plain: plain_fd,
+                };
+                match run_core(core, fds, settings, &ready, inbox, drain, usage).await {
                     Ok(last) => last,
                     Err(e) => {
                         let _ = ready.send(Err(format!("core {core}: {e}")));
@@ -91,17 +109,24 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
     }
     Ok(Running {
         addr,
+        plain,
         handles,
         cores,
         drain,
     })
 }
 
-/// Runs core `id` on its executor: serves `fd`'s connections until `drain`
-/// is set, then drains; returns the core's last snapshot.
+/// A core's listeners: `--listen`'s, and `--listen-plain`'s if given.
+struct Fds {
+    listen: RawFd,
+    plain: Option<RawFd>,
+}
+
+/// Runs core `id` on its executor: serves its listeners' connections until
+/// `drain` is set, then drains; returns the core's last snapshot.
 async fn run_core(
     id: usize,
-    fd: RawFd,
+    fds: Fds,
     settings: Arc<Settings>,
     ready: &mpsc::Sender<Result<usize, String>>,
     inbox: core::Inbox,
@@ -119,8 +144,58 @@ async fn run_core(
         },
         Io::Poll => None,
     };
-    let accept = match ring {
-        Some(ring) => glommio::spawn_local(listener::accept_loop_ring(
+    // HTTPS is served on the poll path's stream (rustls reads and writes
+    // through it); plain HTTP on the core's data path.
+    let tls = core.settings.tls.clone();
+    let (plain_fd, tls_fd) = match tls {
+        Some(_) => (fds.plain, Some(fds.listen)),
+        None => (Some(fds.listen), None),
+    };
+    let plain = plain_fd.map(|fd| accept_plain(&core, id, fd, ring));
+    let secure = tls_fd.map(|fd| {
+        // SAFETY: `fd` is a bound, listening socket whose ownership was
+        // given up by `into_raw_fd` for this core alone.
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        listener::accept_loop(
+            id,
+            listener,
+            fd,
+            tls,
+            core.shard.clone(),
+            core.registry.clone(),
+            core.budget.clone(),
+            core.settings.clone(),
+        )
+    });
+    // One task for both, so the drain's cancel ends both.
+    let accept = glommio::spawn_local(async move {
+        let plain = async {
+            if let Some(a) = plain {
+                a.await;
+            }
+        };
+        let secure = async {
+            if let Some(a) = secure {
+                a.await;
+            }
+        };
+        futures_lite::future::zip(plain, secure).await;
+    });
+    let _ = ready.send(Ok(id));
+    core.serve(&drain).await;
+    Ok(core.drain(accept).await)
+}
+
+/// The plain-HTTP accept loop on `fd`: on the core's io_uring data path
+/// where it has one, else on the poll path.
+fn accept_plain(
+    core: &core::Core,
+    id: usize,
+    fd: RawFd,
+    ring: Option<std::rc::Rc<Ring>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    match ring {
+        Some(ring) => Box::pin(listener::accept_loop_ring(
             id,
             fd,
             ring,
@@ -133,18 +208,16 @@ async fn run_core(
             // SAFETY: `fd` is a bound, listening socket whose ownership
             // was given up by `into_raw_fd` for this core alone.
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
-            glommio::spawn_local(listener::accept_loop(
+            Box::pin(listener::accept_loop(
                 id,
                 listener,
                 fd,
+                None,
                 core.shard.clone(),
                 core.registry.clone(),
                 core.budget.clone(),
                 core.settings.clone(),
             ))
         }
-    };
-    let _ = ready.send(Ok(id));
-    core.serve(&drain).await;
-    Ok(core.drain(accept).await)
+    }
 }

@@ -38,6 +38,9 @@ pub struct CoreSnapshot {
     /// The labels of `metrics.counters.sources`: each `[[source]]`'s
     /// service glob, then `-`.
     pub source_labels: Vec<String>,
+    /// HTTPS: the served certificate's file and `notAfter` (seconds since
+    /// the epoch).
+    pub tls_cert: Option<(String, i64)>,
 }
 
 /// The spool's filesystem, as a core last looked at it.
@@ -107,6 +110,11 @@ impl CoreSnapshot {
                 no_space: spool.disk.no_space(),
             },
             source_labels: shard.settings().sources.labels(),
+            tls_cert: shard
+                .settings()
+                .tls
+                .as_ref()
+                .map(|t| (t.cert_path.display().to_string(), t.not_after())),
         }
     }
 
@@ -125,6 +133,7 @@ impl CoreSnapshot {
             spool_error: None,
             disk: DiskState::default(),
             source_labels: Vec::new(),
+            tls_cert: None,
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct Source {
     pub cookie: browser::Cookie,
     /// Origins answered with credentialed CORS (lower-case); empty: `*`.
     pub cors_origins: Vec<String>,
+    /// Mutual TLS: requests must come over HTTPS with a client
+    /// certificate that chains to this CA (PEM).
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// How a source's sender signs its requests.
@@ -255,6 +258,9 @@ impl Source {
         }
         if self.cookie.name != "uid" {
             text += &format!(", cookie {}", self.cookie.name);
+        }
+        if let Some(ca) = &self.client_ca {
+            text += &format!(", client-ca {}", ca.display());
         }
         if !self.cors_origins.is_empty() {
             text += &format!(", cors-origins {}", self.cors_origins.join(","));

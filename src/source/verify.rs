@@ -296,6 +296,7 @@ mod tests {
             redirect_allow: Vec::new(),
             cookie: Default::default(),
             cors_origins: Vec::new(),
+            client_ca: None,
         }
     }
 
@@ -306,6 +307,7 @@ mod tests {
             head: &parsed,
             body,
             peer: "127.0.0.1".parse().unwrap(),
+            client_cert: crate::tls::ClientCert::NONE,
         };
         check(source, &req, now, &mut Vec::new())
     }

@@ -96,6 +96,8 @@ pub fn stats(server: &Server) -> serde_json::Value {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// `--listen-plain`'s address, when given.
+    pub plain: Option<SocketAddr>,
     /// The admin listener (tests run it on an ephemeral port).
     pub admin: Option<SocketAddr>,
     /// Everything it printed to stderr up to `ready`.
@@ -170,11 +172,18 @@ impl Server {
         let mut lines = BufReader::new(stderr).lines();
         let mut banner = Vec::new();
         let mut addr = None;
+        let mut plain = None;
         let mut admin = None;
         for line in lines.by_ref() {
             let line = line.expect("read hookwire stderr");
-            if let Some(rest) = line.strip_prefix("listen http://") {
+            let listen = line
+                .strip_prefix("listen http://")
+                .or_else(|| line.strip_prefix("listen https://"));
+            if let Some(rest) = listen {
                 addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
+            if let Some(rest) = line.strip_prefix("listen-plain http://") {
+                plain = Some(rest.trim().parse().unwrap());
             }
             if let Some(rest) = line.strip_prefix("admin http://") {
                 admin = Some(rest.trim().parse().unwrap());
@@ -199,6 +208,7 @@ impl Server {
         Server {
             child,
             addr,
+            plain,
             admin,
             banner,
             log,
