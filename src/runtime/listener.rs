@@ -208,10 +208,14 @@ pub async fn accept_loop_ring(
         match ring.accept().await {
             Ok(conn) if !gate.admit() => {
                 // Refusals are rare: the poll path's stream lingers on it.
-                // SAFETY: `conn` is a connection just accepted, owned here.
-                let socket = unsafe { Socket::from_raw_fd(conn) };
-                let _ = socket.set_nonblocking(true);
-                gate.refuse(TcpStream::from(socket));
+                // SAFETY: `conn` is a connection just accepted, owned here;
+                // the stream reads it without blocking, as the poll path's.
+                let stream = unsafe {
+                    let flags = libc::fcntl(conn, libc::F_GETFL);
+                    libc::fcntl(conn, libc::F_SETFL, flags | libc::O_NONBLOCK);
+                    TcpStream::from_raw_fd(conn)
+                };
+                gate.refuse(stream);
             }
             Ok(conn) => {
                 let conn = crate::conn::ring_io::serve(
