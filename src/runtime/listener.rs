@@ -228,7 +228,10 @@ pub async fn accept_loop_ring(
                 );
                 glommio::spawn_local(conn).detach();
             }
-            Err(errno) => gate.failed(std::io::Error::from_raw_os_error(errno), fd).await,
+            Err(errno) => {
+                gate.failed(std::io::Error::from_raw_os_error(errno), fd)
+                    .await
+            }
         }
     }
 }
