@@ -28,6 +28,10 @@ pub const BUF_SIZE: usize = 4096;
 /// Buffers per core (a power of two).
 pub const BUF_COUNT: usize = 1024;
 const GROUP: u16 = 7;
+/// Connections a core's slab holds before it grows, and closed
+/// connections' slots it keeps for new ones.
+const SLOTS: usize = 256;
+const SPARE_SLOTS: usize = 256;
 
 const IORING_OP_ACCEPT: u8 = 13;
 const IORING_OP_ASYNC_CANCEL: u8 = 14;
@@ -251,6 +255,9 @@ struct Accepts {
 
 struct Inner {
     slots: Slab<Slot>,
+    /// Slots of closed connections, their receive queue and send buffer
+    /// kept for the next connection (at most [`SPARE_SLOTS`]).
+    spare: Vec<Slot>,
     bufs: Buffers,
     accepts: Accepts,
     /// Completions that found the ring dry, for the figures.
@@ -275,7 +282,8 @@ impl Ring {
         let bufs = Buffers::new()?;
         let ring = Rc::new(Ring {
             inner: RefCell::new(Inner {
-                slots: Slab::with_capacity(256),
+                slots: Slab::with_capacity(SLOTS),
+                spare: Vec::with_capacity(SPARE_SLOTS),
                 bufs,
                 accepts: Accepts {
                     fd: -1,
@@ -400,7 +408,7 @@ impl Ring {
                 }
             }
             inner.bufs.publish();
-            inner.slots.remove(key);
+            inner.retire(key);
             close(fd);
             return;
         }
@@ -465,13 +473,9 @@ impl Ring {
     /// Takes `fd` (an accepted connection) for its lifetime; returns its key.
     pub fn open(&self, fd: RawFd) -> usize {
         let mut inner = self.inner.borrow_mut();
-        let entry = inner.slots.vacant_entry();
-        let key = entry.key();
-        entry.insert(Slot {
-            fd,
-            ..Slot::default()
-        });
-        key
+        let mut slot = inner.spare.pop().unwrap_or_default();
+        slot.fd = fd;
+        inner.slots.insert(slot)
     }
 
     /// Waits for what the next receive brings. `own`: where a receive into
@@ -619,9 +623,42 @@ impl Ring {
         inner.bufs.publish();
         if slot.ops == 0 {
             let fd = slot.fd;
-            inner.slots.remove(key);
+            inner.retire(key);
             close(fd);
         }
+    }
+}
+
+impl Inner {
+    /// Frees a closed connection's slot, kept as a spare with its buffers.
+    fn retire(&mut self, key: usize) {
+        let mut slot = self.slots.remove(key);
+        if self.spare.len() < SPARE_SLOTS && slot.sending.capacity() <= SPARE_SENDING {
+            slot.reset();
+            self.spare.push(slot);
+        }
+    }
+}
+
+/// A send buffer larger than this is freed with its slot rather than kept.
+const SPARE_SENDING: usize = 16 * 1024;
+
+impl Slot {
+    /// As new, keeping what its queue and send buffer have grown.
+    fn reset(&mut self) {
+        self.fd = -1;
+        self.rx.clear();
+        self.armed = false;
+        self.cancelling = false;
+        self.own = false;
+        self.dry = false;
+        self.sending.clear();
+        self.sent = 0;
+        self.in_flight = false;
+        self.send_error = false;
+        self.ops = 0;
+        self.closed = false;
+        self.waker = None;
     }
 }
 
