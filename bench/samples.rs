@@ -8,6 +8,8 @@
 //!   parameters (percent-encoded Cyrillic, `+`, an empty value).
 //! - `amocrm_form.http`: a 1 KiB AmoCRM-style form POST (`leads[status][0][id]`…).
 //! - `webhook_json.http`: a 4 KiB nested JSON webhook (AppsFlyer-like).
+//! - `webhook_json_16k.http`: a 16 KiB AmoCRM-style JSON webhook (19 leads
+//!   with tags and custom fields, Cyrillic text, escaped quotes).
 //!
 //! Every sample is one complete request, so one benchmark iteration is one
 //! event and criterion's time per iteration is the time per event.
@@ -20,6 +22,7 @@ const SEED: &[u8] = include_bytes!("samples/seed_page.http");
 const AFFISE_GET: &[u8] = include_bytes!("samples/affise_get.http");
 const AMOCRM_FORM: &[u8] = include_bytes!("samples/amocrm_form.http");
 const NESTED_JSON: &[u8] = include_bytes!("samples/webhook_json.http");
+const LEADS_JSON: &[u8] = include_bytes!("samples/webhook_json_16k.http");
 
 /// Largest head the samples are parsed with (hookwire's default `--max-header`).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -116,6 +119,11 @@ pub fn all() -> Vec<Sample> {
         Sample {
             name: "webhook_json_4k",
             raw: NESTED_JSON,
+            body: Body::Json,
+        },
+        Sample {
+            name: "webhook_json_16k",
+            raw: LEADS_JSON,
             body: Body::Json,
         },
     ]

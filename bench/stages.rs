@@ -105,6 +105,38 @@ fn json_decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The floor the decoders are measured against: simd-json's `to_tape`
+/// alone on a copy of each JSON body (it parses in place), and a plain
+/// scan of each form body (every `&`, `=` and `%` found with `memchr3`).
+fn floor(c: &mut Criterion) {
+    let mut scratch = Vec::with_capacity(32 * 1024);
+    let mut group = c.benchmark_group("floor");
+    for s in all() {
+        let body = s.body_bytes();
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        match s.body {
+            Body::Json => {
+                let id = BenchmarkId::new("to_tape", s.name);
+                group.bench_with_input(id, body, |b, body| {
+                    b.iter(|| {
+                        scratch.clear();
+                        scratch.extend_from_slice(black_box(body));
+                        simd_json::to_tape(&mut scratch).unwrap().0.len()
+                    })
+                });
+            }
+            Body::Form => {
+                let id = BenchmarkId::new("scan", s.name);
+                group.bench_with_input(id, body, |b, body| {
+                    b.iter(|| memchr::memchr3_iter(b'&', b'=', b'%', black_box(body)).count())
+                });
+            }
+            Body::None => {}
+        }
+    }
+    group.finish();
+}
+
 /// Everything between a parsed head and the envelope: path routing, query
 /// and body decoding, validation of name/projectId/uid, grouping, and the
 /// merge into the members of `data` (body members the query does not
@@ -264,6 +296,7 @@ criterion_group!(
     http_parse,
     query_decode,
     form_decode,
+    floor,
     json_decode,
     decode_merge,
     envelope_encode,

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-ORDER = ["http_parse", "query_decode", "form_decode", "json_decode", "decode_merge",
+ORDER = ["http_parse", "query_decode", "form_decode", "floor", "json_decode", "decode_merge",
          "envelope_encode", "transport", "id_gen", "to_envelope", "pipeline", "content_coding",
          "signed_webhook", "browser", "hmac_sha256", "metrics"]
 
@@ -30,14 +30,16 @@ for dirpath, _dirs, files in os.walk(root):
         est = json.load(f)
     ns = (est.get("slope") or est["mean"])["point_estimate"]
     name = bench.get("value_str") or bench.get("function_id") or ""
+    if bench["group_id"] == "floor":
+        name = f'{bench.get("function_id")} {name}'  # to_tape or scan
     tp = bench.get("throughput") or {}
     rows.append((bench["group_id"], name, ns, tp.get("Bytes")))
 
 if not rows:
     sys.exit(f"no criterion results under {root}: run cargo bench first")
 SAMPLES = ["seed_get_path", "seed_get_query", "seed_json", "seed_form", "affise_get",
-           "amocrm_form_1k", "webhook_json_4k", "identity", "gzip", "zstd", "unsigned_4k",
-           "signed_4k", "plain_get", "pixel", "redirect"]
+           "amocrm_form_1k", "webhook_json_4k", "webhook_json_16k", "identity", "gzip", "zstd",
+           "unsigned_4k", "signed_4k", "plain_get", "pixel", "redirect"]
 rank = {g: i for i, g in enumerate(ORDER)}
 srank = {s: i for i, s in enumerate(SAMPLES)}
 rows.sort(key=lambda r: (rank.get(r[0], len(ORDER)), r[0], srank.get(r[1], len(SAMPLES)), r[1]))

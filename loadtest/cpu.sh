@@ -8,7 +8,10 @@
 # CPU from /proc/PID/stat, every thread (libzmq's I/O thread included);
 # system calls per request from `perf stat -e raw_syscalls:sys_enter`.
 #
-#   loadtest/cpu.sh [-r ROUNDS] [-d SECONDS] [-p PORT] [NAME=BINARY...]
+#   loadtest/cpu.sh [-r ROUNDS] [-d SECONDS] [-p PORT] [-k] [NAME=BINARY...]
+#
+# -k: a new connection per request (wrk with `Connection: close`, oha
+# --disable-keepalive), as postback queues and HTTP/1.0 senders connect.
 #
 # NAME=BINARY adds an older hookwire (`hw-NAME`) or floor (`floor-NAME`,
 # when BINARY's name contains "floor") build. Ports: PORT upwards
@@ -20,16 +23,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 
-rounds=3 secs=5 base_port=
-while getopts "r:d:p:" opt; do
+rounds=3 secs=5 base_port= close=
+while getopts "r:d:p:k" opt; do
     case $opt in
         r) rounds=$OPTARG ;;
         d) secs=$OPTARG ;;
         p) base_port=$OPTARG ;;
-        *) sed -n '2,19p' "$0" >&2; exit 2 ;;
+        k) close=1 ;;
+        *) sed -n '2,22p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
+wrk_conn=() oha_conn=()
+if [ -n "$close" ]; then
+    wrk_conn=(-H "Connection: close") oha_conn=(--disable-keepalive)
+fi
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >&2
 command -v oha >/dev/null || cargo install oha --locked
@@ -152,12 +160,12 @@ measure() {
     # shellcheck disable=SC2086
     before=$(ticks ${spids[$i]})
     if [ "$tool" = wrk ]; then
-        out=$(timeout $((secs + 30)) wrk -t1 -c64 -d"${secs}s" "$url")
+        out=$(timeout $((secs + 30)) wrk -t1 -c64 -d"${secs}s" "${wrk_conn[@]}" "$url")
         n=$(echo "$out" | awk '/requests in/ {print $1}')
         bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
     else
         # Requests cut by -z's deadline are not errors of the server.
-        out=$(timeout $((secs + 30)) oha --no-tui --output-format json -c 64 -z "${secs}s" "$url")
+        out=$(timeout $((secs + 30)) oha --no-tui --output-format json -c 64 -z "${secs}s" "${oha_conn[@]}" "$url")
         n=$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["statusCodeDistribution"].get("200",0))')
         bad=$(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(v for k,v in d["statusCodeDistribution"].items() if k!="200")+sum(v for k,v in d.get("errorDistribution",{}).items() if "deadline" not in k))')
     fi
@@ -185,7 +193,7 @@ for i in $order; do
     plist=$(IFS=,; echo "${pp[*]}")
     perf stat -e raw_syscalls:sys_enter -x, -o "$work/${names[$i]}.perf" -p "$plist" -- sleep "$secs" &
     perf_pid=$!
-    out=$(timeout $((secs + 30)) wrk -t1 -c64 -d"${secs}s" "$url")
+    out=$(timeout $((secs + 30)) wrk -t1 -c64 -d"${secs}s" "${wrk_conn[@]}" "$url")
     wait "$perf_pid" || true
     n=$(echo "$out" | awk '/requests in/ {print $1}')
     calls=$(grep raw_syscalls "$work/${names[$i]}.perf" | cut -d, -f1)
@@ -202,9 +210,9 @@ for entry in "${sinks[@]}"; do
     echo "$name $(cat "$work/$name.sink.json")" >>"$work/sinks"
 done
 
-python3 - "$work" "$rounds" "$(getconf CLK_TCK)" "${names[@]}" <<'EOF' || status=1
+python3 - "$work" "$rounds" "$(getconf CLK_TCK)" "${close:+close}" "${names[@]}" <<'EOF' || status=1
 import json, os, statistics, sys
-work, rounds, hz, names = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+work, rounds, hz, close, names = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 def runs(name, tool):
     out = []
     for r in range(1, rounds + 1):
@@ -228,7 +236,8 @@ for name in names:
     row["sys_n"] = int(n)
     rows[name] = row
 med = statistics.median
-print(f"{rounds} interleaved rounds; wrk -t1 -c64 and oha -c64, one core each.\n")
+how = "a new connection per request (wrk `Connection: close`, oha --disable-keepalive)" if close else "keep-alive"
+print(f"{rounds} interleaved rounds; wrk -t1 -c64 and oha -c64, {how}, one core each.\n")
 print("| server | CPU µs/request, wrk (median) | ÷ nginx | requests/s, wrk | CPU µs/request, oha | ÷ nginx | requests/s, oha | system calls/request |")
 print("|---|---|---|---|---|---|---|---|")
 ng = rows.get("nginx")

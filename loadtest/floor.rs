@@ -133,12 +133,13 @@ async fn serve_ring(ring: Rc<Ring>, fd: RawFd) {
     let mut tail = [0u8; 3];
     loop {
         // SAFETY: no own buffer is given, so none is read into.
-        let heads = match unsafe { ring.recv(key, false, std::ptr::null_mut(), 0) }.await {
+        let (heads, close) = match unsafe { ring.recv(key, false, std::ptr::null_mut(), 0) }.await {
             Rx::Buf { bid, len } => {
                 // SAFETY: the receive's buffer, recycled right after.
-                let n = count_heads(&mut tail, unsafe { ring.buffer(bid, len) });
+                let data = unsafe { ring.buffer(bid, len) };
+                let found = (count_heads(&mut tail, data), asks_close(data));
                 ring.recycle(bid);
-                n
+                found
             }
             Rx::Dry => {
                 // The ring ran dry: wait for it to refill (rare here).
@@ -158,6 +159,9 @@ async fn serve_ring(ring: Rc<Ring>, fd: RawFd) {
             out.extend_from_slice(RESPONSE);
         }
         ring.send(key, &mut out);
+        if close {
+            break;
+        }
     }
     ring.sent(key).await;
     ring.close(key);
@@ -187,10 +191,17 @@ async fn serve(stream: TcpStream) {
         for _ in 0..heads {
             out.extend_from_slice(RESPONSE);
         }
-        if stream.write_all(&out).await.is_err() {
+        if stream.write_all(&out).await.is_err() || asks_close(&buf[..n]) {
             return;
         }
     }
+}
+
+/// Whether a request in `data` asks to close the connection after its
+/// answer (as wrk's `Connection: close` does), so a connection per request
+/// costs the floor what it costs a server.
+fn asks_close(data: &[u8]) -> bool {
+    memchr::memmem::find(data, b"\r\nConnection: close\r\n").is_some()
 }
 
 /// Counts `\r\n\r\n` in `data`, `tail` holding the last three bytes before it.

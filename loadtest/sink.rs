@@ -22,37 +22,24 @@ use std::time::{Duration, Instant};
 use simd_json::value::tape::Tape;
 use simd_json::Node;
 
+/// The load test's ZeroMQ consumer (see the top of loadtest/sink.rs).
+#[derive(clap::Parser)]
 struct Args {
+    /// ZeroMQ endpoint to bind the PULL socket on.
+    #[arg(long, default_value = "tcp://127.0.0.1:5555")]
     bind: String,
+    /// Stop after this many seconds without a message (0: never).
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     idle_exit: f64,
+    /// Stop after this many seconds whatever happens.
+    #[arg(long, default_value_t = 3600.0, value_name = "SECONDS")]
     max_seconds: f64,
+    /// After SIGTERM/SIGINT, stop once the socket is quiet this long.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
     quiet_ms: u64,
+    /// Also write the distinct ids here, sorted, as little-endian u64s.
+    #[arg(long, value_name = "FILE")]
     ids: Option<String>,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        bind: "tcp://127.0.0.1:5555".into(),
-        idle_exit: 0.0,
-        max_seconds: 3600.0,
-        quiet_ms: 300,
-        ids: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--bind" => a.bind = value(),
-            "--idle-exit" => a.idle_exit = value().parse().expect("--idle-exit SECONDS"),
-            "--max-seconds" => a.max_seconds = value().parse().expect("--max-seconds SECONDS"),
-            "--quiet-ms" => a.quiet_ms = value().parse().expect("--quiet-ms MS"),
-            "--ids" => a.ids = Some(value()),
-            _ => panic!(
-                "unknown option {flag}; use --bind EP --idle-exit S --max-seconds S --quiet-ms MS --ids FILE"
-            ),
-        }
-    }
-    a
 }
 
 struct Tally {
@@ -185,7 +172,7 @@ impl Tally {
 }
 
 fn main() {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).expect("signal handler");

@@ -30,7 +30,7 @@
 //! ingest/           path, query, body → routing fields and the members of `data`
 //!   route.rs        service/name/projectId from the path, and their validation
 //!   form.rs         query strings and urlencoded bodies
-//!   json.rs         JSON bodies (simd-json); layout.rs: value spans and minifying
+//!   json.rs         JSON bodies: one pass, simd-json when unsure; layout.rs: masks, walk, minify
 //!   merge.rs        grouping repeated and bracketed keys
 //!   charset.rs      a body's charset and its decoding to UTF-8
 //! event/            the routing key; envelope.rs: the encoder; id.rs: snowflake ids

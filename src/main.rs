@@ -10,6 +10,7 @@ use hookwire::spool::Stranded;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 fn main() {
+    fixed_mmap_threshold();
     let cli = Cli::parse_with_sources();
     hookwire::log::init();
     let result = match cli.command {
@@ -29,6 +30,19 @@ fn main() {
 fn say(line: std::fmt::Arguments) {
     use std::io::Write;
     let _ = std::io::stderr().write_fmt(line);
+}
+
+/// glibc raises its mmap threshold to the largest block freed (up to 32
+/// MiB), after which a burst's large buffers come from the heap and stay
+/// in RSS once freed. A fixed threshold hands every block of 1 MiB or more
+/// back to the kernel when it is freed.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// Raises the soft limit on open descriptors to the hard limit: one per

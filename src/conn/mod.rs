@@ -213,6 +213,23 @@ impl Conn {
         self.grow()
     }
 
+    /// [`Conn::room`] for `n` bytes at once: a receive already in the
+    /// core's ring, appended whole. At the request's limit it stops
+    /// growing (what is appended past it is refused with the request).
+    pub fn room_for(&mut self, n: usize) -> Result<(), usize> {
+        loop {
+            self.room()?;
+            let len = self.buf.len();
+            if len - self.end >= n {
+                return Ok(());
+            }
+            self.grow()?;
+            if self.buf.len() == len {
+                return Ok(());
+            }
+        }
+    }
+
     /// Doubles the full buffer, up to what the request needs when its
     /// length is known (else up to the limit), so memory follows the bytes
     /// that arrived rather than those announced. A head's growth is

@@ -28,10 +28,6 @@ pub const BUF_SIZE: usize = 4096;
 /// Buffers per core (a power of two).
 pub const BUF_COUNT: usize = 1024;
 const GROUP: u16 = 7;
-/// Connections a core's slab holds before it grows, and closed
-/// connections' slots it keeps for new ones.
-const SLOTS: usize = 256;
-const SPARE_SLOTS: usize = 256;
 
 const IORING_OP_ACCEPT: u8 = 13;
 const IORING_OP_ASYNC_CANCEL: u8 = 14;
@@ -255,13 +251,38 @@ struct Accepts {
 
 struct Inner {
     slots: Slab<Slot>,
-    /// Slots of closed connections, their receive queue and send buffer
-    /// kept for the next connection (at most [`SPARE_SLOTS`]).
-    spare: Vec<Slot>,
+    /// The queues of closed connections' slots, for the next ones: a new
+    /// connection allocates nothing here.
+    spare: Vec<(VecDeque<Rx>, Vec<u8>)>,
     bufs: Buffers,
     accepts: Accepts,
     /// Completions that found the ring dry, for the figures.
     dry: u64,
+}
+
+/// Receives a connection may have waiting before its multishot receive
+/// is stopped (armed again once they are taken).
+const MAX_QUEUED: usize = 4;
+
+/// Closed connections' slot queues kept for new ones.
+const MAX_SPARE: usize = 1024;
+/// The largest send buffer kept with them.
+const SPARE_SEND: usize = 64 << 10;
+
+impl Inner {
+    /// Removes a closed connection's slot, keeping its queues.
+    fn retire(&mut self, key: usize) {
+        let Slot {
+            mut rx,
+            mut sending,
+            ..
+        } = self.slots.remove(key);
+        if self.spare.len() < MAX_SPARE && sending.capacity() <= SPARE_SEND {
+            rx.clear();
+            sending.clear();
+            self.spare.push((rx, sending));
+        }
+    }
 }
 
 /// One core's io_uring data path.
@@ -282,8 +303,8 @@ impl Ring {
         let bufs = Buffers::new()?;
         let ring = Rc::new(Ring {
             inner: RefCell::new(Inner {
-                slots: Slab::with_capacity(SLOTS),
-                spare: Vec::with_capacity(SPARE_SLOTS),
+                slots: Slab::with_capacity(256),
+                spare: Vec::with_capacity(MAX_SPARE),
                 bufs,
                 accepts: Accepts {
                     fd: -1,
@@ -352,6 +373,14 @@ impl Ring {
                             bid,
                             len: res as u32,
                         });
+                        if slot.rx.len() >= MAX_QUEUED && more && !slot.cancelling {
+                            // Its task is not keeping up (a sender that
+                            // does not read its answers, a body waiting
+                            // for the budget): stop receiving for it, so
+                            // one connection cannot drain the ring.
+                            slot.cancelling = true;
+                            cancel(ud(key, KIND_RECV));
+                        }
                     } else {
                         inner.bufs.put(bid);
                         inner.bufs.publish();
@@ -473,9 +502,13 @@ impl Ring {
     /// Takes `fd` (an accepted connection) for its lifetime; returns its key.
     pub fn open(&self, fd: RawFd) -> usize {
         let mut inner = self.inner.borrow_mut();
-        let mut slot = inner.spare.pop().unwrap_or_default();
-        slot.fd = fd;
-        inner.slots.insert(slot)
+        let (rx, sending) = inner.spare.pop().unwrap_or_default();
+        inner.slots.insert(Slot {
+            fd,
+            rx,
+            sending,
+            ..Slot::default()
+        })
     }
 
     /// Waits for what the next receive brings. `own`: where a receive into
@@ -534,6 +567,15 @@ impl Ring {
             Poll::Pending
         })
         .await
+    }
+
+    /// The length of the receive into the ring that the next
+    /// [`Ring::recv`] returns at once, if one has come.
+    pub fn queued(&self, key: usize) -> Option<usize> {
+        match self.inner.borrow().slots[key].rx.front() {
+            Some(Rx::Buf { len, .. }) => Some(*len as usize),
+            _ => None,
+        }
     }
 
     /// A receive into the ring already come, without waiting.
@@ -626,39 +668,6 @@ impl Ring {
             inner.retire(key);
             close(fd);
         }
-    }
-}
-
-impl Inner {
-    /// Frees a closed connection's slot, kept as a spare with its buffers.
-    fn retire(&mut self, key: usize) {
-        let mut slot = self.slots.remove(key);
-        if self.spare.len() < SPARE_SLOTS && slot.sending.capacity() <= SPARE_SENDING {
-            slot.reset();
-            self.spare.push(slot);
-        }
-    }
-}
-
-/// A send buffer larger than this is freed with its slot rather than kept.
-const SPARE_SENDING: usize = 16 * 1024;
-
-impl Slot {
-    /// As new, keeping what its queue and send buffer have grown.
-    fn reset(&mut self) {
-        self.fd = -1;
-        self.rx.clear();
-        self.armed = false;
-        self.cancelling = false;
-        self.own = false;
-        self.dry = false;
-        self.sending.clear();
-        self.sent = 0;
-        self.in_flight = false;
-        self.send_error = false;
-        self.ops = 0;
-        self.closed = false;
-        self.waker = None;
     }
 }
 

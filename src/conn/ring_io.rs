@@ -143,7 +143,10 @@ impl Session {
             // The connection's own buffer takes the bytes of a request that
             // spans receives, or of a receive that found the ring dry.
             if own || self.conn.pending() {
-                while let Err(need) = self.conn.room() {
+                // Room for a receive that has come already, as for one
+                // still to come: appended, it is held to the budget too.
+                let need = self.ring.queued(self.key).unwrap_or(1);
+                while let Err(need) = self.conn.room_for(need) {
                     if !self.wait_for_budget(need, deadline).await {
                         self.time_out(settings).await;
                         return None;
@@ -206,6 +209,11 @@ impl Session {
         // What else has arrived is answered with it, as one read of all of
         // it would: one wait for tickets, one send.
         while let (Step::More { completed }, false) = (step, read.last) {
+            // A request spanning receives goes on through `read`, which
+            // holds its bytes to the budget; answers past MAX_OUT wait.
+            if self.conn.pending() || self.conn.held_back() {
+                break;
+            }
             let Some(rx) = self.ring.next_buffer(self.key) else {
                 break;
             };
@@ -221,30 +229,40 @@ impl Session {
                 },
             };
         }
-        if let Some(last) = self.conn.waits.iter().map(|w| w.ticket).max() {
-            self.tickets.wait(last).await;
-            self.conn
-                .settle(&mut self.shard.borrow_mut(), &self.tickets);
-        }
-        if self.conn.out.is_empty() {
-            return Some(step);
-        }
-        if !self.send(settings).await {
-            return None;
-        }
-        let written = Instant::now();
-        self.last_active = written;
-        let mut shard = self.shard.borrow_mut();
-        let (Step::More { completed } | Step::Done { completed } | Step::Close { completed }) =
-            step;
-        if completed > 0 {
-            let metrics = &mut shard.metrics;
-            metrics.request.record(written - first);
-            for _ in 1..completed {
-                metrics.request.record(written - read.at);
+        let mut first = Some(first);
+        loop {
+            if let Some(last) = self.conn.waits.iter().map(|w| w.ticket).max() {
+                self.tickets.wait(last).await;
+                self.conn
+                    .settle(&mut self.shard.borrow_mut(), &self.tickets);
             }
+            if self.conn.out.is_empty() {
+                return Some(step);
+            }
+            if !self.send(settings).await {
+                return None;
+            }
+            let written = Instant::now();
+            self.last_active = written;
+            let mut shard = self.shard.borrow_mut();
+            let (Step::More { completed } | Step::Done { completed } | Step::Close { completed }) =
+                step;
+            if completed > 0 {
+                let metrics = &mut shard.metrics;
+                metrics
+                    .request
+                    .record(written - first.take().unwrap_or(read.at));
+                for _ in 1..completed {
+                    metrics.request.record(written - read.at);
+                }
+            }
+            if !(self.conn.held_back() && matches!(step, Step::More { .. })) {
+                return Some(step);
+            }
+            // Requests of this read left for want of room in `out`, now
+            // that it is on its way.
+            step = self.conn.process(&mut shard);
         }
-        Some(step)
     }
 
     /// Answers the requests completed by what `rx` brought.

@@ -16,8 +16,6 @@
 
 use std::ops::Range;
 
-use crate::jsonw::append_short;
-
 /// The deepest nesting of objects and arrays a body may have. The
 /// envelope puts a body one level deeper (an object's members are `data`'s)
 /// or two (any other value is `data.body`), and consumers' parsers stop
@@ -38,7 +36,34 @@ pub struct Layout {
     delims: Vec<u64>,
     /// Bytes of numbers and literals: outside strings and none of the above.
     scalar: Vec<u64>,
+    /// Opening quotes of strings.
+    opens: Vec<u64>,
+    /// Quotes that open or close a string (not escaped).
+    quotes: Vec<u64>,
+    /// Where the backslashes that start an escape are (rare in webhooks).
+    escapes: Vec<u32>,
+    /// A byte that is never valid where it is: a control byte inside a
+    /// string, one outside a string that is not whitespace, an escape
+    /// outside a string, or a string the document never closes.
+    stray: bool,
+    /// Some byte is not ASCII.
+    non_ascii: bool,
 }
+
+/// What [`Layout::walk`] reports of one member of a top-level object.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The key's text as sent, between its quotes.
+    pub key: Range<usize>,
+    /// The value, without the whitespace around it.
+    pub value: Range<usize>,
+    /// The value holds no whitespace between its tokens.
+    pub compact: bool,
+}
+
+/// Why [`Layout::walk`] stopped: the document is not one it can vouch for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsure;
 
 /// The raw classes of one 64-byte block.
 #[derive(Default)]
@@ -48,6 +73,10 @@ struct Block {
     ws: u64,
     brackets: u64,
     delims: u64,
+    /// Bytes below 0x20.
+    ctrl: u64,
+    /// Bytes of 0x80 and above.
+    high: u64,
 }
 
 impl Layout {
@@ -60,9 +89,13 @@ impl Layout {
             &mut self.brackets,
             &mut self.delims,
             &mut self.scalar,
+            &mut self.opens,
+            &mut self.quotes,
         ] {
             v.clear();
         }
+        self.escapes.clear();
+        let (mut stray, mut high) = (0u64, 0u64);
         // Carried from block to block: inside a string; the next byte is
         // escaped by a backslash that ended the block.
         let (mut in_string, mut escape_next) = (0u64, false);
@@ -85,12 +118,26 @@ impl Layout {
             let strings = prefix_xor(quotes) ^ in_string;
             in_string = 0u64.wrapping_sub(strings >> 63);
             let outside = !strings & valid;
-            self.ws.push(block.ws & outside);
+            let ws = block.ws & outside;
+            self.ws.push(ws);
             self.brackets.push(block.brackets & outside);
             self.delims.push(block.delims & outside);
             let other = block.ws | block.brackets | block.delims | block.quote;
             self.scalar.push(!other & outside);
+            self.opens.push(quotes & strings);
+            self.quotes.push(quotes & valid);
+            // Backslashes that escape the next byte: inside strings only.
+            let mut starts = block.backslash & !escaped & valid;
+            stray |= (block.ctrl & valid & !ws) | (starts & outside);
+            high |= block.high & valid;
+            let base = 64 * (self.ws.len() as u32 - 1);
+            while starts != 0 {
+                self.escapes.push(base + starts.trailing_zeros());
+                starts &= starts - 1;
+            }
         }
+        self.stray = stray != 0 || in_string != 0;
+        self.non_ascii = high != 0;
     }
 
     /// Checks every number and literal with `valid` (the first that fails:
@@ -160,6 +207,121 @@ impl Layout {
         Ok(())
     }
 
+    /// The backslashes that start an escape, in order.
+    pub fn escapes(&self) -> &[u32] {
+        &self.escapes
+    }
+
+    /// Some byte of the document is not ASCII.
+    pub fn non_ascii(&self) -> bool {
+        self.non_ascii
+    }
+
+    /// Checks the document's grammar in one walk over its structure (the
+    /// brackets, `,` and `:`, the opening quotes and the starts of numbers
+    /// and literals), each number and literal with `valid`, and reports
+    /// each member of a top-level object to `member` in order. `Err` when
+    /// the document is not JSON, nests deeper than [`MAX_DEPTH`], or
+    /// `valid` or `member` refuses: the caller then decides the slow way.
+    /// Escapes, and the bytes' UTF-8, are the caller's to check.
+    pub fn walk(
+        &self,
+        raw: &[u8],
+        valid: impl Fn(&[u8]) -> bool,
+        mut member: impl FnMut(Member) -> Result<(), Unsure>,
+    ) -> Result<(), Unsure> {
+        use grammar::*;
+        if self.stray {
+            return Err(Unsure);
+        }
+        let mut state = TOP_VALUE;
+        // The state to return to when the container at each depth closes.
+        let mut after = [DONE; MAX_DEPTH];
+        let mut depth = 0usize;
+        // Of the top-level member being read: its key, where its value
+        // starts, where the last value token ended.
+        let (mut key, mut start, mut end) = (0..0, 0, 0);
+        let mut carry = 0u64;
+        for w in 0..self.scalar.len() {
+            let scalar = self.scalar[w];
+            let starts = scalar & !((scalar << 1) | carry);
+            carry = scalar >> 63;
+            let mut events = self.brackets[w] | self.delims[w] | self.opens[w] | starts;
+            while events != 0 {
+                let at = 64 * w + events.trailing_zeros() as usize;
+                events &= events - 1;
+                let kind = KIND[usize::from(raw[at])];
+                let step = TABLE[usize::from(state)][usize::from(kind)];
+                if step == ERR {
+                    return Err(Unsure);
+                }
+                if depth == 1 {
+                    // Inside the top level: its members' keys and spans.
+                    match (state, kind) {
+                        (OBJ_KEY_OR_CLOSE | OBJ_KEY, STR) => key = at + 1..self.string_end(at) - 1,
+                        (OBJ_VALUE, _) => {
+                            start = at;
+                            end = if kind == STR {
+                                self.string_end(at)
+                            } else {
+                                at + 1
+                            };
+                        }
+                        (OBJ_NEXT, COMMA | CLOSE_OBJ) => {
+                            member(Member {
+                                key: key.clone(),
+                                value: start..end,
+                                compact: !self.has_ws(start..end),
+                            })?;
+                        }
+                        _ => {}
+                    }
+                }
+                if step < SPECIAL {
+                    state = step;
+                    continue;
+                }
+                match step & !STATE {
+                    SPECIAL => {
+                        let scalar_end = self.next_clear(&self.scalar, at);
+                        if !valid(&raw[at..scalar_end]) {
+                            return Err(Unsure);
+                        }
+                        end = scalar_end;
+                        state = step & STATE;
+                    }
+                    OPEN => {
+                        if depth == MAX_DEPTH {
+                            return Err(Unsure);
+                        }
+                        after[depth] = AFTER[usize::from(state)];
+                        depth += 1;
+                        state = if kind == OPEN_OBJ {
+                            OBJ_KEY_OR_CLOSE
+                        } else {
+                            ARR_VALUE_OR_CLOSE
+                        };
+                    }
+                    _ => {
+                        debug_assert_eq!(step, CLOSE);
+                        depth -= 1;
+                        state = after[depth];
+                        end = at + 1;
+                    }
+                }
+            }
+        }
+        match state {
+            DONE => Ok(()),
+            _ => Err(Unsure),
+        }
+    }
+
+    /// Just past the quote that closes the string opened at `open`.
+    fn string_end(&self, open: usize) -> usize {
+        self.next_set(&self.quotes, open + 1) + 1
+    }
+
     /// The first byte at or after `at` that is not whitespace outside a
     /// string (or the end).
     pub fn skip_ws(&self, at: usize) -> usize {
@@ -203,24 +365,44 @@ impl Layout {
     /// 64-byte word, the runs of bytes to keep, found from the mask.
     /// `raw` is the document the layout was built for.
     pub fn write_minified(&self, out: &mut Vec<u8>, raw: &[u8], span: Range<usize>) {
-        debug_assert!(raw.len() == self.len && span.end <= self.len);
-        out.reserve(span.len());
-        for w in span.start / 64..span.end.div_ceil(64) {
-            let base = 64 * w;
-            let from = span.start.max(base) - base;
-            let to = span.end.min(base + 64) - base;
-            let range = (u64::MAX << from) & (u64::MAX >> (64 - to));
-            let mut keep = !self.ws[w] & range;
-            if keep == range {
-                out.extend_from_slice(&raw[base + from..base + to]);
-                continue;
+        assert!(raw.len() == self.len && span.start <= span.end && span.end <= self.len);
+        // Room for the whole span and one 16-byte copy past its end.
+        out.reserve(span.len() + 16);
+        let kept = out.len();
+        let src = raw.as_ptr();
+        // SAFETY: every copy reads `raw` within its length (a 16-byte copy
+        // only where 16 bytes follow) and writes below `kept + span.len() +
+        // 16`, inside the capacity reserved above: the bytes written before
+        // each copy plus its length never exceed `span.len()`. `set_len`
+        // then covers exactly the bytes kept.
+        unsafe {
+            let mut dst = out.as_mut_ptr().add(kept);
+            for w in span.start / 64..span.end.div_ceil(64) {
+                let base = 64 * w;
+                let from = span.start.max(base) - base;
+                let to = span.end.min(base + 64) - base;
+                let range = (u64::MAX << from) & (u64::MAX >> (64 - to));
+                let mut keep = !self.ws[w] & range;
+                if keep == range {
+                    std::ptr::copy_nonoverlapping(src.add(base + from), dst, to - from);
+                    dst = dst.add(to - from);
+                    continue;
+                }
+                while keep != 0 {
+                    let at = keep.trailing_zeros() as usize;
+                    let len = (!(keep >> at)).trailing_zeros() as usize;
+                    keep &= !((u64::MAX >> (64 - len)) << at);
+                    // Runs between whitespace are mostly under 16 bytes:
+                    // one fixed-size copy instead of a call to `memcpy`.
+                    if len <= 16 && base + at + 16 <= raw.len() {
+                        std::ptr::copy_nonoverlapping(src.add(base + at), dst, 16);
+                    } else {
+                        std::ptr::copy_nonoverlapping(src.add(base + at), dst, len);
+                    }
+                    dst = dst.add(len);
+                }
             }
-            while keep != 0 {
-                let at = keep.trailing_zeros() as usize;
-                let len = (!(keep >> at)).trailing_zeros() as usize;
-                keep &= !((u64::MAX >> (64 - len)) << at);
-                append_short(out, raw, base + at..base + at + len);
-            }
+            out.set_len(dst.offset_from(out.as_ptr()) as usize);
         }
     }
 
@@ -253,6 +435,95 @@ impl Layout {
             }
         }
     }
+}
+
+/// The tables [`Layout::walk`] steps through: a state (what may come
+/// next) and the kind of the token met give the next state, or a step
+/// that needs more than a lookup.
+mod grammar {
+    // Token kinds.
+    pub const STR: u8 = 0;
+    pub const SCALAR: u8 = 1;
+    pub const OPEN_OBJ: u8 = 2;
+    pub const OPEN_ARR: u8 = 3;
+    pub const CLOSE_OBJ: u8 = 4;
+    pub const CLOSE_ARR: u8 = 5;
+    pub const COMMA: u8 = 6;
+    pub const COLON: u8 = 7;
+
+    /// The kind of each byte that starts a token (a number or literal for
+    /// any byte the layout marks as one).
+    pub static KIND: [u8; 256] = {
+        let mut k = [SCALAR; 256];
+        k[b'"' as usize] = STR;
+        k[b'{' as usize] = OPEN_OBJ;
+        k[b'[' as usize] = OPEN_ARR;
+        k[b'}' as usize] = CLOSE_OBJ;
+        k[b']' as usize] = CLOSE_ARR;
+        k[b',' as usize] = COMMA;
+        k[b':' as usize] = COLON;
+        k
+    };
+
+    // States: what may come next.
+    pub const TOP_VALUE: u8 = 0;
+    pub const OBJ_KEY_OR_CLOSE: u8 = 1;
+    pub const OBJ_KEY: u8 = 2;
+    pub const OBJ_COLON: u8 = 3;
+    pub const OBJ_VALUE: u8 = 4;
+    /// A comma or the close of an object.
+    pub const OBJ_NEXT: u8 = 5;
+    pub const ARR_VALUE_OR_CLOSE: u8 = 6;
+    pub const ARR_VALUE: u8 = 7;
+    /// A comma or the close of an array.
+    pub const ARR_NEXT: u8 = 8;
+    /// The document's value is complete: nothing may follow.
+    pub const DONE: u8 = 9;
+
+    /// The bits of a step that hold a state.
+    pub const STATE: u8 = 0x0F;
+    /// Steps from here on need more than the lookup. This one: a number
+    /// or literal to check, then the state in the low bits.
+    pub const SPECIAL: u8 = 0x10;
+    /// An object or array opens: one level deeper.
+    pub const OPEN: u8 = 0x20;
+    /// A container closes: back to the state saved when it opened.
+    pub const CLOSE: u8 = 0x30;
+    /// Not JSON.
+    pub const ERR: u8 = 0xFF;
+
+    /// The state after a complete value, by the state it started in.
+    pub static AFTER: [u8; 10] = {
+        let mut a = [DONE; 10];
+        a[OBJ_VALUE as usize] = OBJ_NEXT;
+        a[ARR_VALUE_OR_CLOSE as usize] = ARR_NEXT;
+        a[ARR_VALUE as usize] = ARR_NEXT;
+        a
+    };
+
+    pub static TABLE: [[u8; 8]; 10] = {
+        let mut t = [[ERR; 8]; 10];
+        let values = [TOP_VALUE, OBJ_VALUE, ARR_VALUE_OR_CLOSE, ARR_VALUE];
+        let mut i = 0;
+        while i < values.len() {
+            let s = values[i] as usize;
+            t[s][STR as usize] = AFTER[s];
+            t[s][SCALAR as usize] = SPECIAL | AFTER[s];
+            t[s][OPEN_OBJ as usize] = OPEN;
+            t[s][OPEN_ARR as usize] = OPEN;
+            i += 1;
+        }
+        t[OBJ_KEY_OR_CLOSE as usize][STR as usize] = OBJ_COLON;
+        t[OBJ_KEY as usize][STR as usize] = OBJ_COLON;
+        t[OBJ_COLON as usize][COLON as usize] = OBJ_VALUE;
+        t[OBJ_KEY_OR_CLOSE as usize][CLOSE_OBJ as usize] = CLOSE;
+        t[OBJ_NEXT as usize][CLOSE_OBJ as usize] = CLOSE;
+        t[OBJ_NEXT as usize][COMMA as usize] = OBJ_KEY;
+        t[ARR_VALUE_OR_CLOSE as usize][CLOSE_ARR as usize] = CLOSE;
+        t[ARR_NEXT as usize][CLOSE_ARR as usize] = CLOSE;
+        t[ARR_NEXT as usize][COMMA as usize] = ARR_VALUE;
+        t
+    };
 }
 
 /// Bit `k` set when some bit at or below `k` is set an odd number of times:
@@ -290,7 +561,7 @@ fn classify(block: &[u8; 64]) -> Block {
     for lane in 0..4 {
         // SAFETY: SSE2 is part of x86_64; the load reads 16 bytes of the
         // 64-byte block (lane < 4), unaligned.
-        let (quote, backslash, ws, brackets, delims) = unsafe {
+        let (classes, ctrl, high) = unsafe {
             let v = _mm_loadu_si128(block.as_ptr().add(16 * lane).cast());
             let is = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
             let bits = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16);
@@ -304,14 +575,20 @@ fn classify(block: &[u8; 64]) -> Block {
             );
             let delims = _mm_or_si128(is(b','), is(b':'));
             let (quote, backslash) = (bits(is(b'"')), bits(is(b'\\')));
-            (quote, backslash, bits(ws), bits(open_close), bits(delims))
+            // Below 0x20: unchanged by an unsigned min with 0x1F.
+            let ctrl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
+            let classes = (quote, backslash, bits(ws), bits(open_close), bits(delims));
+            (classes, bits(ctrl), bits(v))
         };
+        let (quote, backslash, ws, brackets, delims) = classes;
         let shift = 16 * lane;
         b.quote |= quote << shift;
         b.backslash |= backslash << shift;
         b.ws |= ws << shift;
         b.brackets |= brackets << shift;
         b.delims |= delims << shift;
+        b.ctrl |= ctrl << shift;
+        b.high |= high << shift;
     }
     b
 }
@@ -336,6 +613,12 @@ fn classify_bytes(block: &[u8; 64]) -> Block {
             b'{' | b'}' | b'[' | b']' => b.brackets |= bit,
             b',' | b':' => b.delims |= bit,
             _ => {}
+        }
+        if c < 0x20 {
+            b.ctrl |= bit;
+        }
+        if c >= 0x80 {
+            b.high |= bit;
         }
     }
     b

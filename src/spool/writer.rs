@@ -34,10 +34,6 @@ struct Job {
     outcome: Option<std::io::Result<Rc<DmaFile>>>,
 }
 
-/// A route's write buffer is kept between flushes up to this capacity;
-/// a larger one (a burst spooled at once) is freed after its write.
-const KEEP_STAGING: usize = 1 << 20;
-
 thread_local! {
     /// The core's list of write jobs, reused by each flush (a core is a
     /// thread, and it flushes one batch at a time).
@@ -112,6 +108,10 @@ fn take_batch(core: &RefCell<CoreSpool>) -> Option<Batch> {
     })
 }
 
+/// The most of a route's pending buffer, and of its write buffer, kept
+/// between flushes (a burst's is freed after its write).
+const PENDING_KEPT: usize = 1 << 20;
+
 /// Takes every route's pending bytes, aligned, as one job per route, into
 /// `jobs` (empty).
 fn take_jobs(core: &mut CoreSpool, jobs: &mut Vec<Job>) {
@@ -140,6 +140,11 @@ fn take_jobs(core: &mut CoreSpool, jobs: &mut Vec<Job>) {
         let new_written = seg.written + r.pending.len() as u64;
         r.in_flight = r.pending.len() as u64;
         r.pending.clear();
+        if r.pending.capacity() > PENDING_KEPT {
+            // A burst (a consumer's re-sends) grew it: give the memory
+            // back rather than hold the burst's size for good.
+            r.pending = Vec::new();
+        }
         jobs.push(Job {
             route: i,
             path: seg.path.clone(),
@@ -346,7 +351,7 @@ fn settle(r: &mut RouteSpool, job: &mut Job) {
             }
         }
     }
-    if data.capacity() <= KEEP_STAGING {
+    if data.capacity() <= PENDING_KEPT {
         r.staging = data;
     }
 }
