@@ -9,10 +9,12 @@
 //! The read buffer rests at [`INITIAL`] bytes and grows, doubling, only as
 //! a request's bytes arrive; what a body grows it by is taken from the
 //! core's [`Budget`], and given back when the buffer empties or the
-//! connection ends.
+//! connection ends. A connection's buffers come from the core's [`pool`]
+//! and go back to it when the connection ends.
 
 pub mod budget;
 pub mod io;
+pub mod pool;
 pub mod registry;
 pub mod ring;
 pub mod ring_io;
@@ -130,7 +132,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(peer: IpAddr, settings: &Settings, budget: Rc<Budget>) -> Self {
-        Self::new_with(peer, settings, budget, vec![0; INITIAL])
+        Self::new_with(peer, settings, budget, pool::read_buffer())
     }
 
     fn new_with(peer: IpAddr, settings: &Settings, budget: Rc<Budget>, buf: Vec<u8>) -> Self {
@@ -138,8 +140,8 @@ impl Conn {
             buf,
             start: 0,
             end: 0,
-            out: Vec::with_capacity(4096),
-            waits: Vec::new(),
+            out: pool::out_buffer(),
+            waits: pool::waits(),
             want: 0,
             head: None,
             chunks: chunked::Progress::default(),
@@ -159,12 +161,10 @@ impl Conn {
         }
     }
 
-    /// A connection of the ring path: no buffer of its own until a request
-    /// spans receives, an output buffer that grows with its responses.
+    /// A connection of the ring path: no read buffer of its own until a
+    /// request spans receives.
     pub fn lazy(peer: IpAddr, settings: &Settings, budget: Rc<Budget>) -> Self {
-        let mut conn = Self::new_with(peer, settings, budget, Vec::new());
-        conn.out = Vec::new();
-        conn
+        Self::new_with(peer, settings, budget, Vec::new())
     }
 
     /// Appends received bytes (from the core's ring) to the partial
@@ -192,6 +192,9 @@ impl Conn {
     /// request needs more. `Err(n)`: its body needs `n` more bytes than
     /// the core's budget has left; read nothing until they are.
     pub fn room(&mut self) -> Result<(), usize> {
+        if self.buf.capacity() == 0 {
+            self.buf = pool::read_buffer();
+        }
         if self.buf.len() < INITIAL {
             self.buf.resize(INITIAL, 0);
         }
@@ -324,6 +327,9 @@ impl Conn {
     #[cold]
     #[inline(never)]
     fn own(&mut self, at_least: usize) {
+        if self.buf.capacity() == 0 {
+            self.buf = pool::read_buffer();
+        }
         let mut len = self.buf.len().max(INITIAL);
         while len < at_least {
             len *= 2;
@@ -576,5 +582,10 @@ fn decode_and_handle(
 impl Drop for Conn {
     fn drop(&mut self) {
         self.budget.release(self.held);
+        pool::give_back(
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.out),
+            std::mem::take(&mut self.waits),
+        );
     }
 }

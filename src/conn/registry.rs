@@ -31,6 +31,15 @@ struct ConnEntry {
 }
 
 impl Registry {
+    /// A registry with room for `n` connections before its slab grows
+    /// (a freed entry is reused: no allocation per connection).
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            draining: Cell::new(false),
+            conns: RefCell::new(Slab::with_capacity(n)),
+        }
+    }
+
     pub fn register(&self, fd: RawFd) -> usize {
         self.conns.borrow_mut().insert(ConnEntry {
             fd,

@@ -16,6 +16,10 @@ use crate::conn::registry::Registry;
 use crate::shard::Shard;
 use crate::spool::{CoreSpool, SpoolConfig, SpoolUsage};
 
+/// Connections a core's registry has room for from the start (more grow
+/// it once).
+const MAX_PRESIZED: usize = 4096;
+
 /// How often a core looks at its control channel and spool when idle.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -77,7 +81,9 @@ impl Core {
             id,
             shard,
             spool,
-            registry: Rc::new(Registry::default()),
+            registry: Rc::new(Registry::with_capacity(
+                settings.max_connections_per_core().min(MAX_PRESIZED),
+            )),
             budget: Rc::new(Budget::new(settings.inflight_body_per_core())),
             asks,
             acks,

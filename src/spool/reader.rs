@@ -165,7 +165,7 @@ fn read_more(spool: &mut RouteSpool, route: usize) -> Option<Next> {
     let Some(file) = seg.file.clone() else {
         return Some(Next::Open {
             route,
-            path: seg.path.clone(),
+            path: seg.path.to_path_buf(),
         });
     };
     let chunk_end = spool.chunk.as_ref().map_or(0, Chunk::end);
@@ -256,7 +256,7 @@ pub fn opened(
     path: &Path,
     outcome: std::io::Result<DmaFile>,
 ) -> std::io::Result<()> {
-    let Some(seg) = spool.segments.front_mut().filter(|s| s.path == path) else {
+    let Some(seg) = spool.segments.front_mut().filter(|s| *s.path == *path) else {
         return Ok(()); // no longer the front file: nothing to do
     };
     match outcome {

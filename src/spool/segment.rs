@@ -18,7 +18,8 @@ pub const SEGMENT_BYTES: u64 = 16 << 20;
 /// One spool file.
 #[derive(Debug)]
 pub(super) struct Segment {
-    pub path: PathBuf,
+    /// Shared with the write jobs (a flush copies no path).
+    pub path: Rc<Path>,
     /// Logical offset of the file's first byte in the route's log.
     pub start: u64,
     /// Bytes of valid data on disk.
@@ -40,7 +41,7 @@ impl Segment {
     /// A file of an earlier run, `size` bytes, adopted at `start`.
     pub fn adopted(path: PathBuf, start: u64, size: u64) -> Self {
         Self {
-            path,
+            path: path.into(),
             start,
             written: size,
             file: None,
@@ -89,6 +90,9 @@ pub struct RouteSpool {
     pub(super) head: u64,
     /// Appended, not yet written: belongs at the end of the last segment.
     pub(super) pending: Vec<u8>,
+    /// The write buffer a flush lends to this route's job (the last
+    /// partial block, then `pending`), kept between flushes.
+    pub(super) staging: Vec<u8>,
     pub(super) chunk: Option<Chunk>,
     /// A write of this route is in flight, of this many appended bytes.
     pub(super) writing: bool,
@@ -111,6 +115,7 @@ impl RouteSpool {
             segments: VecDeque::new(),
             head: 0,
             pending: Vec::new(),
+            staging: Vec::new(),
             chunk: None,
             writing: false,
             in_flight: 0,
@@ -232,7 +237,7 @@ impl RouteSpool {
         let path = dir::segment_path(&self.dir, self.next_seq);
         self.next_seq += 1;
         self.segments.push_back(Segment {
-            path,
+            path: path.into(),
             start,
             written: 0,
             file: None,

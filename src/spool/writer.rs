@@ -2,8 +2,8 @@
 //! (whole blocks, the last partial one kept in memory and rewritten),
 //! synced in durable mode, and the flush's ticket decided.
 
-use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::cell::{Cell, RefCell};
+use std::path::Path;
 use std::rc::Rc;
 
 use glommio::io::DmaFile;
@@ -13,12 +13,16 @@ use super::segment::{RouteSpool, SEGMENT_BYTES};
 use super::spools::CoreSpool;
 use super::tickets::Tickets;
 
-/// A write job: one route's pending bytes, aligned.
+/// A write job: one route's pending bytes, aligned. Its buffer is the
+/// route's, lent for the write and given back after it, and the list of
+/// jobs ([`JOBS`]) is the core's: a flush allocates nothing of its own
+/// once warm.
 struct Job {
     route: usize,
-    path: PathBuf,
+    path: Rc<Path>,
     file: Option<Rc<DmaFile>>,
-    create: Option<PathBuf>,
+    /// The file is new: created by the write.
+    create: bool,
     block_start: u64,
     /// `data` from `block_start`: the file's last partial block as written
     /// (`kept` bytes), then the appended bytes.
@@ -26,20 +30,33 @@ struct Job {
     kept: usize,
     new_written: u64,
     seal_after: bool,
+    /// How the write went, once it is done.
+    outcome: Option<std::io::Result<Rc<DmaFile>>>,
+}
+
+thread_local! {
+    /// The core's list of write jobs, reused by each flush (a core is a
+    /// thread, and it flushes one batch at a time).
+    static JOBS: Cell<Vec<Job>> = const { Cell::new(Vec::new()) };
 }
 
 /// Writes every route's pending bytes, syncs in durable mode, decides the
 /// ticket. Returns false when nothing was pending.
 pub async fn flush(core: &RefCell<CoreSpool>) -> bool {
-    let Some(batch) = take_batch(core) else {
+    let Some(mut batch) = take_batch(core) else {
         return false;
     };
-    let written = write_jobs(core, batch.jobs, batch.durable).await;
-    let ok = written.iter().all(|w| w.outcome.is_ok());
+    write_jobs(core, &mut batch.jobs, batch.durable).await;
+    let ok = batch
+        .jobs
+        .iter()
+        .all(|j| j.outcome.as_ref().is_some_and(|o| o.is_ok()));
     let mut c = core.borrow_mut();
-    for w in written {
-        settle(&mut c.routes[w.job.route], w);
+    for job in &mut batch.jobs {
+        settle(&mut c.routes[job.route], job);
     }
+    batch.jobs.clear();
+    JOBS.set(batch.jobs);
     if !ok {
         let upto = fail_appended(&mut c, batch.durable, batch.ticket);
         batch.tickets.decide(upto, Some(batch.ticket));
@@ -56,12 +73,6 @@ struct Batch {
     ticket: u64,
     durable: bool,
     tickets: Rc<Tickets>,
-}
-
-/// A job and how its write went.
-struct Written {
-    job: Job,
-    outcome: std::io::Result<Rc<DmaFile>>,
 }
 
 /// Takes every route's pending bytes and closes the ticket their write
@@ -87,25 +98,28 @@ fn take_batch(core: &RefCell<CoreSpool>) -> Option<Batch> {
         return None;
     }
     let ticket = c.tickets.close();
+    let mut jobs = JOBS.take();
+    take_jobs(&mut c, &mut jobs);
     Some(Batch {
-        jobs: take_jobs(&mut c),
+        jobs,
         ticket,
         durable: c.durable,
         tickets: c.tickets.clone(),
     })
 }
 
-/// The most of a route's pending buffer kept between flushes.
+/// The most of a route's pending buffer, and of its write buffer, kept
+/// between flushes (a burst's is freed after its write).
 const PENDING_KEPT: usize = 1 << 20;
 
-/// Takes every route's pending bytes, aligned, as one job per route.
-fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
+/// Takes every route's pending bytes, aligned, as one job per route, into
+/// `jobs` (empty).
+fn take_jobs(core: &mut CoreSpool, jobs: &mut Vec<Job>) {
     // A journal file also rotates once it is half a replay window old,
     // so that its delivered events leave the journal about one window
     // later: at a low event rate a 16 MiB file would otherwise hold
     // hours of events, all replayed after a crash or a disconnect.
     let max_age = core.durable.then_some(core.replay_window / 2);
-    let mut jobs = Vec::new();
     for (i, r) in core.routes.iter_mut().enumerate() {
         if r.pending.is_empty() || r.writing {
             continue;
@@ -117,7 +131,9 @@ fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
         }
         let seg = r.segments.back_mut().expect("just ensured");
         let block_start = seg.written / ALIGN * ALIGN;
-        let mut data = std::mem::take(&mut seg.tail);
+        let mut data = std::mem::take(&mut r.staging);
+        data.clear();
+        data.extend_from_slice(&seg.tail);
         let kept = data.len();
         debug_assert_eq!(kept as u64, seg.written - block_start);
         data.extend_from_slice(&r.pending);
@@ -129,32 +145,30 @@ fn take_jobs(core: &mut CoreSpool) -> Vec<Job> {
             // back rather than hold the burst's size for good.
             r.pending = Vec::new();
         }
-        let create = seg.file.is_none().then(|| seg.path.clone());
         jobs.push(Job {
             route: i,
             path: seg.path.clone(),
             file: seg.file.clone(),
-            create,
+            create: seg.file.is_none(),
             block_start,
             data,
             kept,
             new_written,
             seal_after: new_written >= SEGMENT_BYTES
                 || max_age.is_some_and(|age| seg.opened.elapsed() >= age),
+            outcome: None,
         });
         r.writing = true;
     }
-    jobs
 }
 
-/// Writes the jobs in turn and keeps the core's `write_error`, or its
-/// disk's `no_space` when a write ran out of space (each kind of failure
-/// is said once).
-async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) -> Vec<Written> {
+/// Writes the jobs in turn, each one's outcome kept in it, and keeps the
+/// core's `write_error`, or its disk's `no_space` when a write ran out of
+/// space (each kind of failure is said once).
+async fn write_jobs(core: &RefCell<CoreSpool>, jobs: &mut [Job], durable: bool) {
     let unprobed = {
         let c = core.borrow();
-        (!c.probed && jobs.iter().any(|j| j.create.is_some()))
-            .then(|| (c.disk.dir().to_path_buf(), c.core()))
+        (!c.probed && jobs.iter().any(|j| j.create)).then(|| (c.disk.dir().to_path_buf(), c.core()))
     };
     // The start found the filesystem full: the device is probed before the
     // first file this run creates (see `dir::probe_device`).
@@ -168,11 +182,10 @@ async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) ->
     let mut error = None;
     let mut no_space = false;
     let mut bytes = 0;
-    let mut written = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let outcome = match (&probe_failed, &job.create) {
-            (Some(e), Some(_)) => Err(std::io::Error::new(e.kind(), e.to_string())),
-            _ => write_job(&job, durable).await,
+    for job in jobs.iter_mut() {
+        let outcome = match &probe_failed {
+            Some(e) if job.create => Err(std::io::Error::new(e.kind(), e.to_string())),
+            _ => write_job(job, durable).await,
         };
         match &outcome {
             // New bytes only: the rewritten last block was counted before.
@@ -201,7 +214,7 @@ async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) ->
                 }
             }
         }
-        written.push(Written { job, outcome });
+        job.outcome = Some(outcome);
     }
     let mut c = core.borrow_mut();
     c.wrote(bytes);
@@ -212,17 +225,15 @@ async fn write_jobs(core: &RefCell<CoreSpool>, jobs: Vec<Job>, durable: bool) ->
     if was_failing && !failed {
         tracing::info!("spool: writing again");
     }
-    written
 }
 
 /// Writes one job's blocks, creating its file if it is new; in durable
 /// mode syncs the file, and a new file's directory. A failed write is
 /// undone on disk ([`undo`]).
 async fn write_job(job: &Job, durable: bool) -> std::io::Result<Rc<DmaFile>> {
-    let file = match (&job.file, &job.create) {
-        (Some(f), _) => f.clone(),
-        (None, Some(path)) => Rc::new(create(path).await?),
-        (None, None) => unreachable!("a job has a file or a path"),
+    let file = match &job.file {
+        Some(f) => f.clone(),
+        None => Rc::new(create(&job.path).await?),
     };
     match write_blocks(&file, job, durable).await {
         Ok(()) => Ok(file),
@@ -257,7 +268,7 @@ async fn write_blocks(file: &DmaFile, job: &Job, durable: bool) -> std::io::Resu
     }
     if durable {
         file.fdatasync().await.map_err(std::io::Error::from)?;
-        if let Some(dir) = job.create.as_deref().and_then(Path::parent) {
+        if let Some(dir) = job.path.parent().filter(|_| job.create) {
             // A new journal file's name must survive a power loss too.
             let dir = glommio::io::Directory::open(dir)
                 .await
@@ -308,34 +319,40 @@ async fn create(path: &Path) -> std::io::Result<DmaFile> {
 }
 
 /// Takes a job's outcome into its route's log: the file's new length and
-/// last partial block, or, when the write failed, drops what it held.
-fn settle(r: &mut RouteSpool, Written { job, outcome }: Written) {
+/// last partial block, or, when the write failed, drops what it held. The
+/// job's buffer goes back to its route.
+fn settle(r: &mut RouteSpool, job: &mut Job) {
     r.writing = false;
     r.in_flight = 0;
-    let Some(at) = r.segments.iter().rposition(|s| s.path == job.path) else {
-        return;
-    };
-    let seg = &mut r.segments[at];
-    match outcome {
-        Ok(file) => {
-            let keep_from = (job.new_written / ALIGN * ALIGN - job.block_start) as usize;
-            seg.written = job.new_written;
-            seg.tail = job.data[keep_from..].to_vec();
-            // A sealed file queued behind another is closed until
-            // its turn to be read comes.
-            seg.file = (!job.seal_after || at == 0).then_some(file);
-            if job.seal_after {
-                seg.sealed = true;
-                seg.tail = Vec::new();
+    let data = std::mem::take(&mut job.data);
+    let outcome = job.outcome.take().expect("settled after its write");
+    if let Some(at) = r.segments.iter().rposition(|s| s.path == job.path) {
+        let seg = &mut r.segments[at];
+        seg.tail.clear();
+        match outcome {
+            Ok(file) => {
+                let keep_from = (job.new_written / ALIGN * ALIGN - job.block_start) as usize;
+                seg.written = job.new_written;
+                seg.tail.extend_from_slice(&data[keep_from..]);
+                // A sealed file queued behind another is closed until
+                // its turn to be read comes.
+                seg.file = (!job.seal_after || at == 0).then_some(file);
+                if job.seal_after {
+                    seg.sealed = true;
+                    seg.tail = Vec::new();
+                }
+            }
+            Err(_) => {
+                // Not stored: drop what was taken, and what was appended
+                // since (its tickets fail below too).
+                r.pending.clear();
+                seg.tail.extend_from_slice(&data[..job.kept]);
+                r.head = r.head.min(seg.end());
             }
         }
-        Err(_) => {
-            // Not stored: drop what was taken, and what was appended
-            // since (its tickets fail below too).
-            r.pending.clear();
-            seg.tail = job.data[..job.kept].to_vec();
-            r.head = r.head.min(seg.end());
-        }
+    }
+    if data.capacity() <= PENDING_KEPT {
+        r.staging = data;
     }
 }
 
