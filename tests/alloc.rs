@@ -631,10 +631,12 @@ fn durable_mode_allocates_only_glommios_io_per_flush() {
     assert!(delivered > 0, "the events reached the consumer");
     // A flush allocates what glommio's three calls do, and nothing more:
     // one allocation of hookwire's per flush would add {FLUSHES}. (glommio's
-    // own counts differ by a few as its buffers grow now and then.)
+    // own counts differ by up to a few dozen between runs, as its buffers
+    // and queues grow now and then: the margin is half an allocation per
+    // flush.)
     for (n, what) in [(one, "1 request"), (many, "16 pipelined requests")] {
         assert!(
-            n <= io + FLUSHES as u64 / 10,
+            n <= io + FLUSHES as u64 / 2,
             "{n} allocations over {FLUSHES} durable flushes of {what}, \
              where glommio's I/O makes {io}"
         );
