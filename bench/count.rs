@@ -89,6 +89,7 @@ fn decode_pass(sample: &samples::Sample, n: usize) {
         head: &head,
         body: sample.body_bytes(),
         peer: IpAddr::from([203, 0, 113, 7]),
+        client_cert: hookwire::tls::ClientCert::NONE,
     };
     for _ in 0..n {
         let req = black_box(&req);
