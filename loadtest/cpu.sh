@@ -49,42 +49,9 @@ bin=$target/release/hookwire
 floor=$target/release/examples/floor
 sink=$target/release/examples/sink
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/hookwire-cpu.XXXXXX")
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 1
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-next=${base_port:-0}
-# Sets P to the next port (not in a subshell, so the count goes on).
-port() {
-    if [ "$next" = 0 ]; then
-        P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    else
-        P=$next; next=$((next + 1))
-    fi
-}
-ticks() { # utime+stime of every thread of the given PIDs
-    local total=0 pid
-    for pid in "$@"; do
-        total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-    done
-    echo "$total"
-}
-wait_ok() { # url
-    for _ in $(seq 100); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = 200 ] && return 0
-        sleep 0.1
-    done
-    echo "no 200 from $1" >&2; return 1
-}
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
+work_dir cpu
 target_path=$(head -1 bench/samples/affise_get.http | cut -d' ' -f2)
 
 names=() urls=() spids=()

@@ -40,41 +40,9 @@ cargo build --release --quiet --bin hookwire --example sink
 bin=$target/release/hookwire
 sink=$target/release/examples/sink
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/hookwire-tls.XXXXXX")
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 1
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-next=${base_port:-0}
-port() {
-    if [ "$next" = 0 ]; then
-        P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    else
-        P=$next; next=$((next + 1))
-    fi
-}
-ticks() {
-    local total=0 pid
-    for pid in "$@"; do
-        total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-    done
-    echo "$total"
-}
-wait_ok() { # url
-    for _ in $(seq 100); do
-        [ "$(curl -sk -o /dev/null -w '%{http_code}' "$1" || true)" = 200 ] && return 0
-        sleep 0.1
-    done
-    echo "no 200 from $1" >&2; return 1
-}
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
+work_dir tls
 target_path=$(head -1 bench/samples/affise_get.http | cut -d' ' -f2)
 
 # One certificate for both servers.
