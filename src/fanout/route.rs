@@ -84,6 +84,17 @@ impl Route {
 /// One non-blocking send; false when ZeroMQ cannot take the event now.
 #[inline]
 pub(super) fn try_send(socket: &zmq::Socket, frames: Frames, key: &[u8], envelope: &[u8]) -> bool {
+    send_once(socket, frames, key, envelope) || {
+        // A refusal may be stale: libzmq learns what its I/O thread has read
+        // from the pipe only when it processes commands, which a send does
+        // at most once a millisecond. Reading ZMQ_EVENTS processes them now,
+        // so a fast sender is not sent to the backlog by a queue with room.
+        socket.get_events().is_ok() && send_once(socket, frames, key, envelope)
+    }
+}
+
+#[inline]
+fn send_once(socket: &zmq::Socket, frames: Frames, key: &[u8], envelope: &[u8]) -> bool {
     match frames {
         Frames::Json => socket.send(envelope, zmq::DONTWAIT).is_ok(),
         Frames::KeyJson => {
