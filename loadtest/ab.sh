@@ -57,7 +57,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Three distinct free ports: picked while all three are held, so two
+# picks cannot return the same port.
+free_ports() { python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]; [s.bind(("127.0.0.1",0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])'; }
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 stop() { # pid seconds
     kill -TERM "$1" 2>/dev/null || true
@@ -71,8 +73,9 @@ stop() { # pid seconds
 
 run() { # id name hookwire-args oha-args sink-kind binary
     local id=$1 hw_args=$3 oha_args=$4 kind=${5:-tcp} exe=${6:-$bin} endpoint http admin sink_pid hw_pid before
-    if [ "$kind" = ipc ]; then endpoint="ipc://$work/$id.sock"; else endpoint="tcp://127.0.0.1:$(free_port)"; fi
-    http=$(free_port); admin=$(free_port)
+    local zp
+    read -r zp http admin <<<"$(free_ports)"
+    if [ "$kind" = ipc ]; then endpoint="ipc://$work/$id.sock"; else endpoint="tcp://127.0.0.1:$zp"; fi
     "$sink" --bind "$endpoint" --max-seconds 600 >"$work/$id.sink" 2>/dev/null &
     sink_pid=$!; pids+=("$sink_pid")
     # shellcheck disable=SC2086
@@ -80,6 +83,7 @@ run() { # id name hookwire-args oha-args sink-kind binary
         --spool-dir "$work/$id.spool" $hw_args 2>"$work/$id.err" &
     hw_pid=$!; pids+=("$hw_pid")
     for _ in $(seq 100); do
+        kill -0 "$hw_pid" 2>/dev/null || { echo "hookwire ($2) exited at start: $(cat "$work/$id.err")" >&2; exit 1; }
         python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$admin/ready', timeout=1)" 2>/dev/null && break
         sleep 0.1
     done

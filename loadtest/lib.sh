@@ -21,9 +21,16 @@ cleanup() {
 
 next=${base_port:-0}
 # Sets P to the next port (not in a subshell, so the count goes on).
+given=" "
 port() {
     if [ "$next" = 0 ]; then
+        # A free port not handed out before: one freed a moment ago can be
+        # picked again while its first taker has not bound it yet.
         P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        while [[ $given == *" $P "* ]]; do
+            P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        done
+        given+="$P "
     else
         P=$next; next=$((next + 1))
     fi
