@@ -562,7 +562,7 @@ fn extract_one_chain(
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
     now: Instant,
-) -> SmallVec<[UringDescriptor; 1]> {
+) -> SmallVec<[UringDescriptor; 2]> {
     queue
         .drain(chain)
         .filter(move |op| {
