@@ -1,6 +1,7 @@
 //! The spool's filesystem: its free space (`statvfs`), the headroom
 //! `--spool-min-free` keeps, and whether writes fail for want of space.
 
+use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,17 @@ pub struct Space {
 
 /// `statvfs(2)` of the filesystem holding `dir`.
 pub fn space(dir: &Path) -> std::io::Result<Space> {
+    space_at(&c_path(dir)?)
+}
+
+fn c_path(dir: &Path) -> std::io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    Ok(CString::new(dir.as_os_str().as_bytes())?)
+}
+
+/// [`space`] of a path already in C's form (a core looks without
+/// allocating).
+fn space_at(path: &CStr) -> std::io::Result<Space> {
     // SAFETY: statvfs with a NUL-terminated path and a zeroed struct it fills.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
@@ -47,6 +57,8 @@ pub fn no_space(e: &std::io::Error) -> bool {
 #[derive(Debug)]
 pub struct Disk {
     dir: PathBuf,
+    /// `dir` as statvfs takes it (`None` if it holds a NUL: never looked at).
+    dir_c: Option<CString>,
     headroom: Headroom,
     /// `--spool-min-free` in bytes, on this filesystem.
     pub min_free: u64,
@@ -69,6 +81,7 @@ pub struct Disk {
 impl Disk {
     pub fn new(dir: PathBuf, headroom: Headroom) -> Self {
         let mut disk = Self {
+            dir_c: c_path(&dir).ok(),
             dir,
             headroom,
             min_free: 0,
@@ -134,7 +147,7 @@ impl Disk {
         self.looked = Some(now);
         // A filesystem that cannot be looked at keeps its last figures:
         // writes still say whether it has room.
-        if let Ok(space) = space(&self.dir) {
+        if let Some(Ok(space)) = self.dir_c.as_deref().map(space_at) {
             self.space = Some(space);
             self.min_free = self.headroom.bytes(space.size);
             self.spent = 0;
