@@ -84,6 +84,7 @@
 //! read-only, and the spool's byte count is published per core.
 
 pub mod admin;
+pub mod allocs;
 pub mod config;
 pub mod conn;
 pub mod consumer;

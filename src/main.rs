@@ -9,6 +9,10 @@ use hookwire::config::{Cli, Command, ServeArgs, Settings};
 use hookwire::spool::Stranded;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+/// Counts the cores' allocations for `/metrics`.
+#[global_allocator]
+static ALLOCATOR: hookwire::allocs::Counting = hookwire::allocs::Counting;
+
 fn main() {
     fixed_mmap_threshold();
     let cli = Cli::parse_with_sources();

@@ -92,7 +92,7 @@ struct CoreFamily {
     value: fn(&CoreSnapshot) -> u64,
 }
 
-const CORE_FAMILIES: [CoreFamily; 5] = [
+const CORE_FAMILIES: [CoreFamily; 6] = [
     CoreFamily {
         name: "hookwire_connections_open",
         kind: "gauge",
@@ -116,6 +116,12 @@ const CORE_FAMILIES: [CoreFamily; 5] = [
         kind: "gauge",
         help: "The core's share of --max-inflight-body (core=\"all\": the process's).",
         value: |s| s.inflight_body.limit,
+    },
+    CoreFamily {
+        name: "hookwire_core_allocations_total",
+        kind: "counter",
+        help: "Heap allocations made on the core's thread (hookwire's and glommio's Rust code; not libzmq's, not the admin's): flat while the core serves a steady load.",
+        value: |s| s.allocations,
     },
     CoreFamily {
         name: "hookwire_inflight_body_waits_total",

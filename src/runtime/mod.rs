@@ -81,6 +81,7 @@ pub fn start(settings: Arc<Settings>) -> Result<Running, Box<dyn std::error::Err
             // DMA buffers for the spool's writes and reads.
             .io_memory(4 << 20)
             .spawn(move || async move {
+                crate::allocs::count_as_core(core);
                 let _alive = alive;
                 let inbox = core::Inbox { asks: ask_rx, acks };
                 let fds = Fds {

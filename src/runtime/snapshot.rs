@@ -23,6 +23,8 @@ pub struct CoreSnapshot {
     pub metrics: Metrics,
     pub routes: Vec<RouteStatus>,
     pub open_connections: usize,
+    /// Heap allocations made on the core's thread ([`crate::allocs`]).
+    pub allocations: u64,
     /// Request bodies in memory (`--max-inflight-body`).
     pub inflight_body: Figures,
     pub accepting: bool,
@@ -96,6 +98,7 @@ impl CoreSnapshot {
             metrics: shard.metrics.clone(),
             routes: shard.fanout.status(),
             open_connections,
+            allocations: crate::allocs::of_core(shard.core),
             inflight_body,
             accepting,
             uptime: started.elapsed(),
@@ -124,6 +127,7 @@ impl CoreSnapshot {
             metrics: Metrics::default(),
             routes: Vec::new(),
             open_connections: 0,
+            allocations: crate::allocs::of_core(core),
             inflight_body: Figures::default(),
             accepting: false,
             uptime: Duration::ZERO,
