@@ -18,6 +18,10 @@
 //! glommio's, not the request path's), and so is the task glommio
 //! allocates for each connection a core spawns (glommio's code, not
 //! hookwire's).
+//!
+//! The last test counts in the running binary instead: its cores' own
+//! count (`/metrics` `hookwire_core_allocations_total`), glommio's included,
+//! over 80 000 keep-alive requests on the io_uring data path.
 
 mod common;
 
