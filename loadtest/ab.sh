@@ -25,6 +25,8 @@
 # its figures would then measure refusals, not the work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 requests=100000 conns=64 rounds=3
@@ -57,9 +59,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# Three distinct free ports: picked while all three are held, so two
-# picks cannot return the same port.
-free_ports() { python3 -c 'import socket; ss=[socket.socket() for _ in range(3)]; [s.bind(("127.0.0.1",0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])'; }
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 stop() { # pid seconds
     kill -TERM "$1" 2>/dev/null || true
@@ -74,7 +73,7 @@ stop() { # pid seconds
 run() { # id name hookwire-args oha-args sink-kind binary
     local id=$1 hw_args=$3 oha_args=$4 kind=${5:-tcp} exe=${6:-$bin} endpoint http admin sink_pid hw_pid before
     local zp
-    read -r zp http admin <<<"$(free_ports)"
+    read -r zp http admin <<<"$(free_ports 3)"
     if [ "$kind" = ipc ]; then endpoint="ipc://$work/$id.sock"; else endpoint="tcp://127.0.0.1:$zp"; fi
     "$sink" --bind "$endpoint" --max-seconds 600 >"$work/$id.sink" 2>/dev/null &
     sink_pid=$!; pids+=("$sink_pid")

@@ -12,6 +12,8 @@
 #   loadtest/abuse.sh          ABUSE_CORES=2 ABUSE_IDLE=10000 ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cores=${ABUSE_CORES:-$(nproc)}
 command -v oha >/dev/null || cargo install oha --locked
@@ -26,8 +28,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-zmq_port=$(free_port); http_port=$(free_port); admin_port=$(free_port)
+read -r zmq_port http_port admin_port <<<"$(free_ports 3)"
 
 "$sink" --bind "tcp://127.0.0.1:$zmq_port" --max-seconds 900 >"$work/sink.json" 2>"$work/sink.err" &
 sink_pid=$!; pids+=("$sink_pid")

@@ -11,13 +11,14 @@
 # Loopback only; every process it starts is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 rounds=${1:-5}
 n=${2:-100000}
 bin="${CARGO_TARGET_DIR:-target}/release/hookwire"
 [ -x "$bin" ] || cargo build --release
 dir=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 listening() { ss -ltn "sport = :$1" | grep -q LISTEN; }
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 hz=$(getconf CLK_TCK)
@@ -28,7 +29,7 @@ trap cleanup EXIT
 # One run: prints "events cpu_us_per_event requests_per_s".
 run() {
     local acked=$1 http pull ack
-    http=$(free_port); pull=$(free_port); ack=$(free_port)
+    read -r http pull ack <<<"$(free_ports 3)"
     for p in $http $pull $ack; do
         if listening "$p"; then echo "port $p is taken" >&2; exit 1; fi
     done

@@ -12,6 +12,8 @@
 # stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 n=${1:-100000}
 target=${CARGO_TARGET_DIR:-target}
@@ -19,9 +21,8 @@ bin="$target/release/hookwire"
 [ -x "$bin" ] || cargo build --release
 py=$(bash tests/py/setup.sh tests/py/requirements-chdb.txt)
 dir=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 listening() { ss -ltn "sport = :$1" | grep -q LISTEN; }
-http=$(free_port); admin=$(free_port); pull=$(free_port); ack=$(free_port)
+read -r http admin pull ack <<<"$(free_ports 4)"
 for p in $http $admin $pull $ack; do
     if listening "$p"; then echo "port $p is taken" >&2; exit 1; fi
 done

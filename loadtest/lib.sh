@@ -1,4 +1,4 @@
-# Shared by cpu.sh and tls.sh (sourced, after `base_port` is set): a work
+# Shared by the load scripts (sourced; cpu.sh and tls.sh set `base_port` first): a work
 # directory removed on exit with every process started (PIDs in `pids`),
 # ports, CPU ticks and readiness.
 #
@@ -21,6 +21,14 @@ cleanup() {
 
 next=${base_port:-0}
 # Sets P to the next port (not in a subshell, so the count goes on).
+# free_ports N: N distinct free loopback ports, picked while all are held
+# (ports picked one at a time, each freed before the next pick, can repeat).
+free_ports() {
+    python3 -c 'import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])' "$1"
+}
 given=" "
 port() {
     if [ "$next" = 0 ]; then

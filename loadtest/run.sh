@@ -32,6 +32,8 @@
 # (keep the temp dir with the raw oha/stats/sink files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 
 mode=full
@@ -90,7 +92,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # GET a URL: `http_get status URL` prints the status (0: no answer),
 # `http_get body URL` the body.
 http_get() { python3 - "$1" "$2" <<'EOF'
@@ -177,7 +178,7 @@ manifest() { echo "$*" >>"$work/manifest"; } # id server scenario conns round
 run_hookwire() { # id scenario conns round
     local id=$1 scenario=$2 conns=$3 round=$4
     local zmq_port http_port admin_port sink_pid hw_pid sink_before
-    zmq_port=$(free_port); http_port=$(free_port); admin_port=$(free_port)
+    read -r zmq_port http_port admin_port <<<"$(free_ports 3)"
     "$sink" --bind "tcp://127.0.0.1:$zmq_port" --max-seconds 900 \
         >"$work/$id.sink.json" 2>"$work/$id.sink.err" &
     sink_pid=$!; pids+=("$sink_pid")
@@ -274,7 +275,7 @@ for conns in 16 64 256; do
 done
 
 # --- phase 2: interleaved anchors, GET postback at 64 connections -----------
-nginx_port=$(free_port); nginxlog_port=$(free_port); floor_port=$(free_port)
+read -r nginx_port nginxlog_port floor_port <<<"$(free_ports 3)"
 if [ -n "$nginx_bin" ]; then
     start_nginx nginx "$nginx_port" 0
     start_nginx nginx-log "$nginxlog_port" 1
