@@ -153,21 +153,7 @@ async fn run_core(
         None => (Some(fds.listen), None),
     };
     let plain = plain_fd.map(|fd| accept_plain(&core, id, fd, ring));
-    let secure = tls_fd.map(|fd| {
-        // SAFETY: `fd` is a bound, listening socket whose ownership was
-        // given up by `into_raw_fd` for this core alone.
-        let listener = unsafe { TcpListener::from_raw_fd(fd) };
-        listener::accept_loop(
-            id,
-            listener,
-            fd,
-            tls,
-            core.shard.clone(),
-            core.registry.clone(),
-            core.budget.clone(),
-            core.settings.clone(),
-        )
-    });
+    let secure = tls_fd.map(|fd| accept_poll(&core, id, fd, tls));
     // One task for both, so the drain's cancel ends both.
     let accept = glommio::spawn_local(async move {
         let plain = async {
@@ -205,20 +191,28 @@ fn accept_plain(
             core.budget.clone(),
             core.settings.clone(),
         )),
-        None => {
-            // SAFETY: `fd` is a bound, listening socket whose ownership
-            // was given up by `into_raw_fd` for this core alone.
-            let listener = unsafe { TcpListener::from_raw_fd(fd) };
-            Box::pin(listener::accept_loop(
-                id,
-                listener,
-                fd,
-                None,
-                core.shard.clone(),
-                core.registry.clone(),
-                core.budget.clone(),
-                core.settings.clone(),
-            ))
-        }
+        None => Box::pin(accept_poll(core, id, fd, None)),
     }
+}
+
+/// The poll path's accept loop on `fd`, HTTPS with `tls`.
+fn accept_poll(
+    core: &core::Core,
+    id: usize,
+    fd: RawFd,
+    tls: Option<Arc<crate::tls::Tls>>,
+) -> impl std::future::Future<Output = ()> {
+    // SAFETY: `fd` is a bound, listening socket whose ownership was given
+    // up by `into_raw_fd` for this core alone.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    listener::accept_loop(
+        id,
+        listener,
+        fd,
+        tls,
+        core.shard.clone(),
+        core.registry.clone(),
+        core.budget.clone(),
+        core.settings.clone(),
+    )
 }
