@@ -138,7 +138,8 @@ impl JsonBody {
     pub fn parse(&mut self, body: &[u8]) -> Result<Shape, Invalid> {
         match self.one_pass(body) {
             Ok(shape) => Ok(shape),
-            Err(Unsure) => self.parse_tape(body),
+            // `one_pass` built the layout of `body` before it gave up.
+            Err(Unsure) => self.parse_tape_on_layout(body),
         }
     }
 
@@ -193,11 +194,18 @@ impl JsonBody {
         })
     }
 
-    /// The slower path: simd-json on a scratch copy, then the layout's
-    /// checks. One function: the tape borrows the scratch copy of the body,
-    /// so the parse, its retry and the read of the routing fields share one
-    /// scope.
+    /// The slower path alone, layout included.
+    #[cfg(test)]
     fn parse_tape(&mut self, body: &[u8]) -> Result<Shape, Invalid> {
+        self.layout.build(body);
+        self.parse_tape_on_layout(body)
+    }
+
+    /// The slower path, on the layout already built of `body`: simd-json
+    /// on a scratch copy, then the layout's checks. One function: the tape
+    /// borrows the scratch copy of the body, so the parse, its retry and
+    /// the read of the routing fields share one scope.
+    fn parse_tape_on_layout(&mut self, body: &[u8]) -> Result<Shape, Invalid> {
         self.members.clear();
         self.text.clear();
         self.name = Field::Absent;
@@ -234,10 +242,8 @@ impl JsonBody {
         let shape = match parsed
             .map_err(|e| refused(body, e.index()))
             .and_then(|()| lone_surrogate(body))
-            .and_then(|()| {
-                self.layout.build(body);
-                scan(body, &self.layout, &mut self.spans)
-            }) {
+            .and_then(|()| scan(body, &self.layout, &mut self.spans))
+        {
             Err(e) => Err(e),
             Ok(()) => Ok(match tape.0.first() {
                 Some(Node::Object { .. }) => {
