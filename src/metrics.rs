@@ -243,6 +243,24 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The latency of `completed` requests answered by one write at
+    /// `written`: the first from `first` (its first byte), the others from
+    /// the read that completed them, at `read`.
+    pub fn record_answered(
+        &mut self,
+        written: std::time::Instant,
+        first: std::time::Instant,
+        read: std::time::Instant,
+        completed: usize,
+    ) {
+        if completed > 0 {
+            self.request.record(written - first);
+            if completed > 1 {
+                self.request.record_n(written - read, completed as u64 - 1);
+            }
+        }
+    }
+
     pub fn merge(&mut self, o: &Metrics) {
         self.request.merge(&o.request);
         self.decode.merge(&o.decode);

@@ -25,6 +25,23 @@ use crate::spool::Tickets;
 use crate::tls::ClientCert;
 
 /// Serves one accepted connection until it closes.
+/// Sets up a stream just accepted and reads its peer's address; `None`
+/// (counted as closed, so that accepted = open + closed) if the peer reset
+/// it before it was served.
+pub(super) fn accepted(
+    stream: &TcpStream,
+    shard: &RefCell<Shard>,
+    settings: &Settings,
+) -> Option<std::net::SocketAddr> {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(settings.idle_timeout));
+    let peer = stream.peer_addr().ok();
+    if peer.is_none() {
+        shard.borrow_mut().metrics.counters.connections_closed += 1;
+    }
+    peer
+}
+
 pub async fn serve(
     stream: TcpStream,
     shard: Rc<RefCell<Shard>>,
@@ -32,12 +49,7 @@ pub async fn serve(
     budget: Rc<Budget>,
     settings: std::sync::Arc<Settings>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(settings.idle_timeout));
-    let Ok(peer) = stream.peer_addr() else {
-        // Reset by the peer before it was served: closed all the same, so
-        // that accepted = open + closed.
-        shard.borrow_mut().metrics.counters.connections_closed += 1;
+    let Some(peer) = accepted(&stream, &shard, &settings) else {
         return;
     };
     let fd = stream.as_raw_fd();
@@ -214,11 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             shard.metrics.counters.bytes_in += read.n as u64;
             self.conn.process(&mut shard)
         };
-        if let Some(last) = self.conn.waits.iter().map(|w| w.ticket).max() {
-            self.tickets.wait(last).await;
-            self.conn
-                .settle(&mut self.shard.borrow_mut(), &self.tickets);
-        }
+        self.conn.settled(&self.shard, &self.tickets).await;
         if self.conn.out.is_empty() {
             return Some(step);
         }
@@ -233,12 +241,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         metrics.counters.bytes_out += self.conn.out.len() as u64;
         let (Step::More { completed } | Step::Done { completed } | Step::Close { completed }) =
             step;
-        if completed > 0 {
-            metrics.request.record(written - first);
-            for _ in 1..completed {
-                metrics.request.record(written - read.at);
-            }
-        }
+        metrics.record_answered(written, first, read.at, completed);
         self.conn.out.clear();
         Some(step)
     }
@@ -247,16 +250,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// deadline comes first. Not in a read, the core's sweep cannot end
     /// this wait, so it has a timer of its own.
     async fn wait_for_budget(&self, need: usize, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let freed = async {
-            self.budget.wait(need).await;
-            true
-        };
-        let late = async {
-            glommio::timer::sleep(left).await;
-            false
-        };
-        futures_lite::future::or(freed, late).await
+        super::before(deadline, self.budget.wait(need))
+            .await
+            .is_some()
     }
 
     /// Answers a request that did not arrive in time with its 408; it

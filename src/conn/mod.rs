@@ -477,6 +477,15 @@ impl Conn {
         }
     }
 
+    /// Waits until the spool has decided the tickets the responses in `out`
+    /// depend on (if any), then [`Conn::settle`]s them.
+    pub async fn settled(&mut self, shard: &std::cell::RefCell<Shard>, tickets: &Tickets) {
+        if let Some(last) = self.waits.iter().map(|w| w.ticket).max() {
+            tickets.wait(last).await;
+            self.settle(&mut shard.borrow_mut(), tickets);
+        }
+    }
+
     /// After the spool decided every ticket in `waits`: a 200 whose event
     /// could not be written becomes a 503, so no sender is told "stored"
     /// for an event that is not.
@@ -588,4 +597,17 @@ impl Drop for Conn {
             std::mem::take(&mut self.waits),
         );
     }
+}
+
+/// `f`'s output, or `None` if `deadline` comes first.
+pub async fn before<T>(
+    deadline: std::time::Instant,
+    f: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let late = async {
+        glommio::timer::sleep(left).await;
+        None
+    };
+    futures_lite::future::or(async { Some(f.await) }, late).await
 }

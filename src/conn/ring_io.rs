@@ -231,11 +231,7 @@ impl Session {
         }
         let mut first = Some(first);
         loop {
-            if let Some(last) = self.conn.waits.iter().map(|w| w.ticket).max() {
-                self.tickets.wait(last).await;
-                self.conn
-                    .settle(&mut self.shard.borrow_mut(), &self.tickets);
-            }
+            self.conn.settled(&self.shard, &self.tickets).await;
             if self.conn.out.is_empty() {
                 return Some(step);
             }
@@ -248,13 +244,10 @@ impl Session {
             let (Step::More { completed } | Step::Done { completed } | Step::Close { completed }) =
                 step;
             if completed > 0 {
-                let metrics = &mut shard.metrics;
-                metrics
-                    .request
-                    .record(written - first.take().unwrap_or(read.at));
-                for _ in 1..completed {
-                    metrics.request.record(written - read.at);
-                }
+                let first = first.take().unwrap_or(read.at);
+                shard
+                    .metrics
+                    .record_answered(written, first, read.at, completed);
             }
             if !(self.conn.held_back() && matches!(step, Step::More { .. })) {
                 return Some(step);
@@ -325,16 +318,9 @@ impl Session {
     /// Waits until the budget has `need` bytes left: `false` if the
     /// deadline comes first.
     async fn wait_for_budget(&self, need: usize, deadline: Instant) -> bool {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let freed = async {
-            self.budget.wait(need).await;
-            true
-        };
-        let late = async {
-            glommio::timer::sleep(left).await;
-            false
-        };
-        futures_lite::future::or(freed, late).await
+        super::before(deadline, self.budget.wait(need))
+            .await
+            .is_some()
     }
 
     /// Answers a request that did not arrive in time with its 408; it

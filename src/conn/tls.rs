@@ -39,11 +39,8 @@ pub async fn serve(
     budget: Rc<Budget>,
     settings: Arc<Settings>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(settings.idle_timeout));
     let fd = stream.as_raw_fd();
-    let Ok(addr) = stream.peer_addr() else {
-        shard.borrow_mut().metrics.counters.connections_closed += 1;
+    let Some(addr) = super::io::accepted(&stream, &shard, &settings) else {
         return;
     };
     let deadline = Instant::now() + settings.request_timeout;
@@ -103,7 +100,7 @@ async fn handshake(
     shard: &RefCell<Shard>,
 ) -> Result<TlsStream<TcpStream>, Failure> {
     let mut first = [0u8; 1];
-    match before(deadline, stream.peek(&mut first)).await {
+    match super::before(deadline, stream.peek(&mut first)).await {
         None => return Err(Failure::Timeout),
         Some(Ok(1)) => {}
         Some(_) => return Err(Failure::Closed),
@@ -113,21 +110,11 @@ async fn handshake(
         return Err(Failure::PlainHttp);
     }
     let accept = TlsAcceptor::from(tls.config.clone()).accept(stream);
-    match before(deadline, accept).await {
+    match super::before(deadline, accept).await {
         None => Err(Failure::Timeout),
         Some(Ok(stream)) => Ok(stream),
         Some(Err(e)) => Err(Failure::of(&e)),
     }
-}
-
-/// `f`'s output, or `None` if `deadline` comes first.
-async fn before<T>(deadline: Instant, f: impl std::future::Future<Output = T>) -> Option<T> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let late = async {
-        glommio::timer::sleep(left).await;
-        None
-    };
-    futures_lite::future::or(async { Some(f.await) }, late).await
 }
 
 /// Answers plain HTTP on the HTTPS port with 400 `https_required`, in
@@ -144,7 +131,7 @@ async fn https_required(mut stream: TcpStream, shard: &RefCell<Shard>) {
     let _ = stream.shutdown(std::net::Shutdown::Write).await;
     let deadline = Instant::now() + LINGER;
     let mut buf = [0u8; 4096];
-    while let Some(Ok(n)) = before(deadline, stream.read(&mut buf)).await {
+    while let Some(Ok(n)) = super::before(deadline, stream.read(&mut buf)).await {
         if n == 0 {
             break;
         }
